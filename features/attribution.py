@@ -1,0 +1,129 @@
+"""Device attribution: which endpoint(s) of each flow are local devices.
+
+The rule (applied per source, i.e. per capture, interface or log):
+
+1. **Keys.** A device is keyed by its MAC address where the flow has layer 2, else by its IP.
+2. **Local vs remote.** IPv4 private, link-local and unspecified (``0.0.0.0``, DHCP) addresses
+   are local. A site addressed entirely with public IPv4 (no private address in the source) is
+   taken as local throughout. IPv6 link-local (``fe80::/10``) and unique-local (``fc00::/7``)
+   are local; a global IPv6 address is local when its MAC is a host's, not a gateway's.
+3. **Gateways.** A MAC seen carrying a remote IPv4 address, or four or more distinct IPv4
+   addresses, is a gateway (it forwards for others). Traffic behind it is not a device. The
+   gateway is itself a device only in flows it *originates* from a local address of its own.
+4. **Never devices.** Broadcast and multicast MACs (I/G bit set), multicast and broadcast IPs
+   (``224.0.0.0/4``, ``255.255.255.255``, ``*.255``, ``ff00::/8``), loopback.
+5. **Both directions count.** A flow between two local devices is credited to both, each
+   seeing it from its own side (``direction`` ``out`` when the device initiated it).
+
+The output has one row per (flow, credited device) with the flow's columns plus the device's
+view of it: ``device_id``, ``device_mac``, ``device_ip``, ``direction``, ``peer_ip``,
+``peer_mac``, ``peer_port``, ``peer_local``, ``bytes_out``, ``bytes_in``, ``packets_out``,
+``packets_in``.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+
+_V4_PRIVATE = r"^(10\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.|169\.254\.|0\.0\.0\.0$)"
+_V4_MULTICAST = r"^(22[4-9]|23\d)\.|^255\.255\.255\.255$|\.255$"
+_V6_LOCAL = r"^(?i:fe[89ab][0-9a-f]:|f[cd][0-9a-f]{2}:)"
+
+
+def _is_v4(ip: pl.Expr) -> pl.Expr:
+    return ~ip.str.contains(":")
+
+
+def _mac_unicast(mac: pl.Expr) -> pl.Expr:
+    # The I/G bit is the lowest bit of the first octet: set for multicast and broadcast.
+    first = mac.str.slice(0, 2).str.to_integer(base=16, strict=False)
+    return mac.is_not_null() & ((first % 2) == 0)
+
+
+def _ip_special(ip: pl.Expr) -> pl.Expr:
+    return (
+        ip.is_null()
+        | ip.str.contains(_V4_MULTICAST)
+        | ip.str.to_lowercase().str.starts_with("ff")
+        | ip.str.starts_with("127.")
+        | (ip == "::1")
+    )
+
+
+def _sides(flows: pl.DataFrame) -> pl.DataFrame:
+    """Both endpoints of every flow as rows, from the endpoint's point of view."""
+    f = flows.with_row_index("flow_index")
+    common = [pl.col(c) for c in flows.columns] + [pl.col("flow_index")]
+
+    def side(me: str, other: str, direction: str) -> pl.DataFrame:
+        out, inn = ("src2dst", "dst2src") if me == "src" else ("dst2src", "src2dst")
+        return f.select(
+            *common,
+            pl.col(f"{me}_mac").alias("device_mac"),
+            pl.col(f"{me}_ip").alias("device_ip"),
+            pl.lit(direction).alias("direction"),
+            pl.col(f"{other}_ip").alias("peer_ip"),
+            pl.col(f"{other}_mac").alias("peer_mac"),
+            pl.col(f"{other}_port").alias("peer_port"),
+            pl.col(f"{out}_bytes").alias("bytes_out"),
+            pl.col(f"{inn}_bytes").alias("bytes_in"),
+            pl.col(f"{out}_packets").alias("packets_out"),
+            pl.col(f"{inn}_packets").alias("packets_in"),
+        )
+
+    return pl.concat([side("src", "dst", "out"), side("dst", "src", "in")])
+
+
+def attribute(flows: pl.DataFrame) -> pl.DataFrame:
+    """Credit each flow to the local device(s) it involves (see the module docstring)."""
+    sides = _sides(flows)
+    v4 = _is_v4(pl.col("device_ip"))
+    # Per source: does the site use private IPv4 at all?
+    sides = sides.with_columns(
+        (v4 & pl.col("device_ip").str.contains(_V4_PRIVATE)).any().over("source")
+        .alias("_site_private"),
+    )
+    v4_local = pl.col("device_ip").str.contains(_V4_PRIVATE) | ~pl.col("_site_private")
+    sides = sides.with_columns(
+        pl.when(v4).then(v4_local).otherwise(pl.col("device_ip").str.contains(_V6_LOCAL))
+        .alias("_ip_local"),
+        _mac_unicast(pl.col("device_mac")).alias("_mac_unicast"),
+        _ip_special(pl.col("device_ip")).alias("_ip_special"),
+    )
+    # Gateways: MACs that carry remote IPv4 addresses, or many IPv4 addresses.
+    v4_sides = sides.filter(
+        pl.col("_mac_unicast") & v4 & ~pl.col("_ip_special") & (pl.col("device_ip") != "0.0.0.0")
+    )
+    gateways = (
+        v4_sides.group_by("source", "device_mac")
+        .agg(
+            (~pl.col("_ip_local")).any().alias("remote"),
+            pl.col("device_ip").n_unique().alias("n_ip"),
+        )
+        .filter(pl.col("remote") | (pl.col("n_ip") >= 4))
+        .select("source", "device_mac", pl.lit(True).alias("_gateway"))
+    )
+    sides = sides.join(gateways, on=["source", "device_mac"], how="left").with_columns(
+        pl.col("_gateway").fill_null(False)
+    )
+    has_l2 = pl.col("device_mac").is_not_null()
+    l2_device = (
+        pl.col("_mac_unicast")
+        & ~pl.col("_ip_special")
+        & (
+            (~pl.col("_gateway") & (pl.col("_ip_local") | ~v4))
+            | (pl.col("_gateway") & (pl.col("direction") == "out") & v4 & pl.col("_ip_local"))
+        )
+    )
+    l3_device = ~pl.col("_ip_special") & pl.col("_ip_local")
+    credited = sides.filter(pl.when(has_l2).then(l2_device).otherwise(l3_device))
+    # Peer locality, from the same rule seen from the other side.
+    peer_v4 = _is_v4(pl.col("peer_ip"))
+    peer_local = pl.when(peer_v4).then(
+        pl.col("peer_ip").str.contains(_V4_PRIVATE) | ~pl.col("_site_private")
+    ).otherwise(pl.col("peer_ip").str.contains(_V6_LOCAL) | pl.col("peer_ip").is_null())
+    return credited.with_columns(
+        pl.coalesce(pl.col("device_mac"), pl.col("device_ip")).alias("device_id"),
+        peer_local.fill_null(False).alias("peer_local"),
+    ).drop("_site_private", "_ip_local", "_mac_unicast", "_ip_special", "_gateway")
+

@@ -1,0 +1,81 @@
+"""The device inventory: what each device is seen to be and do."""
+
+from __future__ import annotations
+
+import polars as pl
+
+from flockwatch.features.attribution import attribute
+from flockwatch.features.oui import vendor
+
+#: nDPI application names of industrial / building-automation / utility protocols.
+INDUSTRIAL_PROTOCOLS = frozenset({
+    "Modbus", "DNP3", "IEC60870", "S7Comm", "S7CommPlus", "BACnet", "EthernetIP", "OPC-UA",
+    "IEC62056", "IEEE-C37118", "ISO9506-1-MMS", "MELSEC", "FINS", "HART-IP", "BeckhoffADS",
+    "KNXnet_IP", "CNP-IP", "Ether-S-Bus", "ANSI_C1222", "PROFINET_IO", "IEC61850", "GOOSE",
+    "RTPS", "Fox", "CIP", "Omron", "CodeSys", "PCWorx", "Niagara",
+})
+
+INVENTORY_COLUMNS = [
+    "device_id", "mac", "vendor", "ips", "hostnames", "server_names", "protocols",
+    "applications", "industrial", "industrial_protocols", "first_seen", "last_seen", "flows",
+    "packets", "bytes", "sources",
+]
+
+
+def inventory(flows: pl.DataFrame, attributed: pl.DataFrame | None = None) -> pl.DataFrame:
+    """One row per device (``INVENTORY_COLUMNS``), from a flow table.
+
+    ``hostnames`` are names a device announces for itself (DHCP host name, mDNS, NetBIOS);
+    ``server_names`` are names it asks for (DNS queries, TLS SNI, HTTP hosts).
+    """
+    att = attribute(flows) if attributed is None else attributed
+    if att.height == 0:
+        return empty_inventory()
+    parts = pl.col("application").fill_null("Unknown").str.split(".")
+    self_named = (pl.col("direction") == "out") & parts.list.first().is_in(
+        ["DHCP", "DHCPV6", "MDNS", "NetBIOS", "LLMNR"]
+    )
+    l4 = pl.col("protocol").replace_strict(
+        {6: "TCP", 17: "UDP", 1: "ICMP", 58: "ICMPv6", 2: "IGMP"}, default="IP", return_dtype=pl.String
+    )
+    att = att.with_columns(parts.alias("_parts"), l4.alias("_l4"))
+    ics_expr = pl.col("_parts").list.eval(
+        pl.element().filter(pl.element().is_in(list(INDUSTRIAL_PROTOCOLS)))
+    )
+    inv = att.group_by("device_id").agg(
+        pl.col("device_mac").drop_nulls().first().alias("mac"),
+        pl.col("device_ip").filter(~pl.col("device_ip").is_in(["0.0.0.0", "::"]))
+        .drop_nulls().unique().sort().alias("ips"),
+        pl.col("server_name").filter(self_named).drop_nulls().unique().sort().alias("hostnames"),
+        pl.col("server_name").filter(~self_named).drop_nulls().unique().sort()
+        .alias("server_names"),
+        pl.concat_list("_l4", pl.col("_parts").list.first()).list.explode(keep_nulls=False, empty_as_null=False).drop_nulls().unique()
+        .sort().alias("protocols"),
+        pl.col("application").drop_nulls().unique().sort().alias("applications"),
+        ics_expr.list.explode(keep_nulls=False, empty_as_null=False).drop_nulls().unique().sort().alias("industrial_protocols"),
+        (pl.col("application_category") == "IoT-Scada").any().alias("_scada"),
+        pl.col("first_seen").min().alias("first_seen"),
+        pl.col("last_seen").max().alias("last_seen"),
+        pl.len().alias("flows"),
+        pl.col("packets").sum().alias("packets"),
+        pl.col("bytes").sum().alias("bytes"),
+        pl.col("source").unique().sort().alias("sources"),
+    )
+    vendors = {m: vendor(m) for m in inv["mac"].drop_nulls().unique().to_list()}
+    inv = inv.with_columns(
+        pl.col("mac").replace_strict(vendors, default=None, return_dtype=pl.String).alias("vendor"),
+        ((pl.col("industrial_protocols").list.len() > 0) | pl.col("_scada")).alias("industrial"),
+    )
+    return inv.select(INVENTORY_COLUMNS).sort("device_id")
+
+
+def empty_inventory() -> pl.DataFrame:
+    lst = pl.List(pl.String)
+    ts = pl.Datetime("ms", "UTC")
+    return pl.DataFrame(schema={
+        "device_id": pl.String, "mac": pl.String, "vendor": pl.String, "ips": lst,
+        "hostnames": lst, "server_names": lst, "protocols": lst, "applications": lst,
+        "industrial": pl.Boolean, "industrial_protocols": lst, "first_seen": ts,
+        "last_seen": ts, "flows": pl.UInt32, "packets": pl.Int64, "bytes": pl.Int64,
+        "sources": lst,
+    })

@@ -1,0 +1,315 @@
+"""Per-device windows of behavioural features.
+
+``windows(flows, spec)`` attributes flows to devices (``attribution.attribute``), cuts each
+device's traffic into tumbling windows of ``spec.length_s`` seconds by flow start, and
+computes ``FEATURE_COLUMNS``: behaviour only, never identity (no MAC, IP or lab address).
+
+Default window: 300 s. Long enough to hold several periods of the heartbeats, polling and
+telemetry that IoT/OT devices repeat every 10-60 s (so periodicity and mix are measurable),
+short enough that an alert lands within minutes (two windows = 10 min) and that a week gives
+~2,000 windows per device to learn from. Windows are aligned to the start of each source
+(``align="source"``), so a capture shorter than the window is one whole-capture window; the
+live sensor aligns to the clock (``align="epoch"``). SCADA polling needs seconds: pass a
+shorter ``length_s``.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+
+import polars as pl
+
+from flockwatch.features.attribution import attribute
+
+KEY_COLUMNS = ["source", "device_id", "window_start", "window_end"]
+#: Non-feature facts carried with each window (conserved totals, identities for reports).
+META_COLUMNS = ["device_mac", "device_ip", "packets", "bytes", "flows"]
+
+APPLICATIONS = [
+    "DNS", "DHCP", "DHCPV6", "NTP", "MDNS", "SSDP", "LLMNR", "NetBIOS", "HTTP", "TLS", "QUIC",
+    "MQTT", "COAP", "RTSP", "RTP", "RTCP", "SIP", "SNMP", "SSH", "Telnet", "STUN", "ICMP",
+    "ICMPV6", "IGMP", "Syslog", "Modbus", "DNP3", "IEC60870", "S7Comm", "S7CommPlus", "BACnet",
+    "EthernetIP", "OPC-UA", "Unknown",
+]
+CATEGORIES = [
+    "Network", "Web", "Media", "Streaming", "VoIP", "Cloud", "IoT-Scada", "System",
+    "RemoteAccess", "Unspecified",
+]
+SERVICE_PORTS = [
+    22, 23, 53, 67, 80, 102, 123, 137, 161, 443, 502, 554, 631, 1883, 1900, 2404, 3478, 5060,
+    5353, 5683, 8080, 8443, 8883, 9100, 20000, 44818, 47808,
+]
+N_NAME_BUCKETS = 16
+
+_DESCRIPTIONS: dict[str, str] = {
+    "log_flows": "log(1 + flows)",
+    "log_packets": "log(1 + packets)",
+    "log_bytes": "log(1 + bytes)",
+    "log_bytes_out": "log(1 + bytes sent by the device)",
+    "log_bytes_in": "log(1 + bytes received by the device)",
+    "out_byte_share": "share of bytes sent by the device",
+    "out_flow_share": "share of flows the device initiated",
+    "log_bytes_per_s": "log(1 + bytes per second of activity)",
+    "log_flows_per_min": "log(1 + flows per minute of activity)",
+    "mean_packet_size": "bytes / packets",
+    "mean_packet_size_std": "mean of flows' packet-size standard deviation",
+    "max_packet_size": "largest packet",
+    "min_packet_size": "smallest packet",
+    "log_packets_per_flow": "log(1 + packets per flow)",
+    "log_mean_flow_duration": "log(1 + mean flow duration in s)",
+    "log_max_flow_duration": "log(1 + longest flow duration in s)",
+    "log_mean_piat": "log(1 + mean packet inter-arrival in ms)",
+    "log_std_piat": "log(1 + mean packet inter-arrival standard deviation in ms)",
+    "log_flow_iat_mean": "log(1 + mean time between flow starts in s) (periodicity)",
+    "flow_iat_cv": "coefficient of variation of time between flow starts (low = periodic)",
+    "periodic_flow_share": "share of flows in (peer, port) series that repeat at a steady pace",
+    "tcp_share": "share of flows over TCP",
+    "udp_share": "share of flows over UDP",
+    "icmp_share": "share of flows over ICMP/ICMPv6",
+    "other_l4_share": "share of flows over other IP protocols",
+    "app_other_share": "share of flows of an nDPI application not listed",
+    "port_other_low_share": "share of flows to another port below 1024",
+    "port_other_high_share": "share of flows to another port from 1024",
+    "log_distinct_ports": "log(1 + distinct responder ports)",
+    "log_distinct_names": "log(1 + distinct DNS/SNI/host names)",
+    "log_peers": "log(1 + distinct peer addresses)",
+    "log_local_peers": "log(1 + distinct local peers)",
+    "log_remote_peers": "log(1 + distinct remote peers)",
+    "local_flow_share": "share of flows with a local peer",
+    "syn_ratio": "SYN packets / TCP packets",
+    "rst_ratio": "RST packets / TCP packets",
+    "fin_ratio": "FIN packets / TCP packets",
+    "psh_ratio": "PSH packets / TCP packets",
+    "unanswered_out_share": "share of initiated flows that got no packet back (scans, dead peers)",
+}
+for _a in APPLICATIONS:
+    _DESCRIPTIONS[f"app_{_a.lower()}_share"] = f"share of flows nDPI names {_a} (master protocol)"
+for _c in CATEGORIES:
+    _DESCRIPTIONS[f"cat_{_c.lower()}_share"] = f"share of flows in nDPI category {_c}"
+for _p in SERVICE_PORTS:
+    _DESCRIPTIONS[f"port_{_p}_share"] = f"share of flows whose responder port is {_p}"
+for _b in range(N_NAME_BUCKETS):
+    _DESCRIPTIONS[f"name_token_{_b:02d}"] = (
+        f"share of DNS/SNI/host-name tokens hashed (CRC32) into bucket {_b}"
+    )
+
+#: The stable, documented feature column list, in order.
+FEATURE_COLUMNS: list[str] = list(_DESCRIPTIONS)
+FEATURE_DESCRIPTIONS: dict[str, str] = dict(_DESCRIPTIONS)
+
+
+@dataclass(frozen=True)
+class WindowSpec:
+    """How flows are cut into windows.
+
+    Parameters
+    ----------
+    length_s
+        Window length in seconds (default 300).
+    align
+        ``"source"``: windows start at each source's first flow (a capture shorter than the
+        window is one whole-capture window). ``"epoch"``: windows start at multiples of
+        ``length_s`` since 1970 (live sensing).
+    """
+
+    length_s: float = 300.0
+    align: str = "source"
+
+    def __post_init__(self) -> None:
+        if not self.length_s > 0:
+            raise ValueError(f"window length must be > 0 seconds, got {self.length_s}")
+        if self.align not in ("source", "epoch"):
+            raise ValueError(f"align must be 'source' or 'epoch', got {self.align!r}")
+
+
+def _safe_div(a: pl.Expr, b: pl.Expr) -> pl.Expr:
+    return pl.when(b > 0).then(a / b).otherwise(0.0)
+
+
+def _log1p(e: pl.Expr) -> pl.Expr:
+    return e.cast(pl.Float64).fill_null(0.0).clip(lower_bound=0.0).log1p()
+
+
+def assign_windows(attributed: pl.DataFrame, spec: WindowSpec) -> pl.DataFrame:
+    """Add ``window_start``/``window_end`` to attributed flows."""
+    length_ms = int(round(spec.length_s * 1000))
+    t = pl.col("first_seen").dt.epoch("ms")
+    origin = t.min().over("source") if spec.align == "source" else pl.lit(0, pl.Int64)
+    start = origin + ((t - origin) // length_ms) * length_ms
+    return attributed.with_columns(
+        start.cast(pl.Datetime("ms", "UTC")).alias("window_start"),
+        (start + length_ms).cast(pl.Datetime("ms", "UTC")).alias("window_end"),
+    )
+
+
+def windows(flows: pl.DataFrame, spec: WindowSpec | None = None) -> pl.DataFrame:
+    """Per-device, per-window feature table: ``KEY_COLUMNS + META_COLUMNS + FEATURE_COLUMNS``."""
+    spec = spec or WindowSpec()
+    att = assign_windows(attribute(flows), spec)
+    return window_features(att)
+
+
+def window_features(att: pl.DataFrame) -> pl.DataFrame:
+    """Features from attributed flows that already carry window columns."""
+    keys = KEY_COLUMNS
+    if att.height == 0:
+        return empty_windows()
+    master = pl.col("application").fill_null("Unknown").str.split(".").list.first()
+    cat = pl.col("application_category").fill_null("Unspecified")
+    tcp = pl.col("protocol") == 6
+    att = att.with_columns(
+        master.alias("_master"),
+        cat.alias("_cat"),
+        pl.col("dst_port").fill_null(0).alias("_svc_port"),
+        (pl.col("last_seen") - pl.col("first_seen")).dt.total_milliseconds().alias("_dur_ms"),
+    )
+    known_apps = [a for a in APPLICATIONS]
+    aggs: list[pl.Expr] = [
+        pl.col("device_mac").first(),
+        pl.col("device_ip").drop_nulls().first(),
+        pl.col("packets").sum().alias("packets"),
+        pl.col("bytes").sum().alias("bytes"),
+        pl.len().alias("flows"),
+        pl.col("bytes_out").sum().alias("_bytes_out"),
+        pl.col("bytes_in").sum().alias("_bytes_in"),
+        (pl.col("direction") == "out").mean().alias("out_flow_share"),
+        ((pl.col("last_seen").max() - pl.col("first_seen").min()).dt.total_milliseconds())
+        .alias("_span_ms"),
+        pl.col("mean_ps").mean().alias("_mean_ps_of_flows"),
+        pl.col("stddev_ps").mean().fill_null(0.0).alias("mean_packet_size_std"),
+        pl.col("max_ps").max().fill_null(0.0).alias("max_packet_size"),
+        pl.col("min_ps").min().fill_null(0.0).alias("min_packet_size"),
+        (pl.col("_dur_ms").mean() / 1000).alias("_mean_dur_s"),
+        (pl.col("_dur_ms").max() / 1000).alias("_max_dur_s"),
+        pl.col("mean_piat_ms").mean().alias("_mean_piat"),
+        pl.col("stddev_piat_ms").mean().alias("_std_piat"),
+        (pl.col("first_seen").sort().diff().dt.total_milliseconds() / 1000).mean()
+        .alias("_iat_mean"),
+        (pl.col("first_seen").sort().diff().dt.total_milliseconds() / 1000).std()
+        .alias("_iat_std"),
+        (pl.col("protocol") == 6).mean().alias("tcp_share"),
+        (pl.col("protocol") == 17).mean().alias("udp_share"),
+        pl.col("protocol").is_in([1, 58]).mean().alias("icmp_share"),
+        (~pl.col("protocol").is_in([1, 6, 17, 58])).mean().alias("other_l4_share"),
+        (~pl.col("_master").is_in(known_apps)).mean().alias("app_other_share"),
+        *[(pl.col("_master") == a).mean().alias(f"app_{a.lower()}_share") for a in APPLICATIONS],
+        *[(pl.col("_cat") == c).mean().alias(f"cat_{c.lower()}_share") for c in CATEGORIES],
+        *[(pl.col("_svc_port") == p).mean().alias(f"port_{p}_share") for p in SERVICE_PORTS],
+        (~pl.col("_svc_port").is_in(SERVICE_PORTS) & (pl.col("_svc_port") < 1024)).mean()
+        .alias("port_other_low_share"),
+        (~pl.col("_svc_port").is_in(SERVICE_PORTS) & (pl.col("_svc_port") >= 1024)).mean()
+        .alias("port_other_high_share"),
+        pl.col("_svc_port").n_unique().alias("_n_ports"),
+        pl.col("server_name").drop_nulls().n_unique().alias("_n_names"),
+        pl.col("peer_ip").n_unique().alias("_n_peers"),
+        pl.col("peer_ip").filter(pl.col("peer_local")).n_unique().alias("_n_local"),
+        pl.col("peer_ip").filter(~pl.col("peer_local")).n_unique().alias("_n_remote"),
+        pl.col("peer_local").mean().alias("local_flow_share"),
+        pl.col("packets").filter(tcp).sum().alias("_tcp_pk"),
+        pl.col("syn_packets").filter(tcp).sum().alias("_syn"),
+        pl.col("rst_packets").filter(tcp).sum().alias("_rst"),
+        pl.col("fin_packets").filter(tcp).sum().alias("_fin"),
+        pl.col("psh_packets").filter(tcp).sum().alias("_psh"),
+        _safe_div(
+            ((pl.col("direction") == "out") & (pl.col("packets_in") == 0)).sum(),
+            (pl.col("direction") == "out").sum(),
+        ).alias("unanswered_out_share"),
+    ]
+    win = att.group_by(keys).agg(aggs)
+    active_s = (pl.col("_span_ms").cast(pl.Float64) / 1000).clip(lower_bound=1.0)
+    win = win.with_columns(
+        _log1p(pl.col("flows")).alias("log_flows"),
+        _log1p(pl.col("packets")).alias("log_packets"),
+        _log1p(pl.col("bytes")).alias("log_bytes"),
+        _log1p(pl.col("_bytes_out")).alias("log_bytes_out"),
+        _log1p(pl.col("_bytes_in")).alias("log_bytes_in"),
+        _safe_div(pl.col("_bytes_out"), pl.col("_bytes_out") + pl.col("_bytes_in"))
+        .alias("out_byte_share"),
+        _log1p(pl.col("bytes") / active_s).alias("log_bytes_per_s"),
+        _log1p(pl.col("flows") / active_s * 60).alias("log_flows_per_min"),
+        _safe_div(pl.col("bytes").cast(pl.Float64), pl.col("packets")).alias("mean_packet_size"),
+        _log1p(pl.col("packets") / pl.col("flows")).alias("log_packets_per_flow"),
+        _log1p(pl.col("_mean_dur_s")).alias("log_mean_flow_duration"),
+        _log1p(pl.col("_max_dur_s")).alias("log_max_flow_duration"),
+        _log1p(pl.col("_mean_piat")).alias("log_mean_piat"),
+        _log1p(pl.col("_std_piat")).alias("log_std_piat"),
+        _log1p(pl.col("_iat_mean")).alias("log_flow_iat_mean"),
+        _safe_div(pl.col("_iat_std").fill_null(0.0), pl.col("_iat_mean").fill_null(0.0))
+        .alias("flow_iat_cv"),
+        _log1p(pl.col("_n_ports")).alias("log_distinct_ports"),
+        _log1p(pl.col("_n_names")).alias("log_distinct_names"),
+        _log1p(pl.col("_n_peers")).alias("log_peers"),
+        _log1p(pl.col("_n_local")).alias("log_local_peers"),
+        _log1p(pl.col("_n_remote")).alias("log_remote_peers"),
+        _safe_div(pl.col("_syn").cast(pl.Float64), pl.col("_tcp_pk")).alias("syn_ratio"),
+        _safe_div(pl.col("_rst").cast(pl.Float64), pl.col("_tcp_pk")).alias("rst_ratio"),
+        _safe_div(pl.col("_fin").cast(pl.Float64), pl.col("_tcp_pk")).alias("fin_ratio"),
+        _safe_div(pl.col("_psh").cast(pl.Float64), pl.col("_tcp_pk")).alias("psh_ratio"),
+    )
+    win = win.join(_periodicity(att, keys), on=keys, how="left")
+    win = win.join(_name_tokens(att, keys), on=keys, how="left")
+    out = win.select(
+        *keys,
+        *META_COLUMNS,
+        *[pl.col(c).cast(pl.Float64).fill_null(0.0).fill_nan(0.0) for c in FEATURE_COLUMNS],
+    )
+    return out.sort(keys)
+
+
+def _periodicity(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    series = att.group_by([*keys, "peer_ip", "_svc_port", "protocol"]).agg(
+        pl.len().alias("n"),
+        (pl.col("first_seen").sort().diff().dt.total_milliseconds()).mean().alias("m"),
+        (pl.col("first_seen").sort().diff().dt.total_milliseconds()).std().alias("s"),
+    )
+    periodic = (pl.col("n") >= 3) & (pl.col("m") > 0) & ((pl.col("s") / pl.col("m")) < 0.3)
+    return series.group_by(keys).agg(
+        (pl.col("n").filter(periodic).sum() / pl.col("n").sum()).alias("periodic_flow_share")
+    )
+
+
+def _bucket(token: str) -> int:
+    return zlib.crc32(token.encode()) % N_NAME_BUCKETS
+
+
+def _name_tokens(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    names = att.filter(pl.col("server_name").is_not_null()).select(
+        *keys, pl.col("server_name").str.to_lowercase().str.split(".").alias("tok")
+    ).explode("tok").filter(pl.col("tok").str.len_chars() > 0)
+    cols = [f"name_token_{b:02d}" for b in range(N_NAME_BUCKETS)]
+    if names.height == 0:
+        return att.select(keys).unique().with_columns(pl.lit(0.0).alias(c) for c in cols)
+    # Hash each distinct token once (stable CRC32, not per flow).
+    vocab = names.select(pl.col("tok").unique())
+    vocab = vocab.with_columns(
+        pl.Series("bucket", [_bucket(t) for t in vocab["tok"].to_list()], dtype=pl.Int32)
+    )
+    counts = names.join(vocab, on="tok").group_by(keys).agg(
+        *[(pl.col("bucket") == b).mean().alias(f"name_token_{b:02d}")
+          for b in range(N_NAME_BUCKETS)]
+    )
+    return counts
+
+
+def empty_windows() -> pl.DataFrame:
+    schema: dict[str, pl.DataType] = {
+        "source": pl.String(),
+        "device_id": pl.String(),
+        "window_start": pl.Datetime("ms", "UTC"),
+        "window_end": pl.Datetime("ms", "UTC"),
+        "device_mac": pl.String(),
+        "device_ip": pl.String(),
+        "packets": pl.Int64(),
+        "bytes": pl.Int64(),
+        "flows": pl.UInt32(),
+    }
+    schema.update({c: pl.Float64() for c in FEATURE_COLUMNS})
+    return pl.DataFrame(schema=schema)
+
+
+def feature_table_markdown() -> str:
+    """The feature columns as a Markdown table (used for the README)."""
+    rows = ["| feature | meaning |", "|---|---|"]
+    rows += [f"| `{k}` | {v} |" for k, v in FEATURE_DESCRIPTIONS.items()]
+    return "\n".join(rows)
