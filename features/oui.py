@@ -17,7 +17,7 @@ def _table() -> dict[int, dict[int, str]]:
         parts = line.split("\t")
         if len(parts) < 2:
             continue
-        prefix, _, bits_s = parts[0].partition("/")
+        prefix, _, bits_s = parts[0].strip().partition("/")
         hexdigits = prefix.replace(":", "").replace("-", "")
         bits = int(bits_s) if bits_s else 24
         if bits not in table:

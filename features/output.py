@@ -1,0 +1,67 @@
+"""Writing outputs atomically: a reader never sees a half-written file."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import polars as pl
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; it replaces ``path`` only on success."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def write_atomic(path: str | os.PathLike[str], writer: Callable[[IO[str]], None]) -> None:
+    """Write text through ``writer(fh)`` to ``path`` atomically."""
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
+        writer(fh)
+
+
+def write_parquet(df: pl.DataFrame, path: str | os.PathLike[str]) -> None:
+    with atomic_path(path) as tmp:
+        df.write_parquet(tmp)
+
+
+def json_default(obj: Any) -> Any:
+    """JSON encoder fallback: datetimes as ISO-8601 UTC, numpy scalars as numbers."""
+    if isinstance(obj, dt.datetime):
+        if obj.tzinfo is None:
+            obj = obj.replace(tzinfo=dt.UTC)
+        return obj.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+    if hasattr(obj, "item"):
+        return obj.item()
+    if isinstance(obj, (set, frozenset, tuple)):
+        return list(obj)
+    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def to_json(obj: Any, **kwargs: Any) -> str:
+    return json.dumps(obj, default=json_default, **kwargs)
+
+
+def frame_records(df: pl.DataFrame) -> list[dict[str, Any]]:
+    """Rows as JSON-ready dicts (datetimes become ISO-8601 UTC strings)."""
+    out = df.with_columns(
+        pl.col(c).dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        for c, t in df.schema.items() if isinstance(t, pl.Datetime)
+    )
+    return out.to_dicts()
