@@ -225,6 +225,282 @@ def inventory(
         raise typer.Exit(1)
 
 
+@datasets_app.command("synthesize")
+def datasets_synthesize(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write into.")],
+    hours: Annotated[float, typer.Option(help="Length of the attack capture in hours.")] = 2.0,
+    learning_hours: Annotated[float | None, typer.Option(
+        help="Length of the attack-free learning capture (default: --hours).")] = None,
+    seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 0,
+    attacks: Annotated[list[str] | None, typer.Option(
+        "--attacks", help="Attack kinds to inject (repeat the option); default all; "
+        "'none' for none.")] = None,
+) -> None:
+    """Write a synthetic IoT/OT site: learning.pcap, attacks.pcap, labels.csv, attacks.csv."""
+    from flockwatch.datasets.synth import ATTACK_KINDS, synthesize
+
+    kinds = list(ATTACK_KINDS) if not attacks else [] if attacks == ["none"] else attacks
+    try:
+        caps = synthesize(output, hours=hours, learning_hours=learning_hours, seed=seed,
+                          attacks=kinds)
+    except ValueError as exc:
+        fail(str(exc))
+    for c in caps:
+        typer.echo(f"{c.path}: {c.packets} packets, attacks: "
+                   f"{', '.join(a.kind for a in c.attacks) or 'none'}")
+    typer.echo(f"{output / 'labels.csv'}, {output / 'attacks.csv'}")
+
+
+def _progress_files(label: str) -> Any:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn(f"[bold]{label}"), BarColumn(), TextColumn("{task.completed} files"),
+                    TimeElapsedColumn(), console=_console(), transient=True)
+
+
+@train_app.command("classifier")
+def train_classifier_cmd(
+    dataset_dir: Annotated[Path, typer.Argument(help="Folder with captures and labels.csv "
+                                                "(or one sub-folder per label).")],
+    label_column: Annotated[str, typer.Option(help="labels.csv column to learn.")] = "device_type",
+    group_column: Annotated[str | None, typer.Option(
+        help="labels.csv column grouping captures for splits (default: each capture).")] = None,
+    window: Annotated[str, typer.Option(help="Window length, e.g. 300s, 5m.")] = "300s",
+    folds: Annotated[int, typer.Option(help="Capture-grouped cross-validation folds.")] = 4,
+    experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "flockwatch-classifier",
+    register: Annotated[str | None, typer.Option(help="Register the model under this name.")]
+    = None,
+    promote: Annotated[bool, typer.Option(help="Set the 'champion' alias on the new version.")]
+    = False,
+    seed: Annotated[int, typer.Option()] = 0,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Train a device-type classifier on labelled captures; log and register it in MLflow.
+
+    Example: flockwatch train classifier ../shared/data/iot-sentinel --register sentinel
+    """
+    from flockwatch.datasets.labelled import DatasetError
+    from flockwatch.training.classifier import train_classifier
+    from flockwatch.training.tracking import parse_duration
+
+    try:
+        with _progress_files("extracting") as prog:
+            task = prog.add_task("", total=None)
+            out = train_classifier(dataset_dir, label_column=label_column,
+                                   group_column=group_column,
+                                   window_s=parse_duration(window) or 300.0, n_folds=folds,
+                                   register_name=register, promote=promote,
+                                   experiment=experiment, tracking_uri=tracking_uri, seed=seed,
+                                   on_file=lambda _: prog.advance(task))
+    except (DatasetError, ValueError) as exc:
+        fail(str(exc))
+    m = out["metrics"]
+    typer.echo(f"capture-separated CV: macro F1 {m['macro_f1']:.3f}, accuracy "
+               f"{m['accuracy']:.3f} over {len(out['classes'])} classes")
+    if out.get("open_set"):
+        o = out["open_set"]
+        typer.echo(f"open set: {o['unknown_rate']:.1%} of left-out types unknown, "
+                   f"{o['known_rejected_rate']:.1%} of known rejected, AUROC {o['unknown_auroc']:.3f}")
+    typer.echo(f"run {out['run_id']}")
+    typer.echo(out.get("champion_uri") or out["model_uri"])
+
+
+@train_app.command("baseline")
+def train_baseline_cmd(
+    sources: SourcesArg = None,
+    learning_period: Annotated[str | None, typer.Option(
+        help="Learn from this first part of the input only, e.g. 2d, 6h (default: all).")] = None,
+    window: Annotated[str, typer.Option(help="Window length, e.g. 300s, 5m, 10s.")] = "300s",
+    classifier: Annotated[str | None, typer.Option(
+        help="Bundle the classifier of this model URI.")] = None,
+    register: Annotated[str | None, typer.Option(help="Register under this name.")] = None,
+    promote: Annotated[bool, typer.Option(help="Set the 'champion' alias.")] = False,
+    experiment: Annotated[str, typer.Option()] = "flockwatch-baseline",
+    epochs: Annotated[int, typer.Option(help="Autoencoder training epochs.")] = 80,
+    seed: Annotated[int, typer.Option()] = 0,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Learn each device's normal behaviour from captures; log and register the model.
+
+    Example: flockwatch train baseline week1/ --learning-period 5d --register flockwatch --promote
+    """
+    from flockwatch.models.store import ModelLoadError
+    from flockwatch.training.baseline import train_baseline
+    from flockwatch.training.tracking import parse_duration
+
+    try:
+        with _progress_files("reading") as prog:
+            task = prog.add_task("", total=None)
+            out = train_baseline(_require_sources(sources),
+                                 window_s=parse_duration(window) or 300.0,
+                                 learning_period_s=parse_duration(learning_period),
+                                 classifier_uri=classifier, register_name=register,
+                                 promote=promote, experiment=experiment,
+                                 tracking_uri=tracking_uri, seed=seed, epochs=epochs,
+                                 on_file=lambda _: prog.advance(task))
+    except (ModelLoadError, ValueError) as exc:
+        fail(str(exc))
+    for p in out["problems"]:
+        typer.echo(f"  input: {p}", err=True)
+    typer.echo(f"{out['devices']} devices, {out['windows']} learning windows; run {out['run_id']}")
+    typer.echo(out.get("champion_uri") or out["model_uri"])
+
+
+@app.command()
+def evaluate(
+    dataset_dir: Annotated[Path, typer.Argument(help="Labelled capture set.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model URI or folder.")],
+    label_column: Annotated[str, typer.Option()] = "device_type",
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write JSON here.")]
+    = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Score every labelled capture with a model: metrics and per-capture predictions (JSON)."""
+    from flockwatch.datasets.labelled import DatasetError
+    from flockwatch.features.output import to_json, write_atomic
+    from flockwatch.models.store import ModelLoadError, configure
+    from flockwatch.training.evaluate import evaluate_dataset
+
+    configure(tracking_uri)
+    try:
+        out = evaluate_dataset(dataset_dir, model, label_column=label_column)
+    except (DatasetError, ModelLoadError, ValueError) as exc:
+        fail(str(exc))
+    text = to_json(out, indent=2)
+    if output:
+        write_atomic(output, lambda fh: fh.write(text))
+        m = out["metrics"]
+        typer.echo(f"macro F1 {m['macro_f1']:.3f}, accuracy {m['accuracy']:.3f} on "
+                   f"{m['n']} captures -> {output}")
+    else:
+        typer.echo(text)
+
+
+def _render_report(rep: Any) -> str:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=150, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
+    t = Table(title=f"{rep.devices.height} devices")
+    for col in ("device", "vendor", "ip", "type", "conf", "windows", "alerts", "ICS"):
+        t.add_column(col, overflow="fold")
+    for r in rep.devices.sort("device_id").iter_rows(named=True):
+        typ = r.get("device_type") or ""
+        if r.get("new_device"):
+            typ = f"{typ} (new)"
+        conf = "" if r.get("type_confidence") is None else f"{r['type_confidence']:.2f}"
+        t.add_row(r["device_id"], (r["vendor"] or "")[:28], ", ".join(r["ips"][:2]), typ, conf,
+                  str(r.get("windows") or 0), str(r.get("anomalous_windows") or 0),
+                  ", ".join(r["industrial_protocols"]))
+    console.print(t)
+    if rep.alerts:
+        console.print(f"{len(rep.alerts)} alerts:")
+        for a in rep.alerts:
+            console.print(f"  [{a['severity']:<6}] {a['start']}  {a['message']}", markup=False,
+                          highlight=False)
+    else:
+        console.print("no alerts")
+    return console.export_text()
+
+
+@app.command()
+def score(
+    sources: SourcesArg = None,
+    model: ModelOpt = None,
+    format: Annotated[ScoreFormat, typer.Option("--format", "-f")] = ScoreFormat.table,
+    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+    tracking_uri: TrackingOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Score captures: device inventory with types, and alerts with what deviated.
+
+    Example: flockwatch score night.pcap --format json -o report.json
+    """
+    from flockwatch.features.output import to_json, write_atomic
+    from flockwatch.models.store import ModelLoadError, configure, load_model
+    from flockwatch.serving.score import report
+
+    configure(tracking_uri)
+    try:
+        m = load_model(model)
+    except ModelLoadError as exc:
+        fail(str(exc))
+    result = _extract_with_progress(_require_sources(sources), quiet=quiet)
+    if not result.files or (result.errors and len(result.errors) >= len(result.files)):
+        _report_problems(result, quiet)
+        fail("no input could be read")
+    rep = report(m.unwrap_python_model().bundle, result.flows, result.problems,
+                 model or "models:/flockwatch@champion")
+    text = to_json(rep.to_dict(), indent=2) if format is ScoreFormat.json else _render_report(rep)
+    if output:
+        write_atomic(output, lambda fh: fh.write(text))
+        if not quiet:
+            typer.echo(f"{rep.devices.height} devices, {rep.windows.height} windows, "
+                       f"{len(rep.alerts)} alerts -> {output}", err=True)
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+    _report_problems(result, quiet)
+
+
+@app.command()
+def serve(
+    model: ModelOpt = None,
+    host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")]
+    = "127.0.0.1",
+    port: Annotated[int, typer.Option()] = 8080,
+    token: Annotated[str | None, typer.Option(envvar="FLOCKWATCH_TOKEN",
+                     help="Bearer token clients must send; required off loopback.")] = None,
+    max_request_mb: Annotated[float, typer.Option(help="Largest request accepted.")] = 16.0,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Serve the model over HTTP with MLflow's scoring protocol (/invocations, /ping, /health)."""
+    import logging
+
+    from flockwatch.models.store import ModelLoadError, configure, load_model
+    from flockwatch.serving.rest import FlockwatchServer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    configure(tracking_uri)
+    try:
+        m = load_model(model)
+        server = FlockwatchServer(m.unwrap_python_model().bundle, host, port, token=token,
+                                  max_bytes=int(max_request_mb * 1024 * 1024),
+                                  model_uri=model or "models:/flockwatch@champion")
+    except (ModelLoadError, ValueError, OSError) as exc:
+        fail(str(exc))
+    typer.echo(f"serving {model or 'models:/flockwatch@champion'} on http://{host}:{port} "
+               "(POST /invocations, GET /ping)", err=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
+@app.command()
+def demo(
+    hours: Annotated[float, typer.Option(help="Length of the capture with attacks.")] = 2.0,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Run everything on a synthetic site: synthesize, train, register, score, explain."""
+    from flockwatch.serving.demo import attack_summary, run_demo
+
+    out = run_demo(typer.echo, hours=hours, tracking_uri=tracking_uri)
+    rep = out["report"]
+    typer.echo("")
+    typer.echo(_render_report(rep))
+    typer.echo("Injected attacks (ground truth) and the first alert on the attacking device:")
+    for line in attack_summary(rep, out["attacks_csv"], 120.0):
+        typer.echo(line)
+    uri = out["tracking_uri"]
+    typer.echo("")
+    typer.echo(f"Done in {out['seconds']:.0f} s. MLflow store: {uri}")
+    typer.echo(f"  Browse runs and models:  .venv/bin/mlflow ui --backend-store-uri {uri}")
+    typer.echo(f"  Score a capture again:   .venv/bin/flockwatch score {out['site']}/attacks.pcap")
+    typer.echo("  Serve the model:         .venv/bin/flockwatch serve --port 8080")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

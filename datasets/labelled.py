@@ -1,0 +1,187 @@
+"""Labelled capture sets: a folder with captures and ``labels.csv`` (or one folder per label),
+flow caches keyed by the capture's content hash, and capture-grouped splits."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from flockwatch.features.captures import is_capture_name
+from flockwatch.features.flows import Problem, read_source_file
+from flockwatch.features.output import write_parquet
+from flockwatch.features.schema import FLOW_SCHEMA
+from flockwatch.features.windows import WindowSpec, windows
+
+
+class DatasetError(ValueError):
+    """A dataset problem, named by file and row."""
+
+
+@dataclass(frozen=True)
+class LabelledCapture:
+    path: Path
+    label: str
+    mac: str | None
+    group: str
+
+
+@dataclass
+class LabelledDataset:
+    root: Path
+    label_column: str
+    captures: list[LabelledCapture]
+
+    def label_counts(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for c in self.captures:
+            counts[c.label] = counts.get(c.label, 0) + 1
+        return dict(sorted(counts.items()))
+
+    def fingerprint(self) -> str:
+        """Hash of the label table and every capture's content hash."""
+        h = hashlib.sha256()
+        for c in sorted(self.captures, key=lambda c: str(c.path)):
+            h.update(f"{c.path.relative_to(self.root)}|{c.label}|{c.mac}|".encode())
+            h.update(file_hash(c.path).encode())
+        return h.hexdigest()
+
+
+def file_hash(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_dataset(root: str | os.PathLike[str], label_column: str = "device_type",
+                 group_column: str | None = None) -> LabelledDataset:
+    """Read a labelled capture set; raise ``DatasetError`` naming the file and row."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: no such dataset folder")
+    labels = root / "labels.csv"
+    caps: list[LabelledCapture] = []
+    if labels.exists():
+        with labels.open(newline="", encoding="utf-8") as fh:
+            reader = csv.DictReader(fh)
+            cols = reader.fieldnames or []
+            missing = [c for c in ("path", label_column) if c not in cols]
+            if missing:
+                raise DatasetError(f"{labels}: missing column(s) {', '.join(missing)} "
+                                   f"(has {', '.join(cols) or 'none'})")
+            if group_column and group_column not in cols:
+                raise DatasetError(f"{labels}: no group column {group_column!r}")
+            for i, row in enumerate(reader, start=2):
+                p = root / (row["path"] or "")
+                if not row["path"] or not p.is_file():
+                    raise DatasetError(f"{labels}, row {i}: capture {row['path']!r} does not exist")
+                label = (row[label_column] or "").strip()
+                if not label:
+                    raise DatasetError(f"{labels}, row {i}: empty {label_column}")
+                mac = (row.get("mac") or "").strip().lower() or None
+                group = (row.get(group_column) if group_column else None) or row["path"]
+                caps.append(LabelledCapture(p, label, mac, str(group)))
+    else:
+        for d in sorted(x for x in root.iterdir() if x.is_dir()):
+            for f in sorted(d.rglob("*")):
+                if f.is_file() and is_capture_name(f):
+                    caps.append(LabelledCapture(f, d.name, None, str(f.relative_to(root))))
+    if not caps:
+        raise DatasetError(f"{root}: empty dataset (no labels.csv rows and no label folders "
+                           "with captures)")
+    return LabelledDataset(root, label_column, caps)
+
+
+def cache_dir() -> Path:
+    from flockwatch.models.store import flockwatch_home
+
+    return flockwatch_home() / "cache" / "flows"
+
+
+def cached_flows(path: Path, cache: Path | None = None) -> tuple[pl.DataFrame, list[Problem]]:
+    """Flows of one capture, from the Parquet cache keyed by content hash when present."""
+    cache = cache or cache_dir()
+    key = file_hash(path)
+    hit = cache / f"{key}.parquet"
+    if hit.exists():
+        df = pl.read_parquet(hit)
+        return df.with_columns(pl.lit(str(path)).alias("source")), []
+    df, problems = read_source_file(str(path))
+    if not any(p.severity == "error" for p in problems):
+        cache.mkdir(parents=True, exist_ok=True)
+        write_parquet(df, hit)
+    return df, problems
+
+
+def dataset_flows(ds: LabelledDataset, *, workers: int | None = None,
+                  on_file: Callable[[str], None] | None = None
+                  ) -> tuple[dict[Path, pl.DataFrame], list[Problem]]:
+    """Flows per capture (cached), extracted in parallel."""
+    paths = list(dict.fromkeys(c.path for c in ds.captures))
+    out: dict[Path, pl.DataFrame] = {}
+    problems: list[Problem] = []
+    with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
+        for p, (df, probs) in zip(paths, pool.map(cached_flows, paths), strict=True):
+            out[p] = df
+            problems.extend(probs)
+            if on_file:
+                on_file(str(p))
+    return out, problems
+
+
+def labelled_windows(ds: LabelledDataset, flows: dict[Path, pl.DataFrame], spec: WindowSpec,
+                     *, max_seconds: float | None = None, strict: bool = True) -> pl.DataFrame:
+    """Windows of each capture's labelled device, with ``label`` and ``group`` columns.
+
+    ``max_seconds`` keeps only the first seconds of each capture (time-to-identify).
+    With labels.csv but no ``mac``, every device of the capture gets the label.
+    """
+    frames = []
+    for c in ds.captures:
+        f = flows.get(c.path)
+        if f is None or f.height == 0:
+            continue
+        if max_seconds is not None:
+            t0 = f["first_seen"].min()
+            f = f.filter(pl.col("first_seen") < pl.lit(t0) + pl.duration(seconds=max_seconds))
+        w = windows(f, spec)
+        if c.mac:
+            w = w.filter(pl.col("device_id") == c.mac)
+            if w.height == 0 and strict:
+                raise DatasetError(f"{c.path}: labelled MAC {c.mac} never appears as a device "
+                                   "in this capture")
+        frames.append(w.with_columns(pl.lit(c.label).alias("label"),
+                                     pl.lit(c.group).alias("group"),
+                                     pl.lit(str(c.path)).alias("capture")))
+    if not frames:
+        raise DatasetError(f"{ds.root}: no windows (captures without flows?)")
+    return pl.concat(frames, how="vertical_relaxed")
+
+
+def group_folds(labels: Sequence[str], groups: Sequence[str], n_folds: int, seed: int = 0
+                ) -> np.ndarray:
+    """Fold number per row: every group in one fold, each label's groups spread over folds."""
+    labels_a = np.asarray(labels, dtype=object)
+    groups_a = np.asarray(groups, dtype=object)
+    rng = np.random.default_rng(seed)
+    fold_of: dict[object, int] = {}
+    for lab in sorted(set(labels_a.tolist())):
+        gs = sorted(set(groups_a[labels_a == lab].tolist()) - set(fold_of))
+        rng.shuffle(gs)
+        offset = int(rng.integers(0, n_folds))
+        for i, g in enumerate(gs):
+            fold_of[g] = (i + offset) % n_folds
+    return np.array([fold_of[g] for g in groups_a])
+
+
+__all__ = ["FLOW_SCHEMA", "DatasetError", "LabelledDataset", "cached_flows", "dataset_flows",
+           "group_folds", "labelled_windows", "load_dataset"]

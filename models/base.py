@@ -1,0 +1,45 @@
+"""Shared estimator plumbing: not-fitted errors, feature matrices, seeding."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+
+class NotFittedError(RuntimeError):
+    """Raised when ``predict``/``score`` is called before ``fit``."""
+
+
+def check_fitted(est: object, attr: str) -> None:
+    if getattr(est, attr, None) is None:
+        raise NotFittedError(f"{type(est).__name__} is not fitted yet: call fit() first")
+
+
+def feature_matrix(windows: pl.DataFrame | object, columns: Sequence[str]) -> np.ndarray:
+    """The named feature columns as float64, in ``columns`` order (input order is irrelevant)."""
+    if not isinstance(windows, pl.DataFrame):
+        try:
+            windows = pl.from_pandas(windows)  # type: ignore[arg-type]
+        except Exception:
+            raise TypeError(f"expected a polars or pandas DataFrame of windows, got "
+                            f"{type(windows).__name__}") from None
+    missing = [c for c in columns if c not in windows.columns]
+    if missing:
+        raise ValueError(f"windows lack feature column(s): {', '.join(missing[:5])}"
+                         + (" ..." if len(missing) > 5 else ""))
+    return windows.select([pl.col(c).cast(pl.Float64).fill_null(0.0) for c in columns]).to_numpy()
+
+
+def get_params(est: object) -> dict[str, object]:
+    """Constructor keyword arguments, as stored (estimator convention)."""
+    import inspect
+
+    names = [p for p in inspect.signature(type(est).__init__).parameters if p != "self"]
+    return {n: getattr(est, n) for n in names}
+
+
+def clone(est: object) -> object:
+    """A new unfitted estimator with the same hyper-parameters."""
+    return type(est)(**get_params(est))

@@ -1,0 +1,248 @@
+"""Behavioural baseline: one autoencoder shared by all devices, each device standardised
+against its own learning period, with a threshold per device.
+
+Why shared, not one network per device: a site has tens to thousands of devices and a learning
+period gives each only hundreds of windows. Per-device standardisation makes "normal" mean
+"normal for this device" (a PLC's steady Modbus share is its own zero), so one network learns
+the joint structure of normal behaviour from every device's windows at once: one model to
+train, ship and load, and no device is left with a network fitted on a handful of windows. The
+per-device thresholds keep the false-positive rate set per device.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from flockwatch.features.windows import FEATURE_COLUMNS
+from flockwatch.models.base import check_fitted, feature_matrix
+
+
+class QuantileThreshold:
+    """Turns scores into alerts: per device, the ``q`` quantile of its held-back learning scores
+    (times ``margin``); devices with fewer than ``min_samples`` held-back windows use the pooled
+    quantile of all devices. Higher score = more anomalous."""
+
+    def __init__(self, *, q: float = 0.995, margin: float = 1.5, min_samples: int = 30) -> None:
+        self.q = q
+        self.margin = margin
+        self.min_samples = min_samples
+        self.thresholds_: dict[str, float] | None = None
+
+    def fit(self, scores: np.ndarray, devices: Sequence[str]) -> QuantileThreshold:
+        scores = np.asarray(scores, dtype=float)
+        dev = np.asarray(devices, dtype=object)
+        self.pooled_ = float(np.quantile(scores, self.q) * self.margin) if len(scores) else 1.0
+        self.thresholds_ = {}
+        for d in np.unique(dev):
+            s = scores[dev == d]
+            own = float(np.quantile(s, self.q) * self.margin) if len(s) >= self.min_samples else 0
+            self.thresholds_[str(d)] = max(own, self.pooled_)
+        return self
+
+    def threshold(self, devices: Sequence[str]) -> np.ndarray:
+        check_fitted(self, "thresholds_")
+        t = self.thresholds_ or {}
+        return np.array([t.get(str(d), self.pooled_) for d in devices], dtype=float)
+
+    def describe(self) -> str:
+        return f"per-device {self.q:.3%} quantile of held-back learning scores x {self.margin}"
+
+
+class BaselineAutoencoder:
+    """Autoencoder over per-device standardised window features.
+
+    Parameters
+    ----------
+    hidden
+        Widths of the encoder's layers; the last is the bottleneck. The decoder mirrors them.
+    epochs, batch_size, learning_rate, weight_decay
+        Training (Adam, mean squared error).
+    holdout_fraction
+        Latest share of each device's learning windows held back to set its threshold.
+    threshold_q, threshold_margin
+        The ``QuantileThreshold`` applied to held-back scores.
+    std_floor
+        Lower bound on a feature's standard deviation, as a share of its site-wide deviation
+        (plus 0.02 absolute), so a feature constant during learning cannot explode.
+    device
+        "auto" (CUDA when present), "cpu" or "cuda".
+    seed
+        Makes ``fit`` repeatable.
+    """
+
+    def __init__(self, *, hidden: Sequence[int] = (64, 16), epochs: int = 80,
+                 batch_size: int = 128, learning_rate: float = 2e-3, weight_decay: float = 1e-5,
+                 holdout_fraction: float = 0.2, threshold_q: float = 0.995,
+                 threshold_margin: float = 1.5, std_floor: float = 0.25,
+                 feature_columns: Sequence[str] | None = None, device: str = "auto",
+                 seed: int | None = 0) -> None:
+        self.hidden = tuple(hidden)
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.holdout_fraction = holdout_fraction
+        self.threshold_q = threshold_q
+        self.threshold_margin = threshold_margin
+        self.std_floor = std_floor
+        self.feature_columns = feature_columns
+        self.device = device
+        self.seed = seed
+        self.net_: object | None = None
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _torch_device(self) -> str:
+        import torch
+
+        if self.device == "auto":
+            return "cuda" if torch.cuda.is_available() else "cpu"
+        return self.device
+
+    def _build(self, n: int) -> object:
+        import torch
+
+        layers: list[torch.nn.Module] = []
+        widths = [n, *self.hidden]
+        for a, b in zip(widths[:-1], widths[1:], strict=True):
+            layers += [torch.nn.Linear(a, b), torch.nn.GELU()]
+        enc = layers[:-1]  # linear bottleneck
+        dec: list[torch.nn.Module] = []
+        back = widths[::-1]
+        for a, b in zip(back[:-1], back[1:], strict=True):
+            dec += [torch.nn.Linear(a, b), torch.nn.GELU()]
+        return torch.nn.Sequential(*enc, *dec[:-1])
+
+    def _standardise(self, X: np.ndarray, devices: Sequence[str]) -> np.ndarray:
+        mu = np.vstack([self.device_mean_.get(str(d), self.global_mean_) for d in devices])
+        sd = np.vstack([self.device_std_.get(str(d), self.global_std_) for d in devices])
+        return (X - mu) / sd
+
+    # -- fitting ---------------------------------------------------------------------------
+    def fit(self, windows: pl.DataFrame) -> BaselineAutoencoder:
+        """Learn normal behaviour from learning-period windows (needs ``device_id`` and,
+        for the time-ordered hold-back, ``window_start``)."""
+        import torch
+
+        cols = list(self.feature_columns or FEATURE_COLUMNS)
+        if windows.height < 2:
+            raise ValueError(f"need at least 2 learning windows, got {windows.height}")
+        w = windows.sort("window_start") if "window_start" in windows.columns else windows
+        X = feature_matrix(w, cols)
+        dev = np.asarray(w["device_id"].to_list(), dtype=object)
+        self.global_mean_ = X.mean(axis=0)
+        self.global_std_ = np.maximum(X.std(axis=0), 0.02)
+        floor = self.std_floor * self.global_std_ + 0.02
+        self.device_mean_, self.device_std_ = {}, {}
+        hold = np.zeros(len(dev), dtype=bool)
+        for d in np.unique(dev):
+            idx = np.flatnonzero(dev == d)
+            self.device_mean_[str(d)] = X[idx].mean(axis=0)
+            self.device_std_[str(d)] = np.maximum(X[idx].std(axis=0), floor)
+            k = int(len(idx) * self.holdout_fraction)
+            if k >= 1 and len(idx) - k >= 2:
+                hold[idx[-k:]] = True  # latest windows: a time split, never a shuffle
+        Z = self._standardise(X, dev).astype(np.float32)
+        gen = torch.Generator().manual_seed(self.seed or 0)
+        torch.manual_seed(self.seed or 0)
+        tdev = self._torch_device()
+        net = self._build(len(cols)).to(tdev)  # type: ignore[attr-defined]
+        opt = torch.optim.Adam(net.parameters(), lr=self.learning_rate,
+                               weight_decay=self.weight_decay)
+        train = torch.from_numpy(Z[~hold]).to(tdev)
+        self.loss_curve_: list[float] = []
+        n = len(train)
+        for _ in range(self.epochs):
+            perm = torch.randperm(n, generator=gen).to(tdev)
+            total = 0.0
+            for i in range(0, n, self.batch_size):
+                batch = train[perm[i:i + self.batch_size]]
+                opt.zero_grad()
+                loss = torch.mean((net(batch) - batch) ** 2)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(batch)
+            self.loss_curve_.append(total / max(n, 1))
+        self.net_ = net.cpu().eval()
+        self.feature_names_ = cols
+        scores = self._scores(Z)
+        self.learning_scores_ = scores
+        self.threshold_ = QuantileThreshold(q=self.threshold_q, margin=self.threshold_margin)
+        ref = hold if hold.any() else np.ones(len(dev), dtype=bool)
+        self.threshold_.fit(scores[ref], dev[ref])
+        self.devices_ = sorted(self.device_mean_)
+        return self
+
+    def _reconstruct(self, Z: np.ndarray) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return self.net_(torch.from_numpy(Z.astype(np.float32))).numpy()  # type: ignore[operator]
+
+    def _scores(self, Z: np.ndarray) -> np.ndarray:
+        return np.mean((self._reconstruct(Z) - Z) ** 2, axis=1).astype(float)
+
+    # -- scoring ---------------------------------------------------------------------------
+    def score(self, windows: pl.DataFrame) -> np.ndarray:
+        """Anomaly score per window: higher = more anomalous."""
+        check_fitted(self, "net_")
+        if windows.height == 0:
+            return np.zeros(0)
+        X = feature_matrix(windows, self.feature_names_)
+        return self._scores(self._standardise(X, windows["device_id"].to_list()))
+
+    def explain(self, windows: pl.DataFrame, top: int = 5
+                ) -> tuple[np.ndarray, list[list[dict[str, float | str]]]]:
+        """Scores and, per window, the features that deviate most: observed vs expected
+        (the reconstruction, in the feature's own units) and their share of the score."""
+        check_fitted(self, "net_")
+        if windows.height == 0:
+            return np.zeros(0), []
+        devs = windows["device_id"].to_list()
+        X = feature_matrix(windows, self.feature_names_)
+        Z = self._standardise(X, devs)
+        R = self._reconstruct(Z)
+        err = (R - Z) ** 2
+        scores = err.mean(axis=1)
+        sd = np.vstack([self.device_std_.get(str(d), self.global_std_) for d in devs])
+        mu = np.vstack([self.device_mean_.get(str(d), self.global_mean_) for d in devs])
+        expected = R * sd + mu
+        out = []
+        for i in range(len(X)):
+            idx = np.argsort(-err[i])[:top]
+            tot = err[i].sum() or 1.0
+            out.append([{"feature": self.feature_names_[j], "observed": round(float(X[i, j]), 4),
+                         "expected": round(float(expected[i, j]), 4),
+                         "share": round(float(err[i, j] / tot), 3)} for j in idx])
+        return scores.astype(float), out
+
+    def thresholds(self, devices: Sequence[str]) -> np.ndarray:
+        check_fitted(self, "net_")
+        return self.threshold_.threshold(devices)
+
+    def known(self, devices: Sequence[str]) -> np.ndarray:
+        check_fitted(self, "net_")
+        return np.array([str(d) in self.device_mean_ for d in devices], dtype=bool)
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        if state.get("net_") is not None:
+            import torch
+
+            buf = io.BytesIO()
+            torch.save(self.net_.state_dict(), buf)  # type: ignore[attr-defined]
+            state["net_"] = ("state_dict", len(self.feature_names_), buf.getvalue())
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        self.__dict__.update(state)
+        net = state.get("net_")
+        if isinstance(net, tuple) and net[0] == "state_dict":
+            import torch
+
+            module = self._build(int(net[1]))
+            module.load_state_dict(torch.load(io.BytesIO(net[2]), weights_only=True))  # type: ignore[attr-defined]
+            self.net_ = module.eval()  # type: ignore[attr-defined]

@@ -1,0 +1,209 @@
+"""Device-type classifier: LightGBM over window features, calibrated, with an open-set reject."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from flockwatch.features.windows import FEATURE_COLUMNS
+from flockwatch.models.base import check_fitted, feature_matrix
+
+UNKNOWN = "unknown"
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class DeviceClassifier:
+    """LightGBM device-type classifier with temperature calibration and an "unknown" decision.
+
+    ``fit`` holds out whole groups (captures) to pick the number of boosting rounds (early
+    stopping), fit a temperature that calibrates the class probabilities, and learn the
+    rejection threshold: a device whose aggregated confidence falls below the
+    ``reject_quantile`` of correctly classified held-out devices' confidence is ``unknown``.
+
+    Parameters
+    ----------
+    n_estimators, learning_rate, num_leaves, min_child_samples
+        LightGBM hyper-parameters (upper bound of rounds; early stopping picks the number).
+    reject_quantile
+        Quantile of held-out confidences below which a prediction is "unknown".
+    holdout_fraction
+        Share of groups held out inside ``fit`` for early stopping, calibration and rejection.
+    seed
+        Makes ``fit`` repeatable.
+    """
+
+    def __init__(self, *, n_estimators: int = 400, learning_rate: float = 0.05,
+                 num_leaves: int = 31, min_child_samples: int = 3,
+                 reject_quantile: float = 0.05, holdout_fraction: float = 0.25,
+                 feature_columns: Sequence[str] | None = None, seed: int | None = 0) -> None:
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.num_leaves = num_leaves
+        self.min_child_samples = min_child_samples
+        self.reject_quantile = reject_quantile
+        self.holdout_fraction = holdout_fraction
+        self.feature_columns = feature_columns
+        self.seed = seed
+        self.booster_: object | None = None
+
+    # -- fitting ---------------------------------------------------------------------------
+    def _params(self, n_classes: int) -> dict[str, object]:
+        return {
+            "objective": "multiclass", "num_class": n_classes, "learning_rate": self.learning_rate,
+            "num_leaves": self.num_leaves, "min_data_in_leaf": self.min_child_samples,
+            "feature_fraction": 0.8, "bagging_fraction": 0.9, "bagging_freq": 1,
+            "lambda_l2": 1.0, "verbose": -1, "seed": self.seed or 0, "deterministic": True,
+            "num_threads": 2, "force_row_wise": True,
+        }
+
+    def fit(self, windows: pl.DataFrame, y: Sequence[str], groups: Sequence[str] | None = None
+            ) -> DeviceClassifier:
+        """Learn from windows with labels ``y``; ``groups`` (capture ids) keep splits honest."""
+        import lightgbm as lgb
+
+        cols = list(self.feature_columns or FEATURE_COLUMNS)
+        X = feature_matrix(windows, cols)
+        y_arr = np.asarray(y, dtype=object)
+        if len(y_arr) != X.shape[0]:
+            raise ValueError(f"y has {len(y_arr)} labels for {X.shape[0]} windows")
+        classes = np.array(sorted(set(y_arr.tolist())))
+        if len(classes) < 2:
+            raise ValueError("need at least two device types to train a classifier")
+        g = np.asarray(groups if groups is not None else np.arange(len(y_arr)), dtype=object)
+        yi = np.searchsorted(classes, y_arr)
+        rng = np.random.default_rng(self.seed)
+        # Hold out whole groups, per class where the class has more than one group.
+        hold = np.zeros(len(yi), dtype=bool)
+        for c in range(len(classes)):
+            cg = np.unique(g[yi == c])
+            if len(cg) < 2:
+                continue
+            k = max(1, int(round(len(cg) * self.holdout_fraction)))
+            chosen = rng.choice(cg, size=k, replace=False)
+            hold |= (yi == c) & np.isin(g, chosen)
+        weights = self._balanced_weights(yi, len(classes))
+        params = self._params(len(classes))
+        dtrain = lgb.Dataset(X[~hold], yi[~hold], weight=weights[~hold], free_raw_data=False)
+        if hold.any():
+            dval = lgb.Dataset(X[hold], yi[hold], weight=weights[hold], reference=dtrain)
+            probe = lgb.train(params, dtrain, self.n_estimators, valid_sets=[dval],
+                              callbacks=[lgb.early_stopping(30, verbose=False)])
+            best = max(20, probe.best_iteration or self.n_estimators)
+            raw = probe.predict(X[hold], num_iteration=best, raw_score=True)
+            self.temperature_ = self._fit_temperature(raw, yi[hold])
+            conf = self._group_confidence(_softmax(raw / self.temperature_), yi[hold], g[hold])
+            self.threshold_ = float(np.quantile(conf, self.reject_quantile)) if len(conf) else 0.0
+        else:
+            best, self.temperature_, self.threshold_ = self.n_estimators, 1.0, 0.0
+        # Final model on every window with the chosen number of rounds.
+        dall = lgb.Dataset(X, yi, weight=weights)
+        self.booster_ = lgb.train(params, dall, best)
+        self.best_iteration_ = int(best)
+        self.classes_ = classes
+        self.feature_names_ = cols
+        self.holdout_groups_ = int(len(np.unique(g[hold]))) if hold.any() else 0
+        return self
+
+    @staticmethod
+    def _balanced_weights(yi: np.ndarray, n: int) -> np.ndarray:
+        counts = np.bincount(yi, minlength=n).astype(float)
+        return (len(yi) / (n * np.maximum(counts, 1)))[yi]
+
+    @staticmethod
+    def _fit_temperature(raw: np.ndarray, yi: np.ndarray) -> float:
+        best_t, best_nll = 1.0, np.inf
+        for t in np.exp(np.linspace(np.log(0.25), np.log(8.0), 40)):
+            p = _softmax(raw / t)
+            nll = -np.mean(np.log(np.clip(p[np.arange(len(yi)), yi], 1e-12, None)))
+            if nll < best_nll:
+                best_t, best_nll = float(t), nll
+        return best_t
+
+    @staticmethod
+    def _group_confidence(p: np.ndarray, yi: np.ndarray, g: np.ndarray) -> np.ndarray:
+        """Aggregated confidence of each correctly classified held-out group."""
+        out = []
+        for grp in np.unique(g):
+            m = g == grp
+            agg = p[m].mean(axis=0)
+            if agg.argmax() == yi[m][0]:
+                out.append(agg.max())
+        return np.asarray(out)
+
+    # -- prediction ------------------------------------------------------------------------
+    def predict_proba(self, windows: pl.DataFrame) -> np.ndarray:
+        """Calibrated class probabilities per window (columns follow ``classes_``)."""
+        check_fitted(self, "booster_")
+        X = feature_matrix(windows, self.feature_names_)
+        raw = self.booster_.predict(X, raw_score=True)  # type: ignore[attr-defined]
+        return _softmax(np.asarray(raw).reshape(len(X), -1) / self.temperature_)
+
+    def decide(self, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(label, confidence, unknown) from (aggregated) probabilities."""
+        check_fitted(self, "booster_")
+        conf = proba.max(axis=1) if len(proba) else np.zeros(0)
+        labels = self.classes_[proba.argmax(axis=1)] if len(proba) else np.array([], dtype=object)
+        unknown = conf < self.threshold_
+        return np.where(unknown, UNKNOWN, labels).astype(object), conf, unknown
+
+    def predict(self, windows: pl.DataFrame) -> np.ndarray:
+        """Per-window device type, or "unknown"."""
+        return self.decide(self.predict_proba(windows))[0]
+
+    def predict_devices(self, windows: pl.DataFrame, by: Sequence[str] = ("source", "device_id")
+                        ) -> pl.DataFrame:
+        """Aggregate windows' probabilities per device: one decision per device."""
+        p = self.predict_proba(windows)
+        keys = windows.select(list(by)).with_row_index("_row")
+        groups = keys.group_by(list(by), maintain_order=True).agg(pl.col("_row"))
+        agg = np.vstack([p[np.asarray(rows)].mean(axis=0) for rows in groups["_row"].to_list()]) \
+            if groups.height else np.zeros((0, len(self.classes_)))
+        label, conf, unknown = self.decide(agg)
+        return groups.drop("_row").with_columns(
+            pl.Series("device_type", label.tolist(), dtype=pl.String),
+            pl.Series("type_confidence", conf.astype(float)),
+            pl.Series("unknown", unknown.astype(bool)),
+        )
+
+    def explain(self, windows: pl.DataFrame, top: int = 5) -> list[list[dict[str, float | str]]]:
+        """Top feature contributions (LightGBM ``pred_contrib``) toward each predicted class."""
+        check_fitted(self, "booster_")
+        X = feature_matrix(windows, self.feature_names_)
+        contrib = np.asarray(self.booster_.predict(X, pred_contrib=True))  # type: ignore[attr-defined]
+        k = len(self.classes_)
+        nf = len(self.feature_names_) + 1
+        contrib = contrib.reshape(len(X), k, nf)
+        pred = self.predict_proba(windows).argmax(axis=1)
+        out = []
+        for i, c in enumerate(pred):
+            row = contrib[i, c, :-1]
+            idx = np.argsort(-np.abs(row))[:top]
+            out.append([{"feature": self.feature_names_[j], "contribution": float(row[j])}
+                        for j in idx])
+        return out
+
+    def feature_importance(self) -> dict[str, float]:
+        check_fitted(self, "booster_")
+        gains = self.booster_.feature_importance("gain")  # type: ignore[attr-defined]
+        return dict(zip(self.feature_names_, map(float, gains), strict=True))
+
+    def __getstate__(self) -> dict[str, object]:
+        state = dict(self.__dict__)
+        if state.get("booster_") is not None:
+            state["booster_"] = self.booster_.model_to_string()  # type: ignore[attr-defined]
+        return state
+
+    def __setstate__(self, state: dict[str, object]) -> None:
+        booster = state.get("booster_")
+        if isinstance(booster, str):
+            import lightgbm as lgb
+
+            state["booster_"] = lgb.Booster(model_str=booster)
+        self.__dict__.update(state)

@@ -1,0 +1,230 @@
+"""The one model everything serves: an MLflow ``PythonModel`` bundling the window spec, the
+device classifier and/or the behavioural baseline.
+
+Input: flow records with ``FLOW_SCHEMA`` columns (a DataFrame, or JSON records over REST).
+Output: one row per device window, ``OUTPUT_COLUMNS``; fields of a part the model lacks are
+null.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import polars as pl
+
+from flockwatch.features.schema import FLOW_SCHEMA, conform
+from flockwatch.features.windows import WindowSpec, windows
+
+OUTPUT_COLUMNS = [
+    "source", "device_id", "mac", "ip", "start", "end", "device_type", "type_confidence",
+    "unknown", "new_device", "anomaly_score", "threshold", "anomalous", "top_features",
+]
+#: Columns a flow record must carry; every other FLOW_SCHEMA column may be absent (null).
+REQUIRED_FLOW_COLUMNS = ["first_seen", "src_ip", "dst_ip", "packets", "bytes"]
+
+
+@dataclass
+class Bundle:
+    """What a flockwatch model holds."""
+
+    window: WindowSpec
+    classifier: Any | None = None
+    #: windows the classifier was trained on, when they differ from the baseline's
+    classifier_window: WindowSpec | None = None
+    baseline: Any | None = None
+    label_column: str = "device_type"
+    created: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def _to_datetime(col: pl.Series) -> pl.Series:
+    target = pl.Datetime("ms", "UTC")
+    if isinstance(col.dtype, pl.Datetime):
+        return col.cast(target) if col.dtype.time_zone else col.dt.replace_time_zone(
+            "UTC").cast(target)
+    if col.dtype.is_numeric():
+        return col.cast(pl.Int64).cast(target)
+    parsed = col.cast(pl.String).str.to_datetime(time_zone="UTC", strict=False)
+    return parsed.cast(target)
+
+
+def coerce_flows(model_input: Any) -> pl.DataFrame:
+    """Flow records (polars/pandas DataFrame, list of dicts) -> a FLOW_SCHEMA table.
+
+    Timestamps may be datetimes, ISO-8601 strings or epoch milliseconds.
+    """
+    if isinstance(model_input, pl.DataFrame):
+        df = model_input
+    elif isinstance(model_input, list):
+        df = pl.DataFrame(model_input, infer_schema_length=None) if model_input else pl.DataFrame()
+    else:
+        try:
+            df = pl.from_pandas(model_input)
+        except Exception:
+            raise TypeError(f"expected flow records as a DataFrame, got "
+                            f"{type(model_input).__name__}") from None
+    missing = [c for c in REQUIRED_FLOW_COLUMNS if c not in df.columns]
+    if missing:
+        raise ValueError(f"flow records lack required column(s): {', '.join(missing)}")
+    for c in ("first_seen", "last_seen"):
+        if c in df.columns:
+            df = df.with_columns(_to_datetime(df[c]).alias(c))
+    if "last_seen" not in df.columns:
+        df = df.with_columns(pl.col("first_seen").alias("last_seen"))
+    if "source" not in df.columns:
+        df = df.with_columns(pl.lit("input").alias("source"))
+    bad = df.filter(pl.col("first_seen").is_null())
+    if bad.height:
+        raise ValueError(f"{bad.height} flow record(s) have no valid first_seen timestamp")
+    return conform(df)
+
+
+def score_flows(bundle: Bundle, flows: pl.DataFrame, *, top: int = 5) -> pl.DataFrame:
+    """Score a flow table with a bundle: one row per device window."""
+    win = windows(flows, bundle.window)
+    cwin = None
+    if bundle.classifier is not None and bundle.classifier_window not in (None, bundle.window):
+        cwin = windows(flows, bundle.classifier_window)
+    return score_windows(bundle, win, top=top, classifier_windows=cwin)
+
+
+def score_windows(bundle: Bundle, win: pl.DataFrame, *, top: int = 5,
+                  classifier_windows: pl.DataFrame | None = None) -> pl.DataFrame:
+    n = win.height
+    out = win.select(
+        "source", "device_id", pl.col("device_mac").alias("mac"), pl.col("device_ip").alias("ip"),
+        pl.col("window_start").alias("start"), pl.col("window_end").alias("end"),
+    )
+    null_f = pl.Series([None] * n, dtype=pl.Float64)
+    null_b = pl.Series([None] * n, dtype=pl.Boolean)
+    if bundle.classifier is not None and n:
+        cw = win if classifier_windows is None else classifier_windows
+        dev = bundle.classifier.predict_devices(cw)
+        out = out.join(dev, on=["source", "device_id"], how="left")
+    else:
+        out = out.with_columns(
+            pl.Series("device_type", [None] * n, dtype=pl.String),
+            null_f.alias("type_confidence"), null_b.alias("unknown"))
+    if bundle.baseline is not None and n:
+        scores, tops = bundle.baseline.explain(win, top=top)
+        devs = win["device_id"].to_list()
+        known = bundle.baseline.known(devs)
+        thr = bundle.baseline.thresholds(devs)
+        scores = np.where(known, scores, np.nan)
+        out = out.with_columns(
+            pl.Series("new_device", ~known),
+            pl.Series("anomaly_score", scores, dtype=pl.Float64).fill_nan(None),
+            pl.Series("threshold", np.where(known, thr, np.nan)).fill_nan(None),
+            pl.Series("anomalous", known & (np.nan_to_num(scores) > thr)),
+            pl.Series("top_features", [json.dumps(t) if k else None
+                                       for t, k in zip(tops, known, strict=True)],
+                      dtype=pl.String),
+        )
+    else:
+        out = out.with_columns(null_b.alias("new_device"), null_f.alias("anomaly_score"),
+                               null_f.alias("threshold"), null_b.alias("anomalous"),
+                               pl.Series("top_features", [None] * n, dtype=pl.String))
+    return out.select(OUTPUT_COLUMNS)
+
+
+def to_records_frame(out: pl.DataFrame) -> Any:
+    """Output rows as a pandas DataFrame with ISO-8601 UTC times (what pyfunc returns)."""
+    return out.with_columns(
+        pl.col("start", "end").dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+    ).to_pandas()
+
+
+class FlockwatchModel(mlflow.pyfunc.PythonModel):
+    """The MLflow pyfunc wrapper around a ``Bundle``."""
+
+    def load_context(self, context: Any) -> None:
+        self.bundle = load_bundle(context.artifacts["bundle"])
+
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None
+                ) -> Any:
+        flows = coerce_flows(model_input)
+        return to_records_frame(score_flows(self.bundle, flows))
+
+
+def save_bundle(bundle: Bundle, path: str | Path) -> None:
+    with open(path, "wb") as fh:
+        pickle.dump(bundle, fh, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    with open(path, "rb") as fh:
+        bundle = pickle.load(fh)  # noqa: S301 - only from the configured registry or a path
+    if not isinstance(bundle, Bundle):
+        raise TypeError(f"{path}: not a flockwatch bundle")
+    return bundle
+
+
+def signature() -> Any:
+    """The model signature: FLOW_SCHEMA in, OUTPUT_COLUMNS out."""
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, Schema
+
+    def kind(dtype: pl.DataType) -> str:
+        if isinstance(dtype, pl.Datetime):
+            return "datetime"
+        if dtype in (pl.Int8, pl.Int16, pl.Int32):
+            return "integer"
+        if dtype == pl.Int64:
+            return "long"
+        if dtype == pl.Float64:
+            return "double"
+        return "string"
+
+    inputs = Schema([ColSpec(kind(t), n, required=n in REQUIRED_FLOW_COLUMNS)
+                     for n, t in FLOW_SCHEMA.items()])
+    out_types = {"type_confidence": "double", "anomaly_score": "double", "threshold": "double",
+                 "unknown": "boolean", "new_device": "boolean", "anomalous": "boolean"}
+    outputs = Schema([ColSpec(out_types.get(c, "string"), c) for c in OUTPUT_COLUMNS])
+    return ModelSignature(inputs=inputs, outputs=outputs)
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    reqs = []
+    for pkg in ("flockwatch", "torch", "lightgbm", "polars", "nfstream", "mlflow", "numpy",
+                "pandas"):
+        try:
+            reqs.append(f"{pkg}=={version(pkg)}")
+        except Exception:
+            continue
+    return reqs
+
+
+def save_model(bundle: Bundle, path: str | Path) -> Path:
+    """Write the bundle as an MLflow pyfunc model folder at ``path``."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        art = Path(tmp) / "bundle.pkl"
+        save_bundle(bundle, art)
+        mlflow.pyfunc.save_model(str(path), python_model=FlockwatchModel(),
+                                 artifacts={"bundle": str(art)}, signature=signature(),
+                                 pip_requirements=_pip_requirements())
+    return Path(path)
+
+
+def log_model(bundle: Bundle, *, registered_model_name: str | None = None) -> Any:
+    """Log the bundle to the active MLflow run (and register it when a name is given)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        art = Path(tmp) / "bundle.pkl"
+        save_bundle(bundle, art)
+        return mlflow.pyfunc.log_model(
+            name="model", python_model=FlockwatchModel(), artifacts={"bundle": str(art)},
+            signature=signature(), pip_requirements=_pip_requirements(),
+            registered_model_name=registered_model_name,
+        )

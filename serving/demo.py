@@ -1,0 +1,85 @@
+"""``make demo`` / ``flockwatch demo``: the whole product on a synthetic site, from nothing."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from flockwatch.models.store import configure, flockwatch_home
+
+
+def run_demo(echo: Any = print, *, hours: float = 2.0, learning_hours: float = 3.0,
+             window_s: float = 120.0, seed: int = 7, tracking_uri: str | None = None
+             ) -> dict[str, Any]:
+    from flockwatch.datasets.synth import ATTACK_KINDS, synthesize, synthesize_capture
+    from flockwatch.training.baseline import train_baseline
+    from flockwatch.training.classifier import train_classifier
+
+    t0 = time.monotonic()
+    home = flockwatch_home()
+    demo = home / "demo"
+    if demo.exists():
+        shutil.rmtree(demo)
+    uri = configure(tracking_uri)
+    echo(f"[1/5] Synthesizing a site: {learning_hours:g} h of normal traffic to learn from, "
+         f"{hours:g} h with {len(ATTACK_KINDS)} injected attacks ({', '.join(ATTACK_KINDS)})")
+    caps = synthesize(demo / "site", hours=hours, learning_hours=learning_hours, seed=seed)
+    echo(f"      {demo / 'site'}: " + ", ".join(f"{c.path.name} {c.packets:,} packets"
+                                                  for c in caps))
+    echo("[2/5] Labelled captures for the classifier: 4 more site captures (1 h each)")
+    lab = demo / "labelled"
+    rows = []
+    for i in range(4):
+        name = f"site-{i}.pcap"
+        synthesize_capture(lab / name, hours=1.0, seed=seed + 100 + i)
+        from flockwatch.datasets.synth import HOSTS
+
+        rows += [f"{name},{h.device_type},{h.mac},{h.name}" for h in HOSTS]
+    (lab / "labels.csv").write_text("path,device_type,mac,device_instance\n" + "\n".join(rows)
+                                    + "\n")
+    echo("[3/5] Training the device-type classifier (LightGBM), logged to MLflow")
+    clf = train_classifier(lab, register_name="flockwatch-classifier", tracking_uri=uri,
+                           seed=seed, open_set_classes=3)
+    m = clf["metrics"]
+    echo(f"      capture-separated CV: macro F1 {m['macro_f1']:.3f}, accuracy {m['accuracy']:.3f}"
+         f"  -> {clf['model_uri']}")
+    echo(f"[4/5] Learning behavioural baselines ({window_s:g} s windows) and registering "
+         "models:/flockwatch@champion")
+    base = train_baseline([caps[0].path], window_s=window_s, classifier_uri=clf["model_uri"],
+                          register_name="flockwatch", promote=True, tracking_uri=uri, seed=seed)
+    echo(f"      {base['devices']} devices, {base['windows']} learning windows -> "
+         f"{base['model_uri']} (champion)")
+    echo(f"[5/5] Scoring {caps[1].path.name} with models:/flockwatch@champion")
+    from flockwatch.serving.score import score_sources
+
+    report = score_sources([caps[1].path], "models:/flockwatch@champion")
+    return {"report": report, "site": demo / "site", "tracking_uri": uri,
+            "seconds": time.monotonic() - t0, "attacks_csv": demo / "site" / "attacks.csv"}
+
+
+def attack_summary(report: Any, attacks_csv: Path, window_s: float) -> list[str]:
+    """For each injected attack, the first alert on its device (for the demo's last words)."""
+    import datetime as dt
+
+    import polars as pl
+
+    truth = pl.read_csv(attacks_csv).filter(pl.col("path") == "attacks.pcap")
+    lines = []
+    for r in truth.iter_rows(named=True):
+        start = dt.datetime.fromisoformat(r["start"].replace("Z", "+00:00"))
+        end = dt.datetime.fromisoformat(r["end"].replace("Z", "+00:00"))
+        hits = [a for a in report.alerts if a["mac"] == r["mac"]
+                and dt.datetime.fromisoformat(a["end"].replace("Z", "+00:00")) > start
+                and dt.datetime.fromisoformat(a["start"].replace("Z", "+00:00")) < end]
+        if hits:
+            first = hits[0]
+            a_start = dt.datetime.fromisoformat(first["start"].replace("Z", "+00:00"))
+            delay = max(0, int((a_start - start).total_seconds() // window_s) + 1)
+            feats = ", ".join(t["feature"] for t in first["top_features"][:2])
+            lines.append(f"  detected  {r['kind']:<17} on {r['device']:<12} window {delay} "
+                         f"after start  ({feats})")
+        else:
+            lines.append(f"  MISSED    {r['kind']:<17} on {r['device']}")
+    return lines

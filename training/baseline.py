@@ -1,0 +1,107 @@
+"""Training behavioural baselines: ``flockwatch train baseline``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from flockwatch.features.flows import extract
+from flockwatch.features.windows import WindowSpec, windows
+from flockwatch.models.baseline import BaselineAutoencoder
+from flockwatch.models.pyfunc import Bundle
+from flockwatch.training.tracking import log_figure, register, start_run
+
+
+def learning_prefix(flows: pl.DataFrame, period_s: float | None) -> pl.DataFrame:
+    """Flows of the learning period: the first ``period_s`` seconds of the whole input."""
+    if period_s is None or flows.height == 0:
+        return flows
+    t0 = flows["first_seen"].min()
+    return flows.filter(pl.col("first_seen") < pl.lit(t0) + pl.duration(seconds=period_s))
+
+
+def classifier_from(uri: str | None) -> tuple[Any, WindowSpec | None]:
+    if not uri:
+        return None, None
+    from flockwatch.models.store import load_model
+
+    bundle = load_model(uri).unwrap_python_model().bundle  # type: ignore[attr-defined]
+    if bundle.classifier is None:
+        raise ValueError(f"{uri}: this flockwatch model has no classifier")
+    return bundle.classifier, bundle.classifier_window or bundle.window
+
+
+def fit_baseline(flows: pl.DataFrame, *, window_s: float = 300.0, learning_period_s: float | None
+                 = None, seed: int = 0, epochs: int = 80) -> tuple[BaselineAutoencoder,
+                                                                   pl.DataFrame]:
+    spec = WindowSpec(window_s)
+    learn = learning_prefix(flows, learning_period_s)
+    win = windows(learn, spec)
+    if win.height < 2:
+        raise ValueError(f"the learning period holds {win.height} device window(s); give "
+                         "longer captures, a longer --learning-period or a shorter --window")
+    model = BaselineAutoencoder(seed=seed, epochs=epochs).fit(win)
+    return model, win
+
+
+def train_baseline(
+    sources: Sequence[str | os.PathLike[str]], *, window_s: float = 300.0,
+    learning_period_s: float | None = None, classifier_uri: str | None = None,
+    register_name: str | None = None, promote: bool = False,
+    experiment: str = "flockwatch-baseline", tracking_uri: str | None = None, seed: int = 0,
+    epochs: int = 80, on_file: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Learn baselines from captures, log the run to MLflow, register the pyfunc model."""
+    import mlflow
+
+    result = extract(sources, on_file=on_file)
+    if result.flows.height == 0:
+        raise ValueError("no flows in the given sources: " + "; ".join(map(str, result.problems)))
+    classifier, cwin = classifier_from(classifier_uri)
+    with start_run(experiment, tracking_uri, "baseline"):
+        model, win = fit_baseline(result.flows, window_s=window_s,
+                                  learning_period_s=learning_period_s, seed=seed, epochs=epochs)
+        mlflow.log_params({
+            "window_s": window_s, "learning_period_s": learning_period_s or "all",
+            "hidden": list(model.hidden), "epochs": model.epochs, "seed": seed,
+            "threshold": model.threshold_.describe(), "classifier_uri": classifier_uri or "",
+            "sources": ", ".join(map(str, sources))[:500],
+        })
+        mlflow.log_metrics({"devices": len(model.devices_), "learning_windows": win.height,
+                            "final_loss": model.loss_curve_[-1],
+                            "bad_inputs": len(result.errors)})
+        for i, loss in enumerate(model.loss_curve_):
+            mlflow.log_metric("train_loss", loss, step=i)
+        mlflow.log_dict({d: float(t) for d, t in (model.threshold_.thresholds_ or {}).items()},
+                        "thresholds.json")
+        log_figure(_score_figure(model, win), "learning_scores.png")
+        bundle = Bundle(window=WindowSpec(window_s), classifier=classifier,
+                        classifier_window=cwin, baseline=model,
+                        info={"kind": "baseline", "devices": len(model.devices_)})
+        out = register(bundle, register_name, promote)
+    out.update({"devices": len(model.devices_), "windows": win.height,
+                "problems": [str(p) for p in result.problems]})
+    return out
+
+
+def _score_figure(model: BaselineAutoencoder, win: pl.DataFrame) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 4))
+    a.plot(model.loss_curve_)
+    a.set(title="training loss", xlabel="epoch", ylabel="MSE", yscale="log")
+    s = np.asarray(model.learning_scores_)
+    b.hist(np.log10(s + 1e-6), bins=50, color="tab:blue", alpha=0.8)
+    b.axvline(np.log10(model.threshold_.pooled_), color="tab:red", ls="--",
+              label="pooled threshold")
+    b.set(title="learning-period anomaly scores", xlabel="log10 score", ylabel="windows")
+    b.legend()
+    fig.tight_layout()
+    return fig

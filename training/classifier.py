@@ -1,0 +1,177 @@
+"""Training the device-type classifier: ``flockwatch train classifier``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from flockwatch.datasets.labelled import (
+    DatasetError,
+    LabelledDataset,
+    dataset_flows,
+    group_folds,
+    labelled_windows,
+    load_dataset,
+)
+from flockwatch.features.windows import WindowSpec
+from flockwatch.models.classifier import UNKNOWN, DeviceClassifier
+from flockwatch.models.pyfunc import Bundle
+from flockwatch.training.metrics import classification_metrics, confusion_figure
+from flockwatch.training.tracking import log_figure, register, start_run
+
+
+def check_groups(ds: LabelledDataset) -> None:
+    single = [lab for lab, n in ds.label_counts().items() if n < 2]
+    if single:
+        raise DatasetError(
+            f"{ds.root / 'labels.csv'}: label(s) {', '.join(single)} have a single capture; "
+            "at least two per label are needed for capture-separated validation")
+
+
+def device_predictions(clf: DeviceClassifier, win: pl.DataFrame) -> pl.DataFrame:
+    """One prediction per labelled capture (its windows' probabilities aggregated)."""
+    pred = clf.predict_devices(win, by=("capture", "device_id"))
+    truth = win.group_by("capture", "device_id").agg(pl.col("label").first(),
+                                                     pl.col("group").first())
+    return truth.join(pred, on=["capture", "device_id"], how="inner").sort("capture")
+
+
+def cross_validate(win: pl.DataFrame, *, n_folds: int = 4, seed: int = 0,
+                   params: dict[str, Any] | None = None) -> tuple[dict[str, Any], pl.DataFrame]:
+    """Capture-grouped cross-validation: metrics over all held-out captures."""
+    folds = group_folds(win["label"].to_list(), win["group"].to_list(), n_folds, seed)
+    preds = []
+    for k in range(n_folds):
+        test = folds == k
+        if not test.any() or test.all():
+            continue
+        tr, te = win.filter(pl.Series(~test)), win.filter(pl.Series(test))
+        clf = DeviceClassifier(seed=seed, **(params or {})).fit(tr, tr["label"], tr["group"])
+        preds.append(device_predictions(clf, te).with_columns(pl.lit(k).alias("fold")))
+    p = pl.concat(preds)
+    return classification_metrics(p["label"].to_list(), p["device_type"].to_list()), p
+
+
+def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: int = 4,
+             seed: int = 0) -> dict[str, Any]:
+    """Leave each class out of training in turn: how often its captures come back unknown,
+    and how often held-out captures of known classes are wrongly rejected."""
+    from sklearn.metrics import roc_auc_score
+
+    all_classes = sorted(set(win["label"].to_list()))
+    classes = classes or all_classes
+    folds = group_folds(win["label"].to_list(), win["group"].to_list(), n_folds, seed)
+    per_class: dict[str, float] = {}
+    rejected_known, n_known = 0, 0
+    conf_unknown: list[float] = []
+    conf_known: list[float] = []
+    for c in classes:
+        is_c = (win["label"] == c).to_numpy()
+        test = folds == 0
+        tr = win.filter(pl.Series(~is_c & ~test))
+        te_known = win.filter(pl.Series(~is_c & test))
+        te_unknown = win.filter(pl.Series(is_c))
+        if len(set(tr["label"].to_list())) < 2:
+            continue
+        clf = DeviceClassifier(seed=seed).fit(tr, tr["label"], tr["group"])
+        pu = device_predictions(clf, te_unknown)
+        pk = device_predictions(clf, te_known)
+        per_class[c] = float(pu["unknown"].mean())
+        rejected_known += int(pk["unknown"].sum())
+        n_known += pk.height
+        conf_unknown += pu["type_confidence"].to_list()
+        conf_known += pk["type_confidence"].to_list()
+    y = [1] * len(conf_unknown) + [0] * len(conf_known)
+    s = [-x for x in conf_unknown + conf_known]
+    auroc = float(roc_auc_score(y, s)) if len(set(y)) == 2 else float("nan")
+    return {
+        "unknown_rate_per_left_out_class": per_class,
+        "unknown_rate": float(np.mean(list(per_class.values()))) if per_class else float("nan"),
+        "known_rejected_rate": rejected_known / n_known if n_known else float("nan"),
+        "unknown_auroc": auroc,
+    }
+
+
+def train_classifier(
+    dataset_dir: str | os.PathLike[str], *, label_column: str = "device_type",
+    group_column: str | None = None, window_s: float = 300.0, n_folds: int = 4,
+    open_set_classes: int = 6, register_name: str | None = None, promote: bool = False,
+    experiment: str = "flockwatch-classifier", tracking_uri: str | None = None, seed: int = 0,
+    on_file: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Train on a labelled capture set; log params, metrics, figures and lineage; register."""
+    import mlflow
+
+    ds = load_dataset(dataset_dir, label_column, group_column)
+    check_groups(ds)
+    flows, problems = dataset_flows(ds, on_file=on_file)
+    bad = [p for p in problems if p.severity == "error"]
+    if bad:
+        raise DatasetError(f"{bad[0]}" + (f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""))
+    spec = WindowSpec(window_s)
+    win = labelled_windows(ds, flows, spec)
+    min_groups = min(ds.label_counts().values())
+    folds = max(2, min(n_folds, min_groups))
+    with start_run(experiment, tracking_uri, "classifier"):
+        cv, preds = cross_validate(win, n_folds=folds, seed=seed)
+        labels = sorted(set(win["label"].to_list()))
+        rng = np.random.default_rng(seed)
+        chosen = sorted(rng.choice(labels, size=min(open_set_classes, len(labels)),
+                                   replace=False).tolist()) if open_set_classes else []
+        osr = open_set(win, classes=chosen, n_folds=folds, seed=seed) if len(labels) > 2 \
+            and chosen else {}
+        clf = DeviceClassifier(seed=seed).fit(win, win["label"], win["group"])
+        mlflow.log_params({
+            "label_column": label_column, "window_s": window_s, "folds": folds, "seed": seed,
+            "n_estimators": clf.n_estimators, "learning_rate": clf.learning_rate,
+            "num_leaves": clf.num_leaves, "best_iteration": clf.best_iteration_,
+            "temperature": round(clf.temperature_, 4), "reject_threshold": round(clf.threshold_, 4),
+            "dataset_path": str(ds.root), "dataset_hash": ds.fingerprint()[:16],
+            "captures": len(ds.captures), "classes": len(labels),
+        })
+        metrics = {"accuracy": cv["accuracy"], "macro_f1": cv["macro_f1"]}
+        for lab, m in cv["per_class"].items():
+            metrics[f"f1_{_safe(lab)}"] = m["f1"]
+        if osr:
+            metrics.update({"unknown_auroc": osr["unknown_auroc"],
+                            "open_set_unknown_rate": osr["unknown_rate"],
+                            "open_set_known_rejected": osr["known_rejected_rate"]})
+        mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})
+        mlflow.log_dict({"label_counts": ds.label_counts(), "dataset": str(ds.root),
+                         "hash": ds.fingerprint()}, "dataset.json")
+        mlflow.log_dict({"cross_validation": cv, "open_set": osr}, "evaluation.json")
+        mlflow.log_dict(clf.feature_importance(), "feature_importance.json")
+        log_figure(confusion_figure(cv, "capture-separated cross-validation"),
+                   "confusion_matrix.png")
+        log_figure(_importance_figure(clf), "feature_importance.png")
+        bundle = Bundle(window=spec, classifier=clf, label_column=label_column,
+                        info={"kind": "classifier", "classes": labels})
+        out = register(bundle, register_name, promote)
+    out.update({"metrics": metrics, "open_set": osr, "classes": labels,
+                "predictions": preds.height})
+    return out
+
+
+def _safe(label: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in label)
+
+
+def _importance_figure(clf: DeviceClassifier) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    imp = sorted(clf.feature_importance().items(), key=lambda kv: -kv[1])[:25]
+    fig, ax = plt.subplots(figsize=(7, 7))
+    ax.barh([k for k, _ in imp][::-1], [v for _, v in imp][::-1])
+    ax.set(title="LightGBM feature importance (gain)", xlabel="gain")
+    fig.tight_layout()
+    return fig
+
+
+__all__ = ["UNKNOWN", "cross_validate", "open_set", "train_classifier"]

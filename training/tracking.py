@@ -1,0 +1,58 @@
+"""MLflow logging shared by the trainers: runs, figures, registration, promotion."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from flockwatch.models.pyfunc import Bundle, log_model
+from flockwatch.models.store import configure, ensure_experiment
+
+
+def parse_duration(text: str | float | None) -> float | None:
+    """'90s', '15m', '2h', '7d' or plain seconds -> seconds."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, (int, float)):
+        return float(text)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", str(text).lower())
+    if not m:
+        raise ValueError(f"bad duration {text!r}: use e.g. 90s, 15m, 2h, 7d")
+    mult = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+    value = float(m.group(1)) * mult
+    if value <= 0:
+        raise ValueError(f"duration must be > 0, got {text!r}")
+    return value
+
+
+def start_run(experiment: str, tracking_uri: str | None, run_name: str) -> Any:
+    import mlflow
+
+    configure(tracking_uri)
+    exp_id = ensure_experiment(experiment)
+    return mlflow.start_run(experiment_id=exp_id, run_name=run_name)
+
+
+def log_figure(fig: Any, name: str) -> None:
+    import matplotlib.pyplot as plt
+    import mlflow
+
+    mlflow.log_figure(fig, name)
+    plt.close(fig)
+
+
+def register(bundle: Bundle, name: str | None, promote: bool) -> dict[str, Any]:
+    """Log the model to the active run; register under ``name``; set ``champion`` if asked."""
+    import mlflow
+
+    info = log_model(bundle, registered_model_name=name)
+    result: dict[str, Any] = {"run_id": mlflow.active_run().info.run_id,  # type: ignore[union-attr]
+                              "model_uri": info.model_uri}
+    if name:
+        version = info.registered_model_version
+        result["version"] = version
+        result["model_uri"] = f"models:/{name}/{version}"
+        if promote:
+            mlflow.MlflowClient().set_registered_model_alias(name, "champion", str(version))
+            result["champion_uri"] = f"models:/{name}@champion"
+    return result
