@@ -572,6 +572,8 @@ def _attack_traffic(tr: _Traffic, attack: Attack) -> None:
             for port, req, resp in ((445, b"\x00\x00\x00\x45\xffSMBr" + rng.bytes(60),
                                      b"\x00\x00\x00\x55\xffSMBr" + rng.bytes(76)),
                                     (22, b"SSH-2.0-Go\r\n", b"SSH-2.0-OpenSSH_8.9\r\n")):
+                if ts >= a.end:
+                    break
                 tr.tcp_session(ts, dev.ip, ws.ip, port, [(req, resp)] * 4)
                 ts += float(rng.uniform(2, 6))
     else:  # pragma: no cover - guarded by synthesize()

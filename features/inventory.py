@@ -38,7 +38,17 @@ def inventory(flows: pl.DataFrame, attributed: pl.DataFrame | None = None) -> pl
     l4 = pl.col("protocol").replace_strict(
         {6: "TCP", 17: "UDP", 1: "ICMP", 58: "ICMPv6", 2: "IGMP"}, default="IP", return_dtype=pl.String
     )
-    att = att.with_columns(parts.alias("_parts"), l4.alias("_l4"))
+    # A TCP flow that never got an answer, or was refused (a scan probe), says nothing about
+    # what the device speaks: nDPI only guessed its application from the port.
+    probe = (pl.col("protocol") == 6) & (
+        (pl.col("dst2src_packets") == 0) | ((pl.col("rst_packets") > 0) & (pl.col("packets") <= 3))
+    )
+    parts = pl.when(probe).then(pl.lit(None, dtype=pl.List(pl.String))).otherwise(parts)
+    att = att.with_columns(parts.alias("_parts"), l4.alias("_l4"),
+                           pl.when(probe).then(None).otherwise(pl.col("application"))
+                           .alias("application"),
+                           pl.when(probe).then(None).otherwise(pl.col("application_category"))
+                           .alias("application_category"))
     ics_expr = pl.col("_parts").list.eval(
         pl.element().filter(pl.element().is_in(list(INDUSTRIAL_PROTOCOLS)))
     )

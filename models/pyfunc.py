@@ -144,11 +144,11 @@ def to_records_frame(out: pl.DataFrame) -> Any:
 class FlockwatchModel(mlflow.pyfunc.PythonModel):
     """The MLflow pyfunc wrapper around a ``Bundle``."""
 
-    def load_context(self, context: Any) -> None:
+    def load_context(self, context):  # type: ignore[no-untyped-def]
         self.bundle = load_bundle(context.artifacts["bundle"])
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None
-                ) -> Any:
+    # No type hints: MLflow would try (and fail) to infer a signature from them.
+    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
         flows = coerce_flows(model_input)
         return to_records_frame(score_flows(self.bundle, flows))
 
@@ -207,7 +207,10 @@ def save_model(bundle: Bundle, path: str | Path) -> Path:
     """Write the bundle as an MLflow pyfunc model folder at ``path``."""
     import tempfile
 
-    with tempfile.TemporaryDirectory() as tmp:
+    import warnings
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
         art = Path(tmp) / "bundle.pkl"
         save_bundle(bundle, art)
         mlflow.pyfunc.save_model(str(path), python_model=FlockwatchModel(),
@@ -220,7 +223,10 @@ def log_model(bundle: Bundle, *, registered_model_name: str | None = None) -> An
     """Log the bundle to the active MLflow run (and register it when a name is given)."""
     import tempfile
 
-    with tempfile.TemporaryDirectory() as tmp:
+    import warnings
+
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
         art = Path(tmp) / "bundle.pkl"
         save_bundle(bundle, art)
         return mlflow.pyfunc.log_model(

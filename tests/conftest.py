@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("FLOCKWATCH_DATA") or REPO.parent / "shared" / "data")
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    d = data_dir()
+    if not d.is_dir():
+        pytest.skip(f"shared captures not found at {d} (set FLOCKWATCH_DATA)")
+    return d
+
+
+@pytest.fixture(autouse=True)
+def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+                  ) -> Path:
+    """Every test gets its own FLOCKWATCH_HOME and a real SQLite MLflow store in a temp dir."""
+    home = tmp_path_factory.mktemp("fwhome")
+    monkeypatch.setenv("FLOCKWATCH_HOME", str(home))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+    return home
+
+
+@pytest.fixture(scope="session")
+def site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic site: 2 h learning, 2 h with every attack (seeded)."""
+    from flockwatch.datasets.synth import synthesize
+
+    out = tmp_path_factory.mktemp("site")
+    synthesize(out, hours=2.0, learning_hours=2.0, seed=11)
+    return out
