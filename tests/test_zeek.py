@@ -40,7 +40,8 @@ def test_json_lines(tmp_path):
          "resp_l2_addr": "00:00:54:00:00:02"},
         {"ts": 1700000010.0, "uid": "C2", "id.orig_h": "192.168.1.20", "id.orig_p": 5353,
          "id.resp_h": "224.0.0.251", "id.resp_p": 5353, "proto": "udp", "service": "dns",
-         "orig_pkts": 1, "orig_ip_bytes": 120, "resp_pkts": 0, "resp_ip_bytes": 0},
+         "orig_pkts": 1, "orig_ip_bytes": 120, "resp_pkts": 0, "resp_ip_bytes": 0,
+         "orig_l2_addr": "00:0a:eb:00:00:01", "resp_l2_addr": "01:00:5e:00:00:fb"},
     ]
     p = tmp_path / "conn.json.log"
     p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
