@@ -602,7 +602,8 @@ class SiteCapture:
 def synthesize_capture(path: str | os.PathLike[str], *, hours: float = 1.0, seed: int = 0,
                        start: dt.datetime = DEFAULT_START,
                        attacks: Sequence[str] = (), attack_spacing_s: float = 900.0,
-                       attack_duration_s: float = 180.0) -> SiteCapture:
+                       attack_duration_s: float = 180.0,
+                       first_attack_s: float | None = None) -> SiteCapture:
     """Write one site capture; attacks are spread over its second half, one at a time."""
     unknown = [a for a in attacks if a not in ATTACK_KINDS]
     if unknown:
@@ -617,7 +618,8 @@ def synthesize_capture(path: str | os.PathLike[str], *, hours: float = 1.0, seed
     _normal_traffic(tr, t0, t1)
     placed: list[Attack] = []
     if attacks:
-        first = t0 + max(600.0, (t1 - t0) / 2 - attack_spacing_s * len(attacks) / 2)
+        first = t0 + (first_attack_s if first_attack_s is not None else
+                      max(600.0, (t1 - t0) / 2 - attack_spacing_s * len(attacks) / 2))
         for i, kind in enumerate(attacks):
             a_start = first + i * attack_spacing_s
             if a_start + attack_duration_s > t1:

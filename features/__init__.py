@@ -2,14 +2,8 @@
 
 from flockwatch.features.attribution import attribute
 from flockwatch.features.errors import InputError
-from flockwatch.features.flows import (
-    ExtractResult,
-    LiveCapture,
-    Problem,
-    capture_interface,
-    extract,
-    read_capture,
-)
+from flockwatch.features.flows import ExtractResult, Problem, extract, read_capture
+from flockwatch.features.live import RawCapture, capture_interface
 from flockwatch.features.inventory import INVENTORY_COLUMNS, inventory
 from flockwatch.features.schema import FLOW_SCHEMA, conform, validate_flows
 from flockwatch.features.windows import (
@@ -29,8 +23,8 @@ __all__ = [
     "KEY_COLUMNS",
     "ExtractResult",
     "InputError",
-    "LiveCapture",
     "Problem",
+    "RawCapture",
     "WindowSpec",
     "assign_windows",
     "attribute",

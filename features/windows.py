@@ -15,6 +15,7 @@ shorter ``length_s``.
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 
@@ -313,3 +314,19 @@ def feature_table_markdown() -> str:
     rows = ["| feature | meaning |", "|---|---|"]
     rows += [f"| `{k}` | {v} |" for k, v in FEATURE_DESCRIPTIONS.items()]
     return "\n".join(rows)
+
+
+def parse_duration(text: str | float | None) -> float | None:
+    """'90s', '15m', '2h', '7d' or plain seconds -> seconds."""
+    if text is None or text == "":
+        return None
+    if isinstance(text, (int, float)):
+        return float(text)
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", str(text).lower())
+    if not m:
+        raise ValueError(f"bad duration {text!r}: use e.g. 90s, 15m, 2h, 7d")
+    mult = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+    value = float(m.group(1)) * mult
+    if value <= 0:
+        raise ValueError(f"duration must be > 0, got {text!r}")
+    return value

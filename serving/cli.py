@@ -122,7 +122,7 @@ def extract(
                          help="Capture this live interface instead of reading files.")] = None,
     duration: Annotated[float, typer.Option(help="Live capture length in seconds.")] = 60.0,
     idle_timeout: Annotated[int | None, typer.Option(
-        help="Seconds without packets that end a flow (default 120 for files, 5 live).")] = None,
+        help="Seconds without packets that end a flow (default 120).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
 ) -> None:
     """Turn captures, folders, Zeek logs or a live interface into a flow table.
@@ -130,12 +130,13 @@ def extract(
     Example: flockwatch extract site.pcap captures/ -o flows.parquet
     """
     from flockwatch.features.errors import InputError
-    from flockwatch.features.flows import ExtractResult, capture_interface
+    from flockwatch.features.flows import ExtractResult
+    from flockwatch.features.live import capture_interface
     from flockwatch.features.output import atomic_path
 
     if interface:
         try:
-            flows = capture_interface(interface, duration, idle_timeout=idle_timeout or 5)
+            flows = capture_interface(interface, duration, idle_timeout=idle_timeout or 120)
         except InputError as exc:
             fail(str(exc))
         result = ExtractResult(flows=flows, files=[interface])
@@ -281,7 +282,7 @@ def train_classifier_cmd(
     """
     from flockwatch.datasets.labelled import DatasetError
     from flockwatch.training.classifier import train_classifier
-    from flockwatch.training.tracking import parse_duration
+    from flockwatch.features.windows import parse_duration
 
     try:
         with _progress_files("extracting") as prog:
@@ -326,7 +327,7 @@ def train_baseline_cmd(
     """
     from flockwatch.models.store import ModelLoadError
     from flockwatch.training.baseline import train_baseline
-    from flockwatch.training.tracking import parse_duration
+    from flockwatch.features.windows import parse_duration
 
     try:
         with _progress_files("reading") as prog:
@@ -499,6 +500,49 @@ def demo(
     typer.echo(f"  Browse runs and models:  .venv/bin/mlflow ui --backend-store-uri {uri}")
     typer.echo(f"  Score a capture again:   .venv/bin/flockwatch score {out['site']}/attacks.pcap")
     typer.echo("  Serve the model:         .venv/bin/flockwatch serve --port 8080")
+
+
+@app.command()
+def sense(
+    interface: Annotated[str, typer.Option("--interface", "-i", help="Interface to watch.")],
+    model: ModelOpt = None,
+    alerts: Annotated[Path, typer.Option(help="JSON-lines alert file (appended).")]
+    = Path("flockwatch-alerts.jsonl"),
+    syslog: Annotated[str | None, typer.Option(help="Also send CEF alerts to HOST:PORT.")] = None,
+    syslog_protocol: Annotated[str, typer.Option(help="udp or tcp.")] = "udp",
+    inventory_db: Annotated[Path | None, typer.Option(help="SQLite device inventory.")] = None,
+    window: Annotated[str | None, typer.Option(
+        help="Window length (default: the model's).")] = None,
+    duration: Annotated[float | None, typer.Option(
+        help="Stop after this many seconds (default: run until SIGTERM/SIGINT).")] = None,
+    state_every: Annotated[float, typer.Option(help="Log counters every N seconds.")] = 30.0,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Watch a live interface: score each window as it closes, alert on deviations.
+
+    Example: flockwatch sense -i eth1 --syslog 10.0.0.5:514 --inventory-db devices.sqlite
+    """
+    import logging
+
+    from flockwatch.features.errors import InputError
+    from flockwatch.features.live import check_interface
+    from flockwatch.models.store import ModelLoadError, configure, load_model
+    from flockwatch.serving.sensor import run_sensor
+    from flockwatch.features.windows import parse_duration
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
+                        stream=sys.stderr)
+    configure(tracking_uri)
+    try:
+        check_interface(interface)
+        m = load_model(model)
+        counters = run_sensor(interface, m, alerts_path=alerts, syslog=syslog,
+                              syslog_protocol=syslog_protocol, inventory_db=inventory_db,
+                              window_s=parse_duration(window), state_every_s=state_every,
+                              max_seconds=duration)
+    except (InputError, ModelLoadError, ValueError) as exc:
+        fail(str(exc))
+    typer.echo(counters.line(), err=True)
 
 
 def main() -> None:

@@ -2,27 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
+from flockwatch.features.windows import parse_duration
 from flockwatch.models.pyfunc import Bundle, log_model
 from flockwatch.models.store import configure, ensure_experiment
 
-
-def parse_duration(text: str | float | None) -> float | None:
-    """'90s', '15m', '2h', '7d' or plain seconds -> seconds."""
-    if text is None or text == "":
-        return None
-    if isinstance(text, (int, float)):
-        return float(text)
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", str(text).lower())
-    if not m:
-        raise ValueError(f"bad duration {text!r}: use e.g. 90s, 15m, 2h, 7d")
-    mult = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
-    value = float(m.group(1)) * mult
-    if value <= 0:
-        raise ValueError(f"duration must be > 0, got {text!r}")
-    return value
+__all__ = ["parse_duration", "register", "start_run", "log_figure"]
 
 
 def start_run(experiment: str, tracking_uri: str | None, run_name: str) -> Any:

@@ -1,0 +1,225 @@
+"""The live sensor: capture an interface, score each window as it closes, keep an inventory,
+send alerts to a JSON-lines file and (optionally) CEF over syslog.
+
+Capture runs in the main thread into one pcap chunk per window (aligned to the clock); a worker
+thread meters each closed chunk with NFStream and scores it with the model while the next chunk
+fills, so no packet is skipped between windows. SIGTERM/SIGINT close the current chunk early,
+score it, flush every sink and exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import signal
+import sqlite3
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from flockwatch.features.errors import InputError
+from flockwatch.features.flows import read_capture
+from flockwatch.features.inventory import inventory
+from flockwatch.features.live import RawCapture
+from flockwatch.features.schema import FLOW_SCHEMA
+from flockwatch.features.windows import WindowSpec, windows
+from flockwatch.models.pyfunc import score_windows
+from flockwatch.serving.alerts import JsonlSink, SyslogCefSink, alerts_from
+
+log = logging.getLogger("flockwatch.sensor")
+_FLOW_KEY = ("src_ip", "dst_ip", "src_port", "dst_port", "protocol")
+_APP_COLS = ("application", "application_category")
+
+
+@dataclass
+class Counters:
+    packets: int = 0
+    flows: int = 0
+    windows: int = 0
+    alerts: int = 0
+    drops: int = 0
+    chunks: int = 0
+    syslog_failures: int = 0
+    started: float = field(default_factory=time.monotonic)
+
+    def line(self) -> str:
+        return (f"packets={self.packets} flows={self.flows} windows={self.windows} "
+                f"alerts={self.alerts} drops={self.drops} syslog_failures={self.syslog_failures}")
+
+
+class Inventory:
+    """The sensor's device inventory in SQLite."""
+
+    def __init__(self, path: str | Path) -> None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        self.db = sqlite3.connect(str(path), check_same_thread=False)
+        self.db.execute("""CREATE TABLE IF NOT EXISTS devices (
+            device_id TEXT PRIMARY KEY, mac TEXT, ip TEXT, vendor TEXT, first_seen TEXT,
+            last_seen TEXT, device_type TEXT, type_confidence REAL, status TEXT,
+            flows INTEGER, bytes INTEGER)""")
+        self.db.commit()
+
+    def update(self, inv: pl.DataFrame, scored: pl.DataFrame) -> None:
+        types = {r["device_id"]: r for r in scored.sort("start").iter_rows(named=True)}
+        for r in inv.iter_rows(named=True):
+            s = types.get(r["device_id"], {})
+            status = "new" if s.get("new_device") else "known"
+            self.db.execute(
+                """INSERT INTO devices VALUES (?,?,?,?,?,?,?,?,?,?,?)
+                ON CONFLICT(device_id) DO UPDATE SET ip=excluded.ip, last_seen=excluded.last_seen,
+                device_type=COALESCE(excluded.device_type, device_type),
+                type_confidence=COALESCE(excluded.type_confidence, type_confidence),
+                flows=flows+excluded.flows, bytes=bytes+excluded.bytes""",
+                (r["device_id"], r["mac"], (r["ips"] or [None])[0], r["vendor"],
+                 r["first_seen"].isoformat(), r["last_seen"].isoformat(), s.get("device_type"),
+                 s.get("type_confidence"), status, r["flows"], r["bytes"]))
+        self.db.commit()
+
+    def close(self) -> None:
+        self.db.close()
+
+
+class Sensor:
+    def __init__(self, interface: str, model: Any, *, alerts_path: str | Path,
+                 syslog: str | None = None, syslog_protocol: str = "udp",
+                 inventory_db: str | Path | None = None, window_s: float | None = None,
+                 state_every_s: float = 30.0) -> None:
+        self.interface = interface
+        self.bundle = model.unwrap_python_model().bundle
+        self.window_s = float(window_s or self.bundle.window.length_s)
+        self.spec = WindowSpec(self.window_s, align="epoch")
+        self.jsonl = JsonlSink(alerts_path)
+        self.syslog = SyslogCefSink(syslog, syslog_protocol) if syslog else None
+        self.inventory = Inventory(inventory_db) if inventory_db else None
+        self.state_every_s = state_every_s
+        self.counters = Counters()
+        self.stop = threading.Event()
+        self._chunks: queue.Queue[Path | None] = queue.Queue()
+        self._seen_new: set[str] = set()
+        # Application of flows seen in earlier chunks: a TCP session cut at a chunk boundary
+        # continues mid-stream, where nDPI cannot name it again.
+        self._apps = pl.DataFrame(schema={k: FLOW_SCHEMA[k] for k in (*_FLOW_KEY, *_APP_COLS)})
+
+    # -- processing (worker thread) ---------------------------------------------------------
+    def _process(self, chunk: Path) -> None:
+        try:
+            flows, _ = read_capture(chunk)
+        except InputError as exc:
+            log.warning("chunk %s unreadable: %s", chunk.name, exc)
+            return
+        finally:
+            chunk.unlink(missing_ok=True)
+        if flows.height == 0:
+            return
+        flows = self._carry_applications(flows.with_columns(pl.lit(self.interface).alias("source")))
+        win = windows(flows, self.spec)
+        scored = score_windows(self.bundle, win)
+        alerts = alerts_from(scored, self._seen_new)
+        self._seen_new.update(a["device_id"] for a in alerts if a["kind"] == "new_device")
+        for a in alerts:
+            self.jsonl.send(a)
+            if self.syslog:
+                self.syslog.send(a)
+        if self.inventory:
+            self.inventory.update(inventory(flows), scored)
+        c = self.counters
+        c.flows += flows.height
+        c.windows += scored.height
+        c.alerts += len(alerts)
+        c.syslog_failures = self.syslog.failures if self.syslog else 0
+
+    def _carry_applications(self, flows: pl.DataFrame) -> pl.DataFrame:
+        known = flows.filter(pl.col("application") != "Unknown").select(*_FLOW_KEY, *_APP_COLS)
+        out = flows.join(self._apps, on=list(_FLOW_KEY), how="left", suffix="_prev").with_columns(
+            pl.when((pl.col("application") == "Unknown") & pl.col("application_prev").is_not_null())
+            .then(pl.col(f"{c}_prev")).otherwise(pl.col(c)).alias(c) for c in _APP_COLS
+        ).select(flows.columns)
+        self._apps = pl.concat([self._apps, known]).unique(list(_FLOW_KEY), keep="last").tail(
+            100_000)
+        return out
+
+    def _worker(self) -> None:
+        while True:
+            chunk = self._chunks.get()
+            if chunk is None:
+                return
+            try:
+                self._process(chunk)
+            except Exception:  # keep sensing; the failure is logged with its cause
+                log.exception("scoring chunk %s failed", chunk.name)
+
+    # -- capture (main thread) -------------------------------------------------------------
+    def _open(self) -> RawCapture | None:
+        try:
+            return RawCapture(self.interface)
+        except InputError as exc:
+            log.warning("%s; retrying in 2 s", exc)
+            self.stop.wait(2.0)
+            return None
+
+    def run(self, *, max_seconds: float | None = None) -> Counters:
+        worker = threading.Thread(target=self._worker, name="scorer", daemon=True)
+        worker.start()
+        end = time.monotonic() + max_seconds if max_seconds else None
+        last_state = time.monotonic()
+        cap: RawCapture | None = None
+        log.info("sensing %s: %g s windows, alerts -> %s%s", self.interface, self.window_s,
+                 self.jsonl.path, f", CEF -> {self.syslog.addr}" if self.syslog else "")
+        with tempfile.TemporaryDirectory(prefix="flockwatch-sensor-") as tmp:
+            k = 0
+            while not self.stop.is_set() and (end is None or time.monotonic() < end):
+                if cap is None:
+                    cap = self._open()
+                    continue
+                now = time.time()
+                boundary = (now // self.window_s + 1) * self.window_s
+                deadline = time.monotonic() + (boundary - now)
+                if end is not None:
+                    deadline = min(deadline, end)
+                chunk = Path(tmp) / f"chunk-{k:06d}.pcap"
+                k += 1
+                try:
+                    cap.capture_until(chunk, deadline, self.stop.is_set)
+                except OSError as exc:  # interface went away
+                    log.warning("capture on %s failed (%s); retrying", self.interface, exc)
+                    cap.close()
+                    cap = None
+                    self._chunks.put(chunk)
+                    continue
+                self.counters.packets = cap.packets
+                self.counters.drops = cap.dropped
+                self.counters.chunks += 1
+                self._chunks.put(chunk)
+                if time.monotonic() - last_state >= self.state_every_s:
+                    log.info("state: %s", self.counters.line())
+                    last_state = time.monotonic()
+            if cap is not None:
+                cap.close()
+            self._chunks.put(None)
+            worker.join()
+        self.jsonl.close()
+        if self.syslog:
+            self.syslog.close()
+        if self.inventory:
+            self.inventory.close()
+        log.info("stopped: %s", self.counters.line())
+        return self.counters
+
+
+def run_sensor(interface: str, model: Any, **kwargs: Any) -> Counters:
+    """Run until SIGTERM/SIGINT (or ``max_seconds``)."""
+    max_seconds = kwargs.pop("max_seconds", None)
+    sensor = Sensor(interface, model, **kwargs)
+
+    def _stop(signum: int, _frame: object) -> None:
+        log.info("signal %d: stopping, flushing", signum)
+        sensor.stop.set()
+
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
+    return sensor.run(max_seconds=max_seconds)
