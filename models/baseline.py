@@ -128,6 +128,9 @@ class BaselineAutoencoder:
         import torch
 
         cols = list(self.feature_columns or FEATURE_COLUMNS)
+        if not isinstance(windows, pl.DataFrame):
+            raise TypeError(f"expected a polars DataFrame of windows, got "
+                            f"{type(windows).__name__}")
         if windows.height < 2:
             raise ValueError(f"need at least 2 learning windows, got {windows.height}")
         w = windows.sort("window_start") if "window_start" in windows.columns else windows

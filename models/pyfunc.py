@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import pickle
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,9 @@ import polars as pl
 
 from flockwatch.features.schema import FLOW_SCHEMA, conform
 from flockwatch.features.windows import WindowSpec, windows
+
+# The model takes DataFrames of flow records; MLflow's type-hint inference does not apply.
+warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
 
 OUTPUT_COLUMNS = [
     "source", "device_id", "mac", "ip", "start", "end", "device_type", "type_confidence",
@@ -84,6 +88,14 @@ def coerce_flows(model_input: Any) -> pl.DataFrame:
     if bad.height:
         raise ValueError(f"{bad.height} flow record(s) have no valid first_seen timestamp")
     return conform(df)
+
+
+def flows_to_pandas(flows: pl.DataFrame) -> Any:
+    """A flow table as the pandas input MLflow's signature enforcement accepts: timestamps
+    as timezone-naive UTC (MLflow's datetime type has no time zone)."""
+    return flows.with_columns(
+        pl.col("first_seen", "last_seen").dt.convert_time_zone("UTC").dt.replace_time_zone(None)
+    ).to_pandas()
 
 
 def score_flows(bundle: Bundle, flows: pl.DataFrame, *, top: int = 5) -> pl.DataFrame:
@@ -169,11 +181,13 @@ def load_bundle(path: str | Path) -> Bundle:
 def signature() -> Any:
     """The model signature: FLOW_SCHEMA in, OUTPUT_COLUMNS out."""
     from mlflow.models import ModelSignature
-    from mlflow.types.schema import ColSpec, Schema
+    from mlflow.types.schema import AnyType, ColSpec, Schema
 
-    def kind(dtype: pl.DataType) -> str:
+    def kind(dtype: pl.DataType) -> Any:
         if isinstance(dtype, pl.Datetime):
-            return "datetime"
+            # datetimes (aware or naive), ISO-8601 strings or epoch milliseconds: predict
+            # normalises them to UTC, so MLflow must not coerce (its datetime is naive only).
+            return AnyType()
         if dtype in (pl.Int8, pl.Int16, pl.Int32):
             return "integer"
         if dtype == pl.Int64:

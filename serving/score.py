@@ -68,3 +68,64 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
     devices = inv.join(per_dev, on="device_id", how="left")
     alerts = alerts_from(scored)
     return ScoreReport(devices, scored, alerts, problems, model_uri)
+
+
+_STR_LIST = {"type": "array", "items": {"type": "string"}}
+_NUM = {"type": ["number", "null"]}
+_TIME = {"type": "string", "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$"}
+_TOP = {"type": ["array", "null"], "items": {
+    "type": "object", "required": ["feature", "observed", "expected"],
+    "properties": {"feature": {"type": "string"}, "observed": {"type": "number"},
+                   "expected": {"type": "number"}, "share": {"type": "number"}}}}
+
+#: The documented shape of ``flockwatch score --format json`` (JSON Schema, draft 2020-12).
+SCORE_JSON_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "type": "object",
+    "required": ["model", "devices", "windows", "alerts", "problems"],
+    "properties": {
+        "model": {"type": "string"},
+        "devices": {"type": "array", "items": {
+            "type": "object",
+            "required": ["device_id", "mac", "vendor", "ips", "hostnames", "server_names",
+                         "protocols", "applications", "industrial", "industrial_protocols",
+                         "first_seen", "last_seen", "flows", "packets", "bytes", "device_type",
+                         "type_confidence", "unknown", "new_device", "windows",
+                         "anomalous_windows"],
+            "properties": {
+                "device_id": {"type": "string"}, "mac": {"type": ["string", "null"]},
+                "vendor": {"type": ["string", "null"]}, "ips": _STR_LIST,
+                "hostnames": _STR_LIST, "server_names": _STR_LIST, "protocols": _STR_LIST,
+                "applications": _STR_LIST, "industrial": {"type": "boolean"},
+                "industrial_protocols": _STR_LIST, "first_seen": _TIME, "last_seen": _TIME,
+                "flows": {"type": "integer"}, "packets": {"type": "integer"},
+                "bytes": {"type": "integer"}, "device_type": {"type": ["string", "null"]},
+                "type_confidence": _NUM, "unknown": {"type": ["boolean", "null"]},
+                "new_device": {"type": ["boolean", "null"]},
+                "windows": {"type": "integer"}, "anomalous_windows": {"type": "integer"},
+            }}},
+        "windows": {"type": "array", "items": {
+            "type": "object",
+            "required": ["device_id", "mac", "start", "end", "device_type", "type_confidence",
+                         "unknown", "anomaly_score", "threshold", "anomalous", "top_features"],
+            "properties": {
+                "device_id": {"type": "string"}, "mac": {"type": ["string", "null"]},
+                "start": _TIME, "end": _TIME, "device_type": {"type": ["string", "null"]},
+                "type_confidence": _NUM, "unknown": {"type": ["boolean", "null"]},
+                "anomaly_score": _NUM, "threshold": _NUM,
+                "anomalous": {"type": ["boolean", "null"]}, "top_features": _TOP,
+            }}},
+        "alerts": {"type": "array", "items": {
+            "type": "object",
+            "required": ["kind", "severity", "device_id", "mac", "start", "end", "score",
+                         "threshold", "top_features", "message"],
+            "properties": {
+                "kind": {"enum": ["anomalous_window", "new_device", "new_peer"]},
+                "severity": {"enum": ["low", "medium", "high"]},
+                "device_id": {"type": "string"}, "start": _TIME, "end": _TIME,
+                "score": _NUM, "threshold": _NUM, "top_features": _TOP,
+                "message": {"type": "string"},
+            }}},
+        "problems": {"type": "array"},
+    },
+}

@@ -1,0 +1,125 @@
+"""One contract suite for every estimator (STYLE.md 4)."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import polars as pl
+import pytest
+
+from flockwatch.features.windows import FEATURE_COLUMNS
+from flockwatch.models import BaselineAutoencoder, DeviceClassifier, NotFittedError
+from flockwatch.models.base import clone, get_params
+
+
+def synthetic_windows(n_per_class: int = 40, classes: int = 3, seed: int = 0) -> pl.DataFrame:
+    """Windows whose class shifts a few features: a task with a known answer."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(classes):
+        X = rng.normal(0, 1, (n_per_class, len(FEATURE_COLUMNS)))
+        X[:, c * 3:(c * 3) + 3] += 3.0
+        for i, x in enumerate(X):
+            rows.append({"device_id": f"dev{c}-{i % 4}", "label": f"type{c}",
+                         "group": f"cap{c}-{i % 4}", **dict(zip(FEATURE_COLUMNS, x, strict=True))})
+    df = pl.DataFrame(rows)
+    start = pl.datetime(2026, 1, 1, time_zone="UTC") + pl.duration(
+        seconds=pl.int_range(0, df.height) * 300)
+    return df.with_columns(start.alias("window_start"), pl.lit("s").alias("source"))
+
+
+def fit(est, df):
+    if isinstance(est, DeviceClassifier):
+        return est.fit(df, df["label"], df["group"])
+    return est.fit(df)
+
+
+def output(est, df) -> np.ndarray:
+    if isinstance(est, DeviceClassifier):
+        return est.predict_proba(df)
+    return est.score(df)
+
+
+ESTIMATORS = [
+    lambda: DeviceClassifier(n_estimators=60, seed=1),
+    lambda: BaselineAutoencoder(epochs=15, hidden=(16, 4), seed=1),
+]
+
+
+@pytest.fixture(params=ESTIMATORS, ids=["classifier", "baseline"])
+def est(request):
+    return request.param()
+
+
+def test_params_stored_unchanged_and_clone(est):
+    params = get_params(est)
+    c = clone(est)
+    assert get_params(c) == params
+    assert all(not k.endswith("_") for k in params)
+
+
+def test_not_fitted_error(est):
+    with pytest.raises(NotFittedError):
+        output(est, synthetic_windows())
+
+
+def test_same_seed_same_result(est):
+    df = synthetic_windows()
+    a = output(fit(clone(est), df), df)
+    b = output(fit(clone(est), df), df)
+    np.testing.assert_allclose(a, b)
+
+
+def test_pickle_round_trip(est):
+    df = synthetic_windows()
+    fitted = fit(est, df)
+    again = pickle.loads(pickle.dumps(fitted))
+    np.testing.assert_allclose(output(fitted, df), output(again, df))
+
+
+def test_column_order_does_not_matter(est):
+    df = synthetic_windows()
+    fitted = fit(est, df)
+    shuffled = df.select(list(reversed(df.columns)))
+    np.testing.assert_allclose(output(fitted, df), output(fitted, shuffled))
+
+
+def test_better_than_chance(est):
+    train, test = synthetic_windows(seed=0), synthetic_windows(seed=1)
+    fitted = fit(est, train)
+    if isinstance(est, DeviceClassifier):
+        acc = np.mean(fitted.predict(test) == np.asarray(test["label"].to_list()))
+        assert acc > 0.8
+    else:
+        normal = fitted.score(test)
+        odd = test.with_columns(pl.col(FEATURE_COLUMNS[-1]) + 8.0,
+                                pl.col(FEATURE_COLUMNS[-2]) - 8.0)
+        anomalous = fitted.score(odd)
+        assert np.mean(anomalous > np.median(normal)) > 0.9  # higher score = more anomalous
+        assert np.mean(anomalous > fitted.thresholds(odd["device_id"].to_list())) > 0.8
+
+
+def test_mlflow_save_load_identical(est, tmp_path):
+    import mlflow
+
+    from flockwatch.features.windows import WindowSpec
+    from flockwatch.models.pyfunc import Bundle, FlockwatchModel, save_model
+
+    df = synthetic_windows()
+    fitted = fit(est, df)
+    bundle = Bundle(window=WindowSpec(300), **{
+        "classifier" if isinstance(est, DeviceClassifier) else "baseline": fitted})
+    save_model(bundle, tmp_path / "m")
+    loaded = mlflow.pyfunc.load_model(str(tmp_path / "m")).unwrap_python_model()
+    assert isinstance(loaded, FlockwatchModel)
+    part = loaded.bundle.classifier or loaded.bundle.baseline
+    np.testing.assert_array_equal(output(fitted, df), output(part, df))
+
+
+def test_bad_input_types(est):
+    with pytest.raises(TypeError):
+        fit(est, object())
+    df = synthetic_windows().drop(FEATURE_COLUMNS[0])
+    with pytest.raises(ValueError, match=FEATURE_COLUMNS[0]):
+        fit(est, df)

@@ -1,0 +1,240 @@
+"""Serving: the pyfunc model, `score` JSON, REST over real HTTP, `mlflow models serve`."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import numpy as np
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from flockwatch.serving.cli import app
+from flockwatch.serving.score import SCORE_JSON_SCHEMA
+
+BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(scope="module")
+def trained(site, tmp_path_factory):
+    """Classifier + baseline trained on the synthetic site, saved as one pyfunc folder."""
+    from flockwatch.datasets.synth import HOSTS
+    from flockwatch.features import WindowSpec, extract
+    from flockwatch.models import DeviceClassifier
+    from flockwatch.models.pyfunc import Bundle, save_model
+    from flockwatch.training.baseline import fit_baseline
+
+    flows = extract([site / "learning.pcap"]).flows
+    baseline, _ = fit_baseline(flows, window_s=300, epochs=40)
+    from flockwatch.features import windows
+
+    both = extract([site / "learning.pcap", site / "attacks.pcap"]).flows
+    win = windows(both, WindowSpec(300))
+    types = {h.mac: h.device_type for h in HOSTS}
+    win = win.filter(pl.col("device_id").is_in(list(types)))
+    clf = DeviceClassifier(n_estimators=80).fit(
+        win, win["device_id"].replace_strict(types), win["source"])
+    path = tmp_path_factory.mktemp("model") / "model"
+    save_model(Bundle(window=WindowSpec(300), classifier=clf, baseline=baseline), path)
+    return path
+
+
+def test_pyfunc_round_trip_identical(trained, site):
+    import mlflow
+
+    from flockwatch.features import extract
+    from flockwatch.models.pyfunc import (
+        flows_to_pandas,
+        load_bundle,
+        score_flows,
+        to_records_frame,
+    )
+
+    flows = extract([site / "attacks.pcap"]).flows
+    model = mlflow.pyfunc.load_model(str(trained))
+    got = model.predict(flows_to_pandas(flows))
+    direct = to_records_frame(score_flows(load_bundle(trained / "artifacts" / "bundle.pkl"),
+                                          flows))
+    assert list(got.columns)[:6] == ["source", "device_id", "mac", "ip", "start", "end"]
+    assert got.equals(direct)
+    assert got["anomalous"].any() and (~got["anomalous"]).any()
+    assert got["device_type"].notna().all()
+
+
+def test_score_json_matches_schema(trained, site, tmp_path):
+    out = tmp_path / "report.json"
+    r = CliRunner().invoke(app, ["score", str(site / "attacks.pcap"), "--model", str(trained),
+                                 "--format", "json", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    jsonschema.validate(doc, SCORE_JSON_SCHEMA)
+    kinds = {a["kind"] for a in doc["alerts"]}
+    assert "anomalous_window" in kinds
+    plc = next(d for d in doc["devices"] if d["device_id"] == "00:00:54:81:00:81")
+    assert plc["device_type"] == "plc" and plc["industrial_protocols"] == ["Modbus"]
+
+
+def test_score_real_shared_captures(trained, shared_data, tmp_path):
+    caps = [shared_data / "modbus-scada" / "characterization_modbus_6RTU_with_operate.pcap",
+            shared_data / "iot-sentinel" / "Aria"]
+    out = tmp_path / "r.json"
+    r = CliRunner().invoke(app, ["score", *map(str, caps), "--model", str(trained), "--format",
+                                 "json", "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(out.read_text())
+    jsonschema.validate(doc, SCORE_JSON_SCHEMA)
+    # Devices the baseline never saw are reported as new devices, not scored against nothing.
+    assert doc["devices"] and all(d["new_device"] for d in doc["devices"])
+    assert any(a["kind"] == "new_device" for a in doc["alerts"])
+    assert all(w["anomaly_score"] is None for w in doc["windows"])
+
+
+def test_score_without_model_says_how_to_train(site):
+    r = CliRunner().invoke(app, ["score", str(site / "attacks.pcap")])
+    assert r.exit_code == 1
+    assert "no model registered yet" in r.output and "flockwatch demo" in r.output
+
+
+def test_score_rejects_non_flockwatch_model(tmp_path, site):
+    import mlflow
+
+    class Other(mlflow.pyfunc.PythonModel):
+        def predict(self, context, model_input, params=None):
+            return model_input
+
+    mlflow.pyfunc.save_model(str(tmp_path / "other"), python_model=Other())
+    r = CliRunner().invoke(app, ["score", str(site / "attacks.pcap"), "-m", str(tmp_path / "other")])
+    assert r.exit_code == 1 and "not a flockwatch model" in r.output
+    r = CliRunner().invoke(app, ["score", str(site / "attacks.pcap"), "-m", "models:/nope/3"])
+    assert r.exit_code == 1 and "models:/nope/3" in r.output and "Traceback" not in r.output
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def request(port, method, path, body=None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+    conn.request(method, path, body=body, headers=headers or {})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    try:
+        return resp.status, json.loads(data) if data.strip() else None
+    except json.JSONDecodeError:
+        return resp.status, data.decode()
+
+
+@pytest.fixture(scope="module")
+def flow_records(site):
+    from flockwatch.features import extract
+    from flockwatch.features.output import frame_records
+
+    flows = extract([site / "attacks.pcap"]).flows.head(100)
+    return frame_records(flows)
+
+
+def start_server(bundle_path, **kwargs):
+    from flockwatch.models.pyfunc import load_bundle
+    from flockwatch.serving.rest import FlockwatchServer
+
+    port = free_port()
+    server = FlockwatchServer(load_bundle(bundle_path / "artifacts" / "bundle.pkl"), "127.0.0.1",
+                              port, **kwargs)
+    server.start_background()
+    return server, port
+
+
+def test_rest_happy_400_413(trained, flow_records):
+    server, port = start_server(trained, max_bytes=200_000)
+    try:
+        assert request(port, "GET", "/ping")[0] == 200
+        assert request(port, "GET", "/health") == (200, {"status": "ok"})
+        body = json.dumps({"dataframe_records": flow_records})
+        status, doc = request(port, "POST", "/invocations", body,
+                              {"Content-Type": "application/json"})
+        assert status == 200
+        rows = doc["predictions"]
+        assert rows and {"device_id", "anomaly_score", "top_features"} <= set(rows[0])
+        split = {"dataframe_split": {"columns": list(flow_records[0]),
+                                     "data": [list(r.values()) for r in flow_records]}}
+        status2, doc2 = request(port, "POST", "/invocations", json.dumps(split))
+        assert status2 == 200 and doc2 == doc
+        status, err = request(port, "POST", "/invocations", "{not json")
+        assert status == 400 and "malformed JSON" in err["message"]
+        bad = [{k: v for k, v in r.items() if k != "src_ip"} for r in flow_records]
+        status, err = request(port, "POST", "/invocations", json.dumps(bad))
+        assert status == 400 and "src_ip" in err["message"]
+        status, err = request(port, "POST", "/invocations", json.dumps({"foo": 1}))
+        assert status == 400
+        status, err = request(port, "POST", "/invocations", "x" * 300_000)
+        assert status == 413 and err["error_code"] == "REQUEST_TOO_LARGE"
+        # Still serving after all that.
+        assert request(port, "POST", "/invocations", body)[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_rest_token(trained, flow_records):
+    from flockwatch.models.pyfunc import load_bundle
+    from flockwatch.serving.rest import FlockwatchServer
+
+    with pytest.raises(ValueError, match="needs --token"):
+        FlockwatchServer(load_bundle(trained / "artifacts" / "bundle.pkl"), "0.0.0.0", 0)
+    server, port = start_server(trained, token="s3cret")
+    try:
+        assert request(port, "GET", "/ping")[0] == 401
+        body = json.dumps(flow_records[:20])
+        assert request(port, "POST", "/invocations", body,
+                       {"Authorization": "Bearer wrong"})[0] == 401
+        assert request(port, "POST", "/invocations", body,
+                       {"Authorization": "Bearer s3cret"})[0] == 200
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve(trained, flow_records):
+    """`mlflow models serve -m PATH --env-manager local` serves the model unchanged."""
+    mlflow_bin = BIN / "mlflow"
+    if not mlflow_bin.exists():
+        pytest.skip("mlflow CLI not installed beside this Python")
+    port = free_port()
+    proc = subprocess.Popen([str(mlflow_bin), "models", "serve", "-m", str(trained), "--env-manager",
+                             "local", "--host", "127.0.0.1", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"})
+    try:
+        deadline = time.time() + 90
+        while time.time() < deadline:
+            try:
+                if request(port, "GET", "/ping")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail("mlflow models serve did not come up: " + proc.stdout.read(3000))
+        status, doc = request(port, "POST", "/invocations",
+                              json.dumps({"dataframe_records": flow_records}),
+                              {"Content-Type": "application/json"})
+        assert status == 200, doc
+        rows = doc["predictions"]
+        assert rows and "anomaly_score" in rows[0] and "device_type" in rows[0]
+        assert np.isfinite([r["anomaly_score"] for r in rows if r["anomaly_score"] is not None]).all()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
