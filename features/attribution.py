@@ -11,7 +11,8 @@ The rule (applied per source, i.e. per capture, interface or log):
    addresses, is a gateway (it forwards for others). Traffic behind it is not a device. The
    gateway is itself a device only in flows it *originates* from a local address of its own.
 4. **Never devices.** Broadcast and multicast MACs (I/G bit set), multicast and broadcast IPs
-   (``224.0.0.0/4``, ``255.255.255.255``, ``*.255``, ``ff00::/8``), loopback.
+   (``224.0.0.0/4``, ``255.255.255.255``, ``*.255``, ``ff00::/8``). (Loopback never
+   crosses a wire; captures taken on a lab host's loopback are credited to it.)
 5. **Both directions count.** A flow between two local devices is credited to both, each
    seeing it from its own side (``direction`` ``out`` when the device initiated it).
 
@@ -25,9 +26,9 @@ from __future__ import annotations
 
 import polars as pl
 
-_V4_PRIVATE = r"^(10\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.|169\.254\.|0\.0\.0\.0$)"
+_V4_PRIVATE = r"^(10\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.|169\.254\.|127\.|0\.0\.0\.0$)"
 _V4_MULTICAST = r"^(22[4-9]|23\d)\.|^255\.255\.255\.255$|\.255$"
-_V6_LOCAL = r"^(?i:fe[89ab][0-9a-f]:|f[cd][0-9a-f]{2}:)"
+_V6_LOCAL = r"^(?i:fe[89ab][0-9a-f]:|f[cd][0-9a-f]{2}:|::1$)"
 
 
 def _is_v4(ip: pl.Expr) -> pl.Expr:
@@ -45,8 +46,6 @@ def _ip_special(ip: pl.Expr) -> pl.Expr:
         ip.is_null()
         | ip.str.contains(_V4_MULTICAST)
         | ip.str.to_lowercase().str.starts_with("ff")
-        | ip.str.starts_with("127.")
-        | (ip == "::1")
     )
 
 

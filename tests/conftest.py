@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,11 @@ def isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.
     """Every test gets its own FLOCKWATCH_HOME and a real SQLite MLflow store in a temp dir."""
     home = tmp_path_factory.mktemp("fwhome")
     monkeypatch.setenv("FLOCKWATCH_HOME", str(home))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{home / 'mlflow.db'}")
+    uri = f"sqlite:///{home / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    if "mlflow" in sys.modules:  # a URI set by an earlier test would outlive its store
+        sys.modules["mlflow"].set_tracking_uri(uri)
+        sys.modules["mlflow"].set_registry_uri(uri)
     return home
 
 
