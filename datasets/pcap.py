@@ -102,3 +102,24 @@ class PcapWriter:
             fh.write(b"".join(chunks))
         os.replace(tmp, target)
         return len(self.packets)
+
+
+def read_pcap(path: str | os.PathLike[str]) -> tuple[int, list[tuple[float, bytes]]]:
+    """(link type, [(timestamp, frame)]) of a classic pcap file; stops at a truncated record."""
+    data = Path(path).read_bytes()
+    magic = data[:4]
+    if len(data) < 24 or magic not in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1",
+                                       b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
+        raise ValueError(f"{path}: not a classic pcap file")
+    bo = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
+    div = 1e9 if magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d") else 1e6
+    linktype = struct.unpack_from(bo + "I", data, 20)[0]
+    rec = struct.Struct(bo + "IIII")
+    out, off = [], 24
+    while off + 16 <= len(data):
+        sec, frac, incl, _ = rec.unpack_from(data, off)
+        if off + 16 + incl > len(data):
+            break
+        out.append((sec + frac / div, data[off + 16:off + 16 + incl]))
+        off += 16 + incl
+    return linktype, out

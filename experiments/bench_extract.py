@@ -1,0 +1,135 @@
+"""Benchmark: `flockwatch extract` to Parquet vs bare `NFStreamer(...).to_pandas()`.
+
+Builds a capture of at least 500k packets from the shared captures (Ethernet pcaps from
+iot-sentinel, long-term-iot and modbus-scada, repeated with shifted timestamps so flows do not
+merge), then times both on the same file in the same run, each in a fresh process, alternating,
+and prints packets/s, peak memory (process + its NFStream metering children) and the ratios.
+
+Usage: .venv/bin/python experiments/bench_extract.py [--packets 500000] [--repeats 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from flockwatch.datasets.pcap import read_pcap
+
+REPO = Path(__file__).resolve().parents[1]
+
+BARE = """
+import resource, sys, time, nfstream
+t = time.perf_counter()
+s = nfstream.NFStreamer(source=sys.argv[1], statistical_analysis=True, n_dissections=20)
+df = s.to_pandas()
+dt = time.perf_counter() - t
+me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(dt, me + kids, len(df))
+"""
+OURS = """
+import resource, sys, time
+from flockwatch.features.flows import extract
+from flockwatch.features.output import write_parquet
+t = time.perf_counter()
+r = extract([sys.argv[1]])
+write_parquet(r.flows, sys.argv[2])
+dt = time.perf_counter() - t
+me = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+print(dt, me + kids, r.flows.height)
+"""
+
+
+def ethernet_packets(path: Path) -> list[tuple[float, bytes]]:
+    try:
+        linktype, packets = read_pcap(path)
+    except ValueError:
+        return []
+    return packets if linktype == 1 else []
+
+
+def build_capture(data: Path, target: int, dest: Path) -> int:
+    sources = sorted((data / "iot-sentinel").rglob("*.pcap")) + sorted(
+        (data / "long-term-iot").rglob("*.pcap")) + sorted((data / "modbus-scada").glob("*.pcap"))
+    packets: list[tuple[float, bytes]] = []
+    for p in sources:
+        pk = ethernet_packets(p)
+        if pk:
+            packets.extend(pk)
+    if not packets:
+        raise SystemExit(f"no Ethernet pcaps under {data}")
+    packets.sort(key=lambda x: x[0])
+    span = packets[-1][0] - packets[0][0] + 3600
+    n = 0
+    with dest.open("wb") as fh:
+        fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        rep = 0
+        while n < target:
+            shift = rep * span
+            for ts, frame in packets:
+                t = ts + shift
+                sec = int(t)
+                fh.write(struct.pack("<IIII", sec, int((t - sec) * 1e6), len(frame), len(frame)))
+                fh.write(frame)
+            n += len(packets)
+            rep += 1
+    return n
+
+
+def run(code: str, *args: str) -> tuple[float, int, int]:
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                         check=True, cwd=tempfile.gettempdir())
+    dt, rss, rows = out.stdout.strip().splitlines()[-1].split()
+    return float(dt), int(rss), int(rows)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=os.environ.get("FLOCKWATCH_DATA",
+                                                     str(REPO.parent / "shared" / "data")))
+    ap.add_argument("--packets", type=int, default=500_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--output")
+    args = ap.parse_args()
+    data = Path(args.data)
+    if not data.is_dir():
+        print(f"skipped: no shared captures at {data}")
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        cap = Path(tmp) / "bench.pcap"
+        n = build_capture(data, args.packets, cap)
+        print(f"capture: {n:,} packets, {cap.stat().st_size / 1e6:.0f} MB")
+        bare, ours = [], []
+        for _ in range(args.repeats):
+            bare.append(run(BARE, str(cap)))
+            ours.append(run(OURS, str(cap), str(Path(tmp) / "flows.parquet")))
+        b_t = min(x[0] for x in bare)
+        o_t = min(x[0] for x in ours)
+        b_m = max(x[1] for x in bare)
+        o_m = max(x[1] for x in ours)
+        res = {
+            "packets": n, "flows_bare": bare[0][2], "flows_ours": ours[0][2],
+            "bare_pps": round(n / b_t), "ours_pps": round(n / o_t),
+            "throughput_ratio": round(b_t / o_t, 3),
+            "bare_peak_mb": round(b_m / 1024), "ours_peak_mb": round(o_m / 1024),
+            "memory_ratio": round(o_m / b_m, 3),
+            "runs_seconds": {"bare": [round(x[0], 2) for x in bare],
+                             "ours": [round(x[0], 2) for x in ours]},
+        }
+    print(json.dumps(res, indent=2))
+    print(f"throughput ratio (ours/bare) {res['throughput_ratio']} (target >= 0.9); "
+          f"peak memory ratio {res['memory_ratio']} (target <= 1.5)")
+    if args.output:
+        Path(args.output).write_text(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
