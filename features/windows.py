@@ -41,7 +41,8 @@ SERVICE_PORTS = [
     22, 23, 53, 67, 80, 102, 123, 137, 161, 443, 502, 554, 631, 1883, 1900, 2404, 3478, 5060,
     5353, 5683, 8080, 8443, 8883, 9100, 20000, 44818, 47808,
 ]
-N_NAME_BUCKETS = 16
+N_NAME_BUCKETS = 64
+N_FINGERPRINT_BUCKETS = 32
 
 _DESCRIPTIONS: dict[str, str] = {
     "log_flows": "log(1 + flows)",
@@ -93,6 +94,12 @@ for _p in SERVICE_PORTS:
 for _b in range(N_NAME_BUCKETS):
     _DESCRIPTIONS[f"name_token_{_b:02d}"] = (
         f"share of DNS/SNI/host-name tokens hashed (CRC32) into bucket {_b}"
+    )
+
+for _b in range(N_FINGERPRINT_BUCKETS):
+    _DESCRIPTIONS[f"fingerprint_{_b:02d}"] = (
+        f"share of client fingerprints (DHCP parameter list, TLS JA4) and user agents hashed "
+        f"(CRC32) into bucket {_b}"
     )
 
 #: The stable, documented feature column list, in order.
@@ -250,6 +257,7 @@ def window_features(att: pl.DataFrame) -> pl.DataFrame:
     )
     win = win.join(_periodicity(att, keys), on=keys, how="left")
     win = win.join(_name_tokens(att, keys), on=keys, how="left")
+    win = win.join(_fingerprints(att, keys), on=keys, how="left")
     out = win.select(
         *keys,
         *META_COLUMNS,
@@ -270,27 +278,35 @@ def _periodicity(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     )
 
 
-def _bucket(token: str) -> int:
-    return zlib.crc32(token.encode()) % N_NAME_BUCKETS
+def _hashed_shares(tokens: pl.DataFrame, att: pl.DataFrame, keys: list[str], prefix: str,
+                   n: int) -> pl.DataFrame:
+    """Share of each window's tokens per CRC32 bucket (stable across runs and versions)."""
+    cols = [f"{prefix}{b:02d}" for b in range(n)]
+    tokens = tokens.filter(pl.col("tok").is_not_null() & (pl.col("tok").str.len_chars() > 0))
+    if tokens.height == 0:
+        return att.select(keys).unique().with_columns(pl.lit(0.0).alias(c) for c in cols)
+    # Hash each distinct token once, not per flow.
+    vocab = tokens.select(pl.col("tok").unique())
+    vocab = vocab.with_columns(pl.Series(
+        "bucket", [zlib.crc32(t.encode()) % n for t in vocab["tok"].to_list()], dtype=pl.Int32))
+    return tokens.join(vocab, on="tok").group_by(keys).agg(
+        *[(pl.col("bucket") == b).mean().alias(c) for b, c in enumerate(cols)]
+    )
 
 
 def _name_tokens(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     names = att.filter(pl.col("server_name").is_not_null()).select(
         *keys, pl.col("server_name").str.to_lowercase().str.split(".").alias("tok")
-    ).explode("tok").filter(pl.col("tok").str.len_chars() > 0)
-    cols = [f"name_token_{b:02d}" for b in range(N_NAME_BUCKETS)]
-    if names.height == 0:
-        return att.select(keys).unique().with_columns(pl.lit(0.0).alias(c) for c in cols)
-    # Hash each distinct token once (stable CRC32, not per flow).
-    vocab = names.select(pl.col("tok").unique())
-    vocab = vocab.with_columns(
-        pl.Series("bucket", [_bucket(t) for t in vocab["tok"].to_list()], dtype=pl.Int32)
-    )
-    counts = names.join(vocab, on="tok").group_by(keys).agg(
-        *[(pl.col("bucket") == b).mean().alias(f"name_token_{b:02d}")
-          for b in range(N_NAME_BUCKETS)]
-    )
-    return counts
+    ).explode("tok")
+    return _hashed_shares(names, att, keys, "name_token_", N_NAME_BUCKETS)
+
+
+def _fingerprints(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    fps = pl.concat([
+        att.select(*keys, pl.col("client_fingerprint").alias("tok")),
+        att.select(*keys, pl.col("user_agent").alias("tok")),
+    ])
+    return _hashed_shares(fps, att, keys, "fingerprint_", N_FINGERPRINT_BUCKETS)
 
 
 def empty_windows() -> pl.DataFrame:

@@ -24,8 +24,11 @@ class DeviceClassifier:
 
     ``fit`` holds out whole groups (captures) to pick the number of boosting rounds (early
     stopping), fit a temperature that calibrates the class probabilities, and learn the
-    rejection threshold: a device whose aggregated confidence falls below the
-    ``reject_quantile`` of correctly classified held-out devices' confidence is ``unknown``.
+    rejection rule. A device is ``unknown`` when its aggregated confidence falls below the
+    ``reject_quantile / 2`` quantile of correctly classified held-out devices' confidence, or
+    when its behaviour lies farther from every training window of the predicted type than the
+    ``1 - reject_quantile / 2`` quantile of those held-out devices (novelty): confident mistakes
+    on never-seen types are common, distance catches many of them.
 
     Parameters
     ----------
@@ -98,10 +101,16 @@ class DeviceClassifier:
             best = max(20, probe.best_iteration or self.n_estimators)
             raw = probe.predict(X[hold], num_iteration=best, raw_score=True)
             self.temperature_ = self._fit_temperature(raw, yi[hold])
-            conf = self._group_confidence(_softmax(raw / self.temperature_), yi[hold], g[hold])
-            self.threshold_ = float(np.quantile(conf, self.reject_quantile)) if len(conf) else 0.0
+            self._fit_reference(X[~hold], yi[~hold], len(classes))
+            p_hold = _softmax(raw / self.temperature_)
+            conf, nov = self._group_stats(p_hold, X[hold], yi[hold], g[hold])
+            q = self.reject_quantile / 2
+            self.threshold_ = float(np.quantile(conf, q)) if len(conf) else 0.0
+            self.novelty_threshold_ = float(np.quantile(nov, 1 - q)) if len(nov) else np.inf
         else:
             best, self.temperature_, self.threshold_ = self.n_estimators, 1.0, 0.0
+            self.novelty_threshold_ = np.inf
+        self._fit_reference(X, yi, len(classes))
         # Final model on every window with the chosen number of rounds.
         dall = lgb.Dataset(X, yi, weight=weights)
         self.booster_ = lgb.train(params, dall, best)
@@ -126,16 +135,47 @@ class DeviceClassifier:
                 best_t, best_nll = float(t), nll
         return best_t
 
-    @staticmethod
-    def _group_confidence(p: np.ndarray, yi: np.ndarray, g: np.ndarray) -> np.ndarray:
-        """Aggregated confidence of each correctly classified held-out group."""
-        out = []
+    def _fit_reference(self, X: np.ndarray, yi: np.ndarray, n_classes: int) -> None:
+        """Standardised training windows per class, for the novelty distance."""
+        rng = np.random.default_rng(self.seed)
+        self.ref_mean_ = X.mean(axis=0)
+        self.ref_std_ = np.maximum(X.std(axis=0), 1e-3)
+        Z = (X - self.ref_mean_) / self.ref_std_
+        self.reference_ = []
+        for c in range(n_classes):
+            zc = Z[yi == c]
+            if len(zc) > 2000:
+                zc = zc[rng.choice(len(zc), 2000, replace=False)]
+            self.reference_.append(zc.astype(np.float32))
+
+    def _novelty(self, X: np.ndarray, classes: np.ndarray) -> np.ndarray:
+        """Distance (RMS over features) to the nearest training window of each row's class."""
+        Z = ((X - self.ref_mean_) / self.ref_std_).astype(np.float32)
+        out = np.full(len(X), np.inf)
+        for c in np.unique(classes):
+            ref = self.reference_[int(c)]
+            if not len(ref):
+                continue
+            m = classes == c
+            d = ((Z[m, None, :] - ref[None, :, :]) ** 2).mean(axis=2)
+            out[m] = np.sqrt(d.min(axis=1))
+        return out
+
+    def _group_stats(self, p: np.ndarray, X: np.ndarray, yi: np.ndarray, g: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """Confidence and novelty of each correctly classified held-out group."""
+        conf, groups_X, groups_c = [], [], []
         for grp in np.unique(g):
             m = g == grp
             agg = p[m].mean(axis=0)
             if agg.argmax() == yi[m][0]:
-                out.append(agg.max())
-        return np.asarray(out)
+                conf.append(agg.max())
+                groups_X.append(X[m].mean(axis=0))
+                groups_c.append(agg.argmax())
+        if not conf:
+            return np.zeros(0), np.zeros(0)
+        nov = self._novelty(np.vstack(groups_X), np.asarray(groups_c))
+        return np.asarray(conf), nov
 
     # -- prediction ------------------------------------------------------------------------
     def predict_proba(self, windows: pl.DataFrame) -> np.ndarray:
@@ -145,27 +185,37 @@ class DeviceClassifier:
         raw = self.booster_.predict(X, raw_score=True)  # type: ignore[attr-defined]
         return _softmax(np.asarray(raw).reshape(len(X), -1) / self.temperature_)
 
-    def decide(self, proba: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(label, confidence, unknown) from (aggregated) probabilities."""
+    def decide(self, proba: np.ndarray, X: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(label, confidence, unknown) from (aggregated) probabilities and, when given, the
+        (aggregated) raw feature rows for the novelty test."""
         check_fitted(self, "booster_")
         conf = proba.max(axis=1) if len(proba) else np.zeros(0)
         labels = self.classes_[proba.argmax(axis=1)] if len(proba) else np.array([], dtype=object)
         unknown = conf < self.threshold_
+        if X is not None and len(proba):
+            unknown |= self._novelty(X, proba.argmax(axis=1)) > self.novelty_threshold_
         return np.where(unknown, UNKNOWN, labels).astype(object), conf, unknown
 
     def predict(self, windows: pl.DataFrame) -> np.ndarray:
-        """Per-window device type, or "unknown"."""
+        """Per-window device type, or "unknown" by confidence alone (the novelty rule is
+        calibrated on devices' aggregated windows: see ``predict_devices``)."""
         return self.decide(self.predict_proba(windows))[0]
 
     def predict_devices(self, windows: pl.DataFrame, by: Sequence[str] = ("source", "device_id")
                         ) -> pl.DataFrame:
         """Aggregate windows' probabilities per device: one decision per device."""
         p = self.predict_proba(windows)
+        X = feature_matrix(windows, self.feature_names_)
         keys = windows.select(list(by)).with_row_index("_row")
         groups = keys.group_by(list(by), maintain_order=True).agg(pl.col("_row"))
-        agg = np.vstack([p[np.asarray(rows)].mean(axis=0) for rows in groups["_row"].to_list()]) \
-            if groups.height else np.zeros((0, len(self.classes_)))
-        label, conf, unknown = self.decide(agg)
+        rows_list = [np.asarray(rows) for rows in groups["_row"].to_list()]
+        if rows_list:
+            agg = np.vstack([p[r].mean(axis=0) for r in rows_list])
+            agg_x = np.vstack([X[r].mean(axis=0) for r in rows_list])
+        else:
+            agg, agg_x = np.zeros((0, len(self.classes_))), np.zeros((0, X.shape[1]))
+        label, conf, unknown = self.decide(agg, agg_x)
         return groups.drop("_row").with_columns(
             pl.Series("device_type", label.tolist(), dtype=pl.String),
             pl.Series("type_confidence", conf.astype(float)),
