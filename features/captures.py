@@ -82,8 +82,13 @@ def is_capture_name(path: Path) -> bool:
     return path.name.lower().endswith(CAPTURE_SUFFIXES)
 
 
-def inspect_capture(path: str | os.PathLike[str]) -> CaptureInfo:
-    """Read a capture's framing; raise ``InputError`` when it is no usable capture."""
+def inspect_capture(path: str | os.PathLike[str], *, walk: bool = True) -> CaptureInfo:
+    """Read a capture's framing; raise ``InputError`` when it is no usable capture.
+
+    With ``walk=False`` only the file header is read (packets and truncation are not known:
+    ``packets`` is -1 and ``truncated_at`` None) for classic pcap; pcapng is always walked
+    (its interface blocks carry the link types).
+    """
     p = Path(path)
     name = str(path)
     if not p.exists():
@@ -97,7 +102,7 @@ def inspect_capture(path: str | os.PathLike[str]) -> CaptureInfo:
         with p.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             magic = mm[:4]
             if magic in _PCAP_MAGIC:
-                return _inspect_pcap(name, mm, _PCAP_MAGIC[magic])
+                return _inspect_pcap(name, mm, _PCAP_MAGIC[magic], walk)
             if magic == _PCAPNG_SHB:
                 return _inspect_pcapng(name, mm)
     except PermissionError:
@@ -109,11 +114,13 @@ def inspect_capture(path: str | os.PathLike[str]) -> CaptureInfo:
     raise InputError(name, "not a pcap or pcapng capture (unrecognised file header)")
 
 
-def _inspect_pcap(name: str, mm: mmap.mmap, bo: str) -> CaptureInfo:
+def _inspect_pcap(name: str, mm: mmap.mmap, bo: str, walk: bool = True) -> CaptureInfo:
     size = len(mm)
     if size < 24:
         raise InputError(name, f"truncated pcap: file header cut at byte {size} of 24")
     linktype = struct.unpack_from(bo + "I", mm, 20)[0] & 0x0FFFFFFF
+    if not walk:
+        return CaptureInfo(name, "pcap", (linktype,), -1, None)
     hdr = struct.Struct(bo + "IIII")
     off, packets = 24, 0
     while off < size:

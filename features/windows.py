@@ -102,6 +102,10 @@ for _b in range(N_FINGERPRINT_BUCKETS):
         f"(CRC32) into bucket {_b}"
     )
 
+#: Bumped whenever a feature's definition changes; models record the version they were
+#: trained with and refuse to score windows of another.
+FEATURE_SET_VERSION = 2
+
 #: The stable, documented feature column list, in order.
 FEATURE_COLUMNS: list[str] = list(_DESCRIPTIONS)
 FEATURE_DESCRIPTIONS: dict[str, str] = dict(_DESCRIPTIONS)

@@ -116,9 +116,15 @@ class BaselineAutoencoder:
             dec += [torch.nn.Linear(a, b), torch.nn.GELU()]
         return torch.nn.Sequential(*enc, *dec[:-1])
 
+    def _device_stats(self, devices: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Per-row mean and std of each row's device (site-wide for unknown devices)."""
+        uniq, inverse = np.unique(np.asarray(devices, dtype=str), return_inverse=True)
+        mu = np.vstack([self.device_mean_.get(str(d), self.global_mean_) for d in uniq])
+        sd = np.vstack([self.device_std_.get(str(d), self.global_std_) for d in uniq])
+        return mu[inverse], sd[inverse]
+
     def _standardise(self, X: np.ndarray, devices: Sequence[str]) -> np.ndarray:
-        mu = np.vstack([self.device_mean_.get(str(d), self.global_mean_) for d in devices])
-        sd = np.vstack([self.device_std_.get(str(d), self.global_std_) for d in devices])
+        mu, sd = self._device_stats(devices)
         return (X - mu) / sd
 
     # -- fitting ---------------------------------------------------------------------------
@@ -206,20 +212,25 @@ class BaselineAutoencoder:
             return np.zeros(0), []
         devs = windows["device_id"].to_list()
         X = feature_matrix(windows, self.feature_names_)
-        Z = self._standardise(X, devs)
+        mu, sd = self._device_stats(devs)
+        Z = (X - mu) / sd
         R = self._reconstruct(Z)
         err = (R - Z) ** 2
         scores = err.mean(axis=1)
-        sd = np.vstack([self.device_std_.get(str(d), self.global_std_) for d in devs])
-        mu = np.vstack([self.device_mean_.get(str(d), self.global_mean_) for d in devs])
         expected = R * sd + mu
-        out = []
-        for i in range(len(X)):
-            idx = np.argsort(-err[i])[:top]
-            tot = err[i].sum() or 1.0
-            out.append([{"feature": self.feature_names_[j], "observed": round(float(X[i, j]), 4),
-                         "expected": round(float(expected[i, j]), 4),
-                         "share": round(float(err[i, j] / tot), 3)} for j in idx])
+        k = min(top, err.shape[1])
+        idx = np.argpartition(-err, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(err, idx, axis=1), axis=1)
+        idx = np.take_along_axis(idx, order, axis=1)
+        rows = np.arange(len(X))[:, None]
+        obs = np.round(X[rows, idx], 4).tolist()
+        exp = np.round(expected[rows, idx], 4).tolist()
+        share = np.round(err[rows, idx] / np.maximum(err.sum(axis=1, keepdims=True), 1e-12),
+                         3).tolist()
+        names = self.feature_names_
+        out = [[{"feature": names[j], "observed": o, "expected": e, "share": sh}
+                for j, o, e, sh in zip(ji, oi, ei, si, strict=True)]
+               for ji, oi, ei, si in zip(idx.tolist(), obs, exp, share, strict=True)]
         return scores.astype(float), out
 
     def thresholds(self, devices: Sequence[str]) -> np.ndarray:

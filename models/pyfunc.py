@@ -21,7 +21,13 @@ import numpy as np
 import polars as pl
 
 from flockwatch.features.schema import FLOW_SCHEMA, conform
-from flockwatch.features.windows import WindowSpec, windows
+from flockwatch.features.attribution import attribute
+from flockwatch.features.windows import (
+    FEATURE_SET_VERSION,
+    WindowSpec,
+    assign_windows,
+    window_features,
+)
 
 # The model takes DataFrames of flow records; MLflow's type-hint inference does not apply.
 warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
@@ -46,6 +52,9 @@ class Bundle:
     label_column: str = "device_type"
     created: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
     info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.info.setdefault("feature_set_version", FEATURE_SET_VERSION)
 
 
 def _to_datetime(col: pl.Series) -> pl.Series:
@@ -98,12 +107,17 @@ def flows_to_pandas(flows: pl.DataFrame) -> Any:
     ).to_pandas()
 
 
-def score_flows(bundle: Bundle, flows: pl.DataFrame, *, top: int = 5) -> pl.DataFrame:
-    """Score a flow table with a bundle: one row per device window."""
-    win = windows(flows, bundle.window)
+def score_flows(bundle: Bundle, flows: pl.DataFrame, *, top: int = 5,
+                attributed: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Score a flow table with a bundle: one row per device window.
+
+    ``attributed`` (``attribute(flows)``) may be passed when the caller has it already.
+    """
+    att = attribute(flows) if attributed is None else attributed
+    win = window_features(assign_windows(att, bundle.window))
     cwin = None
     if bundle.classifier is not None and bundle.classifier_window not in (None, bundle.window):
-        cwin = windows(flows, bundle.classifier_window)
+        cwin = window_features(assign_windows(att, bundle.classifier_window))
     return score_windows(bundle, win, top=top, classifier_windows=cwin)
 
 
@@ -175,6 +189,10 @@ def load_bundle(path: str | Path) -> Bundle:
         bundle = pickle.load(fh)  # noqa: S301 - only from the configured registry or a path
     if not isinstance(bundle, Bundle):
         raise TypeError(f"{path}: not a flockwatch bundle")
+    version = bundle.info.get("feature_set_version", 1)
+    if version != FEATURE_SET_VERSION:
+        raise ValueError(f"model was trained on feature set v{version}; this flockwatch computes "
+                         f"v{FEATURE_SET_VERSION}: retrain it")
     return bundle
 
 

@@ -75,7 +75,7 @@ def load_model(uri: str | None = None, *, use_cache: bool = True) -> object:
     if "://" not in uri and not uri.startswith(("models:", "runs:")):
         if not (local / "MLmodel").exists():
             raise ModelLoadError(f"{uri}: no MLflow model here (no MLmodel file)")
-        return _check(uri, mlflow.pyfunc.load_model(str(local)))
+        return _check(uri, _load(uri, str(local)))
     cache = _cache_dir(uri)
     try:
         path = mlflow.artifacts.download_artifacts(artifact_uri=uri)
@@ -86,13 +86,13 @@ def load_model(uri: str | None = None, *, use_cache: bool = True) -> object:
 
             logging.getLogger("flockwatch").warning(
                 "model registry unavailable (%s); using cached copy %s", msg, cache)
-            return _check(uri, mlflow.pyfunc.load_model(str(cache)))
+            return _check(uri, _load(uri, str(cache)))
         if uri == DEFAULT_MODEL_URI:
             raise ModelLoadError(
                 f"{uri}: no model registered yet. Train one: `flockwatch demo`, or `flockwatch "
                 "train baseline CAPTURES --register flockwatch --promote`") from None
         raise ModelLoadError(f"{uri}: cannot load model: {msg}") from None
-    model = _check(uri, mlflow.pyfunc.load_model(path))
+    model = _check(uri, _load(uri, path))
     if use_cache:
         try:
             if cache.exists():
@@ -101,6 +101,17 @@ def load_model(uri: str | None = None, *, use_cache: bool = True) -> object:
         except OSError:
             pass
     return model
+
+
+def _load(uri: str, path: str) -> object:
+    import mlflow
+
+    try:
+        return mlflow.pyfunc.load_model(path)
+    except ValueError as exc:  # e.g. a model of an older feature set
+        raise ModelLoadError(f"{uri}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:
+        raise ModelLoadError(f"{uri}: cannot load model: {str(exc).splitlines()[0]}") from None
 
 
 def _check(uri: str, model: object) -> object:

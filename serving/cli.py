@@ -421,12 +421,30 @@ def score(
     from flockwatch.models.store import ModelLoadError, configure, load_model
     from flockwatch.serving.score import report
 
+    import threading
+
     configure(tracking_uri)
-    try:
-        m = load_model(model)
-    except ModelLoadError as exc:
-        fail(str(exc))
-    result = _extract_with_progress(_require_sources(sources), quiet=quiet)
+    # Load the model while NFStream reads the captures: both take seconds, and NFStream's
+    # metering runs in its own process.
+    loaded: dict[str, Any] = {}
+
+    def _load() -> None:
+        try:
+            loaded["model"] = load_model(model)
+        except ModelLoadError as exc:
+            loaded["error"] = exc
+
+    loader = threading.Thread(target=_load, daemon=True)
+    loader.start()
+    srcs = _require_sources(sources)
+    loader.join(timeout=0.5)
+    if "error" in loaded:
+        fail(str(loaded["error"]))
+    result = _extract_with_progress(srcs, quiet=quiet)
+    loader.join()
+    if "error" in loaded:
+        fail(str(loaded["error"]))
+    m = loaded["model"]
     if not result.files or (result.errors and len(result.errors) >= len(result.files)):
         _report_problems(result, quiet)
         fail("no input could be read")

@@ -56,8 +56,8 @@ def score_sources(sources: Sequence[str | os.PathLike[str]], model_uri: str | No
 
 def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri: str = ""
            ) -> ScoreReport:
-    scored = score_flows(bundle, flows)
     att = attribute(flows)
+    scored = score_flows(bundle, flows, attributed=att)
     inv = inventory(flows, att)
     per_dev = scored.sort("start").group_by("device_id").agg(
         pl.col("device_type").last(), pl.col("type_confidence").last(),

@@ -1,0 +1,147 @@
+"""Benchmark scoring: `flockwatch score` vs bare NFStream, pyfunc batch throughput, REST latency.
+
+1. `flockwatch score` (extract + windows + classifier + baseline + report) on a capture of at
+   least 500k packets built from the shared captures, versus bare
+   `NFStreamer(...).to_pandas()` on the same file in the same run (target ratio >= 0.8).
+2. In-process scoring through the MLflow pyfunc (`model.predict(flow records)`): windows/s in
+   batch (target >= 20,000).
+3. REST on loopback (`flockwatch serve`'s server): latency of requests of 100 flows (target
+   p99 <= 50 ms).
+
+The model is trained here on a synthetic site (classifier + baseline, 300 s windows).
+Usage: .venv/bin/python experiments/bench_score.py [--packets 500000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_extract import BARE, build_capture, run  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SCORE = """
+import resource, sys, time, subprocess
+t = time.perf_counter()
+subprocess.run([sys.argv[3], "score", sys.argv[1], "--model", sys.argv[2], "--format", "json",
+                "-o", sys.argv[4], "-q"], check=True)
+dt = time.perf_counter() - t
+print(dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, 0)
+"""
+
+
+def train_model(tmp: Path) -> Path:
+    from flockwatch.datasets.synth import HOSTS, synthesize
+    from flockwatch.features import WindowSpec, extract, windows
+    from flockwatch.models import DeviceClassifier
+    from flockwatch.models.pyfunc import Bundle, save_model
+    from flockwatch.training.baseline import fit_baseline
+
+    synthesize(tmp / "site", hours=2.0, learning_hours=3.0, seed=3)
+    flows = extract([tmp / "site" / "learning.pcap", tmp / "site" / "attacks.pcap"]).flows
+    learn = flows.filter(pl.col("source").str.ends_with("learning.pcap"))
+    baseline, _ = fit_baseline(learn, window_s=300)
+    win = windows(flows, WindowSpec(300))
+    types = {h.mac: h.device_type for h in HOSTS}
+    win = win.filter(pl.col("device_id").is_in(list(types)))
+    clf = DeviceClassifier().fit(win, win["device_id"].replace_strict(types), win["source"])
+    save_model(Bundle(window=WindowSpec(300), classifier=clf, baseline=baseline), tmp / "model")
+    return tmp / "model"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=os.environ.get("FLOCKWATCH_DATA",
+                                                     str(REPO.parent / "shared" / "data")))
+    ap.add_argument("--packets", type=int, default=500_000)
+    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--output")
+    args = ap.parse_args()
+    res: dict[str, object] = {}
+    with tempfile.TemporaryDirectory() as tmpd:
+        tmp = Path(tmpd)
+        model = train_model(tmp)
+        flockwatch = str(Path(sys.executable).parent / "flockwatch")
+        if Path(args.data).is_dir():
+            cap = tmp / "bench.pcap"
+            n = build_capture(Path(args.data), args.packets, cap)
+            bare, ours = [], []
+            for _ in range(args.repeats):
+                bare.append(run(BARE, str(cap)))
+                ours.append(run(SCORE, str(cap), str(model), flockwatch, str(tmp / "r.json")))
+            b_t, o_t = min(x[0] for x in bare), min(x[0] for x in ours)
+            report = json.loads((tmp / "r.json").read_text())
+            res["score_vs_nfstream"] = {
+                "packets": n, "bare_pps": round(n / b_t), "score_pps": round(n / o_t),
+                "ratio": round(b_t / o_t, 3), "windows_scored": len(report["windows"]),
+                "runs_seconds": {"bare": [round(x[0], 2) for x in bare],
+                                 "score": [round(x[0], 2) for x in ours]},
+            }
+        # 2. pyfunc batch throughput on flow records (windows out per second).
+        import mlflow
+
+        from flockwatch.features import extract
+        from flockwatch.models.pyfunc import flows_to_pandas
+
+        pyfunc = mlflow.pyfunc.load_model(str(model))
+        flows = extract([tmp / "site" / "learning.pcap"]).flows
+        # Many sites' worth of devices: replicate with distinct device addresses and times.
+        reps = []
+        for k in range(40):
+            reps.append(flows.with_columns(
+                (pl.col("src_mac").str.slice(0, 15) + pl.lit(f"{k:02x}")).alias("src_mac"),
+                pl.lit(f"site-{k}").alias("source")))
+        big = flows_to_pandas(pl.concat(reps))
+        pyfunc.predict(big.head(2000))  # warm-up
+        t = time.perf_counter()
+        out = pyfunc.predict(big)
+        dt = time.perf_counter() - t
+        res["pyfunc_batch"] = {"flows": len(big), "windows": len(out),
+                               "seconds": round(dt, 2), "windows_per_s": round(len(out) / dt)}
+        # 3. REST latency, 100 flows a request.
+        from flockwatch.features.output import frame_records
+        from flockwatch.models.pyfunc import load_bundle
+        from flockwatch.serving.rest import FlockwatchServer
+
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        s.close()
+        server = FlockwatchServer(load_bundle(model / "artifacts" / "bundle.pkl"), "127.0.0.1",
+                                  port)
+        server.start_background()
+        records = frame_records(flows)
+        lat = []
+        conn = http.client.HTTPConnection("127.0.0.1", port)
+        for i in range(300):
+            body = json.dumps({"dataframe_records": records[(i * 100) % (len(records) - 100):][:100]})
+            t = time.perf_counter()
+            conn.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+            r = conn.getresponse()
+            r.read()
+            lat.append(time.perf_counter() - t)
+            assert r.status == 200
+        server.shutdown()
+        lat_ms = np.array(lat[20:]) * 1000
+        res["rest_100_flows"] = {"requests": len(lat_ms), "p50_ms": round(float(np.median(lat_ms)), 1),
+                                 "p99_ms": round(float(np.percentile(lat_ms, 99)), 1)}
+    print(json.dumps(res, indent=2))
+    if args.output:
+        Path(args.output).write_text(json.dumps(res, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
