@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-
 from flockwatch.features.captures import is_capture_name
 from flockwatch.features.flows import Problem, read_source_file
 from flockwatch.features.output import write_parquet

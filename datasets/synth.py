@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from flockwatch.datasets.pcap import (
     BROADCAST_MAC,
     TCP_ACK,
@@ -203,7 +202,8 @@ def snmp_response(community: str = "public") -> bytes:
 
 def sip_register(phone: Host, pbx: Host, cseq: int, ext: int) -> bytes:
     return (
-        f"REGISTER sip:{pbx.ip} SIP/2.0\r\nVia: SIP/2.0/UDP {phone.ip}:5060;branch=z9hG4bK{cseq:06d}"
+        f"REGISTER sip:{pbx.ip} SIP/2.0\r\nVia: SIP/2.0/UDP {phone.ip}:5060;"
+        f"branch=z9hG4bK{cseq:06d}"
         f"\r\nMax-Forwards: 70\r\nFrom: <sip:{ext}@{pbx.ip}>;tag={ext}{cseq}\r\n"
         f"To: <sip:{ext}@{pbx.ip}>\r\nCall-ID: {ext}-{cseq}@{phone.ip}\r\nCSeq: {cseq} REGISTER\r\n"
         f"Contact: <sip:{ext}@{phone.ip}:5060>\r\nUser-Agent: Desk Phone\r\nExpires: 300\r\n"
@@ -496,10 +496,10 @@ def _normal_traffic(tr: _Traffic, t0: float, t1: float) -> None:
     while t < t1:
         seg_end = min(t1, t + 900.0)
         n = int((seg_end - t) / 5.0)
-        ex: list[tuple[bytes, bytes | list[bytes]]] = [(S7_COTP_CR, S7_COTP_CC),
-                                                       (S7_SETUP, S7_SETUP_ACK)]
-        ex += [(S7_READ, S7_READ_ACK)] * max(1, n)
-        tr.tcp_session(t, hmi.ip, s7.ip, 102, ex, gap=5.0, rtt=0.003)
+        s7x: list[tuple[bytes, bytes | Sequence[bytes]]] = [(S7_COTP_CR, S7_COTP_CC),
+                                                             (S7_SETUP, S7_SETUP_ACK)]
+        s7x += [(S7_READ, S7_READ_ACK)] * max(1, n)
+        tr.tcp_session(t, hmi.ip, s7.ip, 102, s7x, gap=5.0, rtt=0.003)
         t = seg_end + float(rng.uniform(0.5, 1.5))
 
     # Workstation: web and updates in office hours.
@@ -544,7 +544,8 @@ def _attack_traffic(tr: _Traffic, attack: Attack) -> None:
         for ts in np.arange(a.start, a.end, 15.0):
             ts = float(ts + rng.normal(0, 0.3))
             tr.tcp_session(ts, dev.ip, "185.220.101.66", 8443,
-                           [(tls_client_hello("upd4te-chk.example.xyz", rng), tls_server_hello(rng)),
+                           [(tls_client_hello("upd4te-chk.example.xyz", rng),
+                             tls_server_hello(rng)),
                             (tls_app_data(120, rng), tls_app_data(64, rng))])
     elif a.kind == "exfiltration":
         ts = a.start
@@ -555,7 +556,8 @@ def _attack_traffic(tr: _Traffic, attack: Attack) -> None:
             ts = tr.tcp_session(ts, dev.ip, "198.51.100.23", 443, ex, gap=0.004) + 1.0
     elif a.kind == "dga_dns":
         for i, ts in enumerate(np.arange(a.start, a.end, 1.5)):
-            letters = "".join(chr(97 + int(c)) for c in rng.integers(0, 26, int(rng.integers(10, 18))))
+            size = int(rng.integers(10, 18))
+            letters = "".join(chr(97 + int(c)) for c in rng.integers(0, 26, size))
             name = f"{letters}.{['com', 'net', 'info', 'biz'][i % 4]}"
             tr.udp_exchange(float(ts), dev.ip, GATEWAY.ip, 53, dns_query(i & 0xFFFF, name),
                             dns_response(i & 0xFFFF, name, None), rtt=0.03)

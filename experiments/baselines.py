@@ -25,12 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-
 from flockwatch.datasets.pcap import read_pcap
 from flockwatch.datasets.synth import synthesize
 from flockwatch.features import WindowSpec, extract, windows
-from flockwatch.models.baseline import BaselineAutoencoder, QuantileThreshold
 from flockwatch.models.base import feature_matrix
+from flockwatch.models.baseline import BaselineAutoencoder, QuantileThreshold
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -119,7 +118,7 @@ def synthetic(quick: bool, seed: int) -> dict[str, object]:
         any_attack |= overlap
         positive |= overlap & (dev == r["mac"])
     res = evaluate(models, learn, test, positive, ~any_attack)
-    for name, m in res.items():
+    for m in res.values():
         alert = m.pop("_alert")
         per_attack = {}
         for r in truth.iter_rows(named=True):
@@ -254,7 +253,6 @@ def main() -> int:
         if not args.quick:
             results["long_term_iot"] = long_term(data, args.seed, args.quick)
     import mlflow
-
     from flockwatch.models.store import configure, ensure_experiment
 
     configure()

@@ -19,7 +19,6 @@ import http.client
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -91,7 +90,6 @@ def main() -> int:
             }
         # 2. pyfunc batch throughput on flow records (windows out per second).
         import mlflow
-
         from flockwatch.features import extract
         from flockwatch.models.pyfunc import flows_to_pandas
 
@@ -126,7 +124,8 @@ def main() -> int:
         lat = []
         conn = http.client.HTTPConnection("127.0.0.1", port)
         for i in range(300):
-            body = json.dumps({"dataframe_records": records[(i * 100) % (len(records) - 100):][:100]})
+            start = (i * 100) % (len(records) - 100)
+            body = json.dumps({"dataframe_records": records[start:start + 100]})
             t = time.perf_counter()
             conn.request("POST", "/invocations", body, {"Content-Type": "application/json"})
             r = conn.getresponse()
@@ -135,7 +134,8 @@ def main() -> int:
             assert r.status == 200
         server.shutdown()
         lat_ms = np.array(lat[20:]) * 1000
-        res["rest_100_flows"] = {"requests": len(lat_ms), "p50_ms": round(float(np.median(lat_ms)), 1),
+        res["rest_100_flows"] = {"requests": len(lat_ms),
+                                 "p50_ms": round(float(np.median(lat_ms)), 1),
                                  "p99_ms": round(float(np.percentile(lat_ms, 99)), 1)}
     print(json.dumps(res, indent=2))
     if args.output:

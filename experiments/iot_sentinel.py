@@ -20,8 +20,6 @@ import sys
 import time
 from pathlib import Path
 
-import polars as pl
-
 from flockwatch.datasets.labelled import dataset_flows, labelled_windows, load_dataset
 from flockwatch.features.windows import WindowSpec
 from flockwatch.models.store import configure, ensure_experiment

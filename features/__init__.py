@@ -3,8 +3,8 @@
 from flockwatch.features.attribution import attribute
 from flockwatch.features.errors import InputError
 from flockwatch.features.flows import ExtractResult, Problem, extract, read_capture
-from flockwatch.features.live import RawCapture, capture_interface
 from flockwatch.features.inventory import INVENTORY_COLUMNS, inventory
+from flockwatch.features.live import RawCapture, capture_interface
 from flockwatch.features.schema import FLOW_SCHEMA, conform, validate_flows
 from flockwatch.features.windows import (
     FEATURE_COLUMNS,

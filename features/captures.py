@@ -146,7 +146,8 @@ def _inspect_pcapng(name: str, mm: mmap.mmap) -> CaptureInfo:
     else:
         raise InputError(name, "not a pcapng capture (bad byte-order magic)")
     u32 = struct.Struct(bo + "I")
-    off, packets, linktypes = 0, 0, []
+    off, packets = 0, 0
+    linktypes: list[int] = []
     while off < size:
         if off + 12 > size:
             return CaptureInfo(name, "pcapng", tuple(linktypes), packets, off)

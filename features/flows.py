@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
-
 from flockwatch.features.captures import CaptureInfo, inspect_capture, is_capture_name
 from flockwatch.features.errors import InputError
 from flockwatch.features.schema import FLOW_SCHEMA, conform, empty_flows
@@ -212,7 +211,8 @@ def expand_sources(sources: Iterable[str | os.PathLike[str]]) -> tuple[list[str]
         if p.is_dir():
             found = sorted(
                 str(f) for f in p.rglob("*")
-                if f.is_file() and (is_capture_name(f) or (f.suffix == ".log" and looks_like_zeek(f)))
+                if f.is_file()
+                and (is_capture_name(f) or (f.suffix == ".log" and looks_like_zeek(f)))
             )
             if not found:
                 problems.append(Problem(str(src), "folder holds no captures (.pcap, .pcapng, .cap) "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import polars as pl
-
 from flockwatch.features.attribution import attribute
 from flockwatch.features.oui import vendor
 
@@ -36,7 +35,8 @@ def inventory(flows: pl.DataFrame, attributed: pl.DataFrame | None = None) -> pl
         ["DHCP", "DHCPV6", "MDNS", "NetBIOS", "LLMNR"]
     )
     l4 = pl.col("protocol").replace_strict(
-        {6: "TCP", 17: "UDP", 1: "ICMP", 58: "ICMPv6", 2: "IGMP"}, default="IP", return_dtype=pl.String
+        {6: "TCP", 17: "UDP", 1: "ICMP", 58: "ICMPv6", 2: "IGMP"}, default="IP",
+        return_dtype=pl.String,
     )
     # A TCP flow that never got an answer, or was refused (a scan probe), says nothing about
     # what the device speaks: nDPI only guessed its application from the port.
@@ -59,10 +59,12 @@ def inventory(flows: pl.DataFrame, attributed: pl.DataFrame | None = None) -> pl
         pl.col("server_name").filter(self_named).drop_nulls().unique().sort().alias("hostnames"),
         pl.col("server_name").filter(~self_named).drop_nulls().unique().sort()
         .alias("server_names"),
-        pl.concat_list("_l4", pl.col("_parts").list.first()).list.explode(keep_nulls=False, empty_as_null=False).drop_nulls().unique()
-        .sort().alias("protocols"),
+        pl.concat_list("_l4", pl.col("_parts").list.first())
+        .list.explode(keep_nulls=False, empty_as_null=False)
+        .drop_nulls().unique().sort().alias("protocols"),
         pl.col("application").drop_nulls().unique().sort().alias("applications"),
-        ics_expr.list.explode(keep_nulls=False, empty_as_null=False).drop_nulls().unique().sort().alias("industrial_protocols"),
+        ics_expr.list.explode(keep_nulls=False, empty_as_null=False)
+        .drop_nulls().unique().sort().alias("industrial_protocols"),
         (pl.col("application_category") == "IoT-Scada").any().alias("_scada"),
         pl.col("first_seen").min().alias("first_seen"),
         pl.col("last_seen").max().alias("last_seen"),

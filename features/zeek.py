@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import polars as pl
-
 from flockwatch.features.errors import InputError
 from flockwatch.features.schema import FLOW_SCHEMA, conform
 
@@ -61,7 +60,8 @@ def _read_delimited(name: str, text: str) -> pl.DataFrame:
     body: list[str] = []
     for lineno, line in enumerate(text.splitlines(), 1):
         if line.startswith("#"):
-            key, _, value = line[1:].partition(" " if line.startswith("#separator") else (sep or "\t"))
+            split_on = " " if line.startswith("#separator") else (sep or "\t")
+            key, _, value = line[1:].partition(split_on)
             if key == "separator":
                 sep = value.strip().encode().decode("unicode_escape")
             elif key == "fields":
@@ -145,8 +145,8 @@ def _to_flows(name: str, raw: pl.DataFrame) -> pl.DataFrame:
             pl.col("id.resp_h").alias("dst_ip"),
             _col(raw, "id.orig_p", pl.Int32()).alias("src_port"),
             _col(raw, "id.resp_p", pl.Int32()).alias("dst_port"),
-            pl.col("proto").str.to_lowercase().replace_strict(_PROTO, default=0, return_dtype=pl.Int16)
-            .alias("protocol"),
+            pl.col("proto").str.to_lowercase()
+            .replace_strict(_PROTO, default=0, return_dtype=pl.Int16).alias("protocol"),
             pl.when(pl.col("id.orig_h").str.contains(":")).then(6).otherwise(4)
             .cast(pl.Int8).alias("ip_version"),
             _col(raw, "vlan", pl.Int32()).fill_null(0).alias("vlan_id"),

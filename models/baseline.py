@@ -13,10 +13,10 @@ from __future__ import annotations
 
 import io
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
-
 from flockwatch.features.windows import FEATURE_COLUMNS
 from flockwatch.models.base import check_fitted, feature_matrix
 
@@ -92,7 +92,7 @@ class BaselineAutoencoder:
         self.feature_columns = feature_columns
         self.device = device
         self.seed = seed
-        self.net_: object | None = None
+        self.net_: Any = None
 
     # -- helpers ---------------------------------------------------------------------------
     def _torch_device(self) -> str:
@@ -102,7 +102,7 @@ class BaselineAutoencoder:
             return "cuda" if torch.cuda.is_available() else "cpu"
         return self.device
 
-    def _build(self, n: int) -> object:
+    def _build(self, n: int) -> Any:
         import torch
 
         layers: list[torch.nn.Module] = []
@@ -141,7 +141,8 @@ class BaselineAutoencoder:
             raise ValueError(f"need at least 2 learning windows, got {windows.height}")
         w = windows.sort("window_start") if "window_start" in windows.columns else windows
         X = feature_matrix(w, cols)
-        dev = np.asarray(w["device_id"].to_list(), dtype=object)
+        dev_list = [str(d) for d in w["device_id"].to_list()]
+        dev = np.asarray(dev_list, dtype=object)
         self.global_mean_ = X.mean(axis=0)
         self.global_std_ = np.maximum(X.std(axis=0), 0.02)
         floor = self.std_floor * self.global_std_ + 0.02
@@ -154,11 +155,11 @@ class BaselineAutoencoder:
             k = int(len(idx) * self.holdout_fraction)
             if k >= 1 and len(idx) - k >= 2:
                 hold[idx[-k:]] = True  # latest windows: a time split, never a shuffle
-        Z = self._standardise(X, dev).astype(np.float32)
+        Z = self._standardise(X, dev_list).astype(np.float32)
         gen = torch.Generator().manual_seed(self.seed or 0)
         torch.manual_seed(self.seed or 0)
         tdev = self._torch_device()
-        net = self._build(len(cols)).to(tdev)  # type: ignore[attr-defined]
+        net = self._build(len(cols)).to(tdev)
         opt = torch.optim.Adam(net.parameters(), lr=self.learning_rate,
                                weight_decay=self.weight_decay)
         train = torch.from_numpy(Z[~hold]).to(tdev)
@@ -181,7 +182,7 @@ class BaselineAutoencoder:
         self.learning_scores_ = scores
         self.threshold_ = QuantileThreshold(q=self.threshold_q, margin=self.threshold_margin)
         ref = hold if hold.any() else np.ones(len(dev), dtype=bool)
-        self.threshold_.fit(scores[ref], dev[ref])
+        self.threshold_.fit(scores[ref], [str(d) for d in dev[ref]])
         self.devices_ = sorted(self.device_mean_)
         return self
 
@@ -189,7 +190,7 @@ class BaselineAutoencoder:
         import torch
 
         with torch.no_grad():
-            return self.net_(torch.from_numpy(Z.astype(np.float32))).numpy()  # type: ignore[operator]
+            return self.net_(torch.from_numpy(Z.astype(np.float32))).numpy()
 
     def _scores(self, Z: np.ndarray) -> np.ndarray:
         return np.mean((self._reconstruct(Z) - Z) ** 2, axis=1).astype(float)
@@ -247,7 +248,7 @@ class BaselineAutoencoder:
             import torch
 
             buf = io.BytesIO()
-            torch.save(self.net_.state_dict(), buf)  # type: ignore[attr-defined]
+            torch.save(self.net_.state_dict(), buf)
             state["net_"] = ("state_dict", len(self.feature_names_), buf.getvalue())
         return state
 
@@ -258,5 +259,5 @@ class BaselineAutoencoder:
             import torch
 
             module = self._build(int(net[1]))
-            module.load_state_dict(torch.load(io.BytesIO(net[2]), weights_only=True))  # type: ignore[attr-defined]
-            self.net_ = module.eval()  # type: ignore[attr-defined]
+            module.load_state_dict(torch.load(io.BytesIO(net[2]), weights_only=True))
+            self.net_ = module.eval()

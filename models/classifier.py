@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import polars as pl
-
 from flockwatch.features.windows import FEATURE_COLUMNS
 from flockwatch.models.base import check_fitted, feature_matrix
 
@@ -54,7 +54,7 @@ class DeviceClassifier:
         self.holdout_fraction = holdout_fraction
         self.feature_columns = feature_columns
         self.seed = seed
-        self.booster_: object | None = None
+        self.booster_: Any = None
 
     # -- fitting ---------------------------------------------------------------------------
     def _params(self, n_classes: int) -> dict[str, object]:
@@ -99,7 +99,7 @@ class DeviceClassifier:
             probe = lgb.train(params, dtrain, self.n_estimators, valid_sets=[dval],
                               callbacks=[lgb.early_stopping(30, verbose=False)])
             best = max(20, probe.best_iteration or self.n_estimators)
-            raw = probe.predict(X[hold], num_iteration=best, raw_score=True)
+            raw = np.asarray(probe.predict(X[hold], num_iteration=best, raw_score=True))
             self.temperature_ = self._fit_temperature(raw, yi[hold])
             self._fit_reference(X[~hold], yi[~hold], len(classes))
             p_hold = _softmax(raw / self.temperature_)
@@ -182,7 +182,7 @@ class DeviceClassifier:
         """Calibrated class probabilities per window (columns follow ``classes_``)."""
         check_fitted(self, "booster_")
         X = feature_matrix(windows, self.feature_names_)
-        raw = self.booster_.predict(X, raw_score=True)  # type: ignore[attr-defined]
+        raw = self.booster_.predict(X, raw_score=True)
         return _softmax(np.asarray(raw).reshape(len(X), -1) / self.temperature_)
 
     def decide(self, proba: np.ndarray, X: np.ndarray | None = None
@@ -226,7 +226,7 @@ class DeviceClassifier:
         """Top feature contributions (LightGBM ``pred_contrib``) toward each predicted class."""
         check_fitted(self, "booster_")
         X = feature_matrix(windows, self.feature_names_)
-        contrib = np.asarray(self.booster_.predict(X, pred_contrib=True))  # type: ignore[attr-defined]
+        contrib = np.asarray(self.booster_.predict(X, pred_contrib=True))
         k = len(self.classes_)
         nf = len(self.feature_names_) + 1
         contrib = contrib.reshape(len(X), k, nf)
@@ -241,13 +241,13 @@ class DeviceClassifier:
 
     def feature_importance(self) -> dict[str, float]:
         check_fitted(self, "booster_")
-        gains = self.booster_.feature_importance("gain")  # type: ignore[attr-defined]
+        gains = self.booster_.feature_importance("gain")
         return dict(zip(self.feature_names_, map(float, gains), strict=True))
 
     def __getstate__(self) -> dict[str, object]:
         state = dict(self.__dict__)
         if state.get("booster_") is not None:
-            state["booster_"] = self.booster_.model_to_string()  # type: ignore[attr-defined]
+            state["booster_"] = self.booster_.model_to_string()
         return state
 
     def __setstate__(self, state: dict[str, object]) -> None:

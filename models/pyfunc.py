@@ -16,18 +16,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mlflow
 import mlflow.pyfunc
 import numpy as np
 import polars as pl
-
-from flockwatch.features.schema import FLOW_SCHEMA, conform
 from flockwatch.features.attribution import attribute
+from flockwatch.features.schema import FLOW_SCHEMA, conform
 from flockwatch.features.windows import (
     FEATURE_SET_VERSION,
     WindowSpec,
     assign_windows,
     window_features,
 )
+from mlflow.pyfunc import PythonModel
 
 # The model takes DataFrames of flow records; MLflow's type-hint inference does not apply.
 warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
@@ -167,7 +168,7 @@ def to_records_frame(out: pl.DataFrame) -> Any:
     ).to_pandas()
 
 
-class FlockwatchModel(mlflow.pyfunc.PythonModel):
+class FlockwatchModel(PythonModel):  # type: ignore[misc]
     """The MLflow pyfunc wrapper around a ``Bundle``."""
 
     def load_context(self, context):  # type: ignore[no-untyped-def]
@@ -238,7 +239,6 @@ def _pip_requirements() -> list[str]:
 def save_model(bundle: Bundle, path: str | Path) -> Path:
     """Write the bundle as an MLflow pyfunc model folder at ``path``."""
     import tempfile
-
     import warnings
 
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
@@ -254,7 +254,6 @@ def save_model(bundle: Bundle, path: str | Path) -> Path:
 def log_model(bundle: Bundle, *, registered_model_name: str | None = None) -> Any:
     """Log the bundle to the active MLflow run (and register it when a name is given)."""
     import tempfile
-
     import warnings
 
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():

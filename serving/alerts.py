@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-
 from flockwatch.features.output import to_json
 
 ALERT_FIELDS = ["kind", "severity", "device_id", "mac", "ip", "device_type", "start", "end",

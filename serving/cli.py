@@ -7,7 +7,7 @@ Heavy libraries (torch, lightgbm, mlflow, nfstream) are imported inside the comm
 from __future__ import annotations
 
 import sys
-from enum import Enum
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -29,13 +29,13 @@ app.add_typer(datasets_app, name="datasets")
 app.add_typer(train_app, name="train")
 
 
-class TableFormat(str, Enum):
+class TableFormat(StrEnum):
     table = "table"
     json = "json"
     csv = "csv"
 
 
-class ScoreFormat(str, Enum):
+class ScoreFormat(StrEnum):
     table = "table"
     json = "json"
 
@@ -71,9 +71,8 @@ def _console() -> Any:
 
 
 def _extract_with_progress(sources: list[Path], quiet: bool = False, **kwargs: Any) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
     from flockwatch.features.flows import expand_sources, extract
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     files, _ = expand_sources(sources)
     console = _console()
@@ -281,8 +280,8 @@ def train_classifier_cmd(
     Example: flockwatch train classifier ../shared/data/iot-sentinel --register sentinel
     """
     from flockwatch.datasets.labelled import DatasetError
-    from flockwatch.training.classifier import train_classifier
     from flockwatch.features.windows import parse_duration
+    from flockwatch.training.classifier import train_classifier
 
     try:
         with _progress_files("extracting") as prog:
@@ -301,7 +300,8 @@ def train_classifier_cmd(
     if out.get("open_set"):
         o = out["open_set"]
         typer.echo(f"open set: {o['unknown_rate']:.1%} of left-out types unknown, "
-                   f"{o['known_rejected_rate']:.1%} of known rejected, AUROC {o['unknown_auroc']:.3f}")
+                   f"{o['known_rejected_rate']:.1%} of known rejected, "
+                   f"AUROC {o['unknown_auroc']:.3f}")
     typer.echo(f"run {out['run_id']}")
     typer.echo(out.get("champion_uri") or out["model_uri"])
 
@@ -325,9 +325,9 @@ def train_baseline_cmd(
 
     Example: flockwatch train baseline week1/ --learning-period 5d --register flockwatch --promote
     """
+    from flockwatch.features.windows import parse_duration
     from flockwatch.models.store import ModelLoadError
     from flockwatch.training.baseline import train_baseline
-    from flockwatch.features.windows import parse_duration
 
     try:
         with _progress_files("reading") as prog:
@@ -417,11 +417,11 @@ def score(
 
     Example: flockwatch score night.pcap --format json -o report.json
     """
+    import threading
+
     from flockwatch.features.output import to_json, write_atomic
     from flockwatch.models.store import ModelLoadError, configure, load_model
     from flockwatch.serving.score import report
-
-    import threading
 
     configure(tracking_uri)
     # Load the model while NFStream reads the captures: both take seconds, and NFStream's
@@ -544,9 +544,9 @@ def sense(
 
     from flockwatch.features.errors import InputError
     from flockwatch.features.live import check_interface
+    from flockwatch.features.windows import parse_duration
     from flockwatch.models.store import ModelLoadError, configure, load_model
     from flockwatch.serving.sensor import run_sensor
-    from flockwatch.features.windows import parse_duration
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)

@@ -15,7 +15,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import polars as pl
-
 from flockwatch.models.pyfunc import coerce_flows, score_flows, to_records_frame
 
 log = logging.getLogger("flockwatch.serve")

@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import polars as pl
-
 from flockwatch.features.attribution import attribute
 from flockwatch.features.flows import Problem, extract
 from flockwatch.features.inventory import inventory

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-
 from flockwatch.features.errors import InputError
 from flockwatch.features.flows import read_capture
 from flockwatch.features.inventory import inventory

@@ -5,12 +5,11 @@ import struct
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from flockwatch.datasets.pcap import PcapWriter, ethernet, ipv4, udp
 from flockwatch.features import InputError, read_capture
 from flockwatch.features.captures import inspect_capture
 from flockwatch.serving.cli import app
+from typer.testing import CliRunner
 
 
 def small_pcap(path: Path, linktype: int = 1) -> Path:
@@ -92,7 +91,6 @@ def test_unknown_interface():
 def test_output_is_atomic(tmp_path, bad, monkeypatch):
     """A failure while writing leaves neither a partial file nor temp files behind."""
     import polars as pl
-
     from flockwatch.features.output import write_parquet
 
     target = tmp_path / "out" / "flows.parquet"

@@ -7,7 +7,6 @@ import pickle
 import numpy as np
 import polars as pl
 import pytest
-
 from flockwatch.features.windows import FEATURE_COLUMNS
 from flockwatch.models import BaselineAutoencoder, DeviceClassifier, NotFittedError
 from flockwatch.models.base import clone, get_params
@@ -102,7 +101,6 @@ def test_better_than_chance(est):
 
 def test_mlflow_save_load_identical(est, tmp_path):
     import mlflow
-
     from flockwatch.features.windows import WindowSpec
     from flockwatch.models.pyfunc import Bundle, FlockwatchModel, save_model
 

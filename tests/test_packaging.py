@@ -26,9 +26,8 @@ def test_cli_help_imports_no_heavy_library():
 
 
 def test_every_command_has_help():
-    from typer.testing import CliRunner
-
     from flockwatch.serving.cli import app
+    from typer.testing import CliRunner
 
     runner = CliRunner()
     for cmd in (["extract"], ["inventory"], ["score"], ["serve"], ["demo"], ["evaluate"],

@@ -15,10 +15,9 @@ import jsonschema
 import numpy as np
 import polars as pl
 import pytest
-from typer.testing import CliRunner
-
 from flockwatch.serving.cli import app
 from flockwatch.serving.score import SCORE_JSON_SCHEMA
+from typer.testing import CliRunner
 
 BIN = Path(sys.executable).parent
 
@@ -49,7 +48,6 @@ def trained(site, tmp_path_factory):
 
 def test_pyfunc_round_trip_identical(trained, site):
     import mlflow
-
     from flockwatch.features import extract
     from flockwatch.models.pyfunc import (
         flows_to_pandas,
@@ -111,7 +109,8 @@ def test_score_rejects_non_flockwatch_model(tmp_path, site):
             return model_input
 
     mlflow.pyfunc.save_model(str(tmp_path / "other"), python_model=Other())
-    r = CliRunner().invoke(app, ["score", str(site / "attacks.pcap"), "-m", str(tmp_path / "other")])
+    r = CliRunner().invoke(app, ["score", str(site / "attacks.pcap"), "-m",
+                                 str(tmp_path / "other")])
     assert r.exit_code == 1 and "not a flockwatch model" in r.output
     r = CliRunner().invoke(app, ["score", str(site / "attacks.pcap"), "-m", "models:/nope/3"])
     assert r.exit_code == 1 and "models:/nope/3" in r.output and "Traceback" not in r.output
@@ -214,8 +213,8 @@ def test_mlflow_models_serve(trained, flow_records):
     if not mlflow_bin.exists():
         pytest.skip("mlflow CLI not installed beside this Python")
     port = free_port()
-    proc = subprocess.Popen([str(mlflow_bin), "models", "serve", "-m", str(trained), "--env-manager",
-                             "local", "--host", "127.0.0.1", "--port", str(port)],
+    proc = subprocess.Popen([str(mlflow_bin), "models", "serve", "-m", str(trained),
+                             "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"})
     try:
@@ -234,7 +233,8 @@ def test_mlflow_models_serve(trained, flow_records):
         assert status == 200, doc
         rows = doc["predictions"]
         assert rows and "anomaly_score" in rows[0] and "device_type" in rows[0]
-        assert np.isfinite([r["anomaly_score"] for r in rows if r["anomaly_score"] is not None]).all()
+        scores = [r["anomaly_score"] for r in rows if r["anomaly_score"] is not None]
+        assert np.isfinite(scores).all()
     finally:
         proc.terminate()
         proc.wait(timeout=30)

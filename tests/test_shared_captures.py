@@ -3,9 +3,8 @@
 import json
 
 import pytest
-from typer.testing import CliRunner
-
 from flockwatch.serving.cli import app
+from typer.testing import CliRunner
 
 # Folder -> the name nDPI (and so the inventory) gives the protocol.
 EXPECTED = {

@@ -7,9 +7,8 @@ import json
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
-
 from flockwatch.serving.cli import app
+from typer.testing import CliRunner
 
 TYPES = ["Aria", "HueBridge", "WeMoLink", "Withings"]
 

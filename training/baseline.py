@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-
 from flockwatch.features.flows import extract
 from flockwatch.features.windows import WindowSpec, windows
 from flockwatch.models.baseline import BaselineAutoencoder

@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-
 from flockwatch.datasets.labelled import (
     DatasetError,
     LabelledDataset,
@@ -80,7 +79,7 @@ def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: in
         clf = DeviceClassifier(seed=seed).fit(tr, tr["label"], tr["group"])
         pu = device_predictions(clf, te_unknown)
         pk = device_predictions(clf, te_known)
-        per_class[c] = float(pu["unknown"].mean())
+        per_class[c] = float(np.mean(pu["unknown"].to_numpy())) if pu.height else 0.0
         rejected_known += int(pk["unknown"].sum())
         n_known += pk.height
         conf_unknown += pu["type_confidence"].to_list()
@@ -89,7 +88,7 @@ def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: in
     s = [-x for x in conf_unknown + conf_known]
     auroc = float(roc_auc_score(y, s)) if len(set(y)) == 2 else float("nan")
     return {
-        "unknown_rate_per_left_out_class": per_class,
+        "unknown_rate_per_left_out_class": per_class,  # share of its captures called unknown
         "unknown_rate": float(np.mean(list(per_class.values()))) if per_class else float("nan"),
         "known_rejected_rate": rejected_known / n_known if n_known else float("nan"),
         "unknown_auroc": auroc,
