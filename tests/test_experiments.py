@@ -1,0 +1,45 @@
+"""The experiment scripts run end to end in their reduced (CI) mode."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+
+def run_script(name: str, *args: str, tmp_path) -> dict:
+    out = tmp_path / f"{name}.json"
+    env = {**os.environ}
+    proc = subprocess.run([sys.executable, str(REPO / "experiments" / f"{name}.py"), *args,
+                           "--output", str(out)], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    if "skipped:" in proc.stdout:
+        pytest.skip(proc.stdout.strip())
+    return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_iot_sentinel_quick(shared_data, tmp_path):
+    res = run_script("iot_sentinel", "--quick", tmp_path=tmp_path)
+    assert res["types"] == 6 and res["folds"] == 2
+    assert res["session_separated"]["macro_f1"] > 0.8
+    assert set(res["time_to_identify"]) == {"10s", "30s", "60s"}
+    assert 0 <= res["open_set"]["known_rejected_rate"] <= 1
+
+
+@pytest.mark.slow
+def test_baselines_quick(tmp_path):
+    res = run_script("baselines", "--quick", tmp_path=tmp_path)
+    site = res["synthetic_site"]
+    assert set(site["autoencoder"]["per_attack"]) == {
+        "port_scan", "brute_force", "c2_beacon", "exfiltration", "dga_dns", "modbus_write",
+        "lateral_movement"}
+    assert site["autoencoder"]["auroc"] > 0.5 and site["isolation_forest"]["auroc"] is not None
+    # Nothing of the run is left in the working directory.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["baselines.json"]
