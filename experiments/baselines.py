@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
-import os
 import sys
 import tempfile
 import time
@@ -25,13 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import default_data, report  # noqa: E402
 from flockwatch.datasets.pcap import read_pcap
 from flockwatch.datasets.synth import synthesize
 from flockwatch.features import WindowSpec, extract, windows
 from flockwatch.models.base import feature_matrix
 from flockwatch.models.baseline import BaselineAutoencoder, QuantileThreshold
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 class IsolationForestBaseline:
@@ -240,8 +239,7 @@ def long_term(data: Path, seed: int, quick: bool) -> dict[str, object] | str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=os.environ.get("FLOCKWATCH_DATA",
-                                                     str(REPO.parent / "shared" / "data")))
+    ap.add_argument("--data", default=default_data())
     ap.add_argument("--quick", action="store_true", help="shorter synthetic learning (CI)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--output")
@@ -252,24 +250,14 @@ def main() -> int:
         results["modbus_scada"] = modbus(data, args.seed)
         if not args.quick:
             results["long_term_iot"] = long_term(data, args.seed, args.quick)
-    import mlflow
-    from flockwatch.models.store import configure, ensure_experiment
-
-    configure()
-    with mlflow.start_run(experiment_id=ensure_experiment("experiments"),
-                          run_name="baselines" + ("-quick" if args.quick else "")):
-        for ds, r in results.items():
-            if isinstance(r, dict):
-                for model in ("autoencoder", "isolation_forest"):
-                    for k in ("auroc", "detection_rate", "false_positive_rate"):
-                        v = r.get(model, {}).get(k)
-                        if v is not None:
-                            mlflow.log_metric(f"{ds}.{model}.{k}", v)
-        mlflow.log_dict(results, "results.json")
-    text = json.dumps(results, indent=2, default=str)
-    print(text)
-    if args.output:
-        Path(args.output).write_text(text)
+    metrics = {}
+    for ds, r in results.items():
+        if isinstance(r, dict):
+            for model in ("autoencoder", "isolation_forest"):
+                for k in ("auroc", "detection_rate", "false_positive_rate"):
+                    metrics[f"{ds}.{model}.{k}"] = r.get(model, {}).get(k)
+    report("baselines" + ("-quick" if args.quick else ""), results, args.output,
+           params={"quick": args.quick, "seed": args.seed}, metrics=metrics)
     return 0
 
 

@@ -11,17 +11,15 @@ Usage: .venv/bin/python experiments/bench_extract.py [--packets 500000] [--repea
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import struct
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from flockwatch.datasets.pcap import read_pcap
-
-REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import default_data, report  # noqa: E402
+from flockwatch.datasets.pcap import read_pcap  # noqa: E402
 
 BARE = """
 import resource, sys, time, nfstream
@@ -92,8 +90,7 @@ def run(code: str, *args: str) -> tuple[float, int, int]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=os.environ.get("FLOCKWATCH_DATA",
-                                                     str(REPO.parent / "shared" / "data")))
+    ap.add_argument("--data", default=default_data())
     ap.add_argument("--packets", type=int, default=500_000)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--output")
@@ -123,11 +120,10 @@ def main() -> int:
             "runs_seconds": {"bare": [round(x[0], 2) for x in bare],
                              "ours": [round(x[0], 2) for x in ours]},
         }
-    print(json.dumps(res, indent=2))
     print(f"throughput ratio (ours/bare) {res['throughput_ratio']} (target >= 0.9); "
           f"peak memory ratio {res['memory_ratio']} (target <= 1.5)")
-    if args.output:
-        Path(args.output).write_text(json.dumps(res, indent=2))
+    report("bench_extract", res, args.output, params={"packets": n, "repeats": args.repeats},
+           metrics={k: v for k, v in res.items() if isinstance(v, (int, float))})
     return 0
 
 

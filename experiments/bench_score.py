@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import socket
 import sys
 import tempfile
@@ -29,8 +28,8 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_extract import BARE, build_capture, run  # noqa: E402
+from common import default_data, report  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 SCORE = """
 import resource, sys, time, subprocess
 t = time.perf_counter()
@@ -62,8 +61,7 @@ def train_model(tmp: Path) -> Path:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=os.environ.get("FLOCKWATCH_DATA",
-                                                     str(REPO.parent / "shared" / "data")))
+    ap.add_argument("--data", default=default_data())
     ap.add_argument("--packets", type=int, default=500_000)
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--output")
@@ -81,10 +79,10 @@ def main() -> int:
                 bare.append(run(BARE, str(cap)))
                 ours.append(run(SCORE, str(cap), str(model), flockwatch, str(tmp / "r.json")))
             b_t, o_t = min(x[0] for x in bare), min(x[0] for x in ours)
-            report = json.loads((tmp / "r.json").read_text())
+            doc = json.loads((tmp / "r.json").read_text())
             res["score_vs_nfstream"] = {
                 "packets": n, "bare_pps": round(n / b_t), "score_pps": round(n / o_t),
-                "ratio": round(b_t / o_t, 3), "windows_scored": len(report["windows"]),
+                "ratio": round(b_t / o_t, 3), "windows_scored": len(doc["windows"]),
                 "runs_seconds": {"bare": [round(x[0], 2) for x in bare],
                                  "score": [round(x[0], 2) for x in ours]},
             }
@@ -137,9 +135,9 @@ def main() -> int:
         res["rest_100_flows"] = {"requests": len(lat_ms),
                                  "p50_ms": round(float(np.median(lat_ms)), 1),
                                  "p99_ms": round(float(np.percentile(lat_ms, 99)), 1)}
-    print(json.dumps(res, indent=2))
-    if args.output:
-        Path(args.output).write_text(json.dumps(res, indent=2))
+    flat = {f"{k}.{m}": v for k, d in res.items() if isinstance(d, dict)
+            for m, v in d.items() if isinstance(v, (int, float))}
+    report("bench_score", res, args.output, params={"packets": args.packets}, metrics=flat)
     return 0
 
 

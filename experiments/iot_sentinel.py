@@ -14,15 +14,14 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import default_data, report  # noqa: E402
 from flockwatch.datasets.labelled import dataset_flows, labelled_windows, load_dataset
 from flockwatch.features.windows import WindowSpec
-from flockwatch.models.store import configure, ensure_experiment
 from flockwatch.training.classifier import cross_validate, open_set
 from flockwatch.training.metrics import classification_metrics, confusion_figure
 
@@ -42,9 +41,7 @@ QUICK_TYPES = ["Aria", "HueBridge", "WeMoLink", "Withings", "Lightify", "EdnetGa
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=os.environ.get("FLOCKWATCH_DATA",
-                                                     str(Path(__file__).resolve().parents[1].parent
-                                                         / "shared" / "data")))
+    ap.add_argument("--data", default=default_data())
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--window", type=float, default=300.0)
     ap.add_argument("--quick", action="store_true", help="few types and folds (CI)")
@@ -92,28 +89,19 @@ def main() -> int:
     DeviceClassifier().fit(win2, win2["label"], win2["group"])
     results["train_seconds_cached"] = round(time.monotonic() - t2, 1)
 
-    import mlflow
-
-    configure()
-    with mlflow.start_run(experiment_id=ensure_experiment("experiments"),
-                          run_name="iot_sentinel" + ("-quick" if args.quick else "")):
-        mlflow.log_params({"folds": folds, "window_s": args.window, "quick": args.quick,
-                           "captures": len(ds.captures)})
-        mlflow.log_metrics({
-            "macro_f1": cv["macro_f1"], "accuracy": cv["accuracy"],
-            "macro_f1_families": merged["macro_f1"],
-            **{f"macro_f1_first_{k}": v["macro_f1"] for k, v in tti.items()},
-            "open_set_unknown_rate": results["open_set"]["unknown_rate"],
-            "open_set_known_rejected": results["open_set"]["known_rejected_rate"],
-            "extract_seconds": t_extract,
-        })
-        mlflow.log_dict(results, "results.json")
-        mlflow.log_figure(confusion_figure(cv, "IoT Sentinel, session-separated"),
-                          "confusion_matrix.png")
-    text = json.dumps(results, indent=2, default=str)
-    print(text)
-    if args.output:
-        Path(args.output).write_text(text)
+    report("iot_sentinel" + ("-quick" if args.quick else ""), results, args.output,
+           params={"folds": folds, "window_s": args.window, "quick": args.quick,
+                   "captures": len(ds.captures)},
+           metrics={
+               "macro_f1": cv["macro_f1"], "accuracy": cv["accuracy"],
+               "macro_f1_families": merged["macro_f1"],
+               **{f"macro_f1_first_{k}": v["macro_f1"] for k, v in tti.items()},
+               "open_set_unknown_rate": results["open_set"]["unknown_rate"],  # type: ignore[index]
+               "open_set_known_rejected": results["open_set"]["known_rejected_rate"],  # type: ignore[index]
+               "extract_seconds": t_extract,
+           },
+           figures={"confusion_matrix.png": confusion_figure(
+               cv, "IoT Sentinel, session-separated")})
     return 0
 
 
