@@ -105,26 +105,36 @@ class UdpListener:
         self.sock.close()
 
 
-@pytest.mark.slow
-def test_sensor_alerts_on_replayed_attack(veth, tmp_path):
-    from flockwatch.datasets.synth import host, synthesize_capture
+@pytest.fixture(scope="module")
+def live_model(tmp_path_factory):
+    """A baseline with 10 s windows learnt from an hour of the synthetic site."""
+    from flockwatch.datasets.synth import synthesize_capture
     from flockwatch.features import extract
     from flockwatch.features.windows import WindowSpec
     from flockwatch.models.pyfunc import Bundle, save_model
     from flockwatch.training.baseline import fit_baseline
 
-    window = 10.0
-    learn = synthesize_capture(tmp_path / "learn.pcap", hours=1.0, seed=20)
-    model, _ = fit_baseline(extract([learn.path]).flows, window_s=window, epochs=30)
-    save_model(Bundle(window=WindowSpec(window), baseline=model), tmp_path / "model")
-    attack = synthesize_capture(tmp_path / "attack.pcap", hours=70 / 3600, seed=21,
+    tmp = tmp_path_factory.mktemp("live-model")
+    learn = synthesize_capture(tmp / "learn.pcap", hours=1.0, seed=20)
+    model, _ = fit_baseline(extract([learn.path]).flows, window_s=10.0, epochs=30)
+    save_model(Bundle(window=WindowSpec(10.0), baseline=model), tmp / "model")
+    attack = synthesize_capture(tmp / "attack.pcap", hours=70 / 3600, seed=21,
                                 attacks=["port_scan"], first_attack_s=25, attack_duration_s=30)
+    return tmp / "model", attack.path
+
+
+@pytest.mark.slow
+def test_sensor_alerts_on_replayed_attack(veth, tmp_path, live_model):
+    from flockwatch.datasets.synth import host
+
+    window = 10.0
+    model_path, attack_path = live_model
     scanner = host("camera-1").mac
     ns, host_if, ns_if = veth
     alerts = tmp_path / "alerts.jsonl"
     listener = UdpListener()
     proc = subprocess.Popen(
-        [str(BIN / "flockwatch"), "sense", "-i", host_if, "--model", str(tmp_path / "model"),
+        [str(BIN / "flockwatch"), "sense", "-i", host_if, "--model", str(model_path),
          "--alerts", str(alerts), "--syslog", f"127.0.0.1:{listener.port}",
          "--inventory-db", str(tmp_path / "inv.sqlite"), "--state-every", "5"],
         stderr=subprocess.PIPE, text=True)
@@ -132,7 +142,7 @@ def test_sensor_alerts_on_replayed_attack(veth, tmp_path):
         time.sleep(3.0)
         t_replay = time.time()
         seen_at = None
-        rp = threading.Thread(target=replay, args=(ns, ns_if, attack.path), daemon=True)
+        rp = threading.Thread(target=replay, args=(ns, ns_if, attack_path), daemon=True)
         rp.start()
         deadline = time.time() + 90
         while time.time() < deadline and seen_at is None:
@@ -159,3 +169,38 @@ def test_sensor_alerts_on_replayed_attack(veth, tmp_path):
     rows = sqlite3.connect(tmp_path / "inv.sqlite").execute(
         "select device_id from devices").fetchall()
     assert (scanner,) in rows
+
+
+@pytest.mark.slow
+def test_sensor_survives_lost_interface_and_dead_syslog(veth, tmp_path, live_model):
+    """Syslog target down: alerts still reach the file. Interface gone: logged, retried, and
+    SIGTERM still exits 0."""
+    model_path, attack_path = live_model
+    ns, host_if, ns_if = veth
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    closed_port = s.getsockname()[1]
+    s.close()  # nothing listens there
+    alerts = tmp_path / "alerts.jsonl"
+    proc = subprocess.Popen(
+        [str(BIN / "flockwatch"), "sense", "-i", host_if, "--model", str(model_path),
+         "--alerts", str(alerts), "--syslog", f"127.0.0.1:{closed_port}",
+         "--syslog-protocol", "tcp", "--window", "5s", "--state-every", "2"],
+        stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(3.0)
+        replay(ns, ns_if, attack_path, "--multiplier", "8")
+        deadline = time.time() + 40
+        while time.time() < deadline and not (alerts.exists() and alerts.read_text().strip()):
+            time.sleep(0.5)
+        assert alerts.exists() and alerts.read_text().strip(), "no alert written"
+        subprocess.run(["ip", "link", "del", host_if], check=True, capture_output=True)
+        time.sleep(5.0)
+        assert proc.poll() is None, "the sensor died when its interface went away"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "no such network interface" in err and "retrying" in err
+    assert "syslog_failures=" in err and "syslog_failures=0" not in err.splitlines()[-1]
+    assert "Traceback" not in err
