@@ -15,7 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import polars as pl
-from flockwatch.models.pyfunc import coerce_flows, score_flows, to_records_frame
+from flockwatch.features.output import frame_records
+from flockwatch.models.pyfunc import coerce_flows, score_flows
 
 log = logging.getLogger("flockwatch.serve")
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
@@ -72,7 +73,7 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s " + fmt, self.address_string(), *args)
 
     def _send(self, code: int, doc: Any) -> None:
-        body = json.dumps(doc).encode()
+        body = json.dumps(doc, default=str).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -123,14 +124,14 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(400, {"error_code": "BAD_REQUEST", "message": str(exc)})
         try:
             out = score_flows(self.server.bundle, flows)
-            records = to_records_frame(out).to_dict(orient="records")
+            records = frame_records(out)
             for r in records:
                 if r.get("top_features"):
                     r["top_features"] = json.loads(r["top_features"])
         except Exception as exc:  # keep serving; report the failure
             log.exception("scoring failed")
             return self._send(500, {"error_code": "INTERNAL_ERROR", "message": str(exc)})
-        self._send(200, {"predictions": json.loads(json.dumps(records, default=str))})
+        self._send(200, {"predictions": records})
 
 
 class FlockwatchServer(ThreadingHTTPServer):
