@@ -15,6 +15,7 @@ shorter ``length_s``.
 
 from __future__ import annotations
 
+import functools
 import re
 import zlib
 from dataclasses import dataclass
@@ -168,15 +169,29 @@ def window_features(att: pl.DataFrame) -> pl.DataFrame:
         return empty_windows()
     master = pl.col("application").fill_null("Unknown").str.split(".").list.first()
     cat = pl.col("application_category").fill_null("Unspecified")
-    tcp = pl.col("protocol") == 6
     att = att.with_columns(
         master.alias("_master"),
         cat.alias("_cat"),
         pl.col("dst_port").fill_null(0).alias("_svc_port"),
         (pl.col("last_seen") - pl.col("first_seen")).dt.total_milliseconds().alias("_dur_ms"),
     )
-    known_apps = [a for a in APPLICATIONS]
-    aggs: list[pl.Expr] = [
+    win = att.group_by(keys).agg(_aggregations())
+    win = win.with_columns(_derived())
+    win = win.join(_periodicity(att, keys), on=keys, how="left")
+    win = win.join(_name_tokens(att, keys), on=keys, how="left")
+    win = win.join(_fingerprints(att, keys), on=keys, how="left")
+    out = win.select(*keys, *META_COLUMNS, *FEATURE_COLUMNS).with_columns(
+        pl.col(FEATURE_COLUMNS).cast(pl.Float64).fill_null(0.0).fill_nan(0.0)
+    )
+    return out.sort(keys)
+
+
+@functools.lru_cache(maxsize=1)
+def _aggregations() -> list[pl.Expr]:
+    """The per-window aggregations (built once: expressions are immutable)."""
+    known_apps = list(APPLICATIONS)
+    tcp = pl.col("protocol") == 6
+    return [
         pl.col("device_mac").first(),
         pl.col("device_ip").drop_nulls().first(),
         pl.col("packets").sum().alias("packets"),
@@ -227,9 +242,13 @@ def window_features(att: pl.DataFrame) -> pl.DataFrame:
             (pl.col("direction") == "out").sum(),
         ).alias("unanswered_out_share"),
     ]
-    win = att.group_by(keys).agg(aggs)
+
+
+@functools.lru_cache(maxsize=1)
+def _derived() -> list[pl.Expr]:
+    """Features derived from the aggregates (built once)."""
     active_s = (pl.col("_span_ms").cast(pl.Float64) / 1000).clip(lower_bound=1.0)
-    win = win.with_columns(
+    return [
         _log1p(pl.col("flows")).alias("log_flows"),
         _log1p(pl.col("packets")).alias("log_packets"),
         _log1p(pl.col("bytes")).alias("log_bytes"),
@@ -257,16 +276,7 @@ def window_features(att: pl.DataFrame) -> pl.DataFrame:
         _safe_div(pl.col("_rst").cast(pl.Float64), pl.col("_tcp_pk")).alias("rst_ratio"),
         _safe_div(pl.col("_fin").cast(pl.Float64), pl.col("_tcp_pk")).alias("fin_ratio"),
         _safe_div(pl.col("_psh").cast(pl.Float64), pl.col("_tcp_pk")).alias("psh_ratio"),
-    )
-    win = win.join(_periodicity(att, keys), on=keys, how="left")
-    win = win.join(_name_tokens(att, keys), on=keys, how="left")
-    win = win.join(_fingerprints(att, keys), on=keys, how="left")
-    out = win.select(
-        *keys,
-        *META_COLUMNS,
-        *[pl.col(c).cast(pl.Float64).fill_null(0.0).fill_nan(0.0) for c in FEATURE_COLUMNS],
-    )
-    return out.sort(keys)
+    ]
 
 
 def _periodicity(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
@@ -292,9 +302,12 @@ def _hashed_shares(tokens: pl.DataFrame, att: pl.DataFrame, keys: list[str], pre
     vocab = tokens.select(pl.col("tok").unique())
     vocab = vocab.with_columns(pl.Series(
         "bucket", [zlib.crc32(t.encode()) % n for t in vocab["tok"].to_list()], dtype=pl.Int32))
-    return tokens.join(vocab, on="tok").group_by(keys).agg(
-        *[(pl.col("bucket") == b).mean().alias(c) for b, c in enumerate(cols)]
-    )
+    return tokens.join(vocab, on="tok").group_by(keys).agg(_bucket_shares(prefix, n))
+
+
+@functools.lru_cache(maxsize=4)
+def _bucket_shares(prefix: str, n: int) -> list[pl.Expr]:
+    return [(pl.col("bucket") == b).mean().alias(f"{prefix}{b:02d}") for b in range(n)]
 
 
 def _name_tokens(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:

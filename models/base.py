@@ -25,11 +25,13 @@ def feature_matrix(windows: pl.DataFrame | object, columns: Sequence[str]) -> np
         except Exception:
             raise TypeError(f"expected a polars or pandas DataFrame of windows, got "
                             f"{type(windows).__name__}") from None
-    missing = [c for c in columns if c not in windows.columns]
+    have = set(windows.columns)
+    missing = [c for c in columns if c not in have]
     if missing:
         raise ValueError(f"windows lack feature column(s): {', '.join(missing[:5])}"
                          + (" ..." if len(missing) > 5 else ""))
-    return windows.select([pl.col(c).cast(pl.Float64).fill_null(0.0) for c in columns]).to_numpy()
+    # Frame-level cast and fill: one operation each, not one expression per column.
+    return windows.select(columns).cast(pl.Float64).fill_null(0.0).to_numpy()
 
 
 def get_params(est: object) -> dict[str, object]:

@@ -157,8 +157,10 @@ class DeviceClassifier:
             if not len(ref):
                 continue
             m = classes == c
-            d = ((Z[m, None, :] - ref[None, :, :]) ** 2).mean(axis=2)
-            out[m] = np.sqrt(d.min(axis=1))
+            z = Z[m]
+            # |z - r|^2 = |z|^2 + |r|^2 - 2 z.r, as one matrix product per class.
+            d2 = (z * z).sum(axis=1)[:, None] + (ref * ref).sum(axis=1)[None, :] - 2 * z @ ref.T
+            out[m] = np.sqrt(np.maximum(d2.min(axis=1), 0.0) / Z.shape[1])
         return out
 
     def _group_stats(self, p: np.ndarray, X: np.ndarray, yi: np.ndarray, g: np.ndarray
@@ -178,10 +180,11 @@ class DeviceClassifier:
         return np.asarray(conf), nov
 
     # -- prediction ------------------------------------------------------------------------
-    def predict_proba(self, windows: pl.DataFrame) -> np.ndarray:
+    def predict_proba(self, windows: pl.DataFrame, X: np.ndarray | None = None) -> np.ndarray:
         """Calibrated class probabilities per window (columns follow ``classes_``)."""
         check_fitted(self, "booster_")
-        X = feature_matrix(windows, self.feature_names_)
+        if X is None:
+            X = feature_matrix(windows, self.feature_names_)
         raw = self.booster_.predict(X, raw_score=True)
         return _softmax(np.asarray(raw).reshape(len(X), -1) / self.temperature_)
 
@@ -205,8 +208,8 @@ class DeviceClassifier:
     def predict_devices(self, windows: pl.DataFrame, by: Sequence[str] = ("source", "device_id")
                         ) -> pl.DataFrame:
         """Aggregate windows' probabilities per device: one decision per device."""
-        p = self.predict_proba(windows)
         X = feature_matrix(windows, self.feature_names_)
+        p = self.predict_proba(windows, X)
         keys = windows.select(list(by)).with_row_index("_row")
         groups = keys.group_by(list(by), maintain_order=True).agg(pl.col("_row"))
         rows_list = [np.asarray(rows) for rows in groups["_row"].to_list()]
