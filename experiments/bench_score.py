@@ -123,7 +123,7 @@ def main() -> int:
         conn = http.client.HTTPConnection("127.0.0.1", port)
         for i in range(300):
             start = (i * 100) % (len(records) - 100)
-            body = json.dumps({"dataframe_records": records[start:start + 100]})
+            body = json.dumps({"dataframe_records": records[start:start + 100]}).encode()
             t = time.perf_counter()
             conn.request("POST", "/invocations", body, {"Content-Type": "application/json"})
             r = conn.getresponse()
