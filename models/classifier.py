@@ -166,18 +166,18 @@ class DeviceClassifier:
     def _group_stats(self, p: np.ndarray, X: np.ndarray, yi: np.ndarray, g: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
         """Confidence and novelty of each correctly classified held-out group."""
-        conf, groups_X, groups_c = [], [], []
+        conf, nov = [], []
         for grp in np.unique(g):
             m = g == grp
             agg = p[m].mean(axis=0)
             if agg.argmax() == yi[m][0]:
                 conf.append(agg.max())
-                groups_X.append(X[m].mean(axis=0))
-                groups_c.append(agg.argmax())
-        if not conf:
-            return np.zeros(0), np.zeros(0)
-        nov = self._novelty(np.vstack(groups_X), np.asarray(groups_c))
-        return np.asarray(conf), nov
+                nov.append(self._device_novelty(X[m], int(agg.argmax())))
+        return np.asarray(conf), np.asarray(nov)
+
+    def _device_novelty(self, X: np.ndarray, cls: int) -> float:
+        """A device's novelty: the median over its windows (robust to a few odd windows)."""
+        return float(np.median(self._novelty(X, np.full(len(X), cls))))
 
     # -- prediction ------------------------------------------------------------------------
     def predict_proba(self, windows: pl.DataFrame, X: np.ndarray | None = None) -> np.ndarray:
@@ -188,16 +188,16 @@ class DeviceClassifier:
         raw = self.booster_.predict(X, raw_score=True)
         return _softmax(np.asarray(raw).reshape(len(X), -1) / self.temperature_)
 
-    def decide(self, proba: np.ndarray, X: np.ndarray | None = None
+    def decide(self, proba: np.ndarray, novelty: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(label, confidence, unknown) from (aggregated) probabilities and, when given, the
-        (aggregated) raw feature rows for the novelty test."""
+        """(label, confidence, unknown) from (aggregated) probabilities and, when given, each
+        device's novelty (``_device_novelty``)."""
         check_fitted(self, "booster_")
         conf = proba.max(axis=1) if len(proba) else np.zeros(0)
         labels = self.classes_[proba.argmax(axis=1)] if len(proba) else np.array([], dtype=object)
         unknown = conf < self.threshold_
-        if X is not None and len(proba):
-            unknown |= self._novelty(X, proba.argmax(axis=1)) > self.novelty_threshold_
+        if novelty is not None and len(proba):
+            unknown |= novelty > self.novelty_threshold_
         return np.where(unknown, UNKNOWN, labels).astype(object), conf, unknown
 
     def predict(self, windows: pl.DataFrame) -> np.ndarray:
@@ -215,10 +215,11 @@ class DeviceClassifier:
         rows_list = [np.asarray(rows) for rows in groups["_row"].to_list()]
         if rows_list:
             agg = np.vstack([p[r].mean(axis=0) for r in rows_list])
-            agg_x = np.vstack([X[r].mean(axis=0) for r in rows_list])
+            nov = np.array([self._device_novelty(X[r], int(a.argmax()))
+                            for r, a in zip(rows_list, agg, strict=True)])
         else:
-            agg, agg_x = np.zeros((0, len(self.classes_))), np.zeros((0, X.shape[1]))
-        label, conf, unknown = self.decide(agg, agg_x)
+            agg, nov = np.zeros((0, len(self.classes_))), np.zeros(0)
+        label, conf, unknown = self.decide(agg, nov)
         return groups.drop("_row").with_columns(
             pl.Series("device_type", label.tolist(), dtype=pl.String),
             pl.Series("type_confidence", conf.astype(float)),
