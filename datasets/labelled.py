@@ -16,7 +16,6 @@ import polars as pl
 from flockwatch.features.captures import is_capture_name
 from flockwatch.features.flows import Problem, read_source_file
 from flockwatch.features.output import write_parquet
-from flockwatch.features.schema import FLOW_SCHEMA
 from flockwatch.features.windows import WindowSpec, windows
 
 
@@ -182,5 +181,5 @@ def group_folds(labels: Sequence[str], groups: Sequence[str], n_folds: int, seed
     return np.array([fold_of[g] for g in groups_a])
 
 
-__all__ = ["FLOW_SCHEMA", "DatasetError", "LabelledDataset", "cached_flows", "dataset_flows",
+__all__ = ["DatasetError", "LabelledDataset", "cached_flows", "dataset_flows",
            "group_folds", "labelled_windows", "load_dataset"]

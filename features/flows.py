@@ -232,14 +232,18 @@ def extract(
     idle_timeout: int = IDLE_TIMEOUT_S,
     active_timeout: int = ACTIVE_TIMEOUT_S,
     on_file: Callable[[str], None] | None = None,
+    on_start: Callable[[int], None] | None = None,
 ) -> ExtractResult:
     """Read every capture and Zeek log under ``sources`` into one flow table.
 
     Files are read in parallel processes when there are several (``workers`` defaults to the
     number of CPUs); a single large capture gets NFStream's own metering processes instead.
-    ``on_file`` is called once per finished file (progress bars).
+    ``on_start(n_files)`` is called once the inputs are listed and ``on_file`` once per
+    finished file (progress bars).
     """
     files, problems = expand_sources(sources)
+    if on_start:
+        on_start(len(files))
     kwargs = {"idle_timeout": idle_timeout, "active_timeout": active_timeout}
     workers = workers or os.cpu_count() or 1
     results: dict[str, tuple[pl.DataFrame, list[Problem]]] = {}

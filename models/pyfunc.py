@@ -19,6 +19,7 @@ from typing import Any
 import mlflow
 import mlflow.pyfunc
 import numpy as np
+import pandas as pd
 import polars as pl
 from flockwatch.features.attribution import attribute
 from flockwatch.features.schema import FLOW_SCHEMA, conform
@@ -29,9 +30,6 @@ from flockwatch.features.windows import (
     window_features,
 )
 from mlflow.pyfunc import PythonModel
-
-# The model takes DataFrames of flow records; MLflow's type-hint inference does not apply.
-warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
 
 OUTPUT_COLUMNS = [
     "source", "device_id", "mac", "ip", "start", "end", "device_type", "type_confidence",
@@ -174,8 +172,8 @@ class FlockwatchModel(PythonModel):  # type: ignore[misc]
     def load_context(self, context):  # type: ignore[no-untyped-def]
         self.bundle = load_bundle(context.artifacts["bundle"])
 
-    # No type hints: MLflow would try (and fail) to infer a signature from them.
-    def predict(self, context, model_input, params=None):  # type: ignore[no-untyped-def]
+    # A pandas DataFrame hint: MLflow infers no schema from it (the signature is explicit).
+    def predict(self, context, model_input: pd.DataFrame, params=None):  # type: ignore[no-untyped-def]
         flows = coerce_flows(model_input)
         return to_records_frame(score_flows(self.bundle, flows))
 
@@ -239,7 +237,6 @@ def _pip_requirements() -> list[str]:
 def save_model(bundle: Bundle, path: str | Path) -> Path:
     """Write the bundle as an MLflow pyfunc model folder at ``path``."""
     import tempfile
-    import warnings
 
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
@@ -254,7 +251,6 @@ def save_model(bundle: Bundle, path: str | Path) -> Path:
 def log_model(bundle: Bundle, *, registered_model_name: str | None = None) -> Any:
     """Log the bundle to the active MLflow run (and register it when a name is given)."""
     import tempfile
-    import warnings
 
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)

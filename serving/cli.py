@@ -71,21 +71,21 @@ def _console() -> Any:
 
 
 def _extract_with_progress(sources: list[Path], quiet: bool = False, **kwargs: Any) -> Any:
-    from flockwatch.features.flows import expand_sources, extract
+    from flockwatch.features.flows import extract
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    files, _ = expand_sources(sources)
-    console = _console()
     with Progress(TextColumn("[bold]reading"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TextColumn("{task.description}"), console=console,
-                  disable=quiet or len(files) < 2, transient=True) as progress:
-        task = progress.add_task("", total=len(files))
+                  TimeElapsedColumn(), TextColumn("{task.description}"), console=_console(),
+                  disable=quiet, transient=True) as progress:
+        task = progress.add_task("", total=None, visible=False)
+
+        def start(n: int) -> None:
+            progress.update(task, total=n, visible=n > 1)
 
         def tick(name: str) -> None:
             progress.update(task, advance=1, description=Path(name).name[-40:])
 
-        result = extract(sources, on_file=tick, **kwargs)
-    return result
+        return extract(sources, on_file=tick, on_start=start, **kwargs)
 
 
 def _report_problems(result: Any, quiet: bool = False) -> None:

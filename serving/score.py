@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,8 +31,8 @@ class ScoreReport:
             "model": self.model_uri,
             "devices": frame_records(self.devices),
             "windows": [
-                {**r, "top_features": __import__("json").loads(r["top_features"])
-                 if r["top_features"] else None}
+                {**r, "top_features": json.loads(r["top_features"]) if r["top_features"]
+                 else None}
                 for r in frame_records(self.windows)
             ],
             "alerts": self.alerts,
