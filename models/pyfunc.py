@@ -48,6 +48,8 @@ class Bundle:
     #: windows the classifier was trained on, when they differ from the baseline's
     classifier_window: WindowSpec | None = None
     baseline: Any | None = None
+    #: ``PeerBaseline`` of local (device, peer, port) pairs seen while learning
+    peers: Any | None = None
     label_column: str = "device_type"
     created: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
     info: dict[str, Any] = field(default_factory=dict)

@@ -32,9 +32,12 @@ def _iso(v: Any) -> Any:
     return v
 
 
-def alerts_from(scored: pl.DataFrame, known_new: set[str] | None = None) -> list[dict[str, Any]]:
-    """Alerts: one per anomalous window, one per device first seen after learning."""
+def alerts_from(scored: pl.DataFrame, known_new: set[str] | None = None,
+                new_peers: pl.DataFrame | None = None) -> list[dict[str, Any]]:
+    """Alerts: one per anomalous window, one per device first seen after learning, one per
+    window in which a known device talks to local peers it never talked to while learning."""
     alerts: list[dict[str, Any]] = []
+    peer_alerts = _peer_alerts(scored, new_peers)
     seen_new = set(known_new or ())
     for r in scored.sort("start").iter_rows(named=True):
         dtype = r.get("device_type")
@@ -58,7 +61,35 @@ def alerts_from(scored: pl.DataFrame, known_new: set[str] | None = None) -> list
                 "message": f"{name} deviates from its baseline (score {r['anomaly_score']:.3g} > "
                            f"{r['threshold']:.3g}): {_fmt_top(top)}",
             })
+    alerts.extend(peer_alerts)
+    alerts.sort(key=lambda a: (a["start"] or "", a["device_id"]))
     return alerts
+
+
+def _peer_alerts(scored: pl.DataFrame, new_peers: pl.DataFrame | None) -> list[dict[str, Any]]:
+    from flockwatch.models.peers import INDUSTRIAL_PORTS
+
+    if new_peers is None or new_peers.height == 0:
+        return []
+    info = scored.select("source", "device_id", "mac", "ip", "device_type").unique(
+        ["source", "device_id"])
+    out = []
+    for r in new_peers.join(info, on=["source", "device_id"], how="left").sort(
+            "window_start").iter_rows(named=True):
+        ics = [INDUSTRIAL_PORTS[p] for p in r["ports"] if p in INDUSTRIAL_PORTS]
+        dtype = r.get("device_type")
+        name = f"{r['device_id']}" + (f" ({dtype})" if dtype and dtype != "unknown" else "")
+        peers = ", ".join(r["new_peers"][:5]) + (" ..." if len(r["new_peers"]) > 5 else "")
+        out.append({
+            "kind": "new_peer", "severity": "high" if ics else "medium",
+            "device_id": r["device_id"], "mac": r["mac"], "ip": r["ip"], "device_type": dtype,
+            "start": _iso(r["window_start"]), "end": _iso(r["window_end"]), "score": None,
+            "threshold": None, "top_features": [], "new_peers": r["new_peers"],
+            "message": f"{name} has local peer(s) never seen while learning (peer:service "
+                       f"port): {peers}"
+                       + (f" ({', '.join(sorted(set(ics)))})" if ics else ""),
+        })
+    return out
 
 
 def cef_line(alert: dict[str, Any], version: str = "0.1.0") -> str:

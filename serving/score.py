@@ -13,6 +13,7 @@ from flockwatch.features.attribution import attribute
 from flockwatch.features.flows import Problem, extract
 from flockwatch.features.inventory import inventory
 from flockwatch.features.output import frame_records
+from flockwatch.features.windows import assign_windows
 from flockwatch.models.pyfunc import score_flows
 from flockwatch.models.store import load_model
 from flockwatch.serving.alerts import alerts_from
@@ -59,6 +60,7 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
     att = attribute(flows)
     scored = score_flows(bundle, flows, attributed=att)
     inv = inventory(flows, att)
+    peers = new_peers(bundle, att)
     per_dev = scored.sort("start").group_by("device_id").agg(
         pl.col("device_type").last(), pl.col("type_confidence").last(),
         pl.col("unknown").last(), pl.col("new_device").any(),
@@ -66,8 +68,15 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
         .alias("anomalous_windows"),
     )
     devices = inv.join(per_dev, on="device_id", how="left")
-    alerts = alerts_from(scored)
+    alerts = alerts_from(scored, new_peers=peers)
     return ScoreReport(devices, scored, alerts, problems, model_uri)
+
+
+def new_peers(bundle: Any, attributed: pl.DataFrame) -> pl.DataFrame | None:
+    """New local peers per window, when the model learnt its devices' peers."""
+    if getattr(bundle, "peers", None) is None or attributed.height == 0:
+        return None
+    return bundle.peers.new_peers(assign_windows(attributed, bundle.window))
 
 
 _STR_LIST = {"type": "array", "items": {"type": "string"}}

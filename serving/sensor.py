@@ -21,12 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+from flockwatch.features.attribution import attribute
 from flockwatch.features.errors import InputError
 from flockwatch.features.flows import read_capture
 from flockwatch.features.inventory import inventory
 from flockwatch.features.live import RawCapture
 from flockwatch.features.schema import FLOW_SCHEMA
-from flockwatch.features.windows import WindowSpec, windows
+from flockwatch.features.windows import WindowSpec, assign_windows, window_features
 from flockwatch.models.pyfunc import score_windows
 from flockwatch.serving.alerts import JsonlSink, SyslogCefSink, alerts_from
 
@@ -116,16 +117,20 @@ class Sensor:
         if flows.height == 0:
             return
         flows = self._carry_applications(flows.with_columns(pl.lit(self.interface).alias("source")))
-        win = windows(flows, self.spec)
+        att = attribute(flows)
+        win = window_features(assign_windows(att, self.spec))
         scored = score_windows(self.bundle, win)
-        alerts = alerts_from(scored, self._seen_new)
+        peers = None
+        if getattr(self.bundle, "peers", None) is not None:
+            peers = self.bundle.peers.new_peers(assign_windows(att, self.spec))
+        alerts = alerts_from(scored, self._seen_new, new_peers=peers)
         self._seen_new.update(a["device_id"] for a in alerts if a["kind"] == "new_device")
         for a in alerts:
             self.jsonl.send(a)
             if self.syslog:
                 self.syslog.send(a)
         if self.inventory:
-            self.inventory.update(inventory(flows), scored)
+            self.inventory.update(inventory(flows, att), scored)
         c = self.counters
         c.flows += flows.height
         c.windows += scored.height

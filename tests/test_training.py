@@ -145,6 +145,14 @@ def test_train_baseline_cli_and_flags_scan(site, tmp_path):
     scan = [a for a in doc["alerts"] if a["mac"] == truth["mac"] and a["start"] <= truth["end"]
             and a["end"] >= truth["start"]]
     assert scan, "the port scan raised no alert on the scanning camera"
+    # Modbus writes from a host that never spoke Modbus to the PLC: a new-peer alert, high.
+    writes = pl.read_csv(site / "attacks.csv").filter(pl.col("kind") == "modbus_write").row(
+        0, named=True)
+    new_peer = [a for a in doc["alerts"] if a["kind"] == "new_peer"
+                and a["device_id"] == "00:00:54:81:00:81"
+                and any(p.startswith(f"{writes['ip']}:") for p in a["new_peers"])]
+    assert new_peer and new_peer[0]["severity"] == "high" and "Modbus" in new_peer[0]["message"]
+    assert new_peer[0]["start"] <= writes["end"] and new_peer[0]["end"] >= writes["start"]
     w = pl.DataFrame(doc["windows"])
     first_attack = min(pl.read_csv(site / "attacks.csv")["start"].to_list())
     before = w.filter(pl.col("end") < first_attack)

@@ -8,9 +8,11 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+from flockwatch.features.attribution import attribute
 from flockwatch.features.flows import extract
 from flockwatch.features.windows import WindowSpec, windows
 from flockwatch.models.baseline import BaselineAutoencoder
+from flockwatch.models.peers import PeerBaseline
 from flockwatch.models.pyfunc import Bundle
 from flockwatch.training.tracking import log_figure, register, start_run
 
@@ -78,8 +80,11 @@ def train_baseline(
         mlflow.log_dict({d: float(t) for d, t in (model.threshold_.thresholds_ or {}).items()},
                         "thresholds.json")
         log_figure(_score_figure(model, win), "learning_scores.png")
+        peers = PeerBaseline().fit(
+            attribute(learning_prefix(result.flows, learning_period_s)))
+        mlflow.log_metric("known_local_peers", peers.known_.height)  # type: ignore[union-attr]
         bundle = Bundle(window=WindowSpec(window_s), classifier=classifier,
-                        classifier_window=cwin, baseline=model,
+                        classifier_window=cwin, baseline=model, peers=peers,
                         info={"kind": "baseline", "devices": len(model.devices_)})
         out = register(bundle, register_name, promote)
     out.update({"devices": len(model.devices_), "windows": win.height,
