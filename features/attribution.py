@@ -73,6 +73,15 @@ def _sides(flows: pl.DataFrame) -> pl.DataFrame:
     return pl.concat([side("src", "dst", "out"), side("dst", "src", "in")])
 
 
+def tcp_probe() -> pl.Expr:
+    """A TCP flow that was refused or never answered (a scan probe): nDPI only guessed its
+    application from the port, and no conversation took place."""
+    return (pl.col("protocol") == 6) & (
+        (pl.col("dst2src_packets") == 0)
+        | ((pl.col("rst_packets") > 0) & (pl.col("packets") <= 3))
+    )
+
+
 def attribute(flows: pl.DataFrame) -> pl.DataFrame:
     """Credit each flow to the local device(s) it involves (see the module docstring)."""
     sides = _sides(flows)

@@ -154,9 +154,10 @@ def read_capture(
         )]
     # Walking every record header for truncation costs ~0.5 us a packet: do it while NFStream
     # meters the file (its work happens in its own process).
-    walked: list[CaptureInfo | BaseException] = []
+    walked: list[CaptureInfo | BaseException] = [head] if head.packets >= 0 else []
     walker = threading.Thread(target=_walk, args=(path, walked), daemon=True)
-    walker.start()
+    if not walked:
+        walker.start()
     streamer = _streamer(name, n_meters=n_meters, idle_timeout=idle_timeout,
                          active_timeout=active_timeout)
     try:
@@ -164,7 +165,8 @@ def read_capture(
     except ValueError as exc:
         raise InputError(name, f"NFStream could not read it: {exc}") from None
     finally:
-        walker.join()
+        if walker.is_alive():
+            walker.join()
     info = walked[0]
     if isinstance(info, BaseException):
         raise info

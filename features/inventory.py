@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
-from flockwatch.features.attribution import attribute
+from flockwatch.features.attribution import attribute, tcp_probe
 from flockwatch.features.oui import vendor
 
 #: nDPI application names of industrial / building-automation / utility protocols.
@@ -38,11 +38,8 @@ def inventory(flows: pl.DataFrame, attributed: pl.DataFrame | None = None) -> pl
         {6: "TCP", 17: "UDP", 1: "ICMP", 58: "ICMPv6", 2: "IGMP"}, default="IP",
         return_dtype=pl.String,
     )
-    # A TCP flow that never got an answer, or was refused (a scan probe), says nothing about
-    # what the device speaks: nDPI only guessed its application from the port.
-    probe = (pl.col("protocol") == 6) & (
-        (pl.col("dst2src_packets") == 0) | ((pl.col("rst_packets") > 0) & (pl.col("packets") <= 3))
-    )
+    # A scan probe says nothing about what the device speaks.
+    probe = tcp_probe()
     parts = pl.when(probe).then(pl.lit(None, dtype=pl.List(pl.String))).otherwise(parts)
     att = att.with_columns(parts.alias("_parts"), l4.alias("_l4"),
                            pl.when(probe).then(None).otherwise(pl.col("application"))

@@ -41,12 +41,20 @@ def write_parquet(df: pl.DataFrame, path: str | os.PathLike[str]) -> None:
         df.write_parquet(tmp)
 
 
+ISO_UTC = "%Y-%m-%dT%H:%M:%S%.3fZ"  # polars strftime form of every time flockwatch writes
+
+
+def iso_utc(t: dt.datetime) -> str:
+    """``2026-03-02T08:00:00.480Z``: UTC, milliseconds (naive datetimes are taken as UTC)."""
+    if t.tzinfo is None:
+        t = t.replace(tzinfo=dt.UTC)
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
 def json_default(obj: Any) -> Any:
     """JSON encoder fallback: datetimes as ISO-8601 UTC, numpy scalars as numbers."""
     if isinstance(obj, dt.datetime):
-        if obj.tzinfo is None:
-            obj = obj.replace(tzinfo=dt.UTC)
-        return obj.astimezone(dt.UTC).isoformat().replace("+00:00", "Z")
+        return iso_utc(obj)
     if hasattr(obj, "item"):
         return obj.item()
     if isinstance(obj, (set, frozenset, tuple)):
@@ -61,7 +69,7 @@ def to_json(obj: Any, **kwargs: Any) -> str:
 def frame_records(df: pl.DataFrame) -> list[dict[str, Any]]:
     """Rows as JSON-ready dicts (datetimes become ISO-8601 UTC strings)."""
     out = df.with_columns(
-        pl.col(c).dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        pl.col(c).dt.strftime(ISO_UTC)
         for c, t in df.schema.items() if isinstance(t, pl.Datetime)
     )
     return out.to_dicts()

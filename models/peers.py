@@ -5,6 +5,7 @@ workstation, is a new peer: explainable on its own, whatever the window's anomal
 from __future__ import annotations
 
 import polars as pl
+from flockwatch.features.attribution import tcp_probe
 from flockwatch.models.base import check_fitted
 
 #: Service ports of industrial protocols: a new peer there is a high-severity alert.
@@ -24,14 +25,9 @@ class PeerBaseline:
 
     @staticmethod
     def _pairs(attributed: pl.DataFrame) -> pl.LazyFrame:
-        # Refused or unanswered TCP probes (scans) are no conversation: the anomaly score, not
-        # the peer list, speaks for them.
-        probe = (pl.col("protocol") == 6) & (
-            (pl.col("dst2src_packets") == 0)
-            | ((pl.col("rst_packets") > 0) & (pl.col("packets") <= 3))
-        )
+        # Scan probes are no conversation: the anomaly score, not the peer list, speaks for them.
         return attributed.lazy().filter(
-            pl.col("peer_local") & pl.col("peer_ip").is_not_null() & ~probe
+            pl.col("peer_local") & pl.col("peer_ip").is_not_null() & ~tcp_probe()
         ).with_columns(pl.col("dst_port").fill_null(0).alias("port"))
 
     def fit(self, attributed: pl.DataFrame) -> PeerBaseline:

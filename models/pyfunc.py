@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 from flockwatch.features.attribution import attribute
+from flockwatch.features.output import ISO_UTC
 from flockwatch.features.schema import FLOW_SCHEMA, conform
 from flockwatch.features.windows import (
     FEATURE_SET_VERSION,
@@ -109,13 +110,15 @@ def flows_to_pandas(flows: pl.DataFrame) -> Any:
 
 
 def score_flows(bundle: Bundle, flows: pl.DataFrame, *, top: int = 5,
-                attributed: pl.DataFrame | None = None) -> pl.DataFrame:
+                attributed: pl.DataFrame | None = None,
+                window: WindowSpec | None = None) -> pl.DataFrame:
     """Score a flow table with a bundle: one row per device window.
 
-    ``attributed`` (``attribute(flows)``) may be passed when the caller has it already.
+    ``attributed`` (``attribute(flows)``) may be passed when the caller has it already;
+    ``window`` replaces the bundle's window alignment (the live sensor aligns to the clock).
     """
     att = attribute(flows) if attributed is None else attributed
-    win = window_features(assign_windows(att, bundle.window))
+    win = window_features(assign_windows(att, window or bundle.window))
     cwin = None
     if bundle.classifier is not None and bundle.classifier_window not in (None, bundle.window):
         cwin = window_features(assign_windows(att, bundle.classifier_window))
@@ -164,7 +167,7 @@ def score_windows(bundle: Bundle, win: pl.DataFrame, *, top: int = 5,
 def to_records_frame(out: pl.DataFrame) -> Any:
     """Output rows as a pandas DataFrame with ISO-8601 UTC times (what pyfunc returns)."""
     return out.with_columns(
-        pl.col("start", "end").dt.strftime("%Y-%m-%dT%H:%M:%S%.3fZ")
+        pl.col("start", "end").dt.strftime(ISO_UTC)
     ).to_pandas()
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from flockwatch.features.output import to_json
+from flockwatch.features.output import iso_utc, to_json
 
 ALERT_FIELDS = ["kind", "severity", "device_id", "mac", "ip", "device_type", "start", "end",
                 "score", "threshold", "top_features", "message"]
@@ -27,9 +27,7 @@ def _fmt_top(top: list[dict[str, Any]], n: int = 3) -> str:
 
 
 def _iso(v: Any) -> Any:
-    if isinstance(v, dt.datetime):
-        return v.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    return v
+    return iso_utc(v) if isinstance(v, dt.datetime) else v
 
 
 def alerts_from(scored: pl.DataFrame, known_new: set[str] | None = None,

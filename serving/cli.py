@@ -183,8 +183,18 @@ def _write_table(df: Any, fmt: TableFormat, output: Path | None, title: str) -> 
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
 
 
-def _render_inventory(inv: Any, title: str) -> str:
+def _as_text(renderable: Any, width: int) -> str:
+    """A rich renderable (table) as plain text."""
+    import io
+
     from rich.console import Console
+
+    console = Console(width=width, file=io.StringIO(), record=True)
+    console.print(renderable)
+    return console.export_text()
+
+
+def _render_inventory(inv: Any, title: str) -> str:
     from rich.table import Table
 
     table = Table(title=title, show_lines=False)
@@ -197,9 +207,7 @@ def _render_inventory(inv: Any, title: str) -> str:
             ", ".join(r["industrial_protocols"]) if r["industrial"] else "",
             str(r["flows"]), str(r["bytes"]),
         )
-    console = Console(width=160, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
-    console.print(table)
-    return console.export_text()
+    return _as_text(table, width=160)
 
 
 @app.command()
@@ -378,10 +386,8 @@ def evaluate(
 
 
 def _render_report(rep: Any) -> str:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console(width=150, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
     t = Table(title=f"{rep.devices.height} devices")
     for col in ("device", "vendor", "ip", "type", "conf", "windows", "alerts", "ICS"):
         t.add_column(col, overflow="fold")
@@ -393,15 +399,13 @@ def _render_report(rep: Any) -> str:
         t.add_row(r["device_id"], (r["vendor"] or "")[:28], ", ".join(r["ips"][:2]), typ, conf,
                   str(r.get("windows") or 0), str(r.get("anomalous_windows") or 0),
                   ", ".join(r["industrial_protocols"]))
-    console.print(t)
+    parts = [_as_text(t, width=150)]
     if rep.alerts:
-        console.print(f"{len(rep.alerts)} alerts:")
-        for a in rep.alerts:
-            console.print(f"  [{a['severity']:<6}] {a['start']}  {a['message']}", markup=False,
-                          highlight=False)
+        parts.append(f"{len(rep.alerts)} alerts:")
+        parts += [f"  [{a['severity']:<6}] {a['start']}  {a['message']}" for a in rep.alerts]
     else:
-        console.print("no alerts")
-    return console.export_text()
+        parts.append("no alerts")
+    return "\n".join(parts) + "\n"
 
 
 @app.command()

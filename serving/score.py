@@ -13,7 +13,7 @@ from flockwatch.features.attribution import attribute
 from flockwatch.features.flows import Problem, extract
 from flockwatch.features.inventory import inventory
 from flockwatch.features.output import frame_records
-from flockwatch.features.windows import assign_windows
+from flockwatch.features.windows import WindowSpec, assign_windows
 from flockwatch.models.pyfunc import score_flows
 from flockwatch.models.store import load_model
 from flockwatch.serving.alerts import alerts_from
@@ -55,12 +55,17 @@ def score_sources(sources: Sequence[str | os.PathLike[str]], model_uri: str | No
     return report(bundle, result.flows, result.problems, model_uri or "")
 
 
-def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri: str = ""
-           ) -> ScoreReport:
+def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri: str = "", *,
+           window: WindowSpec | None = None, known_new: set[str] | None = None) -> ScoreReport:
+    """Score flows into the inventory, the scored windows and the alerts.
+
+    ``window`` overrides the bundle's window alignment; ``known_new`` lists devices already
+    reported as new (the sensor reports each once).
+    """
     att = attribute(flows)
-    scored = score_flows(bundle, flows, attributed=att)
+    scored = score_flows(bundle, flows, attributed=att, window=window)
     inv = inventory(flows, att)
-    peers = new_peers(bundle, att)
+    peers = new_peers(bundle, att, window)
     per_dev = scored.sort("start").group_by("device_id").agg(
         pl.col("device_type").last(), pl.col("type_confidence").last(),
         pl.col("unknown").last(), pl.col("new_device").any(),
@@ -68,15 +73,16 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
         .alias("anomalous_windows"),
     )
     devices = inv.join(per_dev, on="device_id", how="left")
-    alerts = alerts_from(scored, new_peers=peers)
+    alerts = alerts_from(scored, known_new, new_peers=peers)
     return ScoreReport(devices, scored, alerts, problems, model_uri)
 
 
-def new_peers(bundle: Any, attributed: pl.DataFrame) -> pl.DataFrame | None:
+def new_peers(bundle: Any, attributed: pl.DataFrame, window: WindowSpec | None = None
+              ) -> pl.DataFrame | None:
     """New local peers per window, when the model learnt its devices' peers."""
     if getattr(bundle, "peers", None) is None or attributed.height == 0:
         return None
-    return bundle.peers.new_peers(assign_windows(attributed, bundle.window))
+    return bundle.peers.new_peers(assign_windows(attributed, window or bundle.window))
 
 
 _STR_LIST = {"type": "array", "items": {"type": "string"}}

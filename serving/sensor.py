@@ -21,15 +21,13 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-from flockwatch.features.attribution import attribute
 from flockwatch.features.errors import InputError
 from flockwatch.features.flows import read_capture
-from flockwatch.features.inventory import inventory
 from flockwatch.features.live import RawCapture
 from flockwatch.features.schema import FLOW_SCHEMA
-from flockwatch.features.windows import WindowSpec, assign_windows, window_features
-from flockwatch.models.pyfunc import score_windows
-from flockwatch.serving.alerts import JsonlSink, SyslogCefSink, alerts_from
+from flockwatch.features.windows import WindowSpec
+from flockwatch.serving.alerts import JsonlSink, SyslogCefSink
+from flockwatch.serving.score import report
 
 log = logging.getLogger("flockwatch.sensor")
 _FLOW_KEY = ("src_ip", "dst_ip", "src_port", "dst_port", "protocol")
@@ -64,11 +62,10 @@ class Inventory:
             flows INTEGER, bytes INTEGER)""")
         self.db.commit()
 
-    def update(self, inv: pl.DataFrame, scored: pl.DataFrame) -> None:
-        types = {r["device_id"]: r for r in scored.sort("start").iter_rows(named=True)}
-        for r in inv.iter_rows(named=True):
-            s = types.get(r["device_id"], {})
-            status = "new" if s.get("new_device") else "known"
+    def update(self, devices: pl.DataFrame) -> None:
+        """Upsert the devices of a scoring report (inventory facts plus type and status)."""
+        for r in devices.iter_rows(named=True):
+            status = "new" if r.get("new_device") else "known"
             self.db.execute(
                 """INSERT INTO devices VALUES (?,?,?,?,?,?,?,?,?,?,?)
                 ON CONFLICT(device_id) DO UPDATE SET ip=excluded.ip, last_seen=excluded.last_seen,
@@ -76,8 +73,8 @@ class Inventory:
                 type_confidence=COALESCE(excluded.type_confidence, type_confidence),
                 flows=flows+excluded.flows, bytes=bytes+excluded.bytes""",
                 (r["device_id"], r["mac"], (r["ips"] or [None])[0], r["vendor"],
-                 r["first_seen"].isoformat(), r["last_seen"].isoformat(), s.get("device_type"),
-                 s.get("type_confidence"), status, r["flows"], r["bytes"]))
+                 r["first_seen"].isoformat(), r["last_seen"].isoformat(), r.get("device_type"),
+                 r.get("type_confidence"), status, r["flows"], r["bytes"]))
         self.db.commit()
 
     def close(self) -> None:
@@ -117,20 +114,15 @@ class Sensor:
         if flows.height == 0:
             return
         flows = self._carry_applications(flows.with_columns(pl.lit(self.interface).alias("source")))
-        att = attribute(flows)
-        win = window_features(assign_windows(att, self.spec))
-        scored = score_windows(self.bundle, win)
-        peers = None
-        if getattr(self.bundle, "peers", None) is not None:
-            peers = self.bundle.peers.new_peers(assign_windows(att, self.spec))
-        alerts = alerts_from(scored, self._seen_new, new_peers=peers)
-        self._seen_new.update(a["device_id"] for a in alerts if a["kind"] == "new_device")
-        for a in alerts:
+        rep = report(self.bundle, flows, [], window=self.spec, known_new=self._seen_new)
+        self._seen_new.update(a["device_id"] for a in rep.alerts if a["kind"] == "new_device")
+        for a in rep.alerts:
             self.jsonl.send(a)
             if self.syslog:
                 self.syslog.send(a)
         if self.inventory:
-            self.inventory.update(inventory(flows, att), scored)
+            self.inventory.update(rep.devices)
+        scored, alerts = rep.windows, rep.alerts
         c = self.counters
         c.flows += flows.height
         c.windows += scored.height
