@@ -12,7 +12,9 @@ per-device thresholds keep the false-positive rate set per device.
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -50,6 +52,53 @@ class QuantileThreshold:
 
     def describe(self) -> str:
         return f"per-device {self.q:.3%} quantile of held-back learning scores x {self.margin}"
+
+
+@dataclass(frozen=True)
+class Deviations:
+    """Per-window anomaly scores and their most deviating features (row i, rank j):
+    ``names[index[i, j]]`` observed ``observed[i, j]``, expected ``expected[i, j]``, carrying
+    ``share[i, j]`` of the window's score."""
+
+    scores: np.ndarray
+    names: np.ndarray
+    index: np.ndarray
+    observed: np.ndarray
+    expected: np.ndarray
+    share: np.ndarray
+
+    def records(self) -> list[list[dict[str, float | str]]]:
+        """One list of ``{feature, observed, expected, share}`` per window."""
+        names = self.names.tolist()
+        return [[{"feature": names[j], "observed": o, "expected": e, "share": sh}
+                 for j, o, e, sh in zip(ji, oi, ei, si, strict=True)]
+                for ji, oi, ei, si in zip(self.index.tolist(), self.observed.tolist(),
+                                          self.expected.tolist(), self.share.tolist(),
+                                          strict=True)]
+
+    def json(self) -> pl.Series:
+        """``records()`` as one JSON string per window, built column-wise (fast for large
+        batches; equal to ``json.dumps`` of each record list after parsing)."""
+        n, k = self.index.shape
+        if k == 0:
+            return pl.Series(["[]"] * n, dtype=pl.String)
+        quoted = np.array([json.dumps(str(x)) for x in self.names.tolist()], dtype=object)
+
+        def num(a: np.ndarray) -> pl.Expr:
+            # JSON has no NaN or infinity: those become null.
+            return pl.lit(pl.Series(np.where(np.isfinite(a), a, np.nan))).fill_nan(None).cast(
+                pl.String).fill_null("null")
+
+        parts: list[pl.Expr | str] = ["["]
+        for j in range(k):
+            parts += ["," if j else "", '{"feature": ', pl.lit(pl.Series(quoted[self.index[:, j]],
+                                                                         dtype=pl.String)),
+                      ', "observed": ', num(self.observed[:, j]),
+                      ', "expected": ', num(self.expected[:, j]),
+                      ', "share": ', num(self.share[:, j]), "}"]
+        parts.append("]")
+        exprs = [pl.lit(p) if isinstance(p, str) else p for p in parts]
+        return pl.select(pl.concat_str(exprs).alias("top_features")).to_series()
 
 
 class BaselineAutoencoder:
@@ -204,35 +253,40 @@ class BaselineAutoencoder:
         X = feature_matrix(windows, self.feature_names_)
         return self._scores(self._standardise(X, windows["device_id"].to_list()))
 
-    def explain(self, windows: pl.DataFrame, top: int = 5
-                ) -> tuple[np.ndarray, list[list[dict[str, float | str]]]]:
-        """Scores and, per window, the features that deviate most: observed vs expected
-        (the reconstruction, in the feature's own units) and their share of the score."""
+    def deviations(self, windows: pl.DataFrame, top: int = 5) -> Deviations:
+        """Scores and, per window, the ``top`` features that deviate most, as arrays: what
+        ``explain`` reports, without building Python objects per window."""
         check_fitted(self, "net_")
+        names = np.asarray(self.feature_names_, dtype=object)
+        k = max(0, min(top, len(names)))
         if windows.height == 0:
-            return np.zeros(0), []
+            empty = np.zeros((0, k))
+            return Deviations(np.zeros(0), names, empty.astype(int), empty, empty, empty)
         devs = windows["device_id"].to_list()
         X = feature_matrix(windows, self.feature_names_)
         mu, sd = self._device_stats(devs)
         Z = (X - mu) / sd
         R = self._reconstruct(Z)
         err = (R - Z) ** 2
-        scores = err.mean(axis=1)
-        expected = R * sd + mu
-        k = min(top, err.shape[1])
+        scores = err.mean(axis=1).astype(float)
+        if k == 0:
+            empty = np.zeros((len(X), 0))
+            return Deviations(scores, names, empty.astype(int), empty, empty, empty)
         idx = np.argpartition(-err, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(err, idx, axis=1), axis=1)
         idx = np.take_along_axis(idx, order, axis=1)
         rows = np.arange(len(X))[:, None]
-        obs = np.round(X[rows, idx], 4).tolist()
-        exp = np.round(expected[rows, idx], 4).tolist()
-        share = np.round(err[rows, idx] / np.maximum(err.sum(axis=1, keepdims=True), 1e-12),
-                         3).tolist()
-        names = self.feature_names_
-        out = [[{"feature": names[j], "observed": o, "expected": e, "share": sh}
-                for j, o, e, sh in zip(ji, oi, ei, si, strict=True)]
-               for ji, oi, ei, si in zip(idx.tolist(), obs, exp, share, strict=True)]
-        return scores.astype(float), out
+        sd_i, mu_i = np.take_along_axis(sd, idx, axis=1), np.take_along_axis(mu, idx, axis=1)
+        share = err[rows, idx] / np.maximum(err.sum(axis=1, keepdims=True), 1e-12)
+        return Deviations(scores, names, idx, np.round(X[rows, idx], 4),
+                          np.round(R[rows, idx] * sd_i + mu_i, 4), np.round(share, 3))
+
+    def explain(self, windows: pl.DataFrame, top: int = 5
+                ) -> tuple[np.ndarray, list[list[dict[str, float | str]]]]:
+        """Scores and, per window, the features that deviate most: observed vs expected
+        (the reconstruction, in the feature's own units) and their share of the score."""
+        d = self.deviations(windows, top)
+        return d.scores, d.records()
 
     def thresholds(self, devices: Sequence[str]) -> np.ndarray:
         check_fitted(self, "net_")

@@ -425,16 +425,16 @@ def score(
 
     from flockwatch.features.output import to_json, write_atomic
     from flockwatch.models.store import ModelLoadError, configure, load_model
-    from flockwatch.serving.score import report
 
-    configure(tracking_uri)
-    # Load the model while NFStream reads the captures: both take seconds, and NFStream's
-    # metering runs in its own process.
+    # Load the model (MLflow, LightGBM and torch imports included) while NFStream reads the
+    # captures: both take seconds, and NFStream's metering runs in its own processes.
     loaded: dict[str, Any] = {}
 
     def _load() -> None:
         try:
+            configure(tracking_uri)
             loaded["model"] = load_model(model)
+            import flockwatch.serving.score  # noqa: F401 - imported here, off the main thread
         except ModelLoadError as exc:
             loaded["error"] = exc
 
@@ -449,6 +449,8 @@ def score(
     if "error" in loaded:
         fail(str(loaded["error"]))
     m = loaded["model"]
+    from flockwatch.serving.score import report
+
     if not result.files or (result.errors and len(result.errors) >= len(result.files)):
         _report_problems(result, quiet)
         fail("no input could be read")

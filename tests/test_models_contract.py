@@ -121,3 +121,41 @@ def test_bad_input_types(est):
     df = synthetic_windows().drop(FEATURE_COLUMNS[0])
     with pytest.raises(ValueError, match=FEATURE_COLUMNS[0]):
         fit(est, df)
+
+
+def test_baseline_explanations_json_equals_records():
+    """The column-wise JSON that pyfunc outputs says exactly what ``explain`` says."""
+    import json
+
+    df = synthetic_windows()
+    est = BaselineAutoencoder(epochs=5, hidden=(16, 4), seed=1).fit(df)
+    dev = est.deviations(df, top=5)
+    scores, records = est.explain(df, top=5)
+    np.testing.assert_array_equal(dev.scores, scores)
+    assert [json.loads(s) for s in dev.json()] == records
+    assert all(len(r) == 5 and r[0]["share"] >= r[-1]["share"] for r in records)
+    # Non-finite numbers are not JSON: they come out as null, and the string still parses.
+    dev.observed[0, 0] = np.inf
+    assert json.loads(dev.json()[0])[0]["observed"] is None
+    assert est.deviations(df.head(0)).json().len() == 0
+
+
+def test_classifier_device_decision_is_per_device_aggregate():
+    """``predict_devices`` (vectorised over devices) decides each device from the mean of its
+    windows' probabilities and the median novelty of its windows, whatever the row order."""
+    df = synthetic_windows(60, 4)
+    clf = DeviceClassifier(n_estimators=60, seed=1).fit(df, df["label"], df["group"])
+    df = df.sample(fraction=1.0, shuffle=True, seed=3)
+    out = clf.predict_devices(df, by=("device_id",))
+    assert out.height == df["device_id"].n_unique()
+    from flockwatch.models.base import feature_matrix
+
+    X = feature_matrix(df, clf.feature_names_)
+    p = clf.predict_proba(df, X)
+    for row in out.iter_rows(named=True):
+        m = (df["device_id"] == row["device_id"]).to_numpy()
+        agg = p[m].mean(axis=0)
+        nov = clf._device_novelty(X[m], int(agg.argmax()))
+        label, conf, unknown = clf.decide(agg[None], np.array([nov]))
+        assert (row["device_type"], row["unknown"]) == (label[0], unknown[0])
+        assert row["type_confidence"] == pytest.approx(conf[0], abs=1e-12)

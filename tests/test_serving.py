@@ -63,6 +63,12 @@ def test_pyfunc_round_trip_identical(trained, site):
                                           flows))
     assert list(got.columns)[:6] == ["source", "device_id", "mac", "ip", "start", "end"]
     assert got.equals(direct)
+    # Timestamps as timezone-naive UTC datetimes or ISO-8601 strings: the same output.
+    as_dt = flows.with_columns(pl.col("first_seen", "last_seen").dt.replace_time_zone(None))
+    assert model.predict(as_dt.to_pandas()).equals(direct)
+    as_iso = flows.with_columns(pl.col("first_seen", "last_seen").dt.strftime(
+        "%Y-%m-%dT%H:%M:%S%.3fZ"))
+    assert model.predict(as_iso.to_pandas()).equals(direct)
     assert got["anomalous"].any() and (~got["anomalous"]).any()
     assert got["device_type"].notna().all()
 
