@@ -2,7 +2,9 @@
 
 1. `flockwatch score` (extract + windows + classifier + baseline + report) on a capture of at
    least 500k packets built from the shared captures, versus bare
-   `NFStreamer(...).to_pandas()` on the same file in the same run (target ratio >= 0.8).
+   `NFStreamer(...).to_pandas()` on the same file in the same run (target ratio >= 0.8): both
+   timed as whole processes (the headline ratio), and bare NFStream also timed inside an
+   already started interpreter (a stricter ratio that charges flockwatch its start-up).
 2. In-process scoring through the MLflow pyfunc (`model.predict(flow records)`): windows/s in
    batch (target >= 20,000), best and median of repeated runs, with timestamps as epoch ms
    (what `flows_to_pandas` gives) and as datetimes.
@@ -36,6 +38,16 @@ import resource, sys, time, subprocess
 t = time.perf_counter()
 subprocess.run([sys.argv[3], "score", sys.argv[1], "--model", sys.argv[2], "--format", "json",
                 "-o", sys.argv[4], "-q"], check=True)
+dt = time.perf_counter() - t
+print(dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, 0)
+"""
+# Bare NFStream as a whole process too (interpreter start and imports included), as a user
+# running it would: the comparison that matches timing the `flockwatch score` process.
+BARE_PROCESS = """
+import resource, sys, time, subprocess
+t = time.perf_counter()
+subprocess.run([sys.executable, "-c", sys.argv[2], sys.argv[1]], check=True,
+               capture_output=True)
 dt = time.perf_counter() - t
 print(dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, 0)
 """
@@ -75,16 +87,25 @@ def main() -> int:
         if Path(args.data).is_dir():
             cap = tmp / "bench.pcap"
             n = build_capture(Path(args.data), args.packets, cap)
-            bare, ours = [], []
+            bare, bare_proc, ours = [], [], []
             for _ in range(args.repeats):
                 bare.append(run(BARE, str(cap)))
+                bare_proc.append(run(BARE_PROCESS, str(cap), BARE))
                 ours.append(run(SCORE, str(cap), str(model), flockwatch, str(tmp / "r.json")))
             b_t, o_t = min(x[0] for x in bare), min(x[0] for x in ours)
+            bp_t = min(x[0] for x in bare_proc)
             doc = json.loads((tmp / "r.json").read_text())
             res["score_vs_nfstream"] = {
-                "packets": n, "bare_pps": round(n / b_t), "score_pps": round(n / o_t),
-                "ratio": round(b_t / o_t, 3), "windows_scored": len(doc["windows"]),
-                "runs_seconds": {"bare": [round(x[0], 2) for x in bare],
+                "packets": n, "bare_process_pps": round(n / bp_t), "score_pps": round(n / o_t),
+                # both whole processes, start-up included: the headline ratio
+                "ratio": round(bp_t / o_t, 3),
+                # stricter: bare NFStream timed inside an already started Python, imports
+                # excluded, against the whole `flockwatch score` process
+                "bare_in_process_pps": round(n / b_t),
+                "ratio_vs_in_process": round(b_t / o_t, 3),
+                "windows_scored": len(doc["windows"]),
+                "runs_seconds": {"bare_in_process": [round(x[0], 2) for x in bare],
+                                 "bare_process": [round(x[0], 2) for x in bare_proc],
                                  "score": [round(x[0], 2) for x in ours]},
             }
         # 2. pyfunc batch throughput on flow records (windows out per second).

@@ -225,7 +225,7 @@ class BaselineAutoencoder:
                 opt.step()
                 total += float(loss.detach()) * len(batch)
             self.loss_curve_.append(total / max(n, 1))
-        self.net_ = net.cpu().eval()
+        self.net_ = _to_layers(net.cpu().eval())
         self.feature_names_ = cols
         scores = self._scores(Z)
         self.learning_scores_ = scores
@@ -236,10 +236,7 @@ class BaselineAutoencoder:
         return self
 
     def _reconstruct(self, Z: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.no_grad():
-            return self.net_(torch.from_numpy(Z.astype(np.float32))).numpy()
+        return _forward(self.net_, Z)
 
     def _scores(self, Z: np.ndarray) -> np.ndarray:
         return np.mean((self._reconstruct(Z) - Z) ** 2, axis=1).astype(float)
@@ -296,22 +293,54 @@ class BaselineAutoencoder:
         check_fitted(self, "net_")
         return np.array([str(d) in self.device_mean_ for d in devices], dtype=bool)
 
-    def __getstate__(self) -> dict[str, object]:
-        state = dict(self.__dict__)
-        if state.get("net_") is not None:
-            import torch
-
-            buf = io.BytesIO()
-            torch.save(self.net_.state_dict(), buf)
-            state["net_"] = ("state_dict", len(self.feature_names_), buf.getvalue())
-        return state
-
     def __setstate__(self, state: dict[str, object]) -> None:
         self.__dict__.update(state)
         net = state.get("net_")
-        if isinstance(net, tuple) and net[0] == "state_dict":
+        if isinstance(net, tuple) and net[0] == "state_dict":  # pickled by flockwatch <= 0.1
             import torch
 
             module = self._build(int(net[1]))
             module.load_state_dict(torch.load(io.BytesIO(net[2]), weights_only=True))
-            self.net_ = module.eval()
+            self.net_ = _to_layers(module.eval())
+
+
+#: The trained network as numpy: ("linear", W (in x out), b) or ("gelu", None, None) per
+#: layer. Scoring runs on numpy: no torch import (about a second) where a model is loaded, and
+#: for these small layers no slower than torch on a CPU.
+Layers = list[tuple[str, Any, Any]]
+
+
+def _to_layers(net: Any) -> Layers:
+    import torch
+
+    layers: Layers = []
+    for m in net:
+        if isinstance(m, torch.nn.Linear):
+            layers.append(("linear", m.weight.detach().cpu().numpy().T.copy(),
+                           m.bias.detach().cpu().numpy().copy()))
+        elif isinstance(m, torch.nn.GELU):
+            layers.append(("gelu", None, None))
+        else:
+            raise TypeError(f"unsupported layer {type(m).__name__}")
+    return layers
+
+
+def _erf(x: np.ndarray) -> np.ndarray:
+    """Error function (Abramowitz & Stegun 7.1.26; absolute error below 1.5e-7, under float32
+    resolution) so that scoring needs neither torch nor scipy."""
+    sign = np.sign(x)
+    a = np.abs(x)
+    t = 1.0 / (1.0 + 0.3275911 * a)
+    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (
+        -1.453152027 + t * 1.061405429))))
+    return sign * (1.0 - poly * np.exp(-a * a))
+
+
+def _forward(layers: Layers, Z: np.ndarray) -> np.ndarray:
+    h = np.asarray(Z, dtype=np.float32)
+    for kind, w, b in layers:
+        if kind == "linear":
+            h = h @ w + b
+        else:  # exact GELU, as torch.nn.GELU()
+            h = (0.5 * h * (1.0 + _erf(h * np.float32(0.7071067811865476)))).astype(np.float32)
+    return h

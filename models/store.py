@@ -62,6 +62,16 @@ def _cache_dir(uri: str) -> Path:
     return flockwatch_home() / "model-cache" / re.sub(r"[^\w.@-]", "_", uri)
 
 
+def check_local_model(uri: str | None) -> bool:
+    """True when ``uri`` is a local path (not a registry or run URI); raises
+    ``ModelLoadError`` at once when no MLflow model is there. Cheap: no MLflow import."""
+    if uri is None or "://" in uri or uri.startswith(("models:", "runs:")):
+        return False
+    if not (Path(uri) / "MLmodel").exists():
+        raise ModelLoadError(f"{uri}: no MLflow model here (no MLmodel file)")
+    return True
+
+
 def load_model(uri: str | None = None, *, use_cache: bool = True) -> object:
     """Load a flockwatch pyfunc model from the registry, a run, or an explicit local path.
 
@@ -71,11 +81,8 @@ def load_model(uri: str | None = None, *, use_cache: bool = True) -> object:
     import mlflow
 
     uri = uri or DEFAULT_MODEL_URI
-    local = Path(uri)
-    if "://" not in uri and not uri.startswith(("models:", "runs:")):
-        if not (local / "MLmodel").exists():
-            raise ModelLoadError(f"{uri}: no MLflow model here (no MLmodel file)")
-        return _check(uri, _load(uri, str(local)))
+    if check_local_model(uri):
+        return _check(uri, _load(uri, uri))
     cache = _cache_dir(uri)
     try:
         path = mlflow.artifacts.download_artifacts(artifact_uri=uri)

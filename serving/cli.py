@@ -423,8 +423,8 @@ def score(
     """
     import threading
 
-    from flockwatch.features.output import to_json, write_atomic
-    from flockwatch.models.store import ModelLoadError, configure, load_model
+    from flockwatch.features.output import write_atomic
+    from flockwatch.models.store import ModelLoadError, check_local_model, configure, load_model
 
     # Load the model (MLflow, LightGBM and torch imports included) while NFStream reads the
     # captures: both take seconds, and NFStream's metering runs in its own processes.
@@ -434,16 +434,21 @@ def score(
         try:
             configure(tracking_uri)
             loaded["model"] = load_model(model)
-            import flockwatch.serving.score  # noqa: F401 - imported here, off the main thread
+            # Imported and loaded here, off the main thread: scoring and the MAC vendor table.
+            import flockwatch.serving.score  # noqa: F401
+            from flockwatch.features.oui import preload
+
+            preload()
         except ModelLoadError as exc:
             loaded["error"] = exc
 
+    srcs = _require_sources(sources)
+    try:
+        check_local_model(model)  # a wrong path fails now, not after reading the captures
+    except ModelLoadError as exc:
+        fail(str(exc))
     loader = threading.Thread(target=_load, daemon=True)
     loader.start()
-    srcs = _require_sources(sources)
-    loader.join(timeout=0.5)
-    if "error" in loaded:
-        fail(str(loaded["error"]))
     result = _extract_with_progress(srcs, quiet=quiet)
     loader.join()
     if "error" in loaded:
@@ -456,7 +461,7 @@ def score(
         fail("no input could be read")
     rep = report(m.unwrap_python_model().bundle, result.flows, result.problems,
                  model or "models:/flockwatch@champion")
-    text = to_json(rep.to_dict(), indent=2) if format is ScoreFormat.json else _render_report(rep)
+    text = rep.to_json() if format is ScoreFormat.json else _render_report(rep)
     if output:
         write_atomic(output, lambda fh: fh.write(text))
         if not quiet:

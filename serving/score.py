@@ -12,11 +12,14 @@ import polars as pl
 from flockwatch.features.attribution import attribute
 from flockwatch.features.flows import Problem, extract
 from flockwatch.features.inventory import inventory
-from flockwatch.features.output import frame_records
+from flockwatch.features.output import ISO_UTC, frame_records, to_json
 from flockwatch.features.windows import WindowSpec, assign_windows
 from flockwatch.models.pyfunc import score_flows
 from flockwatch.models.store import load_model
 from flockwatch.serving.alerts import alerts_from
+
+_TOP_DTYPE = pl.List(pl.Struct({"feature": pl.String, "observed": pl.Float64,
+                                "expected": pl.Float64, "share": pl.Float64}))
 
 
 @dataclass
@@ -28,18 +31,38 @@ class ScoreReport:
     model_uri: str = ""
 
     def to_dict(self) -> dict[str, Any]:
+        """The report as JSON-ready objects (``SCORE_JSON_SCHEMA``)."""
+        return self._document(json.loads(self.windows_json()))
+
+    def to_json(self) -> str:
+        """The report as JSON text: indented, one scored window a line (windows are most of a
+        report, and are encoded column-wise rather than object by object)."""
+        mark = "\u0000windows\u0000"
+        text = to_json(self._document(mark), indent=2)
+        return text.replace(json.dumps(mark), self.windows_json(indent="    "), 1)
+
+    def _document(self, windows: Any) -> dict[str, Any]:
         return {
             "model": self.model_uri,
             "devices": frame_records(self.devices),
-            "windows": [
-                {**r, "top_features": json.loads(r["top_features"]) if r["top_features"]
-                 else None}
-                for r in frame_records(self.windows)
-            ],
+            "windows": windows,
             "alerts": self.alerts,
             "problems": [{"input": p.source, "severity": p.severity, "message": p.message}
                          for p in self.problems],
         }
+
+    def windows_json(self, indent: str = "") -> str:
+        """The scored windows as a JSON array, ``top_features`` as objects."""
+        if self.windows.height == 0:
+            return "[]"
+        w = self.windows.with_columns(
+            pl.col(c).dt.strftime(ISO_UTC)
+            for c, t in self.windows.schema.items() if isinstance(t, pl.Datetime)
+        ).with_columns(pl.col("top_features").str.json_decode(_TOP_DTYPE))
+        lines = w.write_ndjson().splitlines()
+        if not indent:
+            return "[" + ",".join(lines) + "]"
+        return "[\n" + ",\n".join(indent + x for x in lines) + "\n" + indent[:-2] + "]"
 
 
 def bundle_of(model: Any) -> Any:
