@@ -26,22 +26,41 @@ from flockwatch.models.base import check_fitted, feature_matrix
 class QuantileThreshold:
     """Turns scores into alerts: per device, the ``q`` quantile of its held-back learning scores
     (times ``margin``); devices with fewer than ``min_samples`` held-back windows use the pooled
-    quantile of all devices. Higher score = more anomalous."""
+    quantile of all devices. Higher score = more anomalous.
 
-    def __init__(self, *, q: float = 0.995, margin: float = 1.5, min_samples: int = 30) -> None:
+    ``tail="lognormal"`` (the default) takes the quantile of a log-normal fitted to the
+    held-back scores rather than of the scores themselves: a device has a few dozen to a few
+    hundred held-back windows, so the empirical 99.9 % quantile is just its largest score and
+    swings with one odd window, while the fitted tail uses every window. ``tail="empirical"``
+    takes the plain quantile (also the fallback when a score is not positive).
+    """
+
+    def __init__(self, *, q: float = 0.999, margin: float = 1.5, min_samples: int = 30,
+                 tail: str = "lognormal") -> None:
+        if tail not in ("lognormal", "empirical"):
+            raise ValueError(f"tail must be 'lognormal' or 'empirical', not {tail!r}")
         self.q = q
         self.margin = margin
         self.min_samples = min_samples
+        self.tail = tail
         self.thresholds_: dict[str, float] | None = None
+
+    def _quantile(self, s: np.ndarray) -> float:
+        if self.tail == "lognormal" and len(s) >= 2 and np.all(s > 0):
+            from statistics import NormalDist
+
+            log = np.log(s)
+            return float(np.exp(log.mean() + NormalDist().inv_cdf(self.q) * log.std()))
+        return float(np.quantile(s, self.q))
 
     def fit(self, scores: np.ndarray, devices: Sequence[str]) -> QuantileThreshold:
         scores = np.asarray(scores, dtype=float)
         dev = np.asarray(devices, dtype=object)
-        self.pooled_ = float(np.quantile(scores, self.q) * self.margin) if len(scores) else 1.0
+        self.pooled_ = self._quantile(scores) * self.margin if len(scores) else 1.0
         self.thresholds_ = {}
         for d in np.unique(dev):
             s = scores[dev == d]
-            own = float(np.quantile(s, self.q) * self.margin) if len(s) >= self.min_samples else 0
+            own = self._quantile(s) * self.margin if len(s) >= self.min_samples else 0.0
             self.thresholds_[str(d)] = max(own, self.pooled_)
         return self
 
@@ -51,7 +70,9 @@ class QuantileThreshold:
         return np.array([t.get(str(d), self.pooled_) for d in devices], dtype=float)
 
     def describe(self) -> str:
-        return f"per-device {self.q:.3%} quantile of held-back learning scores x {self.margin}"
+        how = "log-normal fit" if self.tail == "lognormal" else "empirical quantile"
+        return (f"per-device {self.q:.3%} quantile ({how}) of held-back learning scores "
+                f"x {self.margin}")
 
 
 @dataclass(frozen=True)
@@ -125,7 +146,7 @@ class BaselineAutoencoder:
 
     def __init__(self, *, hidden: Sequence[int] = (64, 16), epochs: int = 80,
                  batch_size: int = 128, learning_rate: float = 2e-3, weight_decay: float = 1e-5,
-                 holdout_fraction: float = 0.2, threshold_q: float = 0.995,
+                 holdout_fraction: float = 0.2, threshold_q: float = 0.999,
                  threshold_margin: float = 1.5, std_floor: float = 0.25,
                  feature_columns: Sequence[str] | None = None, device: str = "auto",
                  seed: int | None = 0) -> None:

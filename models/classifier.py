@@ -22,9 +22,9 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 class DeviceClassifier:
     """LightGBM device-type classifier with temperature calibration and an "unknown" decision.
 
-    ``fit`` holds out whole groups (captures) to pick the number of boosting rounds (early
-    stopping), fit a temperature that calibrates the class probabilities, and learn the
-    rejection rule. A device is ``unknown`` when its aggregated confidence falls below the
+    ``fit`` holds out whole groups (captures), fold by fold, to pick the number of boosting
+    rounds (early stopping), fit a temperature that calibrates the class probabilities, and
+    learn the rejection rule. A device is ``unknown`` when its aggregated confidence falls below the
     ``reject_quantile / 2`` quantile of correctly classified held-out devices' confidence, or
     when its behaviour lies farther from every training window of the predicted type than the
     ``1 - reject_quantile / 2`` quantile of those held-out devices (novelty): confident mistakes
@@ -36,8 +36,9 @@ class DeviceClassifier:
         LightGBM hyper-parameters (upper bound of rounds; early stopping picks the number).
     reject_quantile
         Quantile of held-out confidences below which a prediction is "unknown".
-    holdout_fraction
-        Share of groups held out inside ``fit`` for early stopping, calibration and rejection.
+    calibration_folds
+        ``fit`` holds out each of this many folds of groups in turn (cross-fitting): the
+        held-out predictions choose the number of rounds, calibrate and learn the rejection.
     min_improvement
         Early stopping counts a round as better only when it lowers the held-out log loss by
         more than this: once the types are separated, rounds that merely sharpen already
@@ -49,7 +50,7 @@ class DeviceClassifier:
 
     def __init__(self, *, n_estimators: int = 400, learning_rate: float = 0.05,
                  num_leaves: int = 31, min_child_samples: int = 3,
-                 reject_quantile: float = 0.05, holdout_fraction: float = 0.25,
+                 reject_quantile: float = 0.04, calibration_folds: int = 4,
                  min_improvement: float = 0.01,
                  feature_columns: Sequence[str] | None = None, seed: int | None = 0) -> None:
         self.n_estimators = n_estimators
@@ -57,7 +58,7 @@ class DeviceClassifier:
         self.num_leaves = num_leaves
         self.min_child_samples = min_child_samples
         self.reject_quantile = reject_quantile
-        self.holdout_fraction = holdout_fraction
+        self.calibration_folds = calibration_folds
         self.min_improvement = min_improvement
         self.feature_columns = feature_columns
         self.seed = seed
@@ -88,33 +89,52 @@ class DeviceClassifier:
             raise ValueError("need at least two device types to train a classifier")
         g = np.asarray(groups if groups is not None else np.arange(len(y_arr)), dtype=object)
         yi = np.searchsorted(classes, y_arr)
-        rng = np.random.default_rng(self.seed)
-        # Hold out whole groups, per class where the class has more than one group.
-        hold = np.zeros(len(yi), dtype=bool)
-        for c in range(len(classes)):
-            cg = np.unique(g[yi == c])
-            if len(cg) < 2:
-                continue
-            k = max(1, int(round(len(cg) * self.holdout_fraction)))
-            chosen = rng.choice(cg, size=k, replace=False)
-            hold |= (yi == c) & np.isin(g, chosen)
         weights = self._balanced_weights(yi, len(classes))
         params = self._params(len(classes))
-        dtrain = lgb.Dataset(X[~hold], yi[~hold], weight=weights[~hold], free_raw_data=False)
-        if hold.any():
-            dval = lgb.Dataset(X[hold], yi[hold], weight=weights[hold], reference=dtrain)
+        # Cross-fitting: every group is held out once, by a model trained on the other folds.
+        # The held-out predictions of all groups (not of one small hold-out) set the number of
+        # rounds, the temperature and the rejection thresholds, so the 2.5 % quantiles rest on
+        # every training capture.
+        fold = self._group_folds(yi, g, len(classes))
+        n_folds = int(fold.max()) + 1 if len(fold) else 0
+        raw = np.zeros((len(yi), len(classes)))
+        covered = np.zeros(len(yi), dtype=bool)
+        rounds, conf, nov = [], [], []
+        for f in range(n_folds):
+            hold = fold == f
+            seen = np.unique(yi[~hold])
+            if not hold.any() or len(seen) < 2:
+                continue
+            # Only windows of types the fold's model was trained on can calibrate it.
+            use = hold & np.isin(yi, seen)
+            if not use.any():
+                continue
+            dtrain = lgb.Dataset(X[~hold], yi[~hold], weight=weights[~hold])
+            dval = lgb.Dataset(X[use], yi[use], weight=weights[use], reference=dtrain)
             probe = lgb.train(params, dtrain, self.n_estimators, valid_sets=[dval],
                               callbacks=[lgb.early_stopping(30, verbose=False,
                                                             min_delta=self.min_improvement)])
-            best = max(20, probe.best_iteration or self.n_estimators)
-            raw = np.asarray(probe.predict(X[hold], num_iteration=best, raw_score=True))
-            self.temperature_ = self._fit_temperature(raw, yi[hold])
-            self._fit_reference(X[~hold], yi[~hold], len(classes))
-            p_hold = _softmax(raw / self.temperature_)
-            conf, nov = self._group_stats(p_hold, X[hold], yi[hold], g[hold])
+            rounds.append(probe.best_iteration or self.n_estimators)
+            raw[use] = np.asarray(probe.predict(X[use], num_iteration=rounds[-1],
+                                                raw_score=True)).reshape(int(use.sum()), -1)
+            covered |= use
+        if covered.any():
+            best = max(20, int(round(float(np.median(rounds)))))
+            self.temperature_ = self._fit_temperature(raw[covered], yi[covered])
+            p_out = _softmax(raw / self.temperature_)
+            # Novelty of each held-out group against the training windows of its fold.
+            for f in range(n_folds):
+                use = covered & (fold == f)
+                if use.any():
+                    self._fit_reference(X[~(fold == f)], yi[~(fold == f)], len(classes))
+                    c, n = self._group_stats(p_out[use], X[use], yi[use], g[use])
+                    conf.append(c)
+                    nov.append(n)
+            conf_a = np.concatenate(conf) if conf else np.zeros(0)
+            nov_a = np.concatenate(nov) if nov else np.zeros(0)
             q = self.reject_quantile / 2
-            self.threshold_ = float(np.quantile(conf, q)) if len(conf) else 0.0
-            self.novelty_threshold_ = float(np.quantile(nov, 1 - q)) if len(nov) else np.inf
+            self.threshold_ = float(np.quantile(conf_a, q)) if len(conf_a) else 0.0
+            self.novelty_threshold_ = float(np.quantile(nov_a, 1 - q)) if len(nov_a) else np.inf
         else:
             best, self.temperature_, self.threshold_ = self.n_estimators, 1.0, 0.0
             self.novelty_threshold_ = np.inf
@@ -125,8 +145,20 @@ class DeviceClassifier:
         self.best_iteration_ = int(best)
         self.classes_ = classes
         self.feature_names_ = cols
-        self.holdout_groups_ = int(len(np.unique(g[hold]))) if hold.any() else 0
+        self.calibration_groups_ = int(len(np.unique(g[covered])))
         return self
+
+    def _group_folds(self, yi: np.ndarray, g: np.ndarray, n_classes: int) -> np.ndarray:
+        """Fold per row: whole groups, each class's groups spread over the folds."""
+        rng = np.random.default_rng(self.seed)
+        fold_of: dict[object, int] = {}
+        for c in range(n_classes):
+            gs = [x for x in dict.fromkeys(g[yi == c].tolist()) if x not in fold_of]
+            rng.shuffle(gs)
+            offset = int(rng.integers(0, self.calibration_folds))
+            for i, grp in enumerate(gs):
+                fold_of[grp] = (i + offset) % self.calibration_folds
+        return np.array([fold_of[x] for x in g.tolist()], dtype=int)
 
     @staticmethod
     def _balanced_weights(yi: np.ndarray, n: int) -> np.ndarray:

@@ -56,7 +56,7 @@ def cross_validate(win: pl.DataFrame, *, n_folds: int = 4, seed: int = 0,
 
 
 def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: int = 4,
-             seed: int = 0) -> dict[str, Any]:
+             seed: int = 0, params: dict[str, Any] | None = None) -> dict[str, Any]:
     """Leave each class out of training in turn: how often its captures come back unknown,
     and how often held-out captures of known classes are wrongly rejected."""
     from sklearn.metrics import roc_auc_score
@@ -76,7 +76,7 @@ def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: in
         te_unknown = win.filter(pl.Series(is_c))
         if len(set(tr["label"].to_list())) < 2:
             continue
-        clf = DeviceClassifier(seed=seed).fit(tr, tr["label"], tr["group"])
+        clf = DeviceClassifier(seed=seed, **(params or {})).fit(tr, tr["label"], tr["group"])
         pu = device_predictions(clf, te_unknown)
         pk = device_predictions(clf, te_known)
         per_class[c] = float(np.mean(pu["unknown"].to_numpy())) if pu.height else 0.0
