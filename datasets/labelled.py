@@ -165,6 +165,16 @@ def labelled_windows(ds: LabelledDataset, flows: dict[Path, pl.DataFrame], spec:
     return pl.concat(frames, how="vertical_relaxed")
 
 
+def early_windows(ds: LabelledDataset, flows: dict[Path, pl.DataFrame], spec: WindowSpec,
+                  seconds: Sequence[float] = (10, 30, 60), *, strict: bool = False
+                  ) -> pl.DataFrame | None:
+    """Windows of only the first ``seconds`` of each capture, for every length in ``seconds``:
+    extra training rows (same label and group as their capture) so that one classifier names a
+    device from its first seconds of traffic as well as from whole windows."""
+    frames = [labelled_windows(ds, flows, spec, max_seconds=s, strict=strict) for s in seconds]
+    return pl.concat(frames, how="vertical_relaxed") if frames else None
+
+
 def group_folds(labels: Sequence[str], groups: Sequence[str], n_folds: int, seed: int = 0
                 ) -> np.ndarray:
     """Fold number per row: every group in one fold, each label's groups spread over folds."""
@@ -182,4 +192,4 @@ def group_folds(labels: Sequence[str], groups: Sequence[str], n_folds: int, seed
 
 
 __all__ = ["DatasetError", "LabelledDataset", "cached_flows", "dataset_flows",
-           "group_folds", "labelled_windows", "load_dataset"]
+           "early_windows", "group_folds", "labelled_windows", "load_dataset"]

@@ -281,6 +281,9 @@ def train_classifier_cmd(
     promote: Annotated[bool, typer.Option(help="Set the 'champion' alias on the new version.")]
     = False,
     seed: Annotated[int, typer.Option()] = 0,
+    early_seconds: Annotated[str, typer.Option(
+        help="Also train on the first seconds of each capture (comma-separated lengths, or "
+             "'none'), so devices are named from their first traffic.")] = "10,30,60",
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Train a device-type classifier on labelled captures; log and register it in MLflow.
@@ -292,9 +295,13 @@ def train_classifier_cmd(
     from flockwatch.training.classifier import train_classifier
 
     try:
+        early = [] if early_seconds.strip().lower() in ("", "none") else [
+            parse_duration(x) or 0.0 for x in early_seconds.split(",")]
+        if any(s <= 0 for s in early):
+            raise ValueError(f"--early-seconds {early_seconds!r}: give positive lengths or 'none'")
         with _progress_files("extracting") as prog:
             task = prog.add_task("", total=None)
-            out = train_classifier(dataset_dir, label_column=label_column,
+            out = train_classifier(dataset_dir, label_column=label_column, early_seconds=early,
                                    group_column=group_column,
                                    window_s=parse_duration(window) or 300.0, n_folds=folds,
                                    register_name=register, promote=promote,
@@ -305,6 +312,10 @@ def train_classifier_cmd(
     m = out["metrics"]
     typer.echo(f"capture-separated CV: macro F1 {m['macro_f1']:.3f}, accuracy "
                f"{m['accuracy']:.3f} over {len(out['classes'])} classes")
+    firsts = [f"{k.removeprefix('macro_f1_first_')} {v:.3f}" for k, v in m.items()
+              if k.startswith("macro_f1_first_")]
+    if firsts:
+        typer.echo("macro F1 from the first seconds of each capture: " + ", ".join(firsts))
     if out.get("open_set"):
         o = out["open_set"]
         typer.echo(f"open set: {o['unknown_rate']:.1%} of left-out types unknown, "

@@ -27,9 +27,13 @@ def run_script(name: str, *args: str, tmp_path) -> dict:
 def test_iot_sentinel_quick(shared_data, tmp_path):
     res = run_script("iot_sentinel", "--quick", tmp_path=tmp_path)
     assert res["types"] == 6 and res["folds"] == 2
-    assert res["session_separated"]["macro_f1"] > 0.8
-    assert set(res["time_to_identify"]) == {"10s", "30s", "60s"}
+    cv = res["session_separated"]
+    assert cv["macro_f1"]["mean"] > 0.8
+    # The same models, shown only the first seconds of held-out captures.
+    assert {f"macro_f1_first_{s}s" for s in (10, 30, 60)} <= set(cv)
+    assert cv["macro_f1_first_30s"]["mean"] > 0.7
     assert 0 <= res["open_set"]["known_rejected_rate"] <= 1
+    assert 0 <= res["open_set"]["unknown_or_sibling_rate"] <= 1
 
 
 @pytest.mark.slow

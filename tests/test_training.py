@@ -51,6 +51,10 @@ def test_train_register_load_evaluate(shared_data, tmp_path):
     run = client.get_run(version.run_id)
     assert run.data.metrics["macro_f1"] > 0.8
     assert {"accuracy", "macro_f1", "unknown_auroc", "f1_Aria"} <= set(run.data.metrics)
+    # Trained on the first seconds of each capture too: held-out captures are named early.
+    assert run.data.params["early_seconds"] == "10,30,60"
+    assert run.data.metrics["macro_f1_first_30s"] > 0.8
+    assert "from the first seconds of each capture" in r.output
     assert run.data.params["dataset_hash"]
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"confusion_matrix.png", "dataset.json", "feature_importance.json"} <= arts
@@ -91,6 +95,11 @@ def test_bad_datasets(tmp_path, labels, needle):
     write(ds / "labels.csv", labels)
     r = CliRunner().invoke(app, ["train", "classifier", str(ds)])
     assert r.exit_code == 1 and needle in r.output and "Traceback" not in r.output
+
+
+def test_bad_early_seconds(tmp_path):
+    r = CliRunner().invoke(app, ["train", "classifier", str(tmp_path), "--early-seconds", "ten"])
+    assert r.exit_code == 1 and "bad duration 'ten'" in r.output and "Traceback" not in r.output
 
 
 def test_single_capture_label_and_wrong_mac(tmp_path, site):

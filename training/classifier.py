@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -12,6 +12,7 @@ from flockwatch.datasets.labelled import (
     DatasetError,
     LabelledDataset,
     dataset_flows,
+    early_windows,
     group_folds,
     labelled_windows,
     load_dataset,
@@ -39,24 +40,55 @@ def device_predictions(clf: DeviceClassifier, win: pl.DataFrame) -> pl.DataFrame
     return truth.join(pred, on=["capture", "device_id"], how="inner").sort("capture")
 
 
+def _with_extra(train: pl.DataFrame, extra: pl.DataFrame | None) -> pl.DataFrame:
+    """Training windows plus the extra rows (early windows) of the same groups only."""
+    if extra is None or extra.height == 0:
+        return train
+    mine = extra.filter(pl.col("group").is_in(train["group"].unique().implode()))
+    return pl.concat([train, mine.select(train.columns)], how="vertical_relaxed")
+
+
 def cross_validate(win: pl.DataFrame, *, n_folds: int = 4, seed: int = 0,
-                   params: dict[str, Any] | None = None) -> tuple[dict[str, Any], pl.DataFrame]:
-    """Capture-grouped cross-validation: metrics over all held-out captures."""
+                   params: dict[str, Any] | None = None, extra_train: pl.DataFrame | None = None,
+                   evaluate_on: dict[str, pl.DataFrame] | None = None
+                   ) -> tuple[dict[str, Any], pl.DataFrame]:
+    """Capture-grouped cross-validation: metrics over all held-out captures.
+
+    ``extra_train`` rows (e.g. ``early_windows``) join the training folds of their group and
+    are never evaluated. ``evaluate_on`` names further window sets (e.g. the first 30 s of
+    each capture) scored by the same fold models; their metrics come back under
+    ``metrics["sets"][name]`` and their predictions with a ``set`` column.
+    """
     folds = group_folds(win["label"].to_list(), win["group"].to_list(), n_folds, seed)
+    sets = {"all": win, **(evaluate_on or {})}
     preds = []
     for k in range(n_folds):
         test = folds == k
         if not test.any() or test.all():
             continue
-        tr, te = win.filter(pl.Series(~test)), win.filter(pl.Series(test))
+        tr = _with_extra(win.filter(pl.Series(~test)), extra_train)
+        test_groups = win.filter(pl.Series(test))["group"].unique().implode()
         clf = DeviceClassifier(seed=seed, **(params or {})).fit(tr, tr["label"], tr["group"])
-        preds.append(device_predictions(clf, te).with_columns(pl.lit(k).alias("fold")))
+        for name, ev in sets.items():
+            te = ev.filter(pl.col("group").is_in(test_groups))
+            if te.height:
+                preds.append(device_predictions(clf, te).with_columns(
+                    pl.lit(k).alias("fold"), pl.lit(name).alias("set")))
     p = pl.concat(preds)
-    return classification_metrics(p["label"].to_list(), p["device_type"].to_list()), p
+    main = p.filter(pl.col("set") == "all")
+    metrics = classification_metrics(main["label"].to_list(), main["device_type"].to_list())
+    if evaluate_on:
+        metrics["sets"] = {}
+        for name in evaluate_on:
+            q = p.filter(pl.col("set") == name)
+            metrics["sets"][name] = classification_metrics(q["label"].to_list(),
+                                                           q["device_type"].to_list())
+    return metrics, p if evaluate_on else main.drop("set")
 
 
 def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: int = 4,
-             seed: int = 0, params: dict[str, Any] | None = None) -> dict[str, Any]:
+             seed: int = 0, params: dict[str, Any] | None = None,
+             extra_train: pl.DataFrame | None = None) -> dict[str, Any]:
     """Leave each class out of training in turn: how often its captures come back unknown,
     and how often held-out captures of known classes are wrongly rejected."""
     from sklearn.metrics import roc_auc_score
@@ -64,14 +96,17 @@ def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: in
     all_classes = sorted(set(win["label"].to_list()))
     classes = classes or all_classes
     folds = group_folds(win["label"].to_list(), win["group"].to_list(), n_folds, seed)
+    from collections import Counter
+
     per_class: dict[str, float] = {}
+    predicted_as: dict[str, dict[str, int]] = {}
     rejected_known, n_known = 0, 0
     conf_unknown: list[float] = []
     conf_known: list[float] = []
     for c in classes:
         is_c = (win["label"] == c).to_numpy()
         test = folds == 0
-        tr = win.filter(pl.Series(~is_c & ~test))
+        tr = _with_extra(win.filter(pl.Series(~is_c & ~test)), extra_train)
         te_known = win.filter(pl.Series(~is_c & test))
         te_unknown = win.filter(pl.Series(is_c))
         if len(set(tr["label"].to_list())) < 2:
@@ -80,6 +115,7 @@ def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: in
         pu = device_predictions(clf, te_unknown)
         pk = device_predictions(clf, te_known)
         per_class[c] = float(np.mean(pu["unknown"].to_numpy())) if pu.height else 0.0
+        predicted_as[c] = dict(Counter(pu["device_type"].to_list()))
         rejected_known += int(pk["unknown"].sum())
         n_known += pk.height
         conf_unknown += pu["type_confidence"].to_list()
@@ -92,6 +128,8 @@ def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: in
         "unknown_rate": float(np.mean(list(per_class.values()))) if per_class else float("nan"),
         "known_rejected_rate": rejected_known / n_known if n_known else float("nan"),
         "unknown_auroc": auroc,
+        # what each left-out class's captures were called ("unknown" or a known type)
+        "predicted_as": predicted_as,
     }
 
 
@@ -100,9 +138,13 @@ def train_classifier(
     group_column: str | None = None, window_s: float = 300.0, n_folds: int = 4,
     open_set_classes: int = 6, register_name: str | None = None, promote: bool = False,
     experiment: str = "flockwatch-classifier", tracking_uri: str | None = None, seed: int = 0,
-    on_file: Callable[[str], None] | None = None,
+    on_file: Callable[[str], None] | None = None, early_seconds: Sequence[float] = (10, 30, 60),
 ) -> dict[str, Any]:
-    """Train on a labelled capture set; log params, metrics, figures and lineage; register."""
+    """Train on a labelled capture set; log params, metrics, figures and lineage; register.
+
+    ``early_seconds``: the first seconds of each capture also train the model (as windows of
+    their own), so it names a device from its first seconds of traffic, not only from whole
+    windows; the cross-validation reports each of these lengths on held-out captures."""
     import mlflow
 
     ds = load_dataset(dataset_dir, label_column, group_column)
@@ -113,17 +155,24 @@ def train_classifier(
         raise DatasetError(f"{bad[0]}" + (f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""))
     spec = WindowSpec(window_s)
     win = labelled_windows(ds, flows, spec)
+    early = early_windows(ds, flows, spec, early_seconds) if early_seconds else None
+    early_sets = {f"first_{s:g}s": labelled_windows(ds, flows, spec, max_seconds=s, strict=False)
+                  for s in early_seconds}
     min_groups = min(ds.label_counts().values())
     folds = max(2, min(n_folds, min_groups))
     with start_run(experiment, tracking_uri, "classifier"):
-        cv, preds = cross_validate(win, n_folds=folds, seed=seed)
+        cv, preds = cross_validate(win, n_folds=folds, seed=seed, extra_train=early,
+                                   evaluate_on=early_sets)
+        if "set" in preds.columns:
+            preds = preds.filter(pl.col("set") == "all").drop("set")
         labels = sorted(set(win["label"].to_list()))
         rng = np.random.default_rng(seed)
         chosen = sorted(rng.choice(labels, size=min(open_set_classes, len(labels)),
                                    replace=False).tolist()) if open_set_classes else []
-        osr = open_set(win, classes=chosen, n_folds=folds, seed=seed) if len(labels) > 2 \
-            and chosen else {}
-        clf = DeviceClassifier(seed=seed).fit(win, win["label"], win["group"])
+        osr = open_set(win, classes=chosen, n_folds=folds, seed=seed, extra_train=early) \
+            if len(labels) > 2 and chosen else {}
+        full = _with_extra(win, early)
+        clf = DeviceClassifier(seed=seed).fit(full, full["label"], full["group"])
         mlflow.log_params({
             "label_column": label_column, "window_s": window_s, "folds": folds, "seed": seed,
             "n_estimators": clf.n_estimators, "learning_rate": clf.learning_rate,
@@ -131,8 +180,11 @@ def train_classifier(
             "temperature": round(clf.temperature_, 4), "reject_threshold": round(clf.threshold_, 4),
             "dataset_path": str(ds.root), "dataset_hash": ds.fingerprint()[:16],
             "captures": len(ds.captures), "classes": len(labels),
+            "early_seconds": ",".join(f"{s:g}" for s in early_seconds) or "none",
         })
         metrics = {"accuracy": cv["accuracy"], "macro_f1": cv["macro_f1"]}
+        for name, m in cv.get("sets", {}).items():
+            metrics[f"macro_f1_{name}"] = m["macro_f1"]
         for lab, m in cv["per_class"].items():
             metrics[f"f1_{_safe(lab)}"] = m["f1"]
         if osr:
