@@ -10,7 +10,7 @@ from typing import Any
 from flockwatch.models.store import configure, flockwatch_home
 
 
-def run_demo(echo: Any = print, *, hours: float = 2.0, learning_hours: float = 3.0,
+def run_demo(echo: Any = print, *, hours: float = 2.0, learning_hours: float = 4.0,
              window_s: float = 120.0, seed: int = 7, tracking_uri: str | None = None
              ) -> dict[str, Any]:
     from flockwatch.datasets.synth import ATTACK_KINDS, synthesize, synthesize_capture

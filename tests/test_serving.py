@@ -244,3 +244,19 @@ def test_mlflow_models_serve(trained, flow_records):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+def test_demo_end_to_end():
+    """`flockwatch demo` (what `make demo` runs): synthesize, train, register, score, and every
+    injected attack kind is found on its device, with what deviated."""
+    from flockwatch.datasets.synth import ATTACK_KINDS
+
+    r = CliRunner().invoke(app, ["demo"])
+    assert r.exit_code == 0, r.output
+    out = r.output
+    for kind in ATTACK_KINDS:
+        line = next(x for x in out.splitlines() if f" {kind} " in x and " on " in x)
+        assert line.strip().startswith("detected"), line
+    assert "deviates from its baseline" in out and "expected" in out
+    assert "models:/flockwatch@champion" in out and "mlflow ui --backend-store-uri" in out
