@@ -269,10 +269,13 @@ class DeviceClassifier:
         else:
             agg, nov = np.zeros((0, len(self.classes_))), np.zeros(0)
         label, conf, unknown = self.decide(agg, nov)
+        closest = self.classes_[agg.argmax(axis=1)] if len(agg) else np.array([], dtype=object)
         return groups.drop("_row").with_columns(
             pl.Series("device_type", label.tolist(), dtype=pl.String),
             pl.Series("type_confidence", conf.astype(float)),
             pl.Series("unknown", unknown.astype(bool)),
+            # the most probable known type, also for devices ruled unknown
+            pl.Series("closest_type", closest.tolist(), dtype=pl.String),
         )
 
     def explain(self, windows: pl.DataFrame, top: int = 5) -> list[list[dict[str, float | str]]]:
