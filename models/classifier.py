@@ -93,8 +93,8 @@ class DeviceClassifier:
         params = self._params(len(classes))
         # Cross-fitting: every group is held out once, by a model trained on the other folds.
         # The held-out predictions of all groups (not of one small hold-out) set the number of
-        # rounds, the temperature and the rejection thresholds, so the 2.5 % quantiles rest on
-        # every training capture.
+        # rounds, the temperature and the rejection thresholds, so their quantiles rest on every
+        # training capture.
         fold = self._group_folds(yi, g, len(classes))
         n_folds = int(fold.max()) + 1 if len(fold) else 0
         raw = np.zeros((len(yi), len(classes)))

@@ -120,6 +120,10 @@ def test_score_rejects_non_flockwatch_model(tmp_path, site):
     assert r.exit_code == 1 and "not a flockwatch model" in r.output
     r = CliRunner().invoke(app, ["score", str(site / "attacks.pcap"), "-m", "models:/nope/3"])
     assert r.exit_code == 1 and "models:/nope/3" in r.output and "Traceback" not in r.output
+    # A local path without a model fails before any capture is read.
+    r = CliRunner().invoke(app, ["score", str(site / "attacks.pcap"), "-m",
+                                 str(tmp_path / "nowhere")])
+    assert r.exit_code == 1 and "no MLflow model here" in r.output and "reading" not in r.output
 
 
 def free_port() -> int:
