@@ -159,3 +159,33 @@ def test_classifier_device_decision_is_per_device_aggregate():
         label, conf, unknown = clf.decide(agg[None], np.array([nov]))
         assert (row["device_type"], row["unknown"]) == (label[0], unknown[0])
         assert row["type_confidence"] == pytest.approx(conf[0], abs=1e-12)
+
+
+def test_baseline_loads_torch_state_dict_pickles():
+    """Baselines pickled with a torch state dict (flockwatch <= 0.1) still load and score the
+    same: scoring now runs the layers on numpy."""
+    import io
+
+    import torch
+
+    df = synthetic_windows()
+    est = BaselineAutoencoder(epochs=3, hidden=(16, 4), seed=1).fit(df)
+    module = est._build(len(est.feature_names_))
+    linears = [m for m in module if isinstance(m, torch.nn.Linear)]
+    weights = [(w, b) for kind, w, b in est.net_ if kind == "linear"]
+    assert len(linears) == len(weights)
+    for m, (w, b) in zip(linears, weights, strict=True):
+        m.weight.data = torch.from_numpy(w.T.copy())
+        m.bias.data = torch.from_numpy(b.copy())
+    buf = io.BytesIO()
+    torch.save(module.state_dict(), buf)
+    state = dict(est.__dict__)
+    state["net_"] = ("state_dict", len(est.feature_names_), buf.getvalue())
+    old = BaselineAutoencoder.__new__(BaselineAutoencoder)
+    old.__setstate__(state)
+    np.testing.assert_allclose(old.score(df), est.score(df), rtol=1e-6)
+    # And the numpy forward pass is the torch network's, to float32 precision.
+    Z = np.random.default_rng(0).normal(0, 2, (50, len(est.feature_names_))).astype(np.float32)
+    with torch.no_grad():
+        ref = module(torch.from_numpy(Z)).numpy()
+    np.testing.assert_allclose(est._reconstruct(Z), ref, atol=1e-5)
