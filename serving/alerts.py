@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import socket
 from pathlib import Path
@@ -90,8 +91,21 @@ def _peer_alerts(scored: pl.DataFrame, new_peers: pl.DataFrame | None) -> list[d
     return out
 
 
-def cef_line(alert: dict[str, Any], version: str = "0.1.0") -> str:
-    """An ArcSight CEF record for an alert."""
+@functools.lru_cache(maxsize=1)
+def product_version() -> str:
+    """flockwatch's installed version (the CEF header's device version)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("flockwatch")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def cef_line(alert: dict[str, Any], version: str | None = None) -> str:
+    """An ArcSight CEF record for an alert (``version``: the product version in the header,
+    by default the installed flockwatch's)."""
+    version = version or product_version()
     def esc_h(v: object) -> str:
         return str(v).replace("\\", "\\\\").replace("|", "\\|")
 
