@@ -5,7 +5,7 @@ attack's packets to its alert in the JSON-lines file.
 The replay is ~500k packets built from the shared captures followed by a synthetic-site
 capture with a port scan; the sensor runs a baseline with 10 s windows learnt from the site.
 
-Usage: sudo .venv/bin/python experiments/bench_live.py [--pps 20000]
+Usage: sudo .venv/bin/python experiments/bench_live.py [--pps 22000]
 """
 
 from __future__ import annotations
@@ -33,7 +33,8 @@ def sh(*args: str) -> None:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=default_data())
-    ap.add_argument("--pps", type=int, default=20_000)
+    # tcpreplay runs a little under the rate asked: 22,000 keeps it above the 20,000 target.
+    ap.add_argument("--pps", type=int, default=22_000)
     ap.add_argument("--packets", type=int, default=500_000)
     ap.add_argument("--output")
     args = ap.parse_args()
