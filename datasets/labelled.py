@@ -11,7 +11,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import polars as pl
 from flockwatch.features.captures import is_capture_name
 from flockwatch.features.flows import Problem, read_source_file
@@ -167,29 +166,14 @@ def labelled_windows(ds: LabelledDataset, flows: dict[Path, pl.DataFrame], spec:
 
 def early_windows(ds: LabelledDataset, flows: dict[Path, pl.DataFrame], spec: WindowSpec,
                   seconds: Sequence[float] = (10, 30, 60), *, strict: bool = False
-                  ) -> pl.DataFrame | None:
-    """Windows of only the first ``seconds`` of each capture, for every length in ``seconds``:
-    extra training rows (same label and group as their capture) so that one classifier names a
-    device from its first seconds of traffic as well as from whole windows."""
-    frames = [labelled_windows(ds, flows, spec, max_seconds=s, strict=strict) for s in seconds]
-    return pl.concat(frames, how="vertical_relaxed") if frames else None
-
-
-def group_folds(labels: Sequence[str], groups: Sequence[str], n_folds: int, seed: int = 0
-                ) -> np.ndarray:
-    """Fold number per row: every group in one fold, each label's groups spread over folds."""
-    labels_a = np.asarray(labels, dtype=object)
-    groups_a = np.asarray(groups, dtype=object)
-    rng = np.random.default_rng(seed)
-    fold_of: dict[object, int] = {}
-    for lab in sorted(set(labels_a.tolist())):
-        gs = sorted(set(groups_a[labels_a == lab].tolist()) - set(fold_of))
-        rng.shuffle(gs)
-        offset = int(rng.integers(0, n_folds))
-        for i, g in enumerate(gs):
-            fold_of[g] = (i + offset) % n_folds
-    return np.array([fold_of[g] for g in groups_a])
+                  ) -> dict[str, pl.DataFrame]:
+    """Windows of only the first ``s`` seconds of each capture, for every length in
+    ``seconds``, keyed ``first_{s}s``: extra training rows (same label and group as their
+    capture) so that one classifier names a device from its first seconds of traffic as well
+    as from whole windows, and the sets that measure it."""
+    return {f"first_{s:g}s": labelled_windows(ds, flows, spec, max_seconds=s, strict=strict)
+            for s in seconds}
 
 
 __all__ = ["DatasetError", "LabelledDataset", "cached_flows", "dataset_flows",
-           "early_windows", "group_folds", "labelled_windows", "load_dataset"]
+           "early_windows", "labelled_windows", "load_dataset"]

@@ -15,7 +15,6 @@ Usage: .venv/bin/python experiments/baselines.py [--quick] [--output results.jso
 
 from __future__ import annotations
 
-import argparse
 import datetime as dt
 import sys
 import tempfile
@@ -26,7 +25,7 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import default_data, report  # noqa: E402
+from common import arg_parser, report  # noqa: E402
 from flockwatch.datasets.pcap import read_pcap
 from flockwatch.datasets.synth import synthesize
 from flockwatch.features import WindowSpec, extract, windows
@@ -236,11 +235,9 @@ def long_term(data: Path, seed: int, learn_days: int = 2) -> dict[str, object] |
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=default_data())
+    ap = arg_parser(__doc__)
     ap.add_argument("--quick", action="store_true", help="shorter synthetic learning (CI)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--output")
     args = ap.parse_args()
     data = Path(args.data)
     results: dict[str, object] = {"synthetic_site": synthetic(args.quick, args.seed)}

@@ -9,7 +9,6 @@ Usage: .venv/bin/python experiments/bench_baseline_train.py [--devices 20] [--da
 
 from __future__ import annotations
 
-import argparse
 import sys
 import tempfile
 import time
@@ -19,17 +18,16 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import report  # noqa: E402
+from common import arg_parser, report  # noqa: E402
 from flockwatch.datasets.synth import synthesize_capture  # noqa: E402
 from flockwatch.features import FEATURE_COLUMNS, WindowSpec, extract, windows  # noqa: E402
 from flockwatch.models import BaselineAutoencoder  # noqa: E402
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = arg_parser(__doc__, data=False)
     ap.add_argument("--devices", type=int, default=20)
     ap.add_argument("--days", type=float, default=7.0)
-    ap.add_argument("--output")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         cap = synthesize_capture(Path(tmp) / "site.pcap", hours=3.0, seed=5)

@@ -10,7 +10,6 @@ Usage: .venv/bin/python experiments/bench_extract.py [--packets 500000] [--repea
 
 from __future__ import annotations
 
-import argparse
 import struct
 import subprocess
 import sys
@@ -18,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import default_data, report  # noqa: E402
+from common import arg_parser, report  # noqa: E402
 from flockwatch.datasets.pcap import read_pcap  # noqa: E402
 
 BARE = """
@@ -89,11 +88,9 @@ def run(code: str, *args: str) -> tuple[float, int, int]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=default_data())
+    ap = arg_parser(__doc__)
     ap.add_argument("--packets", type=int, default=500_000)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--output")
     args = ap.parse_args()
     data = Path(args.data)
     if not data.is_dir():

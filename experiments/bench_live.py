@@ -10,7 +10,6 @@ Usage: sudo .venv/bin/python experiments/bench_live.py [--pps 22000]
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import signal
@@ -23,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_extract import build_capture  # noqa: E402
-from common import default_data, report  # noqa: E402
+from common import arg_parser, report  # noqa: E402
 
 
 def sh(*args: str) -> None:
@@ -31,12 +30,10 @@ def sh(*args: str) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=default_data())
+    ap = arg_parser(__doc__)
     # tcpreplay runs a little under the rate asked: 22,000 keeps it above the 20,000 target.
     ap.add_argument("--pps", type=int, default=22_000)
     ap.add_argument("--packets", type=int, default=500_000)
-    ap.add_argument("--output")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("skipped: needs root (network namespace, raw sockets)")

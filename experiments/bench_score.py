@@ -17,7 +17,6 @@ Usage: .venv/bin/python experiments/bench_score.py [--packets 500000]
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import socket
@@ -31,7 +30,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_extract import BARE, build_capture, run  # noqa: E402
-from common import default_data, report  # noqa: E402
+from common import arg_parser, report  # noqa: E402
 
 SCORE = """
 import resource, sys, time, subprocess
@@ -73,11 +72,9 @@ def train_model(tmp: Path) -> Path:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=default_data())
+    ap = arg_parser(__doc__)
     ap.add_argument("--packets", type=int, default=500_000)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--output")
     args = ap.parse_args()
     res: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmpd:

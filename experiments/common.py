@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import os
@@ -14,6 +15,17 @@ REPO = Path(__file__).resolve().parents[1]
 
 def default_data() -> str:
     return os.environ.get("FLOCKWATCH_DATA", str(REPO.parent / "shared" / "data"))
+
+
+def arg_parser(doc: str | None, *, data: bool = True) -> argparse.ArgumentParser:
+    """The options every experiment takes: ``--data`` (the shared captures) and ``--output``
+    (write the results as JSON there); described by the script's first docstring line."""
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0] if doc else None)
+    if data:
+        ap.add_argument("--data", default=default_data(),
+                        help="folder of the shared captures (FLOCKWATCH_DATA)")
+    ap.add_argument("--output", help="write the results as JSON here")
+    return ap
 
 
 def report(name: str, results: dict[str, Any], output: str | None, *,

@@ -19,7 +19,6 @@ Usage:
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from collections import defaultdict
@@ -29,7 +28,7 @@ import numpy as np
 import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import default_data, report  # noqa: E402
+from common import arg_parser, report  # noqa: E402
 from flockwatch.datasets.labelled import (
     dataset_flows,
     early_windows,
@@ -62,13 +61,11 @@ def _summary(values: list[float]) -> dict[str, float]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=default_data())
+    ap = arg_parser(__doc__)
     ap.add_argument("--folds", type=int, default=4)
     ap.add_argument("--repeats", type=int, default=3, help="fold assignments (seeds)")
     ap.add_argument("--window", type=float, default=300.0)
     ap.add_argument("--quick", action="store_true", help="few types, folds, repeats (CI)")
-    ap.add_argument("--output", help="write the results as JSON here")
     args = ap.parse_args()
     root = Path(args.data) / "iot-sentinel"
     if not (root / "labels.csv").exists():
@@ -86,8 +83,6 @@ def main() -> int:
     spec = WindowSpec(args.window)
     win = labelled_windows(ds, flows, spec, strict=False)
     early = early_windows(ds, flows, spec, EARLY_SECONDS)
-    firsts = {f"first_{s}s": labelled_windows(ds, flows, spec, max_seconds=s, strict=False)
-              for s in EARLY_SECONDS}
     results: dict[str, object] = {"captures": len(ds.captures),
                                   "types": len(ds.label_counts()), "folds": folds,
                                   "repeats": repeats, "extract_seconds": round(t_extract, 1),
@@ -97,9 +92,8 @@ def main() -> int:
     per_class: dict[str, list[float]] = defaultdict(list)
     first_cv = None
     for seed in range(repeats):
-        cv, preds = cross_validate(win, n_folds=folds, seed=seed, extra_train=early,
-                                   evaluate_on=firsts)
-        main_p = preds.filter(pl.col("set") == "all")
+        cv, main_p = cross_validate(win, n_folds=folds, seed=seed, extra_train=early,
+                                    evaluate_on=early)
         merged = classification_metrics(main_p["label"].replace(FAMILIES).to_list(),
                                         main_p["device_type"].replace(FAMILIES).to_list())
         runs["macro_f1"].append(cv["macro_f1"])
@@ -131,7 +125,7 @@ def main() -> int:
     t2 = time.monotonic()
     flows2, _ = dataset_flows(ds)
     all_win = pl.concat([labelled_windows(ds, flows2, spec, strict=False),
-                         early_windows(ds, flows2, spec, EARLY_SECONDS)],
+                         *early_windows(ds, flows2, spec, EARLY_SECONDS).values()],
                         how="vertical_relaxed")
     DeviceClassifier().fit(all_win, all_win["label"], all_win["group"])
     results["train_seconds_cached"] = round(time.monotonic() - t2, 1)

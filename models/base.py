@@ -17,6 +17,22 @@ def check_fitted(est: object, attr: str) -> None:
         raise NotFittedError(f"{type(est).__name__} is not fitted yet: call fit() first")
 
 
+def group_folds(labels: Sequence[str], groups: Sequence[str], n_folds: int, seed: int = 0
+                ) -> np.ndarray:
+    """Fold number per row: every group in one fold, each label's groups spread over folds."""
+    labels_a = np.asarray(labels, dtype=object)
+    groups_a = np.asarray(groups, dtype=object)
+    rng = np.random.default_rng(seed)
+    fold_of: dict[object, int] = {}
+    for lab in sorted(set(labels_a.tolist())):
+        gs = sorted(set(groups_a[labels_a == lab].tolist()) - set(fold_of))
+        rng.shuffle(gs)
+        offset = int(rng.integers(0, n_folds))
+        for i, g in enumerate(gs):
+            fold_of[g] = (i + offset) % n_folds
+    return np.array([fold_of[g] for g in groups_a])
+
+
 def feature_matrix(windows: pl.DataFrame | object, columns: Sequence[str]) -> np.ndarray:
     """The named feature columns as float64, in ``columns`` order (input order is irrelevant)."""
     if not isinstance(windows, pl.DataFrame):

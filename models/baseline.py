@@ -15,6 +15,7 @@ import io
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from statistics import NormalDist
 from typing import Any
 
 import numpy as np
@@ -47,8 +48,6 @@ class QuantileThreshold:
 
     def _quantile(self, s: np.ndarray) -> float:
         if self.tail == "lognormal" and len(s) >= 2 and np.all(s > 0):
-            from statistics import NormalDist
-
             log = np.log(s)
             return float(np.exp(log.mean() + NormalDist().inv_cdf(self.q) * log.std()))
         return float(np.quantile(s, self.q))

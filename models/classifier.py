@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 from flockwatch.features.windows import FEATURE_COLUMNS
-from flockwatch.models.base import check_fitted, feature_matrix
+from flockwatch.models.base import check_fitted, feature_matrix, group_folds
 
 UNKNOWN = "unknown"
 
@@ -95,7 +95,7 @@ class DeviceClassifier:
         # The held-out predictions of all groups (not of one small hold-out) set the number of
         # rounds, the temperature and the rejection thresholds, so their quantiles rest on every
         # training capture.
-        fold = self._group_folds(yi, g, len(classes))
+        fold = group_folds(yi, g, self.calibration_folds, self.seed or 0)
         n_folds = int(fold.max()) + 1 if len(fold) else 0
         raw = np.zeros((len(yi), len(classes)))
         covered = np.zeros(len(yi), dtype=bool)
@@ -148,18 +148,6 @@ class DeviceClassifier:
         self.calibration_groups_ = int(len(np.unique(g[covered])))
         return self
 
-    def _group_folds(self, yi: np.ndarray, g: np.ndarray, n_classes: int) -> np.ndarray:
-        """Fold per row: whole groups, each class's groups spread over the folds."""
-        rng = np.random.default_rng(self.seed)
-        fold_of: dict[object, int] = {}
-        for c in range(n_classes):
-            gs = [x for x in dict.fromkeys(g[yi == c].tolist()) if x not in fold_of]
-            rng.shuffle(gs)
-            offset = int(rng.integers(0, self.calibration_folds))
-            for i, grp in enumerate(gs):
-                fold_of[grp] = (i + offset) % self.calibration_folds
-        return np.array([fold_of[x] for x in g.tolist()], dtype=int)
-
     @staticmethod
     def _balanced_weights(yi: np.ndarray, n: int) -> np.ndarray:
         counts = np.bincount(yi, minlength=n).astype(float)
@@ -203,17 +191,27 @@ class DeviceClassifier:
             out[m] = np.sqrt(np.maximum(d2.min(axis=1), 0.0) / Z.shape[1])
         return out
 
+    def _aggregate(self, p: np.ndarray, X: np.ndarray, dev_of: np.ndarray, n_dev: int
+                   ) -> tuple[np.ndarray, np.ndarray]:
+        """Per device (``dev_of``: device index of each window): the mean of its windows'
+        probabilities, and its novelty, the median distance of its windows to the device's
+        predicted type (``_device_novelty``), computed per class for all devices at once."""
+        sizes = np.bincount(dev_of, minlength=n_dev)
+        agg = np.zeros((n_dev, p.shape[1]))
+        np.add.at(agg, dev_of, p)
+        agg /= np.maximum(sizes, 1)[:, None]
+        win_nov = self._novelty(X, agg.argmax(axis=1)[dev_of])
+        nov = pl.DataFrame({"d": dev_of, "n": win_nov}).group_by("d").agg(
+            pl.col("n").median()).sort("d")["n"].to_numpy()
+        return agg, nov
+
     def _group_stats(self, p: np.ndarray, X: np.ndarray, yi: np.ndarray, g: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
         """Confidence and novelty of each correctly classified held-out group."""
-        conf, nov = [], []
-        for grp in np.unique(g):
-            m = g == grp
-            agg = p[m].mean(axis=0)
-            if agg.argmax() == yi[m][0]:
-                conf.append(agg.max())
-                nov.append(self._device_novelty(X[m], int(agg.argmax())))
-        return np.asarray(conf), np.asarray(nov)
+        _, first, dev_of = np.unique(g, return_index=True, return_inverse=True)
+        agg, nov = self._aggregate(p, X, dev_of, len(first))
+        right = agg.argmax(axis=1) == yi[first]
+        return agg.max(axis=1)[right], nov[right]
 
     def _device_novelty(self, X: np.ndarray, cls: int) -> float:
         """A device's novelty: the median over its windows (robust to a few odd windows)."""
@@ -253,19 +251,10 @@ class DeviceClassifier:
         keys = windows.select(list(by)).with_row_index("_row")
         groups = keys.group_by(list(by), maintain_order=True).agg(pl.col("_row"))
         if groups.height:
-            # Device index of every window; mean probabilities per device in one pass.
-            sizes = groups["_row"].list.len().to_numpy()
-            rows = groups["_row"].explode().to_numpy()
             dev_of = np.empty(len(p), dtype=np.int64)
-            dev_of[rows] = np.repeat(np.arange(groups.height), sizes)
-            agg = np.zeros((groups.height, p.shape[1]))
-            np.add.at(agg, dev_of, p)
-            agg /= sizes[:, None]
-            # Each window's distance to its device's predicted type, then the device's median
-            # (``_device_novelty``), computed per class for all devices at once.
-            win_nov = self._novelty(X, agg.argmax(axis=1)[dev_of])
-            nov = pl.DataFrame({"d": dev_of, "n": win_nov}).group_by("d").agg(
-                pl.col("n").median()).sort("d")["n"].to_numpy()
+            dev_of[groups["_row"].explode().to_numpy()] = np.repeat(
+                np.arange(groups.height), groups["_row"].list.len().to_numpy())
+            agg, nov = self._aggregate(p, X, dev_of, groups.height)
         else:
             agg, nov = np.zeros((0, len(self.classes_))), np.zeros(0)
         label, conf, unknown = self.decide(agg, nov)

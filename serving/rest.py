@@ -15,8 +15,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import polars as pl
-from flockwatch.features.output import frame_records
 from flockwatch.models.pyfunc import coerce_flows, score_flows
+from flockwatch.serving.score import windows_json
 
 log = logging.getLogger("flockwatch.serve")
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
@@ -77,7 +77,10 @@ class _Handler(BaseHTTPRequestHandler):
         log.debug("%s " + fmt, self.address_string(), *args)
 
     def _send(self, code: int, doc: Any) -> None:
-        body = json.dumps(doc, default=str).encode()
+        self._send_text(code, json.dumps(doc, default=str))
+
+    def _send_text(self, code: int, text: str) -> None:
+        body = text.encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
@@ -127,15 +130,11 @@ class _Handler(BaseHTTPRequestHandler):
         except (ValueError, TypeError) as exc:
             return self._send(400, {"error_code": "BAD_REQUEST", "message": str(exc)})
         try:
-            out = score_flows(self.server.bundle, flows)
-            records = frame_records(out)
-            for r in records:
-                if r.get("top_features"):
-                    r["top_features"] = json.loads(r["top_features"])
+            predictions = windows_json(score_flows(self.server.bundle, flows))
         except Exception as exc:  # keep serving; report the failure
             log.exception("scoring failed")
             return self._send(500, {"error_code": "INTERNAL_ERROR", "message": str(exc)})
-        self._send(200, {"predictions": records})
+        self._send_text(200, '{"predictions": ' + predictions + "}")
 
 
 class FlockwatchServer(ThreadingHTTPServer):

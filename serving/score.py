@@ -52,17 +52,22 @@ class ScoreReport:
         }
 
     def windows_json(self, indent: str = "") -> str:
-        """The scored windows as a JSON array, ``top_features`` as objects."""
-        if self.windows.height == 0:
-            return "[]"
-        w = self.windows.with_columns(
-            pl.col(c).dt.strftime(ISO_UTC)
-            for c, t in self.windows.schema.items() if isinstance(t, pl.Datetime)
-        ).with_columns(pl.col("top_features").str.json_decode(_TOP_DTYPE))
-        lines = w.write_ndjson().splitlines()
-        if not indent:
-            return "[" + ",".join(lines) + "]"
-        return "[\n" + ",\n".join(indent + x for x in lines) + "\n" + indent[:-2] + "]"
+        return windows_json(self.windows, indent)
+
+
+def windows_json(windows: pl.DataFrame, indent: str = "") -> str:
+    """Scored windows (``score_flows`` output) as a JSON array, ``top_features`` as objects,
+    encoded column-wise; with ``indent``, one window a line."""
+    if windows.height == 0:
+        return "[]"
+    w = windows.with_columns(
+        pl.col(c).dt.strftime(ISO_UTC)
+        for c, t in windows.schema.items() if isinstance(t, pl.Datetime)
+    ).with_columns(pl.col("top_features").str.json_decode(_TOP_DTYPE))
+    lines = w.write_ndjson().splitlines()
+    if not indent:
+        return "[" + ",".join(lines) + "]"
+    return "[\n" + ",\n".join(indent + x for x in lines) + "\n" + indent[:-2] + "]"
 
 
 def bundle_of(model: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -13,11 +14,11 @@ from flockwatch.datasets.labelled import (
     LabelledDataset,
     dataset_flows,
     early_windows,
-    group_folds,
     labelled_windows,
     load_dataset,
 )
 from flockwatch.features.windows import WindowSpec
+from flockwatch.models.base import group_folds
 from flockwatch.models.classifier import UNKNOWN, DeviceClassifier
 from flockwatch.models.pyfunc import Bundle
 from flockwatch.training.metrics import classification_metrics, confusion_figure
@@ -40,24 +41,27 @@ def device_predictions(clf: DeviceClassifier, win: pl.DataFrame) -> pl.DataFrame
     return truth.join(pred, on=["capture", "device_id"], how="inner").sort("capture")
 
 
-def _with_extra(train: pl.DataFrame, extra: pl.DataFrame | None) -> pl.DataFrame:
-    """Training windows plus the extra rows (early windows) of the same groups only."""
-    if extra is None or extra.height == 0:
+def _with_extra(train: pl.DataFrame, extra: dict[str, pl.DataFrame] | None) -> pl.DataFrame:
+    """Training windows plus the extra rows (``early_windows``) of the same groups only."""
+    if not extra:
         return train
-    mine = extra.filter(pl.col("group").is_in(train["group"].unique().implode()))
-    return pl.concat([train, mine.select(train.columns)], how="vertical_relaxed")
+    groups = train["group"].unique().implode()
+    mine = [e.filter(pl.col("group").is_in(groups)).select(train.columns)
+            for e in extra.values()]
+    return pl.concat([train, *mine], how="vertical_relaxed")
 
 
 def cross_validate(win: pl.DataFrame, *, n_folds: int = 4, seed: int = 0,
-                   params: dict[str, Any] | None = None, extra_train: pl.DataFrame | None = None,
+                   params: dict[str, Any] | None = None,
+                   extra_train: dict[str, pl.DataFrame] | None = None,
                    evaluate_on: dict[str, pl.DataFrame] | None = None
                    ) -> tuple[dict[str, Any], pl.DataFrame]:
-    """Capture-grouped cross-validation: metrics over all held-out captures.
+    """Capture-grouped cross-validation: metrics and predictions over all held-out captures.
 
     ``extra_train`` rows (e.g. ``early_windows``) join the training folds of their group and
     are never evaluated. ``evaluate_on`` names further window sets (e.g. the first 30 s of
     each capture) scored by the same fold models; their metrics come back under
-    ``metrics["sets"][name]`` and their predictions with a ``set`` column.
+    ``metrics["sets"][name]``.
     """
     folds = group_folds(win["label"].to_list(), win["group"].to_list(), n_folds, seed)
     sets = {"all": win, **(evaluate_on or {})}
@@ -83,12 +87,12 @@ def cross_validate(win: pl.DataFrame, *, n_folds: int = 4, seed: int = 0,
             q = p.filter(pl.col("set") == name)
             metrics["sets"][name] = classification_metrics(q["label"].to_list(),
                                                            q["device_type"].to_list())
-    return metrics, p if evaluate_on else main.drop("set")
+    return metrics, main.drop("set")
 
 
 def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: int = 4,
              seed: int = 0, params: dict[str, Any] | None = None,
-             extra_train: pl.DataFrame | None = None) -> dict[str, Any]:
+             extra_train: dict[str, pl.DataFrame] | None = None) -> dict[str, Any]:
     """Leave each class out of training in turn: how often its captures come back unknown,
     and how often held-out captures of known classes are wrongly rejected."""
     from sklearn.metrics import roc_auc_score
@@ -96,8 +100,6 @@ def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: in
     all_classes = sorted(set(win["label"].to_list()))
     classes = classes or all_classes
     folds = group_folds(win["label"].to_list(), win["group"].to_list(), n_folds, seed)
-    from collections import Counter
-
     per_class: dict[str, float] = {}
     predicted_as: dict[str, dict[str, int]] = {}
     rejected_known, n_known = 0, 0
@@ -155,16 +157,12 @@ def train_classifier(
         raise DatasetError(f"{bad[0]}" + (f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""))
     spec = WindowSpec(window_s)
     win = labelled_windows(ds, flows, spec)
-    early = early_windows(ds, flows, spec, early_seconds) if early_seconds else None
-    early_sets = {f"first_{s:g}s": labelled_windows(ds, flows, spec, max_seconds=s, strict=False)
-                  for s in early_seconds}
+    early = early_windows(ds, flows, spec, early_seconds)
     min_groups = min(ds.label_counts().values())
     folds = max(2, min(n_folds, min_groups))
     with start_run(experiment, tracking_uri, "classifier"):
         cv, preds = cross_validate(win, n_folds=folds, seed=seed, extra_train=early,
-                                   evaluate_on=early_sets)
-        if "set" in preds.columns:
-            preds = preds.filter(pl.col("set") == "all").drop("set")
+                                   evaluate_on=early)
         labels = sorted(set(win["label"].to_list()))
         rng = np.random.default_rng(seed)
         chosen = sorted(rng.choice(labels, size=min(open_set_classes, len(labels)),
