@@ -6,6 +6,7 @@ Heavy libraries (torch, lightgbm, mlflow, nfstream) are imported inside the comm
 
 from __future__ import annotations
 
+import gc
 import sys
 from enum import StrEnum
 from pathlib import Path
@@ -450,6 +451,9 @@ def score(
             from flockwatch.features.oui import preload
 
             preload()
+            # Hundreds of modules are imported by now and live until exit: keep the cyclic
+            # garbage collector from traversing them again on every full collection.
+            gc.freeze()
         except ModelLoadError as exc:
             loaded["error"] = exc
 
@@ -587,7 +591,13 @@ def sense(
 
 def main() -> None:
     """Console-script entry point."""
-    app()
+    try:
+        app()
+    finally:
+        # Interpreter shutdown runs full collections over everything still alive (thousands
+        # of modules after an MLflow load): half a second a run. Frozen objects are skipped;
+        # exit handlers and flushing still run.
+        gc.freeze()
 
 
 if __name__ == "__main__":
