@@ -34,16 +34,22 @@ class QuantileThreshold:
     hundred held-back windows, so the empirical 99.9 % quantile is just its largest score and
     swings with one odd window, while the fitted tail uses every window. ``tail="empirical"``
     takes the plain quantile (also the fallback when a score is not positive).
+
+    ``floor`` is the lowest threshold any device gets, in score units. Scores spread over
+    orders of magnitude between devices (a hub beaconing like clockwork reconstructs to 1e-4,
+    a camera to 1e-1), so a tail fitted to pooled or very regular scores can land anywhere;
+    the floor keeps the alert bar from dropping below a deviation that means something.
     """
 
     def __init__(self, *, q: float = 0.999, margin: float = 1.5, min_samples: int = 30,
-                 tail: str = "lognormal") -> None:
+                 tail: str = "lognormal", floor: float = 0.0) -> None:
         if tail not in ("lognormal", "empirical"):
             raise ValueError(f"tail must be 'lognormal' or 'empirical', not {tail!r}")
         self.q = q
         self.margin = margin
         self.min_samples = min_samples
         self.tail = tail
+        self.floor = floor
         self.thresholds_: dict[str, float] | None = None
 
     def _quantile(self, s: np.ndarray) -> float:
@@ -55,7 +61,8 @@ class QuantileThreshold:
     def fit(self, scores: np.ndarray, devices: Sequence[str]) -> QuantileThreshold:
         scores = np.asarray(scores, dtype=float)
         dev = np.asarray(devices, dtype=object)
-        self.pooled_ = self._quantile(scores) * self.margin if len(scores) else 1.0
+        pooled = self._quantile(scores) * self.margin if len(scores) else 1.0
+        self.pooled_ = max(pooled, self.floor)
         self.thresholds_ = {}
         for d in np.unique(dev):
             s = scores[dev == d]
@@ -70,8 +77,9 @@ class QuantileThreshold:
 
     def describe(self) -> str:
         how = "log-normal fit" if self.tail == "lognormal" else "empirical quantile"
+        floor = f", at least {self.floor:g}" if getattr(self, "floor", 0.0) else ""
         return (f"per-device {self.q:.3%} quantile ({how}) of held-back learning scores "
-                f"x {self.margin}")
+                f"x {self.margin}{floor}")
 
 
 @dataclass(frozen=True)
@@ -132,8 +140,11 @@ class BaselineAutoencoder:
         Training (Adam, mean squared error).
     holdout_fraction
         Latest share of each device's learning windows held back to set its threshold.
-    threshold_q, threshold_margin
-        The ``QuantileThreshold`` applied to held-back scores.
+    threshold_q, threshold_margin, threshold_floor
+        The ``QuantileThreshold`` applied to held-back scores. A window's score is the mean
+        over features of its squared reconstruction error in the device's own standard
+        deviations, so the floor of 1.0 means: no alert unless the window is, on average, at
+        least one normal spread off in every feature (or far off in a few).
     std_floor
         Lower bound on a feature's standard deviation, as a share of its site-wide deviation
         (plus 0.02 absolute), so a feature constant during learning cannot explode.
@@ -146,7 +157,8 @@ class BaselineAutoencoder:
     def __init__(self, *, hidden: Sequence[int] = (64, 16), epochs: int = 80,
                  batch_size: int = 128, learning_rate: float = 2e-3, weight_decay: float = 1e-5,
                  holdout_fraction: float = 0.2, threshold_q: float = 0.999,
-                 threshold_margin: float = 1.5, std_floor: float = 0.25,
+                 threshold_margin: float = 1.5, threshold_floor: float = 1.0,
+                 std_floor: float = 0.25,
                  feature_columns: Sequence[str] | None = None, device: str = "auto",
                  seed: int | None = 0) -> None:
         self.hidden = tuple(hidden)
@@ -157,6 +169,7 @@ class BaselineAutoencoder:
         self.holdout_fraction = holdout_fraction
         self.threshold_q = threshold_q
         self.threshold_margin = threshold_margin
+        self.threshold_floor = threshold_floor
         self.std_floor = std_floor
         self.feature_columns = feature_columns
         self.device = device
@@ -249,7 +262,8 @@ class BaselineAutoencoder:
         self.feature_names_ = cols
         scores = self._scores(Z)
         self.learning_scores_ = scores
-        self.threshold_ = QuantileThreshold(q=self.threshold_q, margin=self.threshold_margin)
+        self.threshold_ = QuantileThreshold(q=self.threshold_q, margin=self.threshold_margin,
+                                            floor=self.threshold_floor)
         ref = hold if hold.any() else np.ones(len(dev), dtype=bool)
         self.threshold_.fit(scores[ref], [str(d) for d in dev[ref]])
         self.devices_ = sorted(self.device_mean_)

@@ -189,3 +189,29 @@ def test_baseline_loads_torch_state_dict_pickles():
     with torch.no_grad():
         ref = module(torch.from_numpy(Z)).numpy()
     np.testing.assert_allclose(est._reconstruct(Z), ref, atol=1e-5)
+
+
+def test_threshold_floor_holds_for_tiny_and_pooled_scores():
+    """A device whose scores are all tiny (traffic like clockwork) gets the floor, not a
+    threshold fitted to noise; devices too thin for their own threshold get the pooled one,
+    also never below the floor; without a floor the fitted tail applies."""
+    from flockwatch.models.baseline import QuantileThreshold
+
+    rng = np.random.default_rng(0)
+    tiny = np.exp(rng.normal(-9, 1.5, 200))  # ~1e-4, a very regular device
+    wide = np.exp(rng.normal(-2, 0.5, 200))
+    scores = np.concatenate([tiny, wide, [0.05, 0.06]])
+    devs = ["hub"] * 200 + ["cam"] * 200 + ["thin"] * 2
+    free = QuantileThreshold(q=0.999, margin=1.5).fit(tiny, ["hub"] * 200)
+    assert free.threshold(["hub"])[0] < 0.1  # the tail alone alerts on tiny deviations
+    floored = QuantileThreshold(q=0.999, margin=1.5, floor=1.0).fit(tiny, ["hub"] * 200)
+    assert floored.threshold(["hub"])[0] == 1.0
+    floored = QuantileThreshold(q=0.999, margin=1.5, floor=1.0).fit(scores, devs)
+    t = dict(zip(["hub", "cam", "thin", "never-seen"],
+                 floored.threshold(["hub", "cam", "thin", "never-seen"]), strict=True))
+    assert min(t.values()) >= 1.0
+    assert t["thin"] == t["never-seen"] == floored.pooled_
+    assert t["cam"] == max(floored._quantile(wide) * 1.5, floored.pooled_)
+    est = BaselineAutoencoder(epochs=5, hidden=(16, 4), seed=1, threshold_floor=2.5)
+    df = synthetic_windows()
+    assert np.all(est.fit(df).thresholds(df["device_id"].unique().to_list()) >= 2.5)
