@@ -278,11 +278,7 @@ class BaselineAutoencoder:
     # -- scoring ---------------------------------------------------------------------------
     def score(self, windows: pl.DataFrame) -> np.ndarray:
         """Anomaly score per window: higher = more anomalous."""
-        check_fitted(self, "net_")
-        if windows.height == 0:
-            return np.zeros(0)
-        X = feature_matrix(windows, self.feature_names_)
-        return self._scores(self._standardise(X, windows["device_id"].to_list()))
+        return self.deviations(windows, top=0).scores
 
     def deviations(self, windows: pl.DataFrame, top: int = 5) -> Deviations:
         """Scores and, per window, the ``top`` features that deviate most, as arrays: what
@@ -293,24 +289,34 @@ class BaselineAutoencoder:
         if windows.height == 0:
             empty = np.zeros((0, k))
             return Deviations(np.zeros(0), names, empty.astype(int), empty, empty, empty)
-        devs = windows["device_id"].to_list()
         X = feature_matrix(windows, self.feature_names_)
-        mu, sd = self._device_stats(devs)
-        Z = (X - mu) / sd
-        R = self._reconstruct(Z)
-        err = (R - Z) ** 2
-        scores = err.mean(axis=1).astype(float)
+        # float32 and in place: a batch of windows is tens of MB a copy, and fresh pages cost
+        # more than the arithmetic.
+        uniq, inv = np.unique(np.asarray(windows["device_id"].to_list(), dtype=str),
+                              return_inverse=True)
+        mu = np.vstack([self.device_mean_.get(str(d), self.global_mean_) for d in uniq])
+        sd = np.vstack([self.device_std_.get(str(d), self.global_std_) for d in uniq])
+        Z = X.astype(np.float32)
+        Z -= mu.astype(np.float32)[inv]
+        Z /= sd.astype(np.float32)[inv]
+        diff = self._reconstruct(Z)
+        diff -= Z  # reconstruction minus input, in standard deviations
+        err = np.square(diff)
+        scores = err.mean(axis=1, dtype=np.float64)
         if k == 0:
             empty = np.zeros((len(X), 0))
             return Deviations(scores, names, empty.astype(int), empty, empty, empty)
-        idx = np.argpartition(-err, k - 1, axis=1)[:, :k]
+        idx = np.argpartition(err, err.shape[1] - k, axis=1)[:, -k:]
         order = np.argsort(-np.take_along_axis(err, idx, axis=1), axis=1)
         idx = np.take_along_axis(idx, order, axis=1)
         rows = np.arange(len(X))[:, None]
-        sd_i, mu_i = np.take_along_axis(sd, idx, axis=1), np.take_along_axis(mu, idx, axis=1)
-        share = err[rows, idx] / np.maximum(err.sum(axis=1, keepdims=True), 1e-12)
+        dev_rows = inv[:, None]
+        sd_i, mu_i = sd[dev_rows, idx], mu[dev_rows, idx]
+        expected = (Z[rows, idx] + diff[rows, idx]).astype(np.float64) * sd_i + mu_i
+        share = err[rows, idx] / np.maximum(err.sum(axis=1, keepdims=True, dtype=np.float64),
+                                            1e-12)
         return Deviations(scores, names, idx, np.round(X[rows, idx], 4),
-                          np.round(R[rows, idx] * sd_i + mu_i, 4), np.round(share, 3))
+                          np.round(expected, 4), np.round(share, 3))
 
     def explain(self, windows: pl.DataFrame, top: int = 5
                 ) -> tuple[np.ndarray, list[list[dict[str, float | str]]]]:
