@@ -64,10 +64,13 @@ class QuantileThreshold:
         pooled = self._quantile(scores) * self.margin if len(scores) else 1.0
         self.pooled_ = max(pooled, self.floor)
         self.thresholds_ = {}
+        self.own_: list[str] = []  # devices with enough held-back windows for their own tail
         for d in np.unique(dev):
             s = scores[dev == d]
             own = self._quantile(s) * self.margin if len(s) >= self.min_samples else 0.0
             self.thresholds_[str(d)] = max(own, self.pooled_)
+            if len(s) >= self.min_samples:
+                self.own_.append(str(d))
         return self
 
     def threshold(self, devices: Sequence[str]) -> np.ndarray:
@@ -267,6 +270,8 @@ class BaselineAutoencoder:
         ref = hold if hold.any() else np.ones(len(dev), dtype=bool)
         self.threshold_.fit(scores[ref], [str(d) for d in dev[ref]])
         self.devices_ = sorted(self.device_mean_)
+        names, counts = np.unique(dev, return_counts=True)
+        self.learning_windows_ = {str(d): int(c) for d, c in zip(names, counts, strict=True)}
         return self
 
     def _reconstruct(self, Z: np.ndarray) -> np.ndarray:
@@ -328,6 +333,25 @@ class BaselineAutoencoder:
     def thresholds(self, devices: Sequence[str]) -> np.ndarray:
         check_fitted(self, "net_")
         return self.threshold_.threshold(devices)
+
+    def learning_status(self, devices: Sequence[str]) -> tuple[list[int | None], list[str]]:
+        """Per device: its number of learning windows and its baseline's state: "learned" (a
+        threshold of its own), "thin" (too few held-back windows for one: it is judged by the
+        site-wide threshold, and its alerts rest on a handful of windows) or "new" (not seen
+        while learning)."""
+        check_fitted(self, "net_")
+        counts = getattr(self, "learning_windows_", {})
+        own = getattr(self.threshold_, "own_", None)  # absent in models before 0.2.1
+        n: list[int | None] = []
+        state: list[str] = []
+        for d in map(str, devices):
+            if d not in self.device_mean_:
+                n.append(None)
+                state.append("new")
+                continue
+            n.append(counts.get(d))
+            state.append("learned" if own is None or d in own else "thin")
+        return n, state
 
     def known(self, devices: Sequence[str]) -> np.ndarray:
         check_fitted(self, "net_")

@@ -401,15 +401,19 @@ def _render_report(rep: Any) -> str:
     from rich.table import Table
 
     t = Table(title=f"{rep.devices.height} devices")
-    for col in ("device", "vendor", "ip", "type", "conf", "windows", "alerts", "ICS"):
+    for col in ("device", "vendor", "ip", "type", "conf", "baseline", "windows", "alerts",
+                "ICS"):
         t.add_column(col, overflow="fold")
     for r in rep.devices.sort("device_id").iter_rows(named=True):
         typ = r.get("device_type") or ""
         if r.get("new_device"):
             typ = f"{typ} (new)"
         conf = "" if r.get("type_confidence") is None else f"{r['type_confidence']:.2f}"
+        base = r.get("baseline") or ""
+        if base == "thin":
+            base = f"thin ({r['learning_windows']} windows)"
         t.add_row(r["device_id"], (r["vendor"] or "")[:28], ", ".join(r["ips"][:2]), typ, conf,
-                  str(r.get("windows") or 0), str(r.get("anomalous_windows") or 0),
+                  base, str(r.get("windows") or 0), str(r.get("anomalous_windows") or 0),
                   ", ".join(r["industrial_protocols"]))
     parts = [_as_text(t, width=150)]
     if rep.alerts:

@@ -51,6 +51,8 @@ def run_demo(echo: Any = print, *, hours: float = 2.0, learning_hours: float = 4
                           register_name="flockwatch", promote=True, tracking_uri=uri, seed=seed)
     echo(f"      {base['devices']} devices, {base['windows']} learning windows -> "
          f"{base['model_uri']} (champion)")
+    echo(f"      ({learning_hours:g} h is a demo's learning period: every device's baseline is "
+         "'thin', judged by the site-wide threshold; a sensor learns for days)")
     echo(f"[5/5] Scoring {caps[1].path.name} with models:/flockwatch@champion")
     from flockwatch.serving.score import score_sources
 

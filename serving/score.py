@@ -101,6 +101,12 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
         .alias("anomalous_windows"),
     )
     devices = inv.join(per_dev, on="device_id", how="left")
+    if getattr(bundle, "baseline", None) is not None:
+        n, state = bundle.baseline.learning_status(devices["device_id"].to_list())
+    else:
+        n, state = [None] * devices.height, [None] * devices.height
+    devices = devices.with_columns(pl.Series("learning_windows", n, dtype=pl.Int64),
+                                   pl.Series("baseline", state, dtype=pl.String))
     alerts = alerts_from(scored, known_new, new_peers=peers)
     return ScoreReport(devices, scored, alerts, problems, model_uri)
 
@@ -134,7 +140,7 @@ SCORE_JSON_SCHEMA: dict[str, Any] = {
                          "protocols", "applications", "industrial", "industrial_protocols",
                          "first_seen", "last_seen", "flows", "packets", "bytes", "device_type",
                          "type_confidence", "unknown", "new_device", "windows",
-                         "anomalous_windows"],
+                         "anomalous_windows", "learning_windows", "baseline"],
             "properties": {
                 "device_id": {"type": "string"}, "mac": {"type": ["string", "null"]},
                 "vendor": {"type": ["string", "null"]}, "ips": _STR_LIST,
@@ -146,6 +152,8 @@ SCORE_JSON_SCHEMA: dict[str, Any] = {
                 "type_confidence": _NUM, "unknown": {"type": ["boolean", "null"]},
                 "new_device": {"type": ["boolean", "null"]},
                 "windows": {"type": "integer"}, "anomalous_windows": {"type": "integer"},
+                "learning_windows": {"type": ["integer", "null"]},
+                "baseline": {"enum": ["learned", "thin", "new", None]},
             }}},
         "windows": {"type": "array", "items": {
             "type": "object",

@@ -215,3 +215,17 @@ def test_threshold_floor_holds_for_tiny_and_pooled_scores():
     est = BaselineAutoencoder(epochs=5, hidden=(16, 4), seed=1, threshold_floor=2.5)
     df = synthetic_windows()
     assert np.all(est.fit(df).thresholds(df["device_id"].unique().to_list()) >= 2.5)
+
+
+def test_baseline_learning_status():
+    """Devices with enough held-back windows get their own threshold ("learned"); a device
+    seen a handful of times is "thin" (site-wide threshold); one never seen is "new"."""
+    df = synthetic_windows(n_per_class=200, classes=1)  # dev0-0 .. dev0-3: 50 windows each
+    few = synthetic_windows(n_per_class=8, classes=1, seed=1).with_columns(
+        pl.lit("camera").alias("device_id"))
+    est = BaselineAutoencoder(epochs=3, hidden=(16, 4), seed=1, holdout_fraction=0.6).fit(
+        pl.concat([df, few.select(df.columns)]))
+    n, state = est.learning_status(["dev0-0", "camera", "stranger"])
+    assert n == [50, 8, None]
+    assert state == ["learned", "thin", "new"]
+    assert est.thresholds(["camera"])[0] == est.threshold_.pooled_

@@ -84,6 +84,12 @@ def test_score_json_matches_schema(trained, site, tmp_path):
     assert "anomalous_window" in kinds
     plc = next(d for d in doc["devices"] if d["device_id"] == "00:00:54:81:00:81")
     assert plc["device_type"] == "plc" and plc["industrial_protocols"] == ["Modbus"]
+    # 2 h of 300 s windows: at most 24 learning windows, far from the 150 (20 % held back =
+    # 30) a threshold of its own needs.
+    assert plc["baseline"] == "thin" and 0 < plc["learning_windows"] <= 24
+    table = CliRunner().invoke(app, ["score", str(site / "attacks.pcap"), "--model",
+                                     str(trained)])
+    assert table.exit_code == 0 and "thin (" in table.output
 
 
 def test_score_real_shared_captures(trained, shared_data, tmp_path):
@@ -97,6 +103,7 @@ def test_score_real_shared_captures(trained, shared_data, tmp_path):
     jsonschema.validate(doc, SCORE_JSON_SCHEMA)
     # Devices the baseline never saw are reported as new devices, not scored against nothing.
     assert doc["devices"] and all(d["new_device"] for d in doc["devices"])
+    assert all(d["baseline"] == "new" and d["learning_windows"] is None for d in doc["devices"])
     assert any(a["kind"] == "new_device" for a in doc["alerts"])
     assert all(w["anomaly_score"] is None for w in doc["windows"])
 
