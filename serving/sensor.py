@@ -65,13 +65,14 @@ class Inventory:
     def update(self, devices: pl.DataFrame) -> None:
         """Upsert the devices of a scoring report (inventory facts plus type and status)."""
         for r in devices.iter_rows(named=True):
-            status = "new" if r.get("new_device") else "known"
+            # The baseline's view when the model has one (learned / thin / new).
+            status = r.get("baseline") or ("new" if r.get("new_device") else "known")
             self.db.execute(
                 """INSERT INTO devices VALUES (?,?,?,?,?,?,?,?,?,?,?)
                 ON CONFLICT(device_id) DO UPDATE SET ip=excluded.ip, last_seen=excluded.last_seen,
                 device_type=COALESCE(excluded.device_type, device_type),
                 type_confidence=COALESCE(excluded.type_confidence, type_confidence),
-                flows=flows+excluded.flows, bytes=bytes+excluded.bytes""",
+                status=excluded.status, flows=flows+excluded.flows, bytes=bytes+excluded.bytes""",
                 (r["device_id"], r["mac"], (r["ips"] or [None])[0], r["vendor"],
                  r["first_seen"].isoformat(), r["last_seen"].isoformat(), r.get("device_type"),
                  r.get("type_confidence"), status, r["flows"], r["bytes"]))

@@ -166,9 +166,10 @@ def test_sensor_alerts_on_replayed_attack(veth, tmp_path, live_model):
     assert any(f"smac={scanner}" in ln and "|anomalous_window|" in ln for ln in cef)
     import sqlite3
 
-    rows = sqlite3.connect(tmp_path / "inv.sqlite").execute(
-        "select device_id from devices").fetchall()
-    assert (scanner,) in rows
+    rows = dict(sqlite3.connect(tmp_path / "inv.sqlite").execute(
+        "select device_id, status from devices").fetchall())
+    assert scanner in rows
+    assert set(rows.values()) <= {"learned", "thin", "new"}
 
 
 @pytest.mark.slow
