@@ -10,6 +10,8 @@ import os
 import struct
 from pathlib import Path
 
+from flockwatch.features.captures import PCAP_MAGIC
+
 BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
 
 
@@ -107,12 +109,9 @@ class PcapWriter:
 def read_pcap(path: str | os.PathLike[str]) -> tuple[int, list[tuple[float, bytes]]]:
     """(link type, [(timestamp, frame)]) of a classic pcap file; stops at a truncated record."""
     data = Path(path).read_bytes()
-    magic = data[:4]
-    if len(data) < 24 or magic not in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1",
-                                       b"\xa1\xb2\xc3\xd4", b"\xa1\xb2\x3c\x4d"):
+    if len(data) < 24 or data[:4] not in PCAP_MAGIC:
         raise ValueError(f"{path}: not a classic pcap file")
-    bo = "<" if magic in (b"\xd4\xc3\xb2\xa1", b"\x4d\x3c\xb2\xa1") else ">"
-    div = 1e9 if magic in (b"\x4d\x3c\xb2\xa1", b"\xa1\xb2\x3c\x4d") else 1e6
+    bo, div = PCAP_MAGIC[data[:4]]
     linktype = struct.unpack_from(bo + "I", data, 20)[0]
     rec = struct.Struct(bo + "IIII")
     out, off = [], 24

@@ -46,11 +46,12 @@ OTHER_LINKTYPES: dict[int, str] = {
     250: "USER/vendor",
 }
 
-_PCAP_MAGIC = {
-    b"\xd4\xc3\xb2\xa1": "<",
-    b"\x4d\x3c\xb2\xa1": "<",
-    b"\xa1\xb2\xc3\xd4": ">",
-    b"\xa1\xb2\x3c\x4d": ">",
+#: Classic pcap magic numbers: (byte order, timestamp fractions per second).
+PCAP_MAGIC = {
+    b"\xd4\xc3\xb2\xa1": ("<", 1e6),
+    b"\x4d\x3c\xb2\xa1": ("<", 1e9),  # nanosecond resolution
+    b"\xa1\xb2\xc3\xd4": (">", 1e6),
+    b"\xa1\xb2\x3c\x4d": (">", 1e9),
 }
 _PCAPNG_SHB = b"\x0a\x0d\x0d\x0a"
 _PCAPNG_BOM = b"\x1a\x2b\x3c\x4d"
@@ -101,8 +102,8 @@ def inspect_capture(path: str | os.PathLike[str], *, walk: bool = True) -> Captu
             raise InputError(name, "empty file (0 bytes), expected a pcap or pcapng capture")
         with p.open("rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             magic = mm[:4]
-            if magic in _PCAP_MAGIC:
-                return _inspect_pcap(name, mm, _PCAP_MAGIC[magic], walk)
+            if magic in PCAP_MAGIC:
+                return _inspect_pcap(name, mm, PCAP_MAGIC[magic][0], walk)
             if magic == _PCAPNG_SHB:
                 return _inspect_pcapng(name, mm)
     except PermissionError:
