@@ -430,12 +430,15 @@ def score(
     model: ModelOpt = None,
     format: Annotated[ScoreFormat, typer.Option("--format", "-f")] = ScoreFormat.table,
     output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Also write a PNG timeline: each device's anomaly score against its "
+        "threshold, alerting windows in red (the devices with most alerts first).")] = None,
     tracking_uri: TrackingOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
 ) -> None:
     """Score captures: device inventory with types, and alerts with what deviated.
 
-    Example: flockwatch score night.pcap --format json -o report.json
+    Example: flockwatch score night.pcap --format json -o report.json --plot scores.png
     """
     import threading
 
@@ -481,6 +484,12 @@ def score(
     rep = report(m.unwrap_python_model().bundle, result.flows, result.problems,
                  model or "models:/flockwatch@champion")
     text = rep.to_json() if format is ScoreFormat.json else _render_report(rep)
+    if plot:
+        from flockwatch.serving.plots import write_timeline
+
+        write_timeline(rep.windows, plot)
+        if not quiet:
+            typer.echo(f"score timeline -> {plot}", err=True)
     if output:
         write_atomic(output, lambda fh: fh.write(text))
         if not quiet:

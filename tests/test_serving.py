@@ -92,6 +92,36 @@ def test_score_json_matches_schema(trained, site, tmp_path):
     assert table.exit_code == 0 and "thin (" in table.output
 
 
+def test_score_plot_timeline(trained, site, tmp_path):
+    """--plot writes a PNG (atomically, next to the report); the figure has one panel per
+    scored device, most alerts first, with exactly that device's scores."""
+    import numpy as np
+    from flockwatch.serving.plots import timeline_figure
+    from flockwatch.serving.score import score_sources
+
+    png = tmp_path / "plots" / "timeline.png"
+    r = CliRunner().invoke(app, ["score", str(site / "attacks.pcap"), "--model", str(trained),
+                                 "--format", "json", "-o", str(tmp_path / "r.json"),
+                                 "--plot", str(png)])
+    assert r.exit_code == 0, r.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert [p.name for p in png.parent.iterdir()] == ["timeline.png"]  # no partial file left
+    rep = score_sources([site / "attacks.pcap"], str(trained))
+    fig = timeline_figure(rep.windows, max_devices=3)
+    axes = fig.get_axes()
+    assert len(axes) == 3
+    alerts = rep.windows.group_by("device_id").agg(pl.col("anomalous").sum())
+    top = alerts["anomalous"].max()
+    first = axes[0].get_ylabel().split("\n")[0]
+    assert alerts.filter(pl.col("device_id") == first)["anomalous"][0] == top
+    want = rep.windows.filter(pl.col("device_id") == first).sort("start")["anomaly_score"]
+    np.testing.assert_allclose(axes[0].get_lines()[0].get_ydata(), want.to_numpy())
+    # Nothing scored (every device new): a figure that says so, not an error.
+    empty = timeline_figure(rep.windows.with_columns(pl.lit(None, pl.Float64)
+                                                     .alias("anomaly_score")))
+    assert "no scored windows" in empty.get_axes()[0].texts[0].get_text()
+
+
 def test_score_real_shared_captures(trained, shared_data, tmp_path):
     caps = [shared_data / "modbus-scada" / "characterization_modbus_6RTU_with_operate.pcap",
             shared_data / "iot-sentinel" / "Aria"]

@@ -1,0 +1,75 @@
+"""Pictures of a scoring report: each device's anomaly score over time against its threshold."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import polars as pl
+from flockwatch.features.output import atomic_path
+
+
+def timeline_figure(windows: pl.DataFrame, max_devices: int = 12) -> Any:
+    """One panel per device (those with the most alerts first, at most ``max_devices``): the
+    anomaly score of each window on a log scale, the device's threshold dashed, alerting
+    windows in red. ``windows`` is a report's scored windows (``ScoreReport.windows``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = windows.filter(pl.col("anomaly_score").is_not_null())
+    if scored.height == 0:
+        fig, ax = plt.subplots(figsize=(8, 2))
+        ax.axis("off")
+        ax.text(0.5, 0.5, "no scored windows: the model has no baseline, or every device is new",
+                ha="center", va="center")
+        return fig
+    order = scored.group_by("device_id").agg(
+        pl.col("anomalous").fill_null(False).sum().alias("alerts"),
+        (pl.col("anomaly_score") / pl.col("threshold")).max().alias("worst"),
+        pl.col("device_type").drop_nulls().last().alias("type"),
+    ).sort(["alerts", "worst", "device_id"], descending=[True, True, False])
+    shown = order.head(max_devices)
+    n = shown.height
+    fig, axes = plt.subplots(n, 1, sharex=True, figsize=(11, 1.5 * n + 1.2), squeeze=False)
+    positive = scored["anomaly_score"].filter(scored["anomaly_score"] > 0)
+    floor = max(float(positive.min()) if positive.len() else 1e-6, 1e-6)  # type: ignore[arg-type]
+    for ax, dev in zip(axes[:, 0], shown.iter_rows(named=True), strict=True):
+        w = scored.filter(pl.col("device_id") == dev["device_id"]).sort("start")
+        t = w["start"].to_list()
+        s = w["anomaly_score"].clip(lower_bound=floor).to_list()
+        ax.plot(t, s, lw=0.9, color="tab:blue")
+        ax.step(t, w["threshold"].to_list(), where="post", ls="--", lw=0.9, color="0.4")
+        bad = w.filter(pl.col("anomalous").fill_null(False))
+        if bad.height:
+            ax.scatter(bad["start"].to_list(),
+                       bad["anomaly_score"].clip(lower_bound=floor).to_list(),
+                       color="tab:red", s=14, zorder=3)
+        ax.set_yscale("log")
+        label = dev["device_id"] + (f"\n{dev['type']}" if dev["type"] else "")
+        ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.text(1.0, 1.0, f"{dev['alerts']} alerts", transform=ax.transAxes, ha="right",
+                va="bottom", fontsize=7)
+    axes[-1, 0].set_xlabel("window start (UTC)", fontsize=8)
+    more = order.height - n
+    fig.suptitle("Anomaly score per window (log scale); dashed: the device's threshold; "
+                 "red: alerting windows" + (f"; {more} quieter devices not shown" if more else ""),
+                 fontsize=9)
+    fig.autofmt_xdate()
+    fig.tight_layout()
+    return fig
+
+
+def write_timeline(windows: pl.DataFrame, path: str | os.PathLike[str],
+                   max_devices: int = 12) -> None:
+    """Write ``timeline_figure`` as a PNG, atomically."""
+    import matplotlib.pyplot as plt
+
+    fig = timeline_figure(windows, max_devices)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110)
+    finally:
+        plt.close(fig)
