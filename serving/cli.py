@@ -551,9 +551,14 @@ def demo(
     typer.echo("Injected attacks (ground truth) and the first alert on the attacking device:")
     for line in attack_summary(rep, out["attacks_csv"], 120.0):
         typer.echo(line)
+    from flockwatch.serving.plots import write_timeline
+
+    timeline = Path(out["site"]).parent / "scores.png"
+    write_timeline(rep.windows, timeline)
     uri = out["tracking_uri"]
     typer.echo("")
     typer.echo(f"Done in {out['seconds']:.0f} s. MLflow store: {uri}")
+    typer.echo(f"  Score timeline (PNG):    {timeline}")
     typer.echo(f"  Browse runs and models:  .venv/bin/mlflow ui --backend-store-uri {uri}")
     typer.echo(f"  Score a capture again:   .venv/bin/flockwatch score {out['site']}/attacks.pcap")
     typer.echo("  Serve the model:         .venv/bin/flockwatch serve --port 8080")

@@ -301,3 +301,5 @@ def test_demo_end_to_end():
         assert line.strip().startswith("detected"), line
     assert "deviates from its baseline" in out and "expected" in out
     assert "models:/flockwatch@champion" in out and "mlflow ui --backend-store-uri" in out
+    png = Path(next(x for x in out.splitlines() if "Score timeline" in x).split()[-1])
+    assert png.read_bytes()[:4] == b"\x89PNG"
