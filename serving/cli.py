@@ -374,6 +374,8 @@ def evaluate(
     label_column: Annotated[str, typer.Option()] = "device_type",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write JSON here.")]
     = None,
+    plot: Annotated[Path | None, typer.Option(
+        "--plot", help="Also write the confusion matrix as a PNG.")] = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Score every labelled capture with a model: metrics and per-capture predictions (JSON)."""
@@ -388,6 +390,12 @@ def evaluate(
     except (DatasetError, ModelLoadError, ValueError) as exc:
         fail(str(exc))
     text = to_json(out, indent=2)
+    if plot:
+        from flockwatch.serving.plots import write_png
+        from flockwatch.training.metrics import confusion_figure
+
+        write_png(confusion_figure(out["metrics"], f"{dataset_dir.name} scored by {model}"),
+                  plot)
     if output:
         write_atomic(output, lambda fh: fh.write(text))
         m = out["metrics"]

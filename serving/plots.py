@@ -62,14 +62,18 @@ def timeline_figure(windows: pl.DataFrame, max_devices: int = 12) -> Any:
     return fig
 
 
-def write_timeline(windows: pl.DataFrame, path: str | os.PathLike[str],
-                   max_devices: int = 12) -> None:
-    """Write ``timeline_figure`` as a PNG, atomically."""
+def write_png(fig: Any, path: str | os.PathLike[str]) -> None:
+    """Save a matplotlib figure as a PNG, atomically, and release it."""
     import matplotlib.pyplot as plt
 
-    fig = timeline_figure(windows, max_devices)
     try:
         with atomic_path(path) as tmp:
             fig.savefig(tmp, format="png", dpi=110)
     finally:
         plt.close(fig)
+
+
+def write_timeline(windows: pl.DataFrame, path: str | os.PathLike[str],
+                   max_devices: int = 12) -> None:
+    """Write ``timeline_figure`` as a PNG, atomically."""
+    write_png(timeline_figure(windows, max_devices), path)

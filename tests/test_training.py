@@ -60,9 +60,11 @@ def test_train_register_load_evaluate(shared_data, tmp_path):
     assert {"confusion_matrix.png", "dataset.json", "feature_importance.json"} <= arts
     # Second run uses the flow cache: no re-extraction (cache files unchanged).
     out = tmp_path / "eval.json"
+    png = tmp_path / "confusion.png"
     r = runner.invoke(app, ["evaluate", str(ds), "--model", "models:/sentinel@champion",
-                            "-o", str(out)])
+                            "-o", str(out), "--plot", str(png)])
     assert r.exit_code == 0, r.output
+    assert png.read_bytes()[:4] == b"\x89PNG"
     doc = json.loads(out.read_text())
     assert doc["metrics"]["macro_f1"] > 0.8
     assert set(doc["metrics"]["per_class"]) >= set(TYPES)
