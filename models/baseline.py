@@ -201,16 +201,25 @@ class BaselineAutoencoder:
             dec += [torch.nn.Linear(a, b), torch.nn.GELU()]
         return torch.nn.Sequential(*enc, *dec[:-1])
 
-    def _device_stats(self, devices: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
-        """Per-row mean and std of each row's device (site-wide for unknown devices)."""
+    def _device_stats(self, devices: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mean and std of each distinct device (site-wide for unknown devices), and each
+        row's index into them."""
         uniq, inverse = np.unique(np.asarray(devices, dtype=str), return_inverse=True)
         mu = np.vstack([self.device_mean_.get(str(d), self.global_mean_) for d in uniq])
         sd = np.vstack([self.device_std_.get(str(d), self.global_std_) for d in uniq])
-        return mu[inverse], sd[inverse]
+        return mu, sd, inverse.reshape(-1)
 
     def _standardise(self, X: np.ndarray, devices: Sequence[str]) -> np.ndarray:
-        mu, sd = self._device_stats(devices)
-        return (X - mu) / sd
+        return self._z(X, *self._device_stats(devices))
+
+    @staticmethod
+    def _z(X: np.ndarray, mu: np.ndarray, sd: np.ndarray, inv: np.ndarray) -> np.ndarray:
+        """Rows in their device's standard deviations, float32 and in place: a batch of
+        windows is tens of MB a copy, and fresh pages cost more than the arithmetic."""
+        Z = X.astype(np.float32)
+        Z -= mu.astype(np.float32)[inv]
+        Z /= sd.astype(np.float32)[inv]
+        return Z
 
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, windows: pl.DataFrame) -> BaselineAutoencoder:
@@ -240,7 +249,7 @@ class BaselineAutoencoder:
             k = int(len(idx) * self.holdout_fraction)
             if k >= 1 and len(idx) - k >= 2:
                 hold[idx[-k:]] = True  # latest windows: a time split, never a shuffle
-        Z = self._standardise(X, dev_list).astype(np.float32)
+        Z = self._standardise(X, dev_list)
         gen = torch.Generator().manual_seed(self.seed or 0)
         torch.manual_seed(self.seed or 0)
         tdev = self._torch_device()
@@ -295,15 +304,8 @@ class BaselineAutoencoder:
             empty = np.zeros((0, k))
             return Deviations(np.zeros(0), names, empty.astype(int), empty, empty, empty)
         X = feature_matrix(windows, self.feature_names_)
-        # float32 and in place: a batch of windows is tens of MB a copy, and fresh pages cost
-        # more than the arithmetic.
-        uniq, inv = np.unique(np.asarray(windows["device_id"].to_list(), dtype=str),
-                              return_inverse=True)
-        mu = np.vstack([self.device_mean_.get(str(d), self.global_mean_) for d in uniq])
-        sd = np.vstack([self.device_std_.get(str(d), self.global_std_) for d in uniq])
-        Z = X.astype(np.float32)
-        Z -= mu.astype(np.float32)[inv]
-        Z /= sd.astype(np.float32)[inv]
+        mu, sd, inv = self._device_stats(windows["device_id"].to_list())
+        Z = self._z(X, mu, sd, inv)
         diff = self._reconstruct(Z)
         diff -= Z  # reconstruction minus input, in standard deviations
         err = np.square(diff)
