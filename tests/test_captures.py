@@ -109,3 +109,21 @@ def test_linktype_struct_is_honest(tmp_path):
     p = small_pcap(tmp_path / "x.pcap", linktype=113)
     assert struct.unpack("<I", p.read_bytes()[20:24])[0] == 113
     assert inspect_capture(p).linktypes == (113,)
+
+
+def test_atomic_output_permissions(tmp_path):
+    """Outputs get the permissions a plain write would give (0666 less the umask, or those of
+    the file they replace), not a temporary file's private 0600: a SIEM forwarder running as
+    another user must be able to read a report."""
+    import os
+
+    from flockwatch.features.output import _umask, write_atomic
+
+    new = tmp_path / "report.json"
+    write_atomic(new, lambda fh: fh.write("{}"))
+    assert new.stat().st_mode & 0o777 == 0o666 & ~_umask()
+    kept = tmp_path / "private.json"
+    kept.write_text("old")
+    os.chmod(kept, 0o640)
+    write_atomic(kept, lambda fh: fh.write("{}"))
+    assert kept.stat().st_mode & 0o777 == 0o640 and kept.read_text() == "{}"
