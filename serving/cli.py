@@ -218,7 +218,7 @@ def inventory(
                       help="table for people, json or csv for machines.")] = TableFormat.table,
     output: Annotated[Path | None, typer.Option("--output", "-o",
                       help="Write here instead of standard output.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
 ) -> None:
     """List the devices seen in captures or Zeek logs: vendor, addresses, names, protocols.
 
@@ -281,7 +281,7 @@ def train_classifier_cmd(
     = None,
     promote: Annotated[bool, typer.Option(help="Set the 'champion' alias on the new version.")]
     = False,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed: same data and seed, same model.")] = 0,
     early_seconds: Annotated[str, typer.Option(
         help="Also train on the first seconds of each capture (comma-separated lengths, or "
              "'none'), so devices are named from their first traffic.")] = "10,30,60",
@@ -336,9 +336,9 @@ def train_baseline_cmd(
         help="Bundle the classifier of this model URI.")] = None,
     register: Annotated[str | None, typer.Option(help="Register under this name.")] = None,
     promote: Annotated[bool, typer.Option(help="Set the 'champion' alias.")] = False,
-    experiment: Annotated[str, typer.Option()] = "flockwatch-baseline",
+    experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "flockwatch-baseline",
     epochs: Annotated[int, typer.Option(help="Autoencoder training epochs.")] = 80,
-    seed: Annotated[int, typer.Option()] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed: same data and seed, same model.")] = 0,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Learn each device's normal behaviour from captures; log and register the model.
@@ -371,7 +371,8 @@ def train_baseline_cmd(
 def evaluate(
     dataset_dir: Annotated[Path, typer.Argument(help="Labelled capture set.")],
     model: Annotated[str, typer.Option("--model", "-m", help="Model URI or folder.")],
-    label_column: Annotated[str, typer.Option()] = "device_type",
+    label_column: Annotated[str, typer.Option(
+        help="labels.csv column holding the true type.")] = "device_type",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Write JSON here.")]
     = None,
     plot: Annotated[Path | None, typer.Option(
@@ -436,13 +437,18 @@ def _render_report(rep: Any) -> str:
 def score(
     sources: SourcesArg = None,
     model: ModelOpt = None,
-    format: Annotated[ScoreFormat, typer.Option("--format", "-f")] = ScoreFormat.table,
-    output: Annotated[Path | None, typer.Option("--output", "-o")] = None,
+    format: Annotated[ScoreFormat, typer.Option(
+        "--format", "-f", help="table: inventory and alerts to read; json: the whole report "
+        "(devices, windows, alerts; schema in the README).")] = ScoreFormat.table,
+    output: Annotated[Path | None, typer.Option(
+        "--output", "-o", help="Write the report to this file (atomically) instead of stdout.")
+    ] = None,
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="Also write a PNG timeline: each device's anomaly score against its "
         "threshold, alerting windows in red (the devices with most alerts first).")] = None,
     tracking_uri: TrackingOpt = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q",
+                                        help="No progress bar or summary line.")] = False,
 ) -> None:
     """Score captures: device inventory with types, and alerts with what deviated.
 
@@ -513,7 +519,7 @@ def serve(
     model: ModelOpt = None,
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")]
     = "127.0.0.1",
-    port: Annotated[int, typer.Option()] = 8080,
+    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8080,
     token: Annotated[str | None, typer.Option(envvar="FLOCKWATCH_TOKEN",
                      help="Bearer token clients must send; required off loopback.")] = None,
     max_request_mb: Annotated[float, typer.Option(help="Largest request accepted.")] = 16.0,

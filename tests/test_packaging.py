@@ -35,3 +35,21 @@ def test_every_command_has_help():
         r = runner.invoke(app, [*cmd, "--help"])
         assert r.exit_code == 0, (cmd, r.output)
         assert "Usage" in r.output
+
+
+def test_every_option_is_explained():
+    """--help explains every option of every command, not just lists it."""
+    import typer.main
+    from flockwatch.serving.cli import app
+
+    missing = []
+
+    def walk(cmd, path):
+        for name, sub in getattr(cmd, "commands", {}).items():
+            walk(sub, [*path, name])
+        for p in getattr(cmd, "params", []):
+            if p.param_type_name == "option" and p.name != "help" and not p.help:
+                missing.append(f"{' '.join(path)} {p.opts[0]}")
+
+    walk(typer.main.get_command(app), [])
+    assert not missing, missing
