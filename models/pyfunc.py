@@ -114,15 +114,18 @@ def flows_to_pandas(flows: pl.DataFrame) -> Any:
 
 
 def score_flows(bundle: Bundle, flows: pl.DataFrame, *, top: int = 5,
-                attributed: pl.DataFrame | None = None,
+                attributed: pl.DataFrame | None = None, assigned: pl.DataFrame | None = None,
                 window: WindowSpec | None = None) -> pl.DataFrame:
     """Score a flow table with a bundle: one row per device window.
 
-    ``attributed`` (``attribute(flows)``) may be passed when the caller has it already;
-    ``window`` replaces the bundle's window alignment (the live sensor aligns to the clock).
+    ``attributed`` (``attribute(flows)``) and ``assigned`` (those flows with the window
+    columns of ``window``) may be passed when the caller has them already; ``window``
+    replaces the bundle's window alignment (the live sensor aligns to the clock).
     """
     att = attribute(flows) if attributed is None else attributed
-    win = window_features(assign_windows(att, window or bundle.window))
+    if assigned is None:
+        assigned = assign_windows(att, window or bundle.window)
+    win = window_features(assigned)
     cwin = None
     if bundle.classifier is not None and bundle.classifier_window not in (None, bundle.window):
         cwin = window_features(assign_windows(att, bundle.classifier_window))

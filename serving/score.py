@@ -91,9 +91,10 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
     reported as new (the sensor reports each once).
     """
     att = attribute(flows)
-    scored = score_flows(bundle, flows, attributed=att, window=window)
+    assigned = assign_windows(att, window or bundle.window)  # for scoring and new peers
+    scored = score_flows(bundle, flows, attributed=att, assigned=assigned, window=window)
     inv = inventory(flows, att)
-    peers = new_peers(bundle, att, window)
+    peers = new_peers(bundle, assigned)
     per_dev = scored.sort("start").group_by("device_id").agg(
         pl.col("device_type").last(), pl.col("type_confidence").last(),
         pl.col("unknown").last(), pl.col("new_device").any(),
@@ -111,12 +112,12 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
     return ScoreReport(devices, scored, alerts, problems, model_uri)
 
 
-def new_peers(bundle: Any, attributed: pl.DataFrame, window: WindowSpec | None = None
-              ) -> pl.DataFrame | None:
-    """New local peers per window, when the model learnt its devices' peers."""
-    if getattr(bundle, "peers", None) is None or attributed.height == 0:
+def new_peers(bundle: Any, assigned: pl.DataFrame) -> pl.DataFrame | None:
+    """New local peers per window (``assigned``: attributed flows with window columns), when
+    the model learnt its devices' peers."""
+    if getattr(bundle, "peers", None) is None or assigned.height == 0:
         return None
-    return bundle.peers.new_peers(assign_windows(attributed, window or bundle.window))
+    return bundle.peers.new_peers(assigned)
 
 
 _STR_LIST = {"type": "array", "items": {"type": "string"}}

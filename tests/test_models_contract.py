@@ -229,3 +229,16 @@ def test_baseline_learning_status():
     assert n == [50, 8, None]
     assert state == ["learned", "thin", "new"]
     assert est.thresholds(["camera"])[0] == est.threshold_.pooled_
+
+
+def test_learning_status_of_baselines_saved_before_it_existed():
+    """A 0.2.0 baseline knows neither its devices' window counts nor which got a threshold of
+    their own: its known devices read "learned" with no count, unknown ones "new"."""
+    df = synthetic_windows(n_per_class=40, classes=1)
+    est = BaselineAutoencoder(epochs=2, hidden=(16, 4), seed=1).fit(df)
+    state = dict(est.__dict__)
+    del state["learning_windows_"]
+    old = BaselineAutoencoder.__new__(BaselineAutoencoder)
+    old.__setstate__(state)
+    del old.threshold_.own_
+    assert old.learning_status(["dev0-0", "stranger"]) == ([None, None], ["learned", "new"])
