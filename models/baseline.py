@@ -67,9 +67,9 @@ class QuantileThreshold:
         self.own_: list[str] = []  # devices with enough held-back windows for their own tail
         for d in np.unique(dev):
             s = scores[dev == d]
-            own = self._quantile(s) * self.margin if len(s) >= self.min_samples else 0.0
-            self.thresholds_[str(d)] = max(own, self.pooled_)
+            self.thresholds_[str(d)] = self.pooled_
             if len(s) >= self.min_samples:
+                self.thresholds_[str(d)] = max(self._quantile(s) * self.margin, self.pooled_)
                 self.own_.append(str(d))
         return self
 
@@ -286,8 +286,14 @@ class BaselineAutoencoder:
     def _reconstruct(self, Z: np.ndarray) -> np.ndarray:
         return _forward(self.net_, Z)
 
+    def _residual(self, Z: np.ndarray) -> np.ndarray:
+        """Reconstruction minus input, in the device's standard deviations."""
+        diff = self._reconstruct(Z)
+        diff -= Z
+        return diff
+
     def _scores(self, Z: np.ndarray) -> np.ndarray:
-        return np.mean((self._reconstruct(Z) - Z) ** 2, axis=1).astype(float)
+        return np.square(self._residual(Z)).mean(axis=1, dtype=np.float64)
 
     # -- scoring ---------------------------------------------------------------------------
     def score(self, windows: pl.DataFrame) -> np.ndarray:
@@ -306,8 +312,7 @@ class BaselineAutoencoder:
         X = feature_matrix(windows, self.feature_names_)
         mu, sd, inv = self._device_stats(windows["device_id"].to_list())
         Z = self._z(X, mu, sd, inv)
-        diff = self._reconstruct(Z)
-        diff -= Z  # reconstruction minus input, in standard deviations
+        diff = self._residual(Z)
         err = np.square(diff)
         scores = err.mean(axis=1, dtype=np.float64)
         if k == 0:

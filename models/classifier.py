@@ -195,7 +195,8 @@ class DeviceClassifier:
                    ) -> tuple[np.ndarray, np.ndarray]:
         """Per device (``dev_of``: device index of each window): the mean of its windows'
         probabilities, and its novelty, the median distance of its windows to the device's
-        predicted type (``_device_novelty``), computed per class for all devices at once."""
+        predicted type (robust to a few odd windows), computed per class for all devices at
+        once."""
         sizes = np.bincount(dev_of, minlength=n_dev)
         agg = np.zeros((n_dev, p.shape[1]))
         np.add.at(agg, dev_of, p)
@@ -213,10 +214,6 @@ class DeviceClassifier:
         right = agg.argmax(axis=1) == yi[first]
         return agg.max(axis=1)[right], nov[right]
 
-    def _device_novelty(self, X: np.ndarray, cls: int) -> float:
-        """A device's novelty: the median over its windows (robust to a few odd windows)."""
-        return float(np.median(self._novelty(X, np.full(len(X), cls))))
-
     # -- prediction ------------------------------------------------------------------------
     def predict_proba(self, windows: pl.DataFrame, X: np.ndarray | None = None) -> np.ndarray:
         """Calibrated class probabilities per window (columns follow ``classes_``)."""
@@ -229,7 +226,7 @@ class DeviceClassifier:
     def decide(self, proba: np.ndarray, novelty: np.ndarray | None = None
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(label, confidence, unknown) from (aggregated) probabilities and, when given, each
-        device's novelty (``_device_novelty``)."""
+        device's novelty (see ``_aggregate``)."""
         check_fitted(self, "booster_")
         conf = proba.max(axis=1) if len(proba) else np.zeros(0)
         labels = self.classes_[proba.argmax(axis=1)] if len(proba) else np.array([], dtype=object)

@@ -472,9 +472,6 @@ def score(
             from flockwatch.features.oui import preload
 
             preload()
-            # Hundreds of modules are imported by now and live until exit: keep the cyclic
-            # garbage collector from traversing them again on every full collection.
-            gc.freeze()
         except ModelLoadError as exc:
             loaded["error"] = exc
 

@@ -33,19 +33,19 @@ def timeline_figure(windows: pl.DataFrame, max_devices: int = 12) -> Any:
     shown = order.head(max_devices)
     n = shown.height
     fig, axes = plt.subplots(n, 1, sharex=True, figsize=(11, 1.5 * n + 1.2), squeeze=False)
+    # A log axis cannot show 0: such scores sit at the smallest positive one.
     positive = scored["anomaly_score"].filter(scored["anomaly_score"] > 0)
     floor = max(float(positive.min()) if positive.len() else 1e-6, 1e-6)  # type: ignore[arg-type]
+    scored = scored.with_columns(pl.col("anomaly_score").clip(lower_bound=floor).alias("_y"))
     for ax, dev in zip(axes[:, 0], shown.iter_rows(named=True), strict=True):
         w = scored.filter(pl.col("device_id") == dev["device_id"]).sort("start")
         t = w["start"].to_list()
-        s = w["anomaly_score"].clip(lower_bound=floor).to_list()
-        ax.plot(t, s, lw=0.9, color="tab:blue")
+        ax.plot(t, w["_y"].to_list(), lw=0.9, color="tab:blue")
         ax.step(t, w["threshold"].to_list(), where="post", ls="--", lw=0.9, color="0.4")
         bad = w.filter(pl.col("anomalous").fill_null(False))
         if bad.height:
-            ax.scatter(bad["start"].to_list(),
-                       bad["anomaly_score"].clip(lower_bound=floor).to_list(),
-                       color="tab:red", s=14, zorder=3)
+            ax.scatter(bad["start"].to_list(), bad["_y"].to_list(), color="tab:red", s=14,
+                       zorder=3)
         ax.set_yscale("log")
         label = dev["device_id"] + (f"\n{dev['type']}" if dev["type"] else "")
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)

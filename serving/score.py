@@ -32,14 +32,14 @@ class ScoreReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The report as JSON-ready objects (``SCORE_JSON_SCHEMA``)."""
-        return self._document(json.loads(self.windows_json()))
+        return self._document(json.loads(windows_json(self.windows)))
 
     def to_json(self) -> str:
         """The report as JSON text: indented, one scored window a line (windows are most of a
         report, and are encoded column-wise rather than object by object)."""
         mark = "\u0000windows\u0000"
         text = to_json(self._document(mark), indent=2)
-        return text.replace(json.dumps(mark), self.windows_json(indent="    "), 1)
+        return text.replace(json.dumps(mark), windows_json(self.windows, indent="    "), 1)
 
     def _document(self, windows: Any) -> dict[str, Any]:
         return {
@@ -50,9 +50,6 @@ class ScoreReport:
             "problems": [{"input": p.source, "severity": p.severity, "message": p.message}
                          for p in self.problems],
         }
-
-    def windows_json(self, indent: str = "") -> str:
-        return windows_json(self.windows, indent)
 
 
 def windows_json(windows: pl.DataFrame, indent: str = "") -> str:
