@@ -30,10 +30,6 @@ class ScoreReport:
     problems: list[Problem] = field(default_factory=list)
     model_uri: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        """The report as JSON-ready objects (``SCORE_JSON_SCHEMA``)."""
-        return self._document(json.loads(windows_json(self.windows)))
-
     def to_json(self) -> str:
         """The report as JSON text: indented, one scored window a line (windows are most of a
         report, and are encoded column-wise rather than object by object)."""
