@@ -10,7 +10,10 @@ trained the way `flockwatch train classifier` trains (whole 300 s windows plus t
 - time to identify: macro F1 of the same models on only the first 10, 30, 60 s of each
   held-out capture;
 - open set: each type left out of training in turn: unknown rate, known-rejection rate, and
-  how often a left-out type is called unknown or its same-vendor sibling.
+  how often a left-out type is called unknown or its same-vendor sibling;
+- the open-set trade-off: the same fold and left-out models re-decided under each
+  ``reject_quantile`` (``--reject-quantiles``), since catching never-seen types costs known
+  captures wrongly rejected, which the macro F1 counts as errors.
 
 Usage:
     .venv/bin/python experiments/iot_sentinel.py            # full (all 27 types, 3 repeats)
@@ -66,7 +69,10 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3, help="fold assignments (seeds)")
     ap.add_argument("--window", type=float, default=300.0)
     ap.add_argument("--quick", action="store_true", help="few types, folds, repeats (CI)")
+    ap.add_argument("--reject-quantiles", default="0,0.02,0.04,0.08,0.15,0.3",
+                    help="open-set trade-off points to report (comma-separated)")
     args = ap.parse_args()
+    sweep_q = [float(x) for x in args.reject_quantiles.split(",") if x.strip()]
     root = Path(args.data) / "iot-sentinel"
     if not (root / "labels.csv").exists():
         print(f"skipped: no IoT Sentinel captures at {root} (set FLOCKWATCH_DATA)")
@@ -91,9 +97,13 @@ def main() -> int:
     runs: dict[str, list[float]] = defaultdict(list)
     per_class: dict[str, list[float]] = defaultdict(list)
     first_cv = None
+    sweep_runs: dict[float, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for seed in range(repeats):
         cv, main_p = cross_validate(win, n_folds=folds, seed=seed, extra_train=early,
-                                    evaluate_on=early)
+                                    evaluate_on=early, reject_quantiles=sweep_q, merge=FAMILIES)
+        for point in cv.pop("sweep", []):
+            for k, v in point.items():
+                sweep_runs[point["reject_quantile"]][k].append(v)
         merged = classification_metrics(main_p["label"].replace(FAMILIES).to_list(),
                                         main_p["device_type"].replace(FAMILIES).to_list())
         runs["macro_f1"].append(cv["macro_f1"])
@@ -112,12 +122,21 @@ def main() -> int:
     results["train_eval_seconds"] = round(time.monotonic() - t1, 1)
     results["session_separated"] = {k: _summary(v) for k, v in runs.items()}
     results["per_class_f1_mean"] = {k: round(float(np.mean(v)), 3) for k, v in per_class.items()}
-    osr = open_set(win, n_folds=folds, extra_train=early)
+    osr = open_set(win, n_folds=folds, extra_train=early, reject_quantiles=sweep_q)
     sibling = {lab: [x for x, f in FAMILIES.items() if f == FAMILIES.get(lab) and x != lab]
                for lab in osr["predicted_as"]}
     fam_ok = {lab: sum(n for pred, n in got.items() if pred == "unknown" or pred in sibling[lab])
               / max(1, sum(got.values())) for lab, got in osr["predicted_as"].items()}
     osr["unknown_or_sibling_rate"] = float(np.mean(list(fam_ok.values()))) if fam_ok else None
+    # One row per trade-off point: CV figures (mean over repeats) and the open-set figures.
+    open_pts = {p["reject_quantile"]: p for p in osr.pop("sweep")}
+    results["reject_quantile_tradeoff"] = [
+        {"reject_quantile": q,
+         **{f"cv_{k}": round(float(np.mean(v)), 4) for k, v in sweep_runs[q].items()
+            if k != "reject_quantile"},
+         "open_set_unknown_rate": round(open_pts[q]["unknown_rate"], 4),
+         "open_set_known_rejected": round(open_pts[q]["known_rejected_rate"], 4)}
+        for q in sweep_q]
     results["open_set"] = osr
     # Training time on the cached flows, all captures (what `train classifier` pays).
     from flockwatch.models.classifier import DeviceClassifier

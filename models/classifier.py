@@ -35,7 +35,10 @@ class DeviceClassifier:
     n_estimators, learning_rate, num_leaves, min_child_samples
         LightGBM hyper-parameters (upper bound of rounds; early stopping picks the number).
     reject_quantile
-        Quantile of held-out confidences below which a prediction is "unknown".
+        Share of correctly classified held-out devices the rejection rule would call
+        "unknown" (half by confidence, half by novelty); 0 never answers "unknown". The
+        trade-off: higher values catch more never-seen types and reject more known ones.
+        ``set_reject_quantile`` re-tunes a fitted classifier.
     calibration_folds
         ``fit`` holds out each of this many folds of groups in turn (cross-fitting): the
         held-out predictions choose the number of rounds, calibrate and learn the rejection.
@@ -132,12 +135,13 @@ class DeviceClassifier:
                     nov.append(n)
             conf_a = np.concatenate(conf) if conf else np.zeros(0)
             nov_a = np.concatenate(nov) if nov else np.zeros(0)
-            q = self.reject_quantile / 2
-            self.threshold_ = float(np.quantile(conf_a, q)) if len(conf_a) else 0.0
-            self.novelty_threshold_ = float(np.quantile(nov_a, 1 - q)) if len(nov_a) else np.inf
         else:
-            best, self.temperature_, self.threshold_ = self.n_estimators, 1.0, 0.0
-            self.novelty_threshold_ = np.inf
+            best, self.temperature_ = self.n_estimators, 1.0
+            conf_a, nov_a = np.zeros(0), np.zeros(0)
+        # Kept (a few KB) so that the rejection can be re-tuned without refitting.
+        self.calibration_confidence_ = conf_a.astype(np.float32)
+        self.calibration_novelty_ = nov_a.astype(np.float32)
+        self.set_reject_quantile(self.reject_quantile)
         self._fit_reference(X, yi, len(classes))
         # Final model on every window with the chosen number of rounds.
         dall = lgb.Dataset(X, yi, weight=weights)
@@ -146,6 +150,25 @@ class DeviceClassifier:
         self.classes_ = classes
         self.feature_names_ = cols
         self.calibration_groups_ = int(len(np.unique(g[covered])))
+        return self
+
+    def set_reject_quantile(self, reject_quantile: float) -> DeviceClassifier:
+        """Re-tune the open-set rejection without refitting: the thresholds become the
+        ``reject_quantile / 2`` quantile of correctly classified held-out devices' confidence
+        and the ``1 - reject_quantile / 2`` quantile of their novelty (0 turns "unknown" off).
+        Higher values call more never-seen types unknown and reject more known devices."""
+        if not 0.0 <= reject_quantile < 1.0:
+            raise ValueError(f"reject_quantile must be in [0, 1), got {reject_quantile}")
+        conf_a = getattr(self, "calibration_confidence_", None)
+        if conf_a is None:
+            raise ValueError("this classifier was fitted before flockwatch 0.3 and keeps no "
+                             "held-out confidences to re-tune its rejection from; refit it")
+        nov_a = self.calibration_novelty_
+        q = reject_quantile / 2
+        self.reject_quantile = reject_quantile
+        self.threshold_ = float(np.quantile(conf_a, q)) if len(conf_a) and q > 0 else 0.0
+        self.novelty_threshold_ = (float(np.quantile(nov_a, 1 - q)) if len(nov_a) and q > 0
+                                   else np.inf)
         return self
 
     @staticmethod

@@ -285,6 +285,10 @@ def train_classifier_cmd(
     early_seconds: Annotated[str, typer.Option(
         help="Also train on the first seconds of each capture (comma-separated lengths, or "
              "'none'), so devices are named from their first traffic.")] = "10,30,60",
+    reject_quantile: Annotated[float, typer.Option(
+        help="Open-set trade-off: the share of correctly named held-out captures that the "
+             "'unknown' rule would reject (0 turns 'unknown' off). Higher values report more "
+             "never-seen device types as unknown and reject more known ones.")] = 0.04,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Train a device-type classifier on labelled captures; log and register it in MLflow.
@@ -300,6 +304,8 @@ def train_classifier_cmd(
             parse_duration(x) or 0.0 for x in early_seconds.split(",")]
         if any(s <= 0 for s in early):
             raise ValueError(f"--early-seconds {early_seconds!r}: give positive lengths or 'none'")
+        if not 0.0 <= reject_quantile < 1.0:
+            raise ValueError(f"--reject-quantile {reject_quantile:g}: give a share in [0, 1)")
         with _progress_files("extracting") as prog:
             task = prog.add_task("", total=None)
             out = train_classifier(dataset_dir, label_column=label_column, early_seconds=early,
@@ -307,6 +313,7 @@ def train_classifier_cmd(
                                    window_s=parse_duration(window) or 300.0, n_folds=folds,
                                    register_name=register, promote=promote,
                                    experiment=experiment, tracking_uri=tracking_uri, seed=seed,
+                                   reject_quantile=reject_quantile,
                                    on_file=lambda _: prog.advance(task))
     except (DatasetError, ValueError) as exc:
         fail(str(exc))

@@ -34,6 +34,15 @@ def test_iot_sentinel_quick(shared_data, tmp_path):
     assert cv["macro_f1_first_30s"]["mean"] > 0.7
     assert 0 <= res["open_set"]["known_rejected_rate"] <= 1
     assert 0 <= res["open_set"]["unknown_or_sibling_rate"] <= 1
+    # The open-set trade-off, from the same models: no "unknown" at 0, more of it (for
+    # left-out and known types alike) as the quantile grows; the default is the figures above.
+    curve = {p["reject_quantile"]: p for p in res["reject_quantile_tradeoff"]}
+    assert curve[0.0]["cv_known_rejected"] == curve[0.0]["open_set_unknown_rate"] == 0
+    qs = sorted(curve)
+    for key in ("cv_known_rejected", "open_set_unknown_rate", "open_set_known_rejected"):
+        assert [curve[q][key] for q in qs] == sorted(curve[q][key] for q in qs)
+    assert curve[0.04]["cv_macro_f1"] == cv["macro_f1"]["mean"]
+    assert curve[0.04]["open_set_unknown_rate"] == round(res["open_set"]["unknown_rate"], 4)
 
 
 @pytest.mark.slow

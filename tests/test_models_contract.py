@@ -161,6 +161,39 @@ def test_classifier_device_decision_is_per_device_aggregate():
         assert row["type_confidence"] == pytest.approx(conf[0], abs=1e-12)
 
 
+def test_classifier_rejection_retunes_without_refitting():
+    """``set_reject_quantile`` moves only the open-set thresholds, from the held-out
+    confidences and novelties that ``fit`` kept: 0 never answers unknown, higher values
+    reject more, and the fitted value gives back exactly the fitted thresholds."""
+    df = synthetic_windows(60, 4)
+    clf = DeviceClassifier(n_estimators=60, seed=1).fit(df, df["label"], df["group"])
+    fitted = (clf.threshold_, clf.novelty_threshold_)
+    n_cal = len(clf.calibration_confidence_)
+    assert n_cal == len(clf.calibration_novelty_) > 0
+    new = synthetic_windows(60, 4, seed=5)  # devices the model never saw
+    rejected = []
+    for q in (0.0, 0.1, 0.5, 0.9):
+        clf.set_reject_quantile(q)
+        assert clf.reject_quantile == q
+        rejected.append(int(clf.predict_devices(new, by=("device_id",))["unknown"].sum()))
+        # The rule rejects about q of the held-out devices it was calibrated on (each half
+        # is a quantile of n_cal values: within a device or so of q / 2).
+        would = ((clf.calibration_confidence_ < clf.threshold_)
+                 | (clf.calibration_novelty_ > clf.novelty_threshold_)).mean()
+        assert q / 2 - 1 / n_cal <= would <= q + 2 / n_cal
+    assert rejected[0] == 0 and rejected == sorted(rejected) and rejected[-1] > 0
+    clf.set_reject_quantile(0.04)
+    assert (clf.threshold_, clf.novelty_threshold_) == fitted
+    with pytest.raises(ValueError, match=r"reject_quantile must be in \[0, 1\)"):
+        clf.set_reject_quantile(1.0)
+    # A pickle from before 0.3 kept no held-out figures: a clear error, thresholds untouched.
+    old = pickle.loads(pickle.dumps(clf))
+    del old.__dict__["calibration_confidence_"], old.__dict__["calibration_novelty_"]
+    with pytest.raises(ValueError, match="refit it"):
+        old.set_reject_quantile(0.1)
+    assert (old.threshold_, old.reject_quantile) == (fitted[0], 0.04)
+
+
 def test_baseline_loads_torch_state_dict_pickles():
     """Baselines pickled with a torch state dict (flockwatch <= 0.1) still load and score the
     same: scoring now runs the layers on numpy."""

@@ -53,6 +53,7 @@ def test_train_register_load_evaluate(shared_data, tmp_path):
     assert {"accuracy", "macro_f1", "unknown_auroc", "f1_Aria"} <= set(run.data.metrics)
     # Trained on the first seconds of each capture too: held-out captures are named early.
     assert run.data.params["early_seconds"] == "10,30,60"
+    assert run.data.params["reject_quantile"] == "0.04"
     assert run.data.metrics["macro_f1_first_30s"] > 0.8
     assert "from the first seconds of each capture" in r.output
     assert run.data.params["dataset_hash"]
@@ -102,6 +103,13 @@ def test_bad_datasets(tmp_path, labels, needle):
 def test_bad_early_seconds(tmp_path):
     r = CliRunner().invoke(app, ["train", "classifier", str(tmp_path), "--early-seconds", "ten"])
     assert r.exit_code == 1 and "bad duration 'ten'" in r.output and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("value", ["1", "-0.1"])
+def test_bad_reject_quantile(tmp_path, value):
+    r = CliRunner().invoke(app, ["train", "classifier", str(tmp_path), "--reject-quantile", value])
+    assert r.exit_code == 1 and f"--reject-quantile {float(value):g}: give a share in [0, 1)" \
+        in r.output and "Traceback" not in r.output
 
 
 def test_single_capture_label_and_wrong_mac(tmp_path, site):

@@ -51,21 +51,42 @@ def _with_extra(train: pl.DataFrame, extra: dict[str, pl.DataFrame] | None) -> p
     return pl.concat([train, *mine], how="vertical_relaxed")
 
 
+def _swept(clf: DeviceClassifier, windows: pl.DataFrame, reject_quantiles: Sequence[float]
+           ) -> list[pl.DataFrame]:
+    """Device predictions of ``clf`` under each open-set ``reject_quantile`` (the model is
+    fitted once; only its rejection thresholds change), tagged with the quantile."""
+    own = clf.reject_quantile
+    out = []
+    try:
+        for q in reject_quantiles:
+            clf.set_reject_quantile(q)
+            out.append(device_predictions(clf, windows).with_columns(
+                pl.lit(float(q)).alias("reject_quantile")))
+    finally:
+        clf.set_reject_quantile(own)
+    return out
+
+
 def cross_validate(win: pl.DataFrame, *, n_folds: int = 4, seed: int = 0,
                    params: dict[str, Any] | None = None,
                    extra_train: dict[str, pl.DataFrame] | None = None,
-                   evaluate_on: dict[str, pl.DataFrame] | None = None
+                   evaluate_on: dict[str, pl.DataFrame] | None = None,
+                   reject_quantiles: Sequence[float] = (),
+                   merge: dict[str, str] | None = None,
                    ) -> tuple[dict[str, Any], pl.DataFrame]:
     """Capture-grouped cross-validation: metrics and predictions over all held-out captures.
 
     ``extra_train`` rows (e.g. ``early_windows``) join the training folds of their group and
     are never evaluated. ``evaluate_on`` names further window sets (e.g. the first 30 s of
     each capture) scored by the same fold models; their metrics come back under
-    ``metrics["sets"][name]``.
+    ``metrics["sets"][name]``. ``reject_quantiles``: the same fold models re-decided under
+    each open-set trade-off, in ``metrics["sweep"]`` (macro F1, accuracy, share of captures
+    rejected, and with ``merge``, a label -> group map such as same-vendor families, the
+    macro F1 with the groups merged).
     """
     folds = group_folds(win["label"].to_list(), win["group"].to_list(), n_folds, seed)
     sets = {"all": win, **(evaluate_on or {})}
-    preds = []
+    preds, swept = [], []
     for k in range(n_folds):
         test = folds == k
         if not test.any() or test.all():
@@ -78,6 +99,7 @@ def cross_validate(win: pl.DataFrame, *, n_folds: int = 4, seed: int = 0,
             if te.height:
                 preds.append(device_predictions(clf, te).with_columns(
                     pl.lit(k).alias("fold"), pl.lit(name).alias("set")))
+        swept += _swept(clf, win.filter(pl.Series(test)), reject_quantiles)
     p = pl.concat(preds)
     main = p.filter(pl.col("set") == "all")
     metrics = classification_metrics(main["label"].to_list(), main["device_type"].to_list())
@@ -87,14 +109,31 @@ def cross_validate(win: pl.DataFrame, *, n_folds: int = 4, seed: int = 0,
             q = p.filter(pl.col("set") == name)
             metrics["sets"][name] = classification_metrics(q["label"].to_list(),
                                                            q["device_type"].to_list())
+    if swept:
+        metrics["sweep"] = [_sweep_point(g, rq, merge) for (rq,), g in pl.concat(swept)
+                            .group_by("reject_quantile", maintain_order=True)]
     return metrics, main.drop("set")
+
+
+def _sweep_point(p: pl.DataFrame, reject_quantile: float, merge: dict[str, str] | None
+                 ) -> dict[str, float]:
+    m = classification_metrics(p["label"].to_list(), p["device_type"].to_list())
+    point = {"reject_quantile": reject_quantile, "macro_f1": m["macro_f1"],
+             "accuracy": m["accuracy"], "known_rejected": float(np.mean(p["unknown"].to_numpy()))}
+    if merge:
+        point["macro_f1_merged"] = classification_metrics(
+            p["label"].replace(merge).to_list(),
+            p["device_type"].replace(merge).to_list())["macro_f1"]
+    return point
 
 
 def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: int = 4,
              seed: int = 0, params: dict[str, Any] | None = None,
-             extra_train: dict[str, pl.DataFrame] | None = None) -> dict[str, Any]:
+             extra_train: dict[str, pl.DataFrame] | None = None,
+             reject_quantiles: Sequence[float] = ()) -> dict[str, Any]:
     """Leave each class out of training in turn: how often its captures come back unknown,
-    and how often held-out captures of known classes are wrongly rejected."""
+    and how often held-out captures of known classes are wrongly rejected (``sweep``: the
+    same under each of ``reject_quantiles``, from the same models)."""
     from sklearn.metrics import roc_auc_score
 
     all_classes = sorted(set(win["label"].to_list()))
@@ -105,6 +144,8 @@ def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: in
     rejected_known, n_known = 0, 0
     conf_unknown: list[float] = []
     conf_known: list[float] = []
+    swept: dict[float, dict[str, list[float]]] = {
+        float(q): {"unknown": [], "known": []} for q in reject_quantiles}
     for c in classes:
         is_c = (win["label"] == c).to_numpy()
         test = folds == 0
@@ -122,6 +163,11 @@ def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: in
         n_known += pk.height
         conf_unknown += pu["type_confidence"].to_list()
         conf_known += pk["type_confidence"].to_list()
+        for q, su, sk in zip(reject_quantiles, _swept(clf, te_unknown, reject_quantiles),
+                             _swept(clf, te_known, reject_quantiles), strict=True):
+            if su.height:
+                swept[float(q)]["unknown"].append(float(np.mean(su["unknown"].to_numpy())))
+            swept[float(q)]["known"] += sk["unknown"].cast(pl.Float64).to_list()
     y = [1] * len(conf_unknown) + [0] * len(conf_known)
     s = [-x for x in conf_unknown + conf_known]
     auroc = float(roc_auc_score(y, s)) if len(set(y)) == 2 else float("nan")
@@ -132,6 +178,10 @@ def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: in
         "unknown_auroc": auroc,
         # what each left-out class's captures were called ("unknown" or a known type)
         "predicted_as": predicted_as,
+        "sweep": [{"reject_quantile": q,
+                   "unknown_rate": float(np.mean(v["unknown"])) if v["unknown"] else float("nan"),
+                   "known_rejected_rate": float(np.mean(v["known"])) if v["known"]
+                   else float("nan")} for q, v in swept.items()],
     }
 
 
@@ -141,12 +191,14 @@ def train_classifier(
     open_set_classes: int = 6, register_name: str | None = None, promote: bool = False,
     experiment: str = "flockwatch-classifier", tracking_uri: str | None = None, seed: int = 0,
     on_file: Callable[[str], None] | None = None, early_seconds: Sequence[float] = (10, 30, 60),
+    reject_quantile: float = 0.04,
 ) -> dict[str, Any]:
     """Train on a labelled capture set; log params, metrics, figures and lineage; register.
 
     ``early_seconds``: the first seconds of each capture also train the model (as windows of
     their own), so it names a device from its first seconds of traffic, not only from whole
-    windows; the cross-validation reports each of these lengths on held-out captures."""
+    windows; the cross-validation reports each of these lengths on held-out captures.
+    ``reject_quantile``: the open-set trade-off (see ``DeviceClassifier``)."""
     import mlflow
 
     ds = load_dataset(dataset_dir, label_column, group_column)
@@ -160,22 +212,25 @@ def train_classifier(
     early = early_windows(ds, flows, spec, early_seconds)
     min_groups = min(ds.label_counts().values())
     folds = max(2, min(n_folds, min_groups))
+    params = {"reject_quantile": reject_quantile}
     with start_run(experiment, tracking_uri, "classifier"):
         cv, preds = cross_validate(win, n_folds=folds, seed=seed, extra_train=early,
-                                   evaluate_on=early)
+                                   evaluate_on=early, params=params)
         labels = sorted(set(win["label"].to_list()))
         rng = np.random.default_rng(seed)
         chosen = sorted(rng.choice(labels, size=min(open_set_classes, len(labels)),
                                    replace=False).tolist()) if open_set_classes else []
-        osr = open_set(win, classes=chosen, n_folds=folds, seed=seed, extra_train=early) \
-            if len(labels) > 2 and chosen else {}
+        osr = open_set(win, classes=chosen, n_folds=folds, seed=seed, extra_train=early,
+                       params=params) if len(labels) > 2 and chosen else {}
         full = _with_extra(win, early)
-        clf = DeviceClassifier(seed=seed).fit(full, full["label"], full["group"])
+        clf = DeviceClassifier(seed=seed, **params).fit(full, full["label"], full["group"])
         mlflow.log_params({
             "label_column": label_column, "window_s": window_s, "folds": folds, "seed": seed,
             "n_estimators": clf.n_estimators, "learning_rate": clf.learning_rate,
             "num_leaves": clf.num_leaves, "best_iteration": clf.best_iteration_,
-            "temperature": round(clf.temperature_, 4), "reject_threshold": round(clf.threshold_, 4),
+            "temperature": round(clf.temperature_, 4), "reject_quantile": reject_quantile,
+            "reject_threshold": round(clf.threshold_, 4),
+            "novelty_threshold": round(min(clf.novelty_threshold_, 1e9), 4),
             "dataset_path": str(ds.root), "dataset_hash": ds.fingerprint()[:16],
             "captures": len(ds.captures), "classes": len(labels),
             "early_seconds": ",".join(f"{s:g}" for s in early_seconds) or "none",
