@@ -42,6 +42,14 @@ SERVICE_PORTS = [
     5353, 5683, 8080, 8443, 8883, 9100, 20000, 44818, 47808,
 ]
 N_NAME_BUCKETS = 64
+#: Names are split into words at every non-alphanumeric character. Words that say nothing
+#: about the kind of device are dropped: numbers, hex strings with a digit and words with 5
+#: or more digits (IP literals such as SSDP's 239.255.255.250, reverse lookups, and the MAC
+#: or serial numbers in DHCP and mDNS host names, e.g. dcs-935l-b0c554255b0e, keq0817541:
+#: identity, not behaviour), and words nearly every name has.
+_ADDRESS_LIKE = r"^([0-9]+|[0-9a-f]*[0-9][0-9a-f]*)$"
+GENERIC_NAME_LABELS = ["com", "net", "org", "www", "local", "arpa", "in", "addr", "io", "co",
+                       "de", "uk", "cn"]
 N_FINGERPRINT_BUCKETS = 32
 
 _DESCRIPTIONS: dict[str, str] = {
@@ -93,7 +101,8 @@ for _p in SERVICE_PORTS:
     _DESCRIPTIONS[f"port_{_p}_share"] = f"share of flows whose responder port is {_p}"
 for _b in range(N_NAME_BUCKETS):
     _DESCRIPTIONS[f"name_token_{_b:02d}"] = (
-        f"share of DNS/SNI/host-name tokens hashed (CRC32) into bucket {_b}"
+        f"share of the words of DNS/SNI/DHCP host names (less numbers, hex strings and "
+        f"generic words: com, www, ...) hashed (CRC32) into bucket {_b}"
     )
 
 for _b in range(N_FINGERPRINT_BUCKETS):
@@ -104,7 +113,7 @@ for _b in range(N_FINGERPRINT_BUCKETS):
 
 #: Bumped whenever a feature's definition changes; models record the version they were
 #: trained with and refuse to score windows of another.
-FEATURE_SET_VERSION = 2
+FEATURE_SET_VERSION = 3
 
 #: The stable, documented feature column list, in order.
 FEATURE_COLUMNS: list[str] = list(_DESCRIPTIONS)
@@ -321,8 +330,13 @@ def _bucket_shares(prefix: str, n: int) -> list[pl.Expr]:
 
 def _name_tokens(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     names = att.filter(pl.col("server_name").is_not_null()).select(
-        *keys, pl.col("server_name").str.to_lowercase().str.split(".").alias("tok")
+        *keys, pl.col("server_name").str.to_lowercase()
+        .str.replace_all(r"([0-9a-f]{2}[:-]){5}[0-9a-f]{2}", " ")  # MAC addresses
+        .str.replace_all(r"[^a-z0-9]+", " ").str.strip_chars().str.split(" ").alias("tok")
     ).explode("tok")
+    names = names.filter(~pl.col("tok").str.contains(_ADDRESS_LIKE)
+                         & (pl.col("tok").str.count_matches(r"[0-9]") < 5)
+                         & ~pl.col("tok").is_in(GENERIC_NAME_LABELS))
     return _hashed_shares(names, att, keys, "name_token_", N_NAME_BUCKETS)
 
 

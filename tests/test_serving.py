@@ -144,6 +144,26 @@ def test_score_without_model_says_how_to_train(site):
     assert "no model registered yet" in r.output and "flockwatch demo" in r.output
 
 
+def test_score_refuses_model_of_older_feature_set(trained, tmp_path, site):
+    """A model trained on another feature set (e.g. v2, whose host-name words kept MAC
+    suffixes) is refused with a one-line error, never fed windows it was not trained on."""
+    import pickle
+    import shutil
+
+    from flockwatch.features.windows import FEATURE_SET_VERSION
+
+    old = tmp_path / "old"
+    shutil.copytree(trained, old)
+    pkl = old / "artifacts" / "bundle.pkl"
+    bundle = pickle.loads(pkl.read_bytes())
+    bundle.info["feature_set_version"] = FEATURE_SET_VERSION - 1
+    pkl.write_bytes(pickle.dumps(bundle))
+    r = CliRunner().invoke(app, ["score", str(site / "attacks.pcap"), "-m", str(old)])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert (f"trained on feature set v{FEATURE_SET_VERSION - 1}; this flockwatch computes "
+            f"v{FEATURE_SET_VERSION}: retrain it") in r.output
+
+
 def test_score_rejects_non_flockwatch_model(tmp_path, site):
     import mlflow
 

@@ -3,6 +3,7 @@
 import datetime as dt
 
 import polars as pl
+import pytest
 from flockwatch.features import FEATURE_COLUMNS, WindowSpec, attribute, conform, windows
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -92,3 +93,35 @@ def test_attribution_rules():
     bc = flows.head(1).with_columns(pl.lit("ff:ff:ff:ff:ff:ff").alias("dst_mac"),
                                     pl.lit("255.255.255.255").alias("dst_ip"))
     assert attribute(bc)["device_id"].to_list() == [MACS[0]]
+
+
+def test_name_words_are_behaviour_not_identity():
+    """Host names feed the features word by word, less the words that name a unit or an
+    address: two units of one model whose DHCP/mDNS names differ only by MAC or serial, and
+    that look up the same names, get the same name features; a different model does not."""
+    import zlib
+
+    from flockwatch.features.windows import N_NAME_BUCKETS
+
+    base = [{"i": i, "peer": 3, "t": 1000 * k, "dur": 10, "po": 1, "pi": 1, "bo": 80, "bi": 90,
+             "proto": 17, "port": 53} for i in range(3) for k in range(3)]
+    names = [
+        # unit 1 and unit 2 of one camera model, and another model
+        ["dcs-935l-b0c554255b0e.local", "keq0817541", "mydlink.com"],
+        ["dcs-935l-b0c554fe0001.local", "keq0999123", "mydlink.com"],
+        ["dcs-930lb1-1c7185.local", "239.255.255.250", "mydlink.com"],
+    ]
+    flows = make_flows(base).with_columns(pl.Series(
+        "server_name", [names[s["i"]][k] for s, k in zip(base, [0, 1, 2] * 3, strict=True)]))
+    w = windows(flows, WindowSpec(3600)).sort("device_id")
+    cols = [c for c in FEATURE_COLUMNS if c.startswith("name_token_")]
+    feats = {r["device_id"]: [r[c] for c in cols] for r in w.iter_rows(named=True)}
+    unit1, unit2, other = (feats[m] for m in MACS)
+    assert unit1 == unit2
+    assert unit1 != other
+    # The words kept for unit 1 ("local" and "com" are generic, the MAC and the serial
+    # identity): dcs, 935l and mydlink, a third of the words each.
+    expected = [0.0] * N_NAME_BUCKETS
+    for word in ["dcs", "935l", "mydlink"]:
+        expected[zlib.crc32(word.encode()) % N_NAME_BUCKETS] += 1 / 3
+    assert unit1 == pytest.approx(expected, abs=1e-12)
