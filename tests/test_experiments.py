@@ -43,6 +43,10 @@ def test_iot_sentinel_quick(shared_data, tmp_path):
         assert [curve[q][key] for q in qs] == sorted(curve[q][key] for q in qs)
     assert curve[0.04]["cv_macro_f1"] == cv["macro_f1"]["mean"]
     assert curve[0.04]["open_set_unknown_rate"] == round(res["open_set"]["unknown_rate"], 4)
+    # EdnetCam was captured from two units: each unit held out whole, the other named it.
+    units = res["unit_separated"]
+    assert units["types"] == ["EdnetCam"]
+    assert units["per_class_f1_closed_set"]["EdnetCam"] > 0.8
 
 
 @pytest.mark.slow
