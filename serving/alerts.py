@@ -32,12 +32,17 @@ def _iso(v: Any) -> Any:
 
 
 def alerts_from(scored: pl.DataFrame, known_new: set[str] | None = None,
-                new_peers: pl.DataFrame | None = None) -> list[dict[str, Any]]:
+                new_peers: pl.DataFrame | None = None,
+                window_peers: pl.DataFrame | None = None) -> list[dict[str, Any]]:
     """Alerts: one per anomalous window, one per device first seen after learning, one per
-    window in which a known device talks to local peers it never talked to while learning."""
+    window in which a known device talks to local peers it never talked to while learning.
+    ``window_peers`` (``serving.score.window_peers``) gives anomalous-window alerts their
+    ``local_peers``."""
     alerts: list[dict[str, Any]] = []
     peer_alerts = _peer_alerts(scored, new_peers)
     seen_new = set(known_new or ())
+    local: dict[tuple[Any, ...], list[str]] = {} if window_peers is None else {
+        (r[0], r[1], r[2]): r[3] for r in window_peers.iter_rows()}
     for r in scored.sort("start").iter_rows(named=True):
         dtype = r.get("device_type")
         name = f"{r['device_id']}" + (f" ({dtype})" if dtype and dtype != "unknown" else "")
@@ -57,6 +62,7 @@ def alerts_from(scored: pl.DataFrame, known_new: set[str] | None = None,
                 "mac": r["mac"], "ip": r["ip"], "device_type": dtype, "start": _iso(r["start"]),
                 "end": _iso(r["end"]), "score": round(r["anomaly_score"], 4),
                 "threshold": round(r["threshold"], 4), "top_features": top,
+                "local_peers": local.get((r.get("source"), r["device_id"], r["start"]), []),
                 "message": f"{name} deviates from its baseline (score {r['anomaly_score']:.3g} > "
                            f"{r['threshold']:.3g}): {_fmt_top(top)}",
             })
@@ -88,6 +94,104 @@ def _peer_alerts(scored: pl.DataFrame, new_peers: pl.DataFrame | None) -> list[d
                        f"port): {peers}"
                        + (f" ({', '.join(sorted(set(ics)))})" if ics else ""),
         })
+    return out
+
+
+_SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
+
+
+def _name(grp: list[dict[str, Any]], who: str | None) -> str:
+    """A device as the alerts know it: ``id (type, ip)``; an address as itself."""
+    a = next((a for a in grp if a["device_id"] == who), None)
+    if a is None:
+        return str(who)
+    extra = [x for x in (a.get("device_type"), a.get("ip")) if x and x != "unknown"]
+    return f"{who} ({', '.join(extra)})" if extra else str(who)
+
+
+def _likely_source(grp: list[dict[str, Any]], devices: list[str]) -> tuple[str | None, int]:
+    """(origin, how many other devices of the incident talked to it): first an address that
+    two or more devices met as a new peer, then one that two or more alerting devices had as
+    a local peer while deviating, else the one device alerting. An address that is one of the
+    incident's devices is given as that device."""
+    device_of = {a["ip"]: a["device_id"] for a in grp if a.get("ip")}
+    for field, new in (("new_peers", True), ("local_peers", False)):
+        met: dict[str, set[str]] = {}
+        for a in grp:
+            for p in a.get(field) or ():
+                ip = p.rpartition(":")[0] if new else p
+                if device_of.get(ip) != a["device_id"]:
+                    met.setdefault(ip, set()).add(a["device_id"])
+        # A local peer counts only when it alerts too (every device talks to its gateway).
+        ranked = sorted((ip for ip, devs in met.items() if len(devs) >= 2
+                         and (new or ip in device_of)), key=lambda ip: (-len(met[ip]), ip))
+        if ranked:
+            return device_of.get(ranked[0], ranked[0]), len(met[ranked[0]])
+    return (devices[0] if len(devices) == 1 else None), 0
+
+
+def incidents(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Alerts that tell one story, grouped: two alerts belong together when their windows
+    overlap or touch in time and they are on the same device, or one names the other's device
+    as a new peer or as a local peer while deviating. A scan is one incident (the scanner's
+    anomalous windows, each victim's new-peer alert naming it, the victims' own anomalous
+    windows), and so is a device deviating over consecutive windows. ``source`` is the
+    likely origin (``_likely_source``): a device of the incident, or an address.
+    Chronological, numbered from 1; ``alerts`` indexes into the list given."""
+    n = len(alerts)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def peer_ips(a: dict[str, Any]) -> set[str]:
+        return ({p.rpartition(":")[0] for p in a.get("new_peers") or ()}
+                | set(a.get("local_peers") or ()))
+
+    order = sorted(range(n), key=lambda i: (alerts[i]["start"] or "", alerts[i]["end"] or ""))
+    ips = [peer_ips(a) for a in alerts]
+    # Sweep in start order: each alert is compared with the alerts still open at its start.
+    open_: list[int] = []
+    for i in order:
+        a = alerts[i]
+        open_ = [j for j in open_ if (alerts[j]["end"] or "") >= (a["start"] or "")]
+        for j in open_:
+            b = alerts[j]
+            if (a["device_id"] == b["device_id"] or (b.get("ip") and b["ip"] in ips[i])
+                    or (a.get("ip") and a["ip"] in ips[j])):
+                parent[find(i)] = find(j)
+        open_.append(i)
+    groups: dict[int, list[int]] = {}
+    for i in order:
+        groups.setdefault(find(i), []).append(i)
+    out = []
+    for members in groups.values():
+        grp = [alerts[i] for i in members]
+        counts: dict[str, int] = {}
+        for a in grp:
+            counts[a["device_id"]] = counts.get(a["device_id"], 0) + 1
+        devices = sorted(counts, key=lambda d: (-counts[d], d))
+        source, met_by = _likely_source(grp, devices)
+        kinds: dict[str, int] = {}
+        for a in grp:
+            kinds[a["kind"]] = kinds.get(a["kind"], 0) + 1
+        severity = max((a["severity"] for a in grp), key=_SEVERITY_RANK.__getitem__)
+        start = min((a["start"] for a in grp if a["start"]), default=None)
+        end = max((a["end"] for a in grp if a["end"]), default=None)
+        what = ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items()))
+        who = f"{len(devices)} devices" if len(devices) > 1 else devices[0]
+        origin = f"; {met_by} other devices talked to {_name(grp, source)}" if met_by else ""
+        out.append({
+            "severity": severity, "start": start, "end": end, "source": source,
+            "devices": devices, "kinds": kinds, "alerts": members,
+            "message": f"{who}: {len(grp)} alert(s) ({what}){origin}",
+        })
+    out.sort(key=lambda x: (x["start"] or "", x["end"] or ""))
+    for k, inc in enumerate(out, start=1):
+        inc["id"] = k
     return out
 
 

@@ -433,11 +433,26 @@ def _render_report(rep: Any) -> str:
                   ", ".join(r["industrial_protocols"]))
     parts = [_as_text(t, width=150)]
     if rep.alerts:
-        parts.append(f"{len(rep.alerts)} alerts:")
-        parts += [f"  [{a['severity']:<6}] {a['start']}  {a['message']}" for a in rep.alerts]
+        parts.append(f"{len(rep.alerts)} alerts in {len(rep.incidents)} incident(s) "
+                     f"(--format json lists every alert):")
+        for inc in rep.incidents:
+            parts.append(f"  #{inc['id']} [{inc['severity']:<6}] {inc['start']} .. {inc['end']}"
+                         f"  {inc['message']}")
+            # the likely source's own alerts first, then the most severe
+            shown = sorted(inc["alerts"], key=lambda i: (
+                rep.alerts[i]["device_id"] != inc["source"], _RANK[rep.alerts[i]["severity"]],
+                rep.alerts[i]["start"]))[:_SHOWN]
+            parts += [f"      [{a['severity']:<6}] {a['start']}  {a['message']}"
+                      for a in (rep.alerts[i] for i in sorted(shown))]
+            if len(inc["alerts"]) > _SHOWN:
+                parts.append(f"      ... and {len(inc['alerts']) - _SHOWN} more")
     else:
         parts.append("no alerts")
     return "\n".join(parts) + "\n"
+
+
+_RANK = {"high": 0, "medium": 1, "low": 2}
+_SHOWN = 2  # alerts shown per incident in the table (most severe first)
 
 
 @app.command()
@@ -445,8 +460,9 @@ def score(
     sources: SourcesArg = None,
     model: ModelOpt = None,
     format: Annotated[ScoreFormat, typer.Option(
-        "--format", "-f", help="table: inventory and alerts to read; json: the whole report "
-        "(devices, windows, alerts; schema in the README).")] = ScoreFormat.table,
+        "--format", "-f", help="table: inventory and alerts, grouped into incidents, to read; "
+        "json: the whole report (devices, windows, alerts, incidents; schema in the README).")
+    ] = ScoreFormat.table,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Write the report to this file (atomically) instead of stdout.")
     ] = None,

@@ -16,7 +16,7 @@ from flockwatch.features.output import ISO_UTC, frame_records, to_json
 from flockwatch.features.windows import WindowSpec, assign_windows
 from flockwatch.models.pyfunc import score_flows
 from flockwatch.models.store import load_model
-from flockwatch.serving.alerts import alerts_from
+from flockwatch.serving.alerts import alerts_from, incidents
 
 _TOP_DTYPE = pl.List(pl.Struct({"feature": pl.String, "observed": pl.Float64,
                                 "expected": pl.Float64, "share": pl.Float64}))
@@ -29,6 +29,8 @@ class ScoreReport:
     alerts: list[dict[str, Any]]
     problems: list[Problem] = field(default_factory=list)
     model_uri: str = ""
+    #: alerts grouped into incidents (``serving.alerts.incidents``)
+    incidents: list[dict[str, Any]] = field(default_factory=list)
 
     def to_json(self) -> str:
         """The report as JSON text: indented, one scored window a line (windows are most of a
@@ -43,6 +45,7 @@ class ScoreReport:
             "devices": frame_records(self.devices),
             "windows": windows,
             "alerts": self.alerts,
+            "incidents": self.incidents,
             "problems": [{"input": p.source, "severity": p.severity, "message": p.message}
                          for p in self.problems],
         }
@@ -101,8 +104,26 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
         n, state = [None] * devices.height, [None] * devices.height
     devices = devices.with_columns(pl.Series("learning_windows", n, dtype=pl.Int64),
                                    pl.Series("baseline", state, dtype=pl.String))
-    alerts = alerts_from(scored, known_new, new_peers=peers)
-    return ScoreReport(devices, scored, alerts, problems, model_uri)
+    alerts = alerts_from(scored, known_new, new_peers=peers,
+                         window_peers=window_peers(scored, assigned))
+    return ScoreReport(devices, scored, alerts, problems, model_uri, incidents(alerts))
+
+
+def window_peers(scored: pl.DataFrame, assigned: pl.DataFrame, limit: int = 20
+                 ) -> pl.DataFrame:
+    """The local peers of each anomalous window's device in that window, most flows first (at
+    most ``limit``): who it was talking to when it deviated, which ties a scanner to its
+    victims (``serving.alerts.incidents``)."""
+    keys = scored.filter(pl.col("anomalous").fill_null(False)).select(
+        "source", "device_id", pl.col("start").alias("window_start"))
+    return (
+        assigned.filter(pl.col("peer_local") & pl.col("peer_ip").is_not_null())
+        .join(keys, on=["source", "device_id", "window_start"], how="semi")
+        .group_by("source", "device_id", "window_start", "peer_ip").agg(pl.len().alias("n"))
+        .sort(["n", "peer_ip"], descending=[True, False])
+        .group_by("source", "device_id", "window_start", maintain_order=True)
+        .agg(pl.col("peer_ip").head(limit).alias("local_peers"))
+    )
 
 
 def new_peers(bundle: Any, assigned: pl.DataFrame) -> pl.DataFrame | None:
@@ -125,7 +146,7 @@ _TOP = {"type": ["array", "null"], "items": {
 SCORE_JSON_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
-    "required": ["model", "devices", "windows", "alerts", "problems"],
+    "required": ["model", "devices", "windows", "alerts", "incidents", "problems"],
     "properties": {
         "model": {"type": "string"},
         "devices": {"type": "array", "items": {
@@ -169,6 +190,19 @@ SCORE_JSON_SCHEMA: dict[str, Any] = {
                 "severity": {"enum": ["low", "medium", "high"]},
                 "device_id": {"type": "string"}, "start": _TIME, "end": _TIME,
                 "score": _NUM, "threshold": _NUM, "top_features": _TOP,
+                "message": {"type": "string"},
+            }}},
+        "incidents": {"type": "array", "items": {
+            "type": "object",
+            "required": ["id", "severity", "start", "end", "source", "devices", "kinds",
+                         "alerts", "message"],
+            "properties": {
+                "id": {"type": "integer", "minimum": 1},
+                "severity": {"enum": ["low", "medium", "high"]},
+                "start": _TIME, "end": _TIME, "source": {"type": ["string", "null"]},
+                "devices": _STR_LIST,
+                "kinds": {"type": "object", "additionalProperties": {"type": "integer"}},
+                "alerts": {"type": "array", "items": {"type": "integer", "minimum": 0}},
                 "message": {"type": "string"},
             }}},
         "problems": {"type": "array"},

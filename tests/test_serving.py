@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -87,9 +88,70 @@ def test_score_json_matches_schema(trained, site, tmp_path):
     # 2 h of 300 s windows: at most 24 learning windows, far from the 150 (20 % held back =
     # 30) a threshold of its own needs.
     assert plc["baseline"] == "thin" and 0 < plc["learning_windows"] <= 24
+    # Every alert is in exactly one incident; the table lists incidents, not every alert.
+    members = sorted(i for inc in doc["incidents"] for i in inc["alerts"])
+    assert members == list(range(len(doc["alerts"])))
+    assert [inc["id"] for inc in doc["incidents"]] == list(range(1, len(doc["incidents"]) + 1))
+    assert len(doc["incidents"]) < len(doc["alerts"])
     table = CliRunner().invoke(app, ["score", str(site / "attacks.pcap"), "--model",
                                      str(trained)])
     assert table.exit_code == 0 and "thin (" in table.output
+    assert f"{len(doc['alerts'])} alerts in {len(doc['incidents'])} incident(s)" in table.output
+
+
+def _alert(device, ip, start, end, kind="anomalous_window", severity="low", peers=(),
+           local=()):
+    return {"kind": kind, "severity": severity, "device_id": device, "ip": ip,
+            "start": f"2026-01-01T00:{start:02d}:00Z", "end": f"2026-01-01T00:{end:02d}:00Z",
+            **({"new_peers": list(peers)} if peers else {}),
+            **({"local_peers": list(local)} if local else {})}
+
+
+def test_incidents_group_a_scan_and_consecutive_windows():
+    from flockwatch.serving.alerts import incidents
+
+    cam, v1, v2, v3, tv = "cam", "v1", "v2", "v3", "tv"
+    alerts = [
+        # a camera scans three devices in the 00:10-00:15 window: each victim meets it as a
+        # new peer, one also deviates
+        _alert(cam, "10.0.0.9", 10, 15, severity="high"),
+        _alert(v1, "10.0.0.1", 10, 15, "new_peer", "medium", ["10.0.0.9:22", "10.0.0.9:23"]),
+        _alert(v2, "10.0.0.2", 10, 15, "new_peer", "medium", ["10.0.0.9:502"]),
+        _alert(v3, "10.0.0.3", 10, 15, "new_peer", "high", ["10.0.0.9:80"]),
+        _alert(v3, "10.0.0.3", 10, 15),
+        # at the same time, unrelated: the TV deviates, over two consecutive windows
+        _alert(tv, "10.0.0.7", 10, 15, severity="medium"),
+        _alert(tv, "10.0.0.7", 15, 20),
+        # later, the camera again, alone
+        _alert(cam, "10.0.0.9", 40, 45),
+        # a plug brute-forces telnet on two devices: no new peers (probes), but each victim
+        # deviates while talking to the plug, and all three talk to the gateway, which is
+        # no origin (it does not alert)
+        _alert("plug", "10.0.0.5", 50, 55, severity="high", local=["10.0.0.2", "10.0.0.3"]),
+        _alert(v2, "10.0.0.2", 50, 55, local=["10.0.0.5", "10.0.0.254"]),
+        _alert(v3, "10.0.0.3", 50, 55, local=["10.0.0.254", "10.0.0.5"]),
+        # a device alone whose deviation involved an alerting device of another time
+        _alert(v1, "10.0.0.1", 58, 59, local=["10.0.0.5"]),
+    ]
+    got = incidents(alerts)
+    assert [(i["id"], i["alerts"]) for i in got] == [
+        (1, [0, 1, 2, 3, 4]), (2, [5, 6]), (3, [7]), (4, [8, 9, 10]), (5, [11])]
+    scan, tv_inc, later, brute, alone = got
+    assert scan["source"] == cam and scan["severity"] == "high"
+    assert scan["devices"][0] == v3 and set(scan["devices"]) == {cam, v1, v2, v3}
+    assert scan["kinds"] == {"anomalous_window": 2, "new_peer": 3}
+    assert "3 other devices talked to cam (10.0.0.9)" in scan["message"]
+    assert (scan["start"], scan["end"]) == ("2026-01-01T00:10:00Z", "2026-01-01T00:15:00Z")
+    assert tv_inc["source"] == tv and tv_inc["end"] == "2026-01-01T00:20:00Z"
+    assert later["source"] == cam and later["severity"] == "low"
+    assert brute["source"] == "plug"
+    assert "2 other devices talked to plug (10.0.0.5)" in brute["message"]
+    assert alone["source"] == v1 and alone["devices"] == [v1]
+    # Order of the input does not change the grouping.
+    rev = incidents(alerts[::-1])
+    assert [sorted(len(alerts) - 1 - i for i in inc["alerts"]) for inc in rev] == \
+        [inc["alerts"] for inc in got]
+    assert incidents([]) == []
 
 
 def test_score_plot_timeline(trained, site, tmp_path):
@@ -320,6 +382,10 @@ def test_demo_end_to_end():
         line = next(x for x in out.splitlines() if f" {kind} " in x and " on " in x)
         assert line.strip().startswith("detected"), line
     assert "deviates from its baseline" in out and "expected" in out
+    # The alerts come grouped: the scan's victims are one incident with the scanner.
+    n_alerts, n_incidents = map(int, re.search(r"(\d+) alerts in (\d+) incident", out).groups())
+    assert len(ATTACK_KINDS) <= n_incidents < n_alerts
+    assert "other devices talked to" in out
     assert "models:/flockwatch@champion" in out and "mlflow ui --backend-store-uri" in out
     png = Path(next(x for x in out.splitlines() if "Score timeline" in x).split()[-1])
     assert png.read_bytes()[:4] == b"\x89PNG"
