@@ -153,17 +153,31 @@ def incidents(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
     order = sorted(range(n), key=lambda i: (alerts[i]["start"] or "", alerts[i]["end"] or ""))
     ips = [peer_ips(a) for a in alerts]
-    # Sweep in start order: each alert is compared with the alerts still open at its start.
-    open_: list[int] = []
+    # Sweep in start order, linear in alerts and peers rather than pairwise. For a device or
+    # an address, the earlier alert with the latest end stands for all earlier ones: if any
+    # is still open at this alert's start, that one is. Alerts naming an address as a peer
+    # are kept in a list per address until an alert of that address joins them all, which
+    # leaves them one group, so the list shrinks to its latest-ending member.
+    latest: dict[tuple[str, str], tuple[str, int]] = {}
+    refs: dict[str, list[tuple[str, int]]] = {}
     for i in order:
         a = alerts[i]
-        open_ = [j for j in open_ if (alerts[j]["end"] or "") >= (a["start"] or "")]
-        for j in open_:
-            b = alerts[j]
-            if (a["device_id"] == b["device_id"] or (b.get("ip") and b["ip"] in ips[i])
-                    or (a.get("ip") and a["ip"] in ips[j])):
-                parent[find(i)] = find(j)
-        open_.append(i)
+        start, end = a["start"] or "", a["end"] or ""
+        mine = [("dev", a["device_id"])] + ([("ip", a["ip"])] if a.get("ip") else [])
+        for key in [mine[0], *(("ip", x) for x in ips[i])]:
+            hit = latest.get(key)
+            if hit is not None and hit[0] >= start:
+                parent[find(i)] = find(hit[1])
+        if a.get("ip") and a["ip"] in refs:
+            still = [(e, j) for e, j in refs[a["ip"]] if e >= start]
+            for _, j in still:
+                parent[find(j)] = find(i)
+            refs[a["ip"]] = [max(still)] if still else []
+        for key in mine:
+            if key not in latest or latest[key][0] < end:
+                latest[key] = (end, i)
+        for x in ips[i]:
+            refs.setdefault(x, []).append((end, i))
     groups: dict[int, list[int]] = {}
     for i in order:
         groups.setdefault(find(i), []).append(i)

@@ -154,6 +154,51 @@ def test_incidents_group_a_scan_and_consecutive_windows():
     assert incidents([]) == []
 
 
+def test_incidents_equal_pairwise_reference():
+    """The linear sweep groups exactly as comparing every pair of alerts would."""
+    import random
+
+    from flockwatch.serving.alerts import incidents
+
+    def reference(alerts):
+        n = len(alerts)
+        parent = list(range(n))
+
+        def find(i):
+            while parent[i] != i:
+                i = parent[i]
+            return i
+
+        def peers(a):
+            return ({p.rpartition(":")[0] for p in a.get("new_peers") or ()}
+                    | set(a.get("local_peers") or ()))
+
+        for i in range(n):
+            for j in range(n):
+                a, b = alerts[i], alerts[j]
+                if a["start"] <= b["end"] and b["start"] <= a["end"] and (
+                        a["device_id"] == b["device_id"] or b["ip"] in peers(a)):
+                    parent[find(i)] = find(j)
+        groups = {}
+        for i in range(n):
+            groups.setdefault(find(i), []).append(i)
+        return sorted(sorted(g) for g in groups.values())
+
+    rng = random.Random(0)
+    for _ in range(200):
+        alerts = []
+        for _ in range(rng.randint(1, 25)):
+            d = rng.randint(0, 7)
+            t = rng.randint(0, 40)
+            alerts.append(_alert(f"d{d}", f"10.0.0.{d}", t, t + rng.choice([1, 2, 5]),
+                                 peers=[f"10.0.0.{rng.randint(0, 9)}:22"]
+                                 if rng.random() < 0.3 else (),
+                                 local=[f"10.0.0.{rng.randint(0, 9)}"]
+                                 if rng.random() < 0.3 else ()))
+        got = sorted(sorted(inc["alerts"]) for inc in incidents(alerts))
+        assert got == reference(alerts)
+
+
 def test_score_plot_timeline(trained, site, tmp_path):
     """--plot writes a PNG (atomically, next to the report); the figure has one panel per
     scored device, most alerts first, with exactly that device's scores."""
