@@ -329,15 +329,17 @@ def _bucket_shares(prefix: str, n: int) -> list[pl.Expr]:
 
 
 def _name_tokens(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    names = att.filter(pl.col("server_name").is_not_null()).select(
-        *keys, pl.col("server_name").str.to_lowercase()
+    names = att.filter(pl.col("server_name").is_not_null()).select(*keys, "server_name")
+    # Split each distinct name once (a site asks for few names, in many flows).
+    words = names.select(pl.col("server_name").unique()).with_columns(
+        pl.col("server_name").str.to_lowercase()
         .str.replace_all(r"([0-9a-f]{2}[:-]){5}[0-9a-f]{2}", " ")  # MAC addresses
         .str.replace_all(r"[^a-z0-9]+", " ").str.strip_chars().str.split(" ").alias("tok")
-    ).explode("tok")
-    names = names.filter(~pl.col("tok").str.contains(_ADDRESS_LIKE)
-                         & (pl.col("tok").str.count_matches(r"[0-9]") < 5)
-                         & ~pl.col("tok").is_in(GENERIC_NAME_LABELS))
-    return _hashed_shares(names, att, keys, "name_token_", N_NAME_BUCKETS)
+    ).explode("tok").filter(~pl.col("tok").str.contains(_ADDRESS_LIKE)
+                            & (pl.col("tok").str.count_matches(r"[0-9]") < 5)
+                            & ~pl.col("tok").is_in(GENERIC_NAME_LABELS))
+    tokens = names.join(words, on="server_name").select(*keys, "tok")
+    return _hashed_shares(tokens, att, keys, "name_token_", N_NAME_BUCKETS)
 
 
 def _fingerprints(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
