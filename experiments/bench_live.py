@@ -17,16 +17,11 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_extract import build_capture  # noqa: E402
 from common import arg_parser, report  # noqa: E402
-
-
-def sh(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True)
 
 
 def main() -> int:
@@ -40,11 +35,10 @@ def main() -> int:
         return 0
     from flockwatch.datasets.synth import host, synthesize_capture
     from flockwatch.features import WindowSpec, extract
+    from flockwatch.features.live import replay_link
     from flockwatch.models.pyfunc import Bundle, save_model
     from flockwatch.training.baseline import fit_baseline
 
-    tag = uuid.uuid4().hex[:6]
-    ns, a, b = f"fwb{tag}", f"fwx{tag}", f"fwy{tag}"
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
         learn = synthesize_capture(tmp / "learn.pcap", hours=1.0, seed=20)
@@ -55,14 +49,7 @@ def main() -> int:
                                     attack_duration_s=30)
         bulk = tmp / "bulk.pcap"
         n_bulk = build_capture(Path(args.data), args.packets, bulk)
-        sh("ip", "netns", "add", ns)
-        try:
-            sh("ip", "link", "add", a, "type", "veth", "peer", "name", b)
-            sh("ip", "link", "set", b, "netns", ns)
-            sh("sysctl", "-qw", f"net.ipv6.conf.{a}.disable_ipv6=1")
-            sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{b}.disable_ipv6=1")
-            sh("ip", "link", "set", a, "up")
-            sh("ip", "netns", "exec", ns, "ip", "link", "set", b, "up")
+        with replay_link("fwb") as (ns, a, b):
             alerts = tmp / "alerts.jsonl"
             flockwatch = str(Path(sys.executable).parent / "flockwatch")
             proc = subprocess.Popen([flockwatch, "sense", "-i", a, "--model", str(tmp / "model"),
@@ -87,9 +74,6 @@ def main() -> int:
                 time.sleep(0.2)
             proc.send_signal(signal.SIGTERM)
             _, err = proc.communicate(timeout=120)
-        finally:
-            subprocess.run(["ip", "link", "del", a], capture_output=True)
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True)
     last = [ln for ln in err.splitlines() if "stopped:" in ln][-1]
     counters = dict(kv.split("=") for kv in last.split("stopped: ")[1].split())
     res = {"pps_asked": args.pps, "bulk_packets": n_bulk,

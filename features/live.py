@@ -9,13 +9,16 @@ kernel's drop counter (PACKET_STATISTICS) tells whether anything was lost.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
 import struct
+import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import polars as pl
@@ -135,3 +138,42 @@ def capture_interface(interface: str, duration: float, *, idle_timeout: int = 12
             return empty_flows()
         flows, _ = read_capture(chunk, idle_timeout=idle_timeout)
     return flows.with_columns(pl.lit(interface).alias("source"))
+
+
+class ReplayLinkError(RuntimeError):
+    """The replay link could not be built here (not root, no iproute2, namespaces denied)."""
+
+
+@contextlib.contextmanager
+def replay_link(prefix: str = "fw") -> Iterator[tuple[str, str, str]]:
+    """A veth pair with one end in a new network namespace, both up, IPv6 off (no router
+    solicitations: only what is replayed crosses it): ``(namespace, host_if, ns_if)``.
+    Frames sent on ``ns_if`` inside the namespace (``ip netns exec NS tcpreplay -i NS_IF
+    capture.pcap``) arrive on ``host_if``, which the sensor listens on: a capture played as
+    live traffic, for tests and benchmarks. Needs root; removed on exit.
+    Raises ``ReplayLinkError`` when the link cannot be built."""
+    tag = uuid.uuid4().hex[:6]
+    ns, host_if, ns_if = f"{prefix}{tag}", f"{prefix}a{tag}", f"{prefix}b{tag}"
+
+    def sh(*args: str) -> None:
+        subprocess.run(args, check=True, capture_output=True)
+
+    if os.geteuid() != 0:
+        raise ReplayLinkError("needs root (network namespaces, raw sockets)")
+    try:
+        sh("ip", "netns", "add", ns)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", b"") or str(exc).encode()
+        raise ReplayLinkError(f"cannot create a network namespace here: "
+                              f"{detail.decode().strip()}") from None
+    try:
+        sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
+        sh("ip", "link", "set", ns_if, "netns", ns)
+        sh("sysctl", "-qw", f"net.ipv6.conf.{host_if}.disable_ipv6=1")
+        sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{ns_if}.disable_ipv6=1")
+        sh("ip", "link", "set", host_if, "up")
+        sh("ip", "netns", "exec", ns, "ip", "link", "set", ns_if, "up")
+        yield ns, host_if, ns_if
+    finally:
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import signal
 import socket
@@ -11,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
 import polars as pl
@@ -22,34 +20,17 @@ BIN = Path(sys.executable).parent
 KEY = ["src_ip", "dst_ip", "src_port", "dst_port", "protocol"]
 
 
-def _sh(*args: str) -> None:
-    subprocess.run(args, check=True, capture_output=True)
-
-
 @pytest.fixture
 def veth():
-    if os.geteuid() != 0:
-        pytest.skip("live tests need root (network namespaces, raw sockets)")
+    from flockwatch.features.live import ReplayLinkError, replay_link
+
     if not shutil.which("tcpreplay") or not shutil.which("ip"):
         pytest.skip("live tests need tcpreplay and iproute2 (apt-get install tcpreplay)")
-    tag = uuid.uuid4().hex[:6]
-    ns, host_if, ns_if = f"fw{tag}", f"fwa{tag}", f"fwb{tag}"
     try:
-        _sh("ip", "netns", "add", ns)
-    except subprocess.CalledProcessError as exc:
-        pytest.skip(f"cannot create a network namespace here: {exc.stderr.decode().strip()}")
-    try:
-        _sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if)
-        _sh("ip", "link", "set", ns_if, "netns", ns)
-        # No IPv6 chatter (router solicitations) on the test link: only replayed frames.
-        _sh("sysctl", "-qw", f"net.ipv6.conf.{host_if}.disable_ipv6=1")
-        _sh("ip", "netns", "exec", ns, "sysctl", "-qw", f"net.ipv6.conf.{ns_if}.disable_ipv6=1")
-        _sh("ip", "link", "set", host_if, "up")
-        _sh("ip", "netns", "exec", ns, "ip", "link", "set", ns_if, "up")
-        yield ns, host_if, ns_if
-    finally:
-        subprocess.run(["ip", "link", "del", host_if], capture_output=True)
-        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+        with replay_link() as link:
+            yield link
+    except ReplayLinkError as exc:
+        pytest.skip(f"live tests: {exc}")
 
 
 def replay(ns: str, ns_if: str, pcap: Path, *extra: str) -> subprocess.CompletedProcess[str]:
