@@ -528,7 +528,8 @@ def score(
         write_atomic(output, lambda fh: fh.write(text))
         if not quiet:
             typer.echo(f"{rep.devices.height} devices, {rep.windows.height} windows, "
-                       f"{len(rep.alerts)} alerts -> {output}", err=True)
+                       f"{len(rep.alerts)} alerts in {len(rep.incidents)} incident(s) "
+                       f"-> {output}", err=True)
     else:
         sys.stdout.write(text if text.endswith("\n") else text + "\n")
     _report_problems(result, quiet)
