@@ -384,6 +384,9 @@ def evaluate(
     = None,
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="Also write the confusion matrix as a PNG.")] = None,
+    reject_quantile: Annotated[float | None, typer.Option(
+        help="Re-decide the model's open-set rejection at this trade-off for this evaluation "
+             "(see train classifier --reject-quantile; default: the model's own).")] = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Score every labelled capture with a model: metrics and per-capture predictions (JSON)."""
@@ -394,7 +397,8 @@ def evaluate(
 
     configure(tracking_uri)
     try:
-        out = evaluate_dataset(dataset_dir, model, label_column=label_column)
+        out = evaluate_dataset(dataset_dir, model, label_column=label_column,
+                               reject_quantile=reject_quantile)
     except (DatasetError, ModelLoadError, ValueError) as exc:
         fail(str(exc))
     text = to_json(out, indent=2)

@@ -80,6 +80,23 @@ def test_train_register_load_evaluate(shared_data, tmp_path):
     for pred in doc["predictions"]:
         assert (pred["predicted"] == "unknown") == (pred["true"] == pred["predicted"]
                                                      or pred["unknown"])
+    # The open-set trade-off re-decided at evaluation, without retraining: 0 never answers
+    # unknown, a high quantile answers it at least as often as the model's own 0.04.
+    assert doc["reject_quantile"] == 0.04
+    unknown = {}
+    for q in ("0", "0.5"):
+        r = runner.invoke(app, ["evaluate", str(other), "--model", "models:/sentinel/1",
+                                "--reject-quantile", q])
+        assert r.exit_code == 0, r.output
+        d = json.loads(r.stdout)
+        assert d["reject_quantile"] == float(q)
+        unknown[q] = sum(p["unknown"] for p in d["predictions"])
+    assert unknown["0"] == 0
+    assert unknown["0.5"] >= sum(p["unknown"] for p in doc["predictions"])
+    r = runner.invoke(app, ["evaluate", str(other), "--model", "models:/sentinel/1",
+                            "--reject-quantile", "1.5"])
+    assert r.exit_code == 1 and "reject_quantile must be in [0, 1)" in r.output
+    assert "Traceback" not in r.output
 
 
 def write(p: Path, text: str) -> Path:
