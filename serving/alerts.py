@@ -200,7 +200,7 @@ def incidents(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         origin = f"; {met_by} other devices talked to {_name(grp, source)}" if met_by else ""
         out.append({
             "severity": severity, "start": start, "end": end, "source": source,
-            "devices": devices, "kinds": kinds, "alerts": members,
+            "devices": devices, "kinds": kinds, "alerts": sorted(members),
             "message": f"{who}: {len(grp)} alert(s) ({what}){origin}",
         })
     out.sort(key=lambda x: (x["start"] or "", x["end"] or ""))
