@@ -209,6 +209,38 @@ def incidents(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+class IncidentTracker:
+    """Incident numbers for alerts that arrive batch by batch (the live sensor): each alert
+    gets ``incident``, shared with the earlier alerts it groups with (``incidents``) among
+    those still recent (ending at most ``horizon_s`` before the batch's first start), or a
+    new number. An alert joining two earlier incidents takes the lower number."""
+
+    def __init__(self, horizon_s: float) -> None:
+        self.horizon_s = horizon_s
+        self._recent: list[dict[str, Any]] = []
+        self._next = 1
+
+    def assign(self, alerts: list[dict[str, Any]]) -> None:
+        if not alerts:
+            return
+        first = min((a["start"] for a in alerts if a["start"]), default=None)
+        if first is not None:
+            cut = iso_utc(dt.datetime.fromisoformat(first.replace("Z", "+00:00"))
+                          - dt.timedelta(seconds=self.horizon_s))
+            self._recent = [a for a in self._recent if (a["end"] or "") >= cut]
+        old = len(self._recent)
+        both = self._recent + alerts
+        for inc in incidents(both):
+            ids = [both[i]["incident"] for i in inc["alerts"] if i < old]
+            number = min(ids) if ids else self._next
+            if not ids:
+                self._next += 1
+            for i in inc["alerts"]:
+                if i >= old:
+                    both[i]["incident"] = number
+        self._recent = both
+
+
 @functools.lru_cache(maxsize=1)
 def product_version() -> str:
     """flockwatch's installed version (the CEF header's device version)."""
@@ -237,6 +269,7 @@ def cef_line(alert: dict[str, Any], version: str | None = None) -> str:
         "cfp1Label": "score", "cfp1": alert.get("score"),
         "cfp2Label": "threshold", "cfp2": alert.get("threshold"),
         "cs2Label": "topFeatures", "cs2": ",".join(t["feature"] for t in alert["top_features"]),
+        "cn1Label": "incident" if alert.get("incident") else None, "cn1": alert.get("incident"),
         "msg": alert.get("message"),
     }
     ext_s = " ".join(f"{k}={esc_e(v)}" for k, v in ext.items() if v not in (None, ""))

@@ -26,7 +26,7 @@ from flockwatch.features.flows import read_capture
 from flockwatch.features.live import RawCapture
 from flockwatch.features.schema import FLOW_SCHEMA
 from flockwatch.features.windows import WindowSpec
-from flockwatch.serving.alerts import JsonlSink, SyslogCefSink
+from flockwatch.serving.alerts import IncidentTracker, JsonlSink, SyslogCefSink
 from flockwatch.serving.score import report
 
 log = logging.getLogger("flockwatch.sensor")
@@ -99,6 +99,8 @@ class Sensor:
         self.stop = threading.Event()
         self._chunks: queue.Queue[Path | None] = queue.Queue()
         self._seen_new: set[str] = set()
+        # Alerts of one story share an incident number across chunks (a window's length back).
+        self._incidents = IncidentTracker(self.window_s)
         # Application of flows seen in earlier chunks: a TCP session cut at a chunk boundary
         # continues mid-stream, where nDPI cannot name it again.
         self._apps = pl.DataFrame(schema={k: FLOW_SCHEMA[k] for k in (*_FLOW_KEY, *_APP_COLS)})
@@ -117,6 +119,7 @@ class Sensor:
         flows = self._carry_applications(flows.with_columns(pl.lit(self.interface).alias("source")))
         rep = report(self.bundle, flows, [], window=self.spec, known_new=self._seen_new)
         self._seen_new.update(a["device_id"] for a in rep.alerts if a["kind"] == "new_device")
+        self._incidents.assign(rep.alerts)
         for a in rep.alerts:
             self.jsonl.send(a)
             if self.syslog:

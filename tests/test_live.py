@@ -145,6 +145,10 @@ def test_sensor_alerts_on_replayed_attack(veth, tmp_path, live_model):
     assert seen_at - (t_replay + 25.0) <= window + 5.0
     cef = [ln for ln in listener.lines if "CEF:0|flockwatch|flockwatch|" in ln]
     assert any(f"smac={scanner}" in ln and "|anomalous_window|" in ln for ln in cef)
+    # Every alert carries its incident number, in the file and in CEF.
+    sent = [json.loads(line) for line in alerts.read_text().splitlines()]
+    assert all(isinstance(a["incident"], int) and a["incident"] >= 1 for a in sent)
+    assert all("cn1Label=incident cn1=" in ln for ln in cef)
     import sqlite3
 
     rows = dict(sqlite3.connect(tmp_path / "inv.sqlite").execute(

@@ -199,6 +199,28 @@ def test_incidents_equal_pairwise_reference():
         assert got == reference(alerts)
 
 
+def test_incident_numbers_across_batches():
+    """The sensor's alerts arrive a window at a time: one story keeps one number across
+    batches, an unrelated or later alert gets a new one, and CEF carries it."""
+    from flockwatch.serving.alerts import IncidentTracker, cef_line
+
+    tracker = IncidentTracker(horizon_s=300)
+    batch1 = [_alert("cam", "10.0.0.9", 10, 15, severity="high"),
+              _alert("tv", "10.0.0.7", 10, 15)]
+    batch2 = [_alert("v1", "10.0.0.1", 15, 20, "new_peer", "medium", ["10.0.0.9:22"]),
+              _alert("plug", "10.0.0.5", 15, 20)]
+    batch3 = [_alert("cam", "10.0.0.9", 50, 55)]  # long after: the camera again, new story
+    for batch in (batch1, batch2, batch3):
+        tracker.assign(batch)
+    assert [a["incident"] for a in batch1] == [1, 2]
+    assert [a["incident"] for a in batch2] == [1, 3]
+    assert [a["incident"] for a in batch3] == [4]
+    tracker.assign([])
+    alert = {**batch2[0], "mac": "00:00:00:00:00:01", "score": None, "threshold": None,
+             "top_features": [], "message": "m"}
+    assert "cn1Label=incident cn1=1" in cef_line(alert, "0.3.0")
+
+
 def test_score_plot_timeline(trained, site, tmp_path):
     """--plot writes a PNG (atomically, next to the report); the figure has one panel per
     scored device, most alerts first, with exactly that device's scores."""
