@@ -106,7 +106,11 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
                                    pl.Series("baseline", state, dtype=pl.String))
     alerts = alerts_from(scored, known_new, new_peers=peers,
                          window_peers=window_peers(scored, assigned))
-    return ScoreReport(devices, scored, alerts, problems, model_uri, incidents(alerts))
+    grouped = incidents(alerts)
+    for inc in grouped:
+        for i in inc["alerts"]:
+            alerts[i]["incident"] = inc["id"]
+    return ScoreReport(devices, scored, alerts, problems, model_uri, grouped)
 
 
 def window_peers(scored: pl.DataFrame, assigned: pl.DataFrame, limit: int = 20
@@ -190,7 +194,7 @@ SCORE_JSON_SCHEMA: dict[str, Any] = {
                 "severity": {"enum": ["low", "medium", "high"]},
                 "device_id": {"type": "string"}, "start": _TIME, "end": _TIME,
                 "score": _NUM, "threshold": _NUM, "top_features": _TOP,
-                "message": {"type": "string"},
+                "message": {"type": "string"}, "incident": {"type": "integer", "minimum": 1},
             }}},
         "incidents": {"type": "array", "items": {
             "type": "object",

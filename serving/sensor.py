@@ -119,7 +119,7 @@ class Sensor:
         flows = self._carry_applications(flows.with_columns(pl.lit(self.interface).alias("source")))
         rep = report(self.bundle, flows, [], window=self.spec, known_new=self._seen_new)
         self._seen_new.update(a["device_id"] for a in rep.alerts if a["kind"] == "new_device")
-        self._incidents.assign(rep.alerts)
+        self._incidents.assign(rep.alerts)  # across chunks, not report()'s per-chunk ids
         for a in rep.alerts:
             self.jsonl.send(a)
             if self.syslog:

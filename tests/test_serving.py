@@ -91,6 +91,8 @@ def test_score_json_matches_schema(trained, site, tmp_path):
     # Every alert is in exactly one incident; the table lists incidents, not every alert.
     members = sorted(i for inc in doc["incidents"] for i in inc["alerts"])
     assert members == list(range(len(doc["alerts"])))
+    assert all(doc["alerts"][i]["incident"] == inc["id"]
+               for inc in doc["incidents"] for i in inc["alerts"])
     assert [inc["id"] for inc in doc["incidents"]] == list(range(1, len(doc["incidents"]) + 1))
     assert len(doc["incidents"]) < len(doc["alerts"])
     table = CliRunner().invoke(app, ["score", str(site / "attacks.pcap"), "--model",
