@@ -253,10 +253,16 @@ class DeviceClassifier:
         check_fitted(self, "booster_")
         conf = proba.max(axis=1) if len(proba) else np.zeros(0)
         labels = self.classes_[proba.argmax(axis=1)] if len(proba) else np.array([], dtype=object)
-        unknown = conf < self.threshold_
-        if novelty is not None and len(proba):
-            unknown |= novelty > self.novelty_threshold_
+        unknown = self.rejects(conf, novelty if len(proba) else None)
         return np.where(unknown, UNKNOWN, labels).astype(object), conf, unknown
+
+    def rejects(self, confidence: np.ndarray, novelty: np.ndarray | None = None) -> np.ndarray:
+        """The open-set rule at the current ``reject_quantile``: which devices, by their
+        confidence and (when given) novelty, are "unknown"."""
+        unknown = np.asarray(confidence) < self.threshold_
+        if novelty is not None:
+            unknown |= np.asarray(novelty) > self.novelty_threshold_
+        return unknown
 
     def predict(self, windows: pl.DataFrame) -> np.ndarray:
         """Per-window device type, or "unknown" by confidence alone (the novelty rule is
@@ -285,6 +291,7 @@ class DeviceClassifier:
             pl.Series("unknown", unknown.astype(bool)),
             # the most probable known type, also for devices ruled unknown
             pl.Series("closest_type", closest.tolist(), dtype=pl.String),
+            pl.Series("type_novelty", np.asarray(nov, dtype=float)),
         )
 
     def explain(self, windows: pl.DataFrame, top: int = 5) -> list[list[dict[str, float | str]]]:

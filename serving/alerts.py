@@ -97,7 +97,14 @@ def _peer_alerts(scored: pl.DataFrame, new_peers: pl.DataFrame | None) -> list[d
     return out
 
 
-_SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
+#: Severities in rising order.
+SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
+
+
+def _peer_addresses(alert: dict[str, Any], field: str) -> list[str]:
+    """The addresses in an alert's ``new_peers`` (``ip:port``) or ``local_peers`` (ip)."""
+    peers = alert.get(field) or ()
+    return [p.rpartition(":")[0] for p in peers] if field == "new_peers" else list(peers)
 
 
 def _name(grp: list[dict[str, Any]], who: str | None) -> str:
@@ -115,11 +122,11 @@ def _likely_source(grp: list[dict[str, Any]], devices: list[str]) -> tuple[str |
     a local peer while deviating, else the one device alerting. An address that is one of the
     incident's devices is given as that device."""
     device_of = {a["ip"]: a["device_id"] for a in grp if a.get("ip")}
-    for field, new in (("new_peers", True), ("local_peers", False)):
+    for field in ("new_peers", "local_peers"):
+        new = field == "new_peers"
         met: dict[str, set[str]] = {}
         for a in grp:
-            for p in a.get(field) or ():
-                ip = p.rpartition(":")[0] if new else p
+            for ip in _peer_addresses(a, field):
                 if device_of.get(ip) != a["device_id"]:
                     met.setdefault(ip, set()).add(a["device_id"])
         # A local peer counts only when it alerts too (every device talks to its gateway).
@@ -147,12 +154,9 @@ def incidents(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
             i = parent[i]
         return i
 
-    def peer_ips(a: dict[str, Any]) -> set[str]:
-        return ({p.rpartition(":")[0] for p in a.get("new_peers") or ()}
-                | set(a.get("local_peers") or ()))
-
     order = sorted(range(n), key=lambda i: (alerts[i]["start"] or "", alerts[i]["end"] or ""))
-    ips = [peer_ips(a) for a in alerts]
+    ips = [set(_peer_addresses(a, "new_peers")) | set(_peer_addresses(a, "local_peers"))
+           for a in alerts]
     # Sweep in start order, linear in alerts and peers rather than pairwise. For a device or
     # an address, the earlier alert with the latest end stands for all earlier ones: if any
     # is still open at this alert's start, that one is. Alerts naming an address as a peer
@@ -192,7 +196,7 @@ def incidents(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         kinds: dict[str, int] = {}
         for a in grp:
             kinds[a["kind"]] = kinds.get(a["kind"], 0) + 1
-        severity = max((a["severity"] for a in grp), key=_SEVERITY_RANK.__getitem__)
+        severity = max((a["severity"] for a in grp), key=SEVERITY_RANK.__getitem__)
         start = min((a["start"] for a in grp if a["start"]), default=None)
         end = max((a["end"] for a in grp if a["end"]), default=None)
         what = ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items()))

@@ -418,6 +418,7 @@ def evaluate(
 
 
 def _render_report(rep: Any) -> str:
+    from flockwatch.serving.alerts import SEVERITY_RANK
     from rich.table import Table
 
     t = Table(title=f"{rep.devices.height} devices")
@@ -444,8 +445,8 @@ def _render_report(rep: Any) -> str:
                          f"  {inc['message']}")
             # the likely source's own alerts first, then the most severe
             shown = sorted(inc["alerts"], key=lambda i: (
-                rep.alerts[i]["device_id"] != inc["source"], _RANK[rep.alerts[i]["severity"]],
-                rep.alerts[i]["start"]))[:_SHOWN]
+                rep.alerts[i]["device_id"] != inc["source"],
+                -SEVERITY_RANK[rep.alerts[i]["severity"]], rep.alerts[i]["start"]))[:_SHOWN]
             parts += [f"      [{a['severity']:<6}] {a['start']}  {a['message']}"
                       for a in (rep.alerts[i] for i in sorted(shown))]
             if len(inc["alerts"]) > _SHOWN:
@@ -455,7 +456,6 @@ def _render_report(rep: Any) -> str:
     return "\n".join(parts) + "\n"
 
 
-_RANK = {"high": 0, "medium": 1, "low": 2}
 _SHOWN = 2  # alerts shown per incident in the table (most severe first)
 
 

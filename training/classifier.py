@@ -53,14 +53,21 @@ def _with_extra(train: pl.DataFrame, extra: dict[str, pl.DataFrame] | None) -> p
 
 def _swept(clf: DeviceClassifier, windows: pl.DataFrame, reject_quantiles: Sequence[float]
            ) -> list[pl.DataFrame]:
-    """Device predictions of ``clf`` under each open-set ``reject_quantile`` (the model is
-    fitted once; only its rejection thresholds change), tagged with the quantile."""
+    """Device predictions of ``clf`` under each open-set ``reject_quantile``, tagged with the
+    quantile: predicted once, then only the rejection re-decided."""
+    if not reject_quantiles:
+        return []
+    base = device_predictions(clf, windows)
+    conf, nov = base["type_confidence"].to_numpy(), base["type_novelty"].to_numpy()
     own = clf.reject_quantile
     out = []
     try:
         for q in reject_quantiles:
-            clf.set_reject_quantile(q)
-            out.append(device_predictions(clf, windows).with_columns(
+            unknown = pl.Series("unknown", clf.set_reject_quantile(q).rejects(conf, nov))
+            out.append(base.with_columns(
+                unknown,
+                pl.when(unknown).then(pl.lit(UNKNOWN)).otherwise(pl.col("closest_type"))
+                .alias("device_type"),
                 pl.lit(float(q)).alias("reject_quantile")))
     finally:
         clf.set_reject_quantile(own)
@@ -82,7 +89,8 @@ def cross_validate(win: pl.DataFrame, *, n_folds: int = 4, seed: int = 0,
     ``metrics["sets"][name]``. ``reject_quantiles``: the same fold models re-decided under
     each open-set trade-off, in ``metrics["sweep"]`` (macro F1, accuracy, share of captures
     rejected, and with ``merge``, a label -> group map such as same-vendor families, the
-    macro F1 with the groups merged).
+    macro F1 with the groups merged). The main metrics carry ``known_rejected`` and, with
+    ``merge``, ``macro_f1_merged`` too.
     """
     folds = group_folds(win["label"].to_list(), win["group"].to_list(), n_folds, seed)
     sets = {"all": win, **(evaluate_on or {})}
@@ -103,6 +111,7 @@ def cross_validate(win: pl.DataFrame, *, n_folds: int = 4, seed: int = 0,
     p = pl.concat(preds)
     main = p.filter(pl.col("set") == "all")
     metrics = classification_metrics(main["label"].to_list(), main["device_type"].to_list())
+    metrics.update(_rejection_summary(main, merge))
     if evaluate_on:
         metrics["sets"] = {}
         for name in evaluate_on:
@@ -110,21 +119,25 @@ def cross_validate(win: pl.DataFrame, *, n_folds: int = 4, seed: int = 0,
             metrics["sets"][name] = classification_metrics(q["label"].to_list(),
                                                            q["device_type"].to_list())
     if swept:
-        metrics["sweep"] = [_sweep_point(g, rq, merge) for (rq,), g in pl.concat(swept)
-                            .group_by("reject_quantile", maintain_order=True)]
+        metrics["sweep"] = [
+            {"reject_quantile": rq, **_rejection_summary(g, merge, with_f1=True)}
+            for (rq,), g in pl.concat(swept).group_by("reject_quantile", maintain_order=True)]
     return metrics, main.drop("set")
 
 
-def _sweep_point(p: pl.DataFrame, reject_quantile: float, merge: dict[str, str] | None
-                 ) -> dict[str, float]:
-    m = classification_metrics(p["label"].to_list(), p["device_type"].to_list())
-    point = {"reject_quantile": reject_quantile, "macro_f1": m["macro_f1"],
-             "accuracy": m["accuracy"], "known_rejected": float(np.mean(p["unknown"].to_numpy()))}
+def _rejection_summary(p: pl.DataFrame, merge: dict[str, str] | None, *,
+                       with_f1: bool = False) -> dict[str, float]:
+    """Share of captures rejected as unknown, the macro F1 with ``merge``'s label groups
+    merged (when given) and, ``with_f1``, the plain macro F1 and accuracy."""
+    out = {"known_rejected": float(np.mean(p["unknown"].to_numpy()))}
+    if with_f1:
+        m = classification_metrics(p["label"].to_list(), p["device_type"].to_list())
+        out.update(macro_f1=m["macro_f1"], accuracy=m["accuracy"])
     if merge:
-        point["macro_f1_merged"] = classification_metrics(
+        out["macro_f1_merged"] = classification_metrics(
             p["label"].replace(merge).to_list(),
             p["device_type"].replace(merge).to_list())["macro_f1"]
-    return point
+    return out
 
 
 def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: int = 4,
