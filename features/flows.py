@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 from flockwatch.features.captures import CaptureInfo, inspect_capture, is_capture_name
 from flockwatch.features.errors import InputError
+from flockwatch.features.orient import orient
 from flockwatch.features.schema import FLOW_SCHEMA, conform, empty_flows
 from flockwatch.features.zeek import looks_like_zeek, read_zeek_conn
 
@@ -183,7 +184,7 @@ def read_capture(
         ))
     if not rows and info.packets:
         problems.append(Problem(name, f"no IP flows in {info.packets} packets", "notice"))
-    return _rows_to_frame(rows, name), problems
+    return orient(_rows_to_frame(rows, name)), problems
 
 
 def _walk(path: str | os.PathLike[str], out: list[CaptureInfo | BaseException]) -> None:
