@@ -9,10 +9,14 @@ The rule (applied per source, i.e. per capture, interface or log):
    are local; a global IPv6 address is local when its MAC is a host's, not a gateway's.
 3. **Gateways.** A MAC seen carrying a remote IPv4 address, or four or more distinct IPv4
    addresses, is a gateway (it forwards for others). Traffic behind it is not a device. The
-   gateway is itself a device only in flows it *originates* from a local address of its own.
+   gateway is itself a device only in flows it *originates* from a local address of its own:
+   one in a /24 where a host of the same source has its address (a host of another subnet
+   whose packets the gateway forwards, such as an upstream router's ICMP, is not the gateway).
 4. **Never devices.** Broadcast and multicast MACs (I/G bit set), multicast and broadcast IPs
-   (``224.0.0.0/4``, ``255.255.255.255``, ``*.255``, ``ff00::/8``). (Loopback never
-   crosses a wire; captures taken on a lab host's loopback are credited to it.)
+   (``224.0.0.0/4``, ``255.255.255.255``, ``*.255``, ``ff00::/8``), and the unspecified and
+   loopback addresses (``0.0.0.0``, ``127.0.0.0/8``, ``::``, ``::1``) where there is no MAC to
+   key the device by. (A DHCP client at ``0.0.0.0`` is its MAC's device; a capture taken on a
+   lab host's loopback holds no device.)
 5. **Both directions count.** A flow between two local devices is credited to both, each
    seeing it from its own side (``direction`` ``out`` when the device initiated it).
 
@@ -25,10 +29,13 @@ view of it: ``device_id``, ``device_mac``, ``device_ip``, ``direction``, ``peer_
 from __future__ import annotations
 
 import polars as pl
+from flockwatch.features.orient import initiator_syn, service_port
 
 _V4_PRIVATE = r"^(10\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.|169\.254\.|127\.|0\.0\.0\.0$)"
 _V4_MULTICAST = r"^(22[4-9]|23\d)\.|^255\.255\.255\.255$|\.255$"
 _V6_LOCAL = r"^(?i:fe[89ab][0-9a-f]:|f[cd][0-9a-f]{2}:|::1$)"
+#: Unspecified and loopback addresses: never a device's own address.
+UNSPECIFIED_OR_LOOPBACK = r"^(127\.|0\.0\.0\.0$|::1?$)"
 
 
 def _is_v4(ip: pl.Expr) -> pl.Expr:
@@ -82,6 +89,15 @@ def tcp_probe() -> pl.Expr:
     )
 
 
+def initiation() -> pl.Expr:
+    """A flow that opens a conversation: TCP with the initiator's SYN, UDP to a service port
+    (a request), any other protocol (ICMP, ...) as it is. A reply never is one, nor a TCP
+    stream first seen mid-way (its SYN came earlier)."""
+    return (pl.when(pl.col("protocol") == 6).then(initiator_syn())
+            .when(pl.col("protocol") == 17).then(service_port(pl.col("dst_port")))
+            .otherwise(True))
+
+
 def attribute(flows: pl.DataFrame) -> pl.DataFrame:
     """Credit each flow to the local device(s) it involves (see the module docstring)."""
     sides = _sides(flows)
@@ -100,7 +116,8 @@ def attribute(flows: pl.DataFrame) -> pl.DataFrame:
     )
     # Gateways: MACs that carry remote IPv4 addresses, or many IPv4 addresses.
     v4_sides = sides.filter(
-        pl.col("_mac_unicast") & v4 & ~pl.col("_ip_special") & (pl.col("device_ip") != "0.0.0.0")
+        pl.col("_mac_unicast") & v4 & ~pl.col("_ip_special")
+        & ~pl.col("device_ip").str.contains(UNSPECIFIED_OR_LOOPBACK)
     )
     gateways = (
         v4_sides.group_by("source", "device_mac")
@@ -114,16 +131,26 @@ def attribute(flows: pl.DataFrame) -> pl.DataFrame:
     sides = sides.join(gateways, on=["source", "device_mac"], how="left").with_columns(
         pl.col("_gateway").fill_null(False)
     )
+    # The subnets (/24) of the hosts: a gateway's own addresses lie in one of them.
+    net = pl.col("device_ip").str.replace(r"\.\d+$", "")
+    host_nets = v4_sides.join(gateways, on=["source", "device_mac"], how="anti").filter(
+        pl.col("_ip_local")).select("source", net.alias("_net"), pl.lit(True).alias("_own")
+                                    ).unique()
+    sides = sides.with_columns(pl.when(v4).then(net).alias("_net")).join(
+        host_nets, on=["source", "_net"], how="left").with_columns(
+        pl.col("_own").fill_null(False))
     has_l2 = pl.col("device_mac").is_not_null()
     l2_device = (
         pl.col("_mac_unicast")
         & ~pl.col("_ip_special")
         & (
             (~pl.col("_gateway") & (pl.col("_ip_local") | ~v4))
-            | (pl.col("_gateway") & (pl.col("direction") == "out") & v4 & pl.col("_ip_local"))
+            | (pl.col("_gateway") & (pl.col("direction") == "out") & v4 & pl.col("_ip_local")
+               & pl.col("_own"))
         )
     )
-    l3_device = ~pl.col("_ip_special") & pl.col("_ip_local")
+    l3_device = (~pl.col("_ip_special") & pl.col("_ip_local")
+                 & ~pl.col("device_ip").str.contains(UNSPECIFIED_OR_LOOPBACK))
     credited = sides.filter(pl.when(has_l2).then(l2_device).otherwise(l3_device))
     # Peer locality, from the same rule seen from the other side.
     peer_v4 = _is_v4(pl.col("peer_ip"))
@@ -133,5 +160,6 @@ def attribute(flows: pl.DataFrame) -> pl.DataFrame:
     return credited.with_columns(
         pl.coalesce(pl.col("device_mac"), pl.col("device_ip")).alias("device_id"),
         peer_local.fill_null(False).alias("peer_local"),
-    ).drop("_site_private", "_ip_local", "_mac_unicast", "_ip_special", "_gateway")
+    ).drop("_site_private", "_ip_local", "_mac_unicast", "_ip_special", "_gateway", "_net",
+           "_own")
 

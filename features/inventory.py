@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
-from flockwatch.features.attribution import attribute, tcp_probe
+from flockwatch.features.attribution import UNSPECIFIED_OR_LOOPBACK, attribute, tcp_probe
 from flockwatch.features.oui import vendor
 
 #: nDPI application names of industrial / building-automation / utility protocols.
@@ -25,15 +25,20 @@ def inventory(flows: pl.DataFrame, attributed: pl.DataFrame | None = None) -> pl
     """One row per device (``INVENTORY_COLUMNS``), from a flow table.
 
     ``hostnames`` are names a device announces for itself (DHCP host name, mDNS, NetBIOS);
-    ``server_names`` are names it asks for (DNS queries, TLS SNI, HTTP hosts).
+    ``server_names`` are names it asks for (DNS queries, TLS SNI, HTTP hosts). A DHCP host
+    name is the client's, whoever sent it (a server's ACK repeats it): the client is the side
+    on the DHCP client port (68, DHCPv6 546). Unspecified and loopback addresses are never
+    listed in ``ips``.
     """
     att = attribute(flows) if attributed is None else attributed
     if att.height == 0:
         return empty_inventory()
     parts = pl.col("application").fill_null("Unknown").str.split(".")
-    self_named = (pl.col("direction") == "out") & parts.list.first().is_in(
-        ["DHCP", "DHCPV6", "MDNS", "NetBIOS", "LLMNR"]
-    )
+    master = parts.list.first()
+    my_port = pl.when(pl.col("direction") == "out").then("src_port").otherwise("dst_port")
+    dhcp_client = ((master == "DHCP") & (my_port == 68)) | ((master == "DHCPV6") & (my_port == 546))
+    self_named = pl.when(master.is_in(["DHCP", "DHCPV6"])).then(dhcp_client).otherwise(
+        (pl.col("direction") == "out") & master.is_in(["MDNS", "NetBIOS", "LLMNR"]))
     l4 = pl.col("protocol").replace_strict(
         {6: "TCP", 17: "UDP", 1: "ICMP", 58: "ICMPv6", 2: "IGMP"}, default="IP",
         return_dtype=pl.String,
@@ -51,7 +56,7 @@ def inventory(flows: pl.DataFrame, attributed: pl.DataFrame | None = None) -> pl
     )
     inv = att.group_by("device_id").agg(
         pl.col("device_mac").drop_nulls().first().alias("mac"),
-        pl.col("device_ip").filter(~pl.col("device_ip").is_in(["0.0.0.0", "::"]))
+        pl.col("device_ip").filter(~pl.col("device_ip").str.contains(UNSPECIFIED_OR_LOOPBACK))
         .drop_nulls().unique().sort().alias("ips"),
         pl.col("server_name").filter(self_named).drop_nulls().unique().sort().alias("hostnames"),
         pl.col("server_name").filter(~self_named).drop_nulls().unique().sort()
