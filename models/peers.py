@@ -1,11 +1,15 @@
 """New local peers: which devices talked to which local hosts, on which service port, during
 learning. A PLC written to by a host that never spoke Modbus to it, or a camera opening SSH to a
-workstation, is a new peer: explainable on its own, whatever the window's anomaly score."""
+workstation, is a new peer: explainable on its own, whatever the window's anomaly score.
+
+Learning remembers every conversation; a new peer is reported only where a conversation is
+opened (``features.attribution.initiation``: a TCP SYN, a UDP request to a service port), never
+for a reply or the later part of a long TCP stream."""
 
 from __future__ import annotations
 
 import polars as pl
-from flockwatch.features.attribution import tcp_probe
+from flockwatch.features.attribution import initiation, tcp_probe
 from flockwatch.models.base import check_fitted
 
 #: Service ports of industrial protocols: a new peer there is a high-severity alert.
@@ -43,7 +47,7 @@ class PeerBaseline:
         assert self.known_ is not None
         new = (
             self._pairs(attributed)
-            .filter(pl.col("device_id").is_in(list(self.devices_)))
+            .filter(pl.col("device_id").is_in(list(self.devices_)) & initiation())
             .join(self.known_.lazy(), on=_KEY, how="anti")
             .group_by("source", "device_id", "window_start", "window_end")
             .agg((pl.col("peer_ip") + ":" + pl.col("port").cast(pl.String)).unique().sort()
