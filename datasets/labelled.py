@@ -105,9 +105,12 @@ def cache_dir() -> Path:
 
 
 def cached_flows(path: Path, cache: Path | None = None) -> tuple[pl.DataFrame, list[Problem]]:
-    """Flows of one capture, from the Parquet cache keyed by content hash when present."""
+    """Flows of one capture, from the Parquet cache keyed by content hash (and the extraction
+    version: flows of an older extraction are never served) when present."""
+    from flockwatch.features.schema import EXTRACTION_VERSION
+
     cache = cache or cache_dir()
-    key = file_hash(path)
+    key = f"{file_hash(path)}-x{EXTRACTION_VERSION}"
     hit = cache / f"{key}.parquet"
     if hit.exists():
         df = pl.read_parquet(hit)

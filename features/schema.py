@@ -4,7 +4,8 @@ Every traffic source (pcap/pcapng through NFStream, a live interface, a Zeek ``c
 produces a polars DataFrame with exactly these columns, in this order, with these dtypes.
 A column a source cannot fill is null, never missing.
 
-A flow is bidirectional: ``src`` is the endpoint that sent the first packet (the initiator).
+A flow is bidirectional: ``src`` is the initiator, the endpoint that sent the first packet
+unless that packet was a reply (``features.orient`` decides as Zeek does).
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ from __future__ import annotations
 import polars as pl
 
 UTC_MS = pl.Datetime("ms", "UTC")
+
+#: Bumped whenever extraction gives other flows for the same capture (v2: split pairs merged
+#: and replies re-oriented, ``features.orient``): caches of flow tables are keyed by it.
+EXTRACTION_VERSION = 2
 
 #: Column name -> (polars dtype, description). The README's flow-schema table is generated
 #: from this mapping (see ``flow_schema_markdown``), so the two cannot drift apart.

@@ -111,9 +111,10 @@ for _b in range(N_FINGERPRINT_BUCKETS):
         f"(CRC32) into bucket {_b}"
     )
 
-#: Bumped whenever a feature's definition changes; models record the version they were
-#: trained with and refuse to score windows of another.
-FEATURE_SET_VERSION = 3
+#: Bumped whenever a feature's definition changes, or the flows they are computed from (v4:
+#: flow direction as Zeek decides it, ``features.orient``); models record the version they
+#: were trained with and refuse to score windows of another.
+FEATURE_SET_VERSION = 4
 
 #: The stable, documented feature column list, in order.
 FEATURE_COLUMNS: list[str] = list(_DESCRIPTIONS)
