@@ -2,6 +2,7 @@
 
 import json
 
+import polars as pl
 import pytest
 from flockwatch.serving.cli import app
 from typer.testing import CliRunner
@@ -15,6 +16,9 @@ EXPECTED = {
     "knx": "KNXnet_IP", "saia_sbus": "Ether-S-Bus", "profinet": "PROFINET_IO",
     "lontalk": "CNP-IP", "c12.22": "ANSI_C1222",
 }
+#: Folders captured only on a lab host's loopback: no device (loopback is no device's address),
+#: so the protocol shows in the flows, not the inventory.
+LOOPBACK_ONLY = {"lontalk"}
 
 
 @pytest.mark.slow
@@ -35,6 +39,11 @@ def test_all_shared_captures_extract_and_inventory(shared_data, folder, tmp_path
             r = runner.invoke(app, ["inventory", str(root / sub), "--format", "json", "-q"])
             assert r.exit_code == 0, (sub, r.output)
             found = {p for d in json.loads(r.stdout) for p in d["industrial_protocols"]}
+            if sub in LOOPBACK_ONLY:
+                assert json.loads(r.stdout) == [], sub
+                out = tmp_path / f"{sub}.parquet"
+                r = runner.invoke(app, ["extract", str(root / sub), "-o", str(out), "-q"])
+                found = set(pl.read_parquet(out)["application"].str.split(".").explode())
             assert name in found, (sub, found)
 
 
