@@ -11,7 +11,8 @@ FORMS = ["conn.log", "conn-tsv.log", "conncomma.log", "conntimelast.log"]
 
 @pytest.mark.parametrize("name", FORMS)
 def test_shared_zeek_forms(shared_data, name):
-    df = read_zeek_conn(shared_data / "zeek-logs" / name)
+    df, problems = read_zeek_conn(shared_data / "zeek-logs" / name)
+    assert problems == []
     assert df.schema == FLOW_SCHEMA
     assert df.height >= 4
     row = df.filter(pl.col("src_port") == 37604).row(0, named=True)
@@ -23,7 +24,7 @@ def test_shared_zeek_forms(shared_data, name):
 
 
 def test_all_forms_agree(shared_data):
-    tables = [read_zeek_conn(shared_data / "zeek-logs" / n).drop("source")
+    tables = [read_zeek_conn(shared_data / "zeek-logs" / n)[0].drop("source")
               .sort("first_seen", "src_port") for n in FORMS]
     common = min(t.height for t in tables)
     for t in tables[1:]:
@@ -44,7 +45,7 @@ def test_json_lines(tmp_path):
     ]
     p = tmp_path / "conn.json.log"
     p.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
-    df = read_zeek_conn(p)
+    df, _ = read_zeek_conn(p)
     first = df.row(0, named=True)
     assert first["application"] == "modbus" and first["duration_ms"] == 1500
     assert first["src_mac"] == "00:0a:eb:00:00:01" and first["packets"] == 20
@@ -55,7 +56,7 @@ def test_json_lines(tmp_path):
 
 
 @pytest.mark.parametrize("text,needle", [
-    ("#separator \\x09\n#fields\tts\tuid\n1.0\tC1\n", "missing fields"),
+    ("#separator \\x09\n#fields\tts\tuid\n1.0\tC1\n", "missing columns: id.orig_h, id.orig_p, id.resp_h, id.resp_p, proto"),
     ("#separator \\x09\n#fields\tts\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\n"
      "1.0\t1.2.3.4\t1\n", "line 3"),
     ('{"ts": 1, "id.orig_h": "1.2.3.4"\n', "malformed JSON"),
