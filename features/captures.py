@@ -80,6 +80,9 @@ _TIME = ("given the previous record's time (timestamp out of range, or more than
          f"{JUMP_S} s ahead of the records around it)")
 _TRAILER = "read by the length in the header (block trailer differs)"
 _OPTIONS = "read without its options (malformed or unusable)"
+#: libpcap stops at a pcapng block larger than this (16 MiB)
+MAX_BLOCK = 16 * 1024 * 1024
+_BIG = f"larger than libpcap's {MAX_BLOCK} bytes rewritten (packets) or left out"
 
 
 @dataclass(frozen=True)
@@ -173,7 +176,8 @@ class _Walk:
 
     def __init__(self) -> None:
         self.kinds: dict[str, list[int]] = {}  # what -> [count, first offset, skipped]
-        self.units: dict[str, str] = {_TRAILER: "block", _OPTIONS: "interface description"}
+        self.units: dict[str, str] = {_TRAILER: "block", _OPTIONS: "interface description",
+                                      _BIG: "block"}
         self.stop_at: int | None = None
         self.stop = ""
         self.odd: set[int] = set()
@@ -358,6 +362,8 @@ def _pcapng_records(mm: mmap.mmap, w: _Walk, linktypes: list[int]) -> Iterator[_
             return w.halt(off, "cut")
         if struct.unpack_from(bo + "I", mm, off + blen - 4)[0] != blen:
             w.note(_TRAILER, off)
+        if blen > MAX_BLOCK:
+            w.note(_BIG, off)
         if btype == 1:  # interface description block
             iface = _read_idb(mm, off, blen, bo, w)
             ifaces.append(iface)

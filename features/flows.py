@@ -149,10 +149,13 @@ def read_capture(
     name = str(path)
     head = inspect_capture(path, walk=False)
     if not head.has_ip_linktype:
+        info = head if head.packets >= 0 else inspect_capture(path)
         return empty_flows(), [Problem(
             name,
-            f"no IP flows: link type {head.linktype_names()} carries no IP that NFStream decodes",
+            f"no IP flows: link type {head.linktype_names()} carries no IP that NFStream decodes "
+            f"({info.packets} packets not read)",
             "notice",
+            info.packets,
         )]
 
     def meter(source: str) -> tuple[list[tuple[object, ...]], str | None]:
