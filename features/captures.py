@@ -83,6 +83,7 @@ _OPTIONS = "read without its options (malformed or unusable)"
 #: libpcap stops at a pcapng block larger than this (16 MiB)
 MAX_BLOCK = 16 * 1024 * 1024
 _BIG = f"larger than libpcap's {MAX_BLOCK} bytes rewritten (packets) or left out"
+_UNITS = {_TRAILER: "block", _OPTIONS: "interface description", _BIG: "block"}
 
 
 @dataclass(frozen=True)
@@ -128,10 +129,6 @@ class CaptureInfo:
     def has_ip_linktype(self) -> bool:
         return any(lt in IP_LINKTYPES for lt in self.linktypes)
 
-    @property
-    def skipped(self) -> int:
-        return sum(r.count for r in self.repairs if r.skipped)
-
     def linktype_names(self) -> str:
         names = [
             f"{lt} ({IP_LINKTYPES.get(lt) or OTHER_LINKTYPES.get(lt) or 'unknown'})"
@@ -176,8 +173,6 @@ class _Walk:
 
     def __init__(self) -> None:
         self.kinds: dict[str, list[int]] = {}  # what -> [count, first offset, skipped]
-        self.units: dict[str, str] = {_TRAILER: "block", _OPTIONS: "interface description",
-                                      _BIG: "block"}
         self.stop_at: int | None = None
         self.stop = ""
         self.odd: set[int] = set()
@@ -226,7 +221,7 @@ class _Walk:
              size: int) -> CaptureInfo:
         if self.cand is not None:
             self._good(self.cand[1], self.cand[2])
-        repairs = [Repair(what, n, at, bool(skipped), self.units.get(what, "record"))
+        repairs = [Repair(what, n, at, bool(skipped), _UNITS.get(what, "record"))
                    for what, (n, at, skipped) in self.kinds.items()]
         if self.odd:
             repairs.append(Repair(_TIME, len(self.odd), min(self.odd)))
