@@ -7,7 +7,7 @@ raise anything but its one-line error is a crash; one that breaks the check (pac
 packets in flows + packets reported skipped, rows in = rows kept + rows reported skipped, no
 invalid value kept) is a silent loss. Prints inputs, crashes, losses and seconds per target
 as JSON and logs an MLflow run (experiment "experiments"); with ``--save DIR`` every failing
-input is written there to reproduce it.
+input is written there to reproduce it. Interrupted (SIGINT), it reports what it tried.
 
 To add a parser, add a ``Target`` to ``TARGETS``: a strategy, a check that raises
 ``AssertionError`` for a broken promise, and a corpus of named inputs.
@@ -93,7 +93,10 @@ def campaign(name: str, target: Target, inputs: int, seed: int, save: Path | Non
             def run(case: Any) -> None:
                 one(case, folder)
 
-            run()
+            try:
+                run()
+            except KeyboardInterrupt:  # stopped early (SIGINT): report what was tried
+                stats["interrupted"] = True
     stats["seconds"] = round(time.perf_counter() - start, 1)
     stats["inputs_per_s"] = round(stats["inputs"] / max(stats["seconds"], 1e-9), 1)
     return stats
@@ -129,6 +132,8 @@ def main() -> int:
     results: dict[str, Any] = {"inputs_per_target": inputs, "seed": args.seed, "targets": {}}
     for name in names:
         results["targets"][name] = campaign(name, TARGETS[name], inputs, args.seed, save)
+        if results["targets"][name].get("interrupted"):
+            break
     results["crashes"] = sum(t["crashes"] for t in results["targets"].values())
     results["losses"] = sum(t["losses"] for t in results["targets"].values())
     metrics: dict[str, Any] = {"crashes": results["crashes"], "losses": results["losses"]}
