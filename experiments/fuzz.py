@@ -7,7 +7,7 @@ raise anything but its one-line error is a crash; one that breaks the check (pac
 packets in flows + packets reported skipped, rows in = rows kept + rows reported skipped, no
 invalid value kept) is a silent loss. Prints inputs, crashes, losses and seconds per target
 as JSON and logs an MLflow run (experiment "experiments"); with ``--save DIR`` every failing
-input is written there to reproduce it. Interrupted (SIGINT), it reports what it tried.
+input is written there to reproduce it. Stopped (SIGTERM, SIGINT), it reports what it tried.
 
 To add a parser, add a ``Target`` to ``TARGETS``: a strategy, a check that raises
 ``AssertionError`` for a broken promise, and a corpus of named inputs.
@@ -18,6 +18,9 @@ Usage: .venv/bin/python experiments/fuzz.py [--targets capture,zeek] [--inputs 1
 
 from __future__ import annotations
 
+import contextlib
+import json
+import signal
 import sys
 import tempfile
 import time
@@ -52,6 +55,18 @@ TARGETS: dict[str, Target] = {
 }
 
 
+class _Stopped(Exception):
+    """SIGTERM or SIGINT: end the campaign and report what it tried. (A KeyboardInterrupt
+    would not do: NFStream takes it as the end of its own stream and goes on.)"""
+
+
+_STOP: list[int] = []
+
+
+def _stop(signum: int, _frame: Any) -> None:
+    _STOP.append(signum)
+
+
 def campaign(name: str, target: Target, inputs: int, seed: int, save: Path | None,
              progress_every: int = 1000) -> dict[str, Any]:
     """Replay the corpus, then draw until ``inputs`` inputs were tried in all."""
@@ -63,6 +78,8 @@ def campaign(name: str, target: Target, inputs: int, seed: int, save: Path | Non
     start = time.perf_counter()
 
     def one(case: Any, folder: Path) -> None:
+        if _STOP:
+            raise _Stopped
         stats["inputs"] += 1
         try:
             target.check(case, folder)
@@ -78,7 +95,8 @@ def campaign(name: str, target: Target, inputs: int, seed: int, save: Path | Non
                   f"{stats['losses']} losses, {time.perf_counter() - start:.0f} s",
                   file=sys.stderr, flush=True)
 
-    with tempfile.TemporaryDirectory(prefix="flockwatch-fuzz-") as tmp:
+    with (tempfile.TemporaryDirectory(prefix="flockwatch-fuzz-") as tmp,
+          contextlib.suppress(_Stopped)):
         folder = Path(tmp)
         for build in target.corpus.values():
             one(build(), folder)
@@ -93,10 +111,9 @@ def campaign(name: str, target: Target, inputs: int, seed: int, save: Path | Non
             def run(case: Any) -> None:
                 one(case, folder)
 
-            try:
-                run()
-            except KeyboardInterrupt:  # stopped early (SIGINT): report what was tried
-                stats["interrupted"] = True
+            run()
+    if _STOP:
+        stats["interrupted"] = True
     stats["seconds"] = round(time.perf_counter() - start, 1)
     stats["inputs_per_s"] = round(stats["inputs"] / max(stats["seconds"], 1e-9), 1)
     return stats
@@ -109,6 +126,7 @@ def _record(stats: dict[str, Any], target: str, kind: str, message: str, case: A
         save.mkdir(parents=True, exist_ok=True)
         path = save / f"{target}-{kind}-{stats['crashes'] + stats['losses']:05d}.bin"
         path.write_bytes(spec.dump(case) if spec.dump else repr(case).encode())
+        path.with_suffix(".json").write_text(json.dumps({**entry, "input": repr(case)[:4000]}))
         entry["saved"] = str(path)
     if len(stats["failures"]) < 20:
         stats["failures"].append(entry)
@@ -129,6 +147,8 @@ def main() -> int:
         ap.error(f"unknown target(s) {', '.join(unknown)}; known: {', '.join(TARGETS)}")
     inputs = 200 if args.quick else args.inputs
     save = Path(args.save) if args.save else None
+    signal.signal(signal.SIGTERM, _stop)
+    signal.signal(signal.SIGINT, _stop)
     results: dict[str, Any] = {"inputs_per_target": inputs, "seed": args.seed, "targets": {}}
     for name in names:
         results["targets"][name] = campaign(name, TARGETS[name], inputs, args.seed, save)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -246,7 +247,7 @@ def _inspect_pcap(name: str, mm: mmap.mmap, magic: bytes, walk: bool = True) -> 
     # The framing loop of _pcap_records, inlined: this walk runs on every capture read.
     w = _Walk()
     nano = PCAP_MAGIC[magic][1] > 1e6
-    unpack = struct.Struct(bo + "iIII").unpack_from
+    unpack = struct.Struct(bo + _pcap_record_format(bo)).unpack_from
     off, packets = 24, 0
     clock, hi = 0, -1  # seconds up to ``hi`` need no judging: the clock is set, none pending
     while off < size:
@@ -275,12 +276,17 @@ def _inspect_pcap(name: str, mm: mmap.mmap, magic: bytes, walk: bool = True) -> 
     return w.info(name, "pcap", (linktype,), packets, size)
 
 
+def _pcap_record_format(bo: str) -> str:
+    """A record header as libpcap reads it: the seconds of a file in the host's byte order
+    are signed (past 2038 they wrap to before 1970), those of a byte-swapped file unsigned."""
+    return "iIII" if bo == ("<" if sys.byteorder == "little" else ">") else "IIII"
+
+
 def _pcap_records(mm: mmap.mmap, magic: bytes, w: _Walk) -> Iterator[_Record]:
     bo, div = PCAP_MAGIC[magic]
     nano = div > 1e6
     linktype = struct.unpack_from(bo + "I", mm, 20)[0]
-    # Seconds are signed, as libpcap reads them: past 2038 they wrap to before 1970.
-    hdr = struct.Struct(bo + "iIII")
+    hdr = struct.Struct(bo + _pcap_record_format(bo))
     size = len(mm)
     off = 24
     while off < size:
@@ -457,6 +463,7 @@ def write_repaired(path: str | os.PathLike[str], info: CaptureInfo,
     pcap = info.format == "pcap"
     w = _Walk()
     with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+        bo = PCAP_MAGIC[mm[:4]][0] if pcap else "<"
         records = _pcap_records(mm, mm[:4], w) if pcap else _pcapng_records(mm, w, [])
         try:
             for at, sec, usec, caplen, wire, data, linktype in records:
@@ -467,13 +474,15 @@ def write_repaired(path: str | os.PathLike[str], info: CaptureInfo,
                 if part is None:
                     target = Path(folder) / f"{len(parts)}.{info.format}"
                     part = parts[linktype] = (target, target.open("wb"), [])
-                    part[1].write(_pcap_header(linktype) if pcap else _pcapng_header(linktype))
+                    part[1].write(_pcap_header(bo, linktype) if pcap
+                                  else _pcapng_header(linktype))
                     counts[linktype] = 0
                 counts[linktype] += 1
                 payload = mm[data:data + caplen]
                 wire = max(wire, caplen)
                 if pcap:
-                    part[2].append(struct.pack("<IIII", last[0], last[1], caplen, wire) + payload)
+                    part[2].append(struct.pack(bo + "IIII", last[0] % 2**32, last[1], caplen,
+                                               wire) + payload)
                 else:
                     ts = last[0] * 10**6 + last[1]
                     blen = 32 + caplen + (-caplen % 4)
@@ -492,8 +501,8 @@ def write_repaired(path: str | os.PathLike[str], info: CaptureInfo,
             for lt, (target, _, _) in parts.items()]
 
 
-def _pcap_header(linktype: int) -> bytes:
-    return struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, MAX_CAPLEN, linktype)
+def _pcap_header(bo: str, linktype: int) -> bytes:
+    return struct.pack(bo + "IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, MAX_CAPLEN, linktype)
 
 
 def _pcapng_header(linktype: int) -> bytes:

@@ -146,6 +146,11 @@ def _records_pcap(path: Path, n: int = 40, huge: int | None = None, jump: int | 
     return path
 
 
+def _has_line(output: str, *needles: object) -> bool:
+    """One line of ``output`` holds every needle (the input's name may be quoted)."""
+    return any(all(str(n) in line for n in needles) for line in output.splitlines())
+
+
 def test_record_above_snaplen_loses_no_packet(tmp_path):
     """One record with caplen 262,145 made libpcap stop: 3 of 40 packets kept, exit 0."""
     p = _records_pcap(tmp_path / "big.pcap", huge=3)
@@ -155,7 +160,7 @@ def test_record_above_snaplen_loses_no_packet(tmp_path):
     assert w.severity == "warning" and w.message.startswith("1 record ")
     assert "caplen above snaplen" in w.message
     r = CliRunner().invoke(app, ["extract", str(p), "-o", str(tmp_path / "f.parquet")])
-    assert r.exit_code == 0 and f"{p}: 1 record " in r.output and "caplen above snaplen" in r.output
+    assert r.exit_code == 0 and _has_line(r.output, p, "1 record ", "caplen above snaplen")
 
 
 def test_pcapng_packets_libpcap_drops_are_kept_or_counted(tmp_path):
@@ -191,7 +196,7 @@ def test_timestamp_jump_keeps_flows_and_reports_the_record(tmp_path, command):
                                 else ["--format", "json"])
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
-    assert "Traceback" not in r.output and "previous record's time" in r.output
+    assert "Traceback" not in r.output and _has_line(r.output, p, "previous record's time")
 
 
 def test_capture_warnings_reach_the_score_json(tmp_path):
@@ -275,8 +280,8 @@ def test_unreadable_file_is_listed_and_the_batch_goes_on(tmp_path):
         os.chmod(folder / "closed", 0o755)
     assert r.returncode == 1, r.stderr
     assert "Traceback" not in r.stderr and "Usage" not in r.stderr
-    assert f"{locked}: permission denied" in r.stderr
-    assert f"{folder / 'closed'}: folder not searched: Permission denied" in r.stderr
+    assert _has_line(r.stderr, locked, "permission denied")
+    assert _has_line(r.stderr, folder / "closed", "folder not searched: Permission denied")
     import polars as pl
 
     assert set(pl.read_parquet(tmp_path / "f.parquet")["source"]) == {
@@ -297,3 +302,21 @@ def test_hook_hostile_captures(tmp_path, command):
         assert r.exit_code == want, (name, r.output)
         assert "Traceback" not in r.output and str(p) in r.output
         assert ("warning:" if want == 0 else "error:") in r.output
+
+
+def test_byte_swapped_pcap_keeps_times_after_2038(tmp_path):
+    """libpcap reads the seconds of a byte-swapped pcap unsigned (2076 stays 2076) and those
+    of a native one signed (past 2038 they wrap): only the latter are repaired."""
+    frame = ethernet("02:00:00:00:00:01", "02:00:00:00:00:02",
+                     ipv4("192.168.0.2", "192.168.0.3", 17,
+                          udp("192.168.0.2", "192.168.0.3", 5000, 53, b"x" * 20)))
+    for order, repaired in ((">", False), ("<", True)):
+        p = tmp_path / f"late{order == '>'}.pcap"
+        p.write_bytes(struct.pack(order + "IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1) + b"".join(
+            struct.pack(order + "IIII", 3_370_564_299 + i, 0, len(frame), len(frame)) + frame
+            for i in range(3)))
+        flows, problems = read_capture(p)
+        assert flows["packets"].sum() == 3
+        assert bool(problems) is repaired
+        if not repaired:
+            assert flows["first_seen"][0].year == 2076
