@@ -59,3 +59,15 @@ def test_baselines_quick(tmp_path):
     assert site["autoencoder"]["auroc"] > 0.5 and site["isolation_forest"]["auroc"] is not None
     # Nothing of the run is left in the working directory.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["baselines.json"]
+
+
+def test_fuzz_campaign_counts_and_logs(tmp_path):
+    """experiments/fuzz.py replays the corpus, draws more, and reports per target (the long
+    campaign is `--inputs 100000`; here a few inputs past the corpus)."""
+    res = run_script("fuzz", "--inputs", "30", "--seed", "1", "--save", str(tmp_path / "f"),
+                     tmp_path=tmp_path)
+    assert set(res["targets"]) == {"capture", "zeek"}
+    for t in res["targets"].values():
+        assert t["inputs"] == 30 and t["corpus"] < 30
+        assert t["crashes"] == 0 and t["losses"] == 0, t["failures"]
+    assert res["crashes"] == res["losses"] == 0

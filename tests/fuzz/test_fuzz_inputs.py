@@ -40,14 +40,14 @@ def test_zeek_corpus(name: str, tmp_path: Path) -> None:
     check_zeek(ZEEK_CORPUS[name](), tmp_path)
 
 
-@_short(30)
+@_short(40)
 @given(capture_cases())
 def test_capture_reader_fuzz(case: CaptureCase) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         check_capture(case, Path(tmp))
 
 
-@_short(150)
+@_short(60)
 @given(zeek_cases())
 def test_zeek_reader_fuzz(case: ZeekCase) -> None:
     with tempfile.TemporaryDirectory() as tmp:
