@@ -152,3 +152,13 @@ def test_zeek_cut_subsets_say_which_columns_are_missing(tmp_path, header):
     p.write_text(header + "\n" + sep.join(["1"] * len(header.split(sep))) + "\n")
     r = CliRunner().invoke(app, ["extract", str(p), "-o", str(tmp_path / "o.parquet")])
     assert r.exit_code == 1 and "missing columns: " in r.output and "not a pcap" not in r.output
+
+
+def test_rotated_logs_concatenated_and_ip_proto(tmp_path):
+    """`cat` of rotated logs: header blocks with other #fields; Zeek 7's ip_proto wins."""
+    p = tmp_path / "conn.log"
+    sctp = ROW.replace("\t1.5\n", "\t1.5\t132\n").replace("\ttcp\t", "\tunknown_transport\t")
+    p.write_text(HEAD + ROW + "#close\t2024-01-01-00-00-00\n"
+                 + HEAD.replace("\tduration\n", "\tduration\tip_proto\n") + sctp)
+    df, problems = read_zeek_conn(p)
+    assert problems == [] and df["protocol"].to_list() == [6, 132]
