@@ -69,12 +69,16 @@ def looks_like_zeek(path: Path, *, loose: bool = False) -> bool:
     if first.startswith(b"{"):
         return any(f'"{k}"'.encode() in first for k in ("id", "ts", "uid", "id.orig_h",
                                                          "id_orig_h", "proto"))
-    text = first.decode("utf-8", "replace")
+    try:
+        text = first.decode("utf-8")
+    except UnicodeDecodeError:  # binary: a capture without a capture's name, say
+        return False
     sep = "\t" if "\t" in text else ","
     names = text.split(sep)
     if all(_NAME.fullmatch(n) for n in names) and any(_dotted(n) in CONN_FIELDS for n in names):
         return True
-    return loose and sep == "\t" and len(names) >= 3
+    return (loose and sep == "\t" and len(names) >= 3
+            and all(n.isprintable() for n in names))
 
 
 def read_zeek_conn(path: str | Path) -> tuple[pl.DataFrame, list[Problem]]:

@@ -8,6 +8,7 @@ import pytest
 from flockwatch.datasets.pcap import PcapWriter, ethernet, ipv4, udp
 from flockwatch.features import InputError, read_capture
 from flockwatch.features.captures import inspect_capture
+from flockwatch.features.flows import read_source_file
 from flockwatch.serving.cli import app
 from typer.testing import CliRunner
 
@@ -320,3 +321,14 @@ def test_byte_swapped_pcap_keeps_times_after_2038(tmp_path):
         assert bool(problems) is repaired
         if not repaired:
             assert flows["first_seen"][0].year == 2076
+
+
+def test_capture_without_a_capture_name_is_read_as_one(tmp_path):
+    """A pcap named like a log, whose first bytes hold tabs, is still no Zeek log."""
+    p = small_pcap(tmp_path / "x.pcap")
+    odd = tmp_path / "dump"
+    data = bytearray(p.read_bytes())
+    data[8:12] = b"\t\t\t\t"  # timezone and sigfigs: nothing reads them
+    odd.write_bytes(bytes(data))
+    flows, problems = read_source_file(str(odd))
+    assert problems == [] and flows["packets"].sum() == 3
