@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import operator
 import os
+import stat
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -17,8 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
-from flockwatch.features.captures import CaptureInfo, inspect_capture, is_capture_name
-from flockwatch.features.errors import InputError
+from flockwatch.features.captures import (
+    IP_LINKTYPES,
+    CaptureInfo,
+    inspect_capture,
+    is_capture_name,
+    write_repaired,
+)
+from flockwatch.features.errors import InputError, Problem, stat_input
 from flockwatch.features.orient import orient
 from flockwatch.features.schema import FLOW_SCHEMA, conform, empty_flows
 from flockwatch.features.zeek import looks_like_zeek, read_zeek_conn
@@ -74,19 +82,6 @@ _RAW_SCHEMA["first_seen"] = pl.Int64()
 _RAW_SCHEMA["last_seen"] = pl.Int64()
 
 
-@dataclass(frozen=True)
-class Problem:
-    """An input that could not be read (``error``) or gave nothing to read (``notice``)."""
-
-    source: str
-    message: str
-    #: "error": nothing could be read; "warning": read in part; "notice": nothing to read
-    severity: str = "error"
-
-    def __str__(self) -> str:
-        return f"{self.source}: {self.message}"
-
-
 @dataclass
 class ExtractResult:
     """Flows of all readable inputs, plus every input that had a problem."""
@@ -118,7 +113,12 @@ def _streamer(source: str, *, n_meters: int, idle_timeout: int, active_timeout: 
 def _rows_to_frame(rows: list[tuple[object, ...]], source: str) -> pl.DataFrame:
     if not rows:
         return empty_flows()
-    raw = pl.DataFrame(rows, schema=_RAW_SCHEMA, orient="row")
+    try:
+        raw = pl.DataFrame(rows, schema=_RAW_SCHEMA, orient="row")
+    except (pl.exceptions.ComputeError, OverflowError) as exc:
+        # Whatever the repairs miss (a time NFStream wrapped) must not become a traceback.
+        raise InputError(source, "NFStream gave values out of range: "
+                                 f"{str(exc).splitlines()[0]}") from None
     zero_mac = "00:00:00:00:00:00"
     return conform(
         raw.with_columns(
@@ -143,48 +143,102 @@ def read_capture(
     """Read one pcap/pcapng file into a flow table.
 
     Raises ``InputError`` when the file is no usable capture; returns notices for a truncated
-    capture (flows before the cut are kept) or one without IP flows.
+    capture (flows before the cut are kept) or one without IP flows. Records libpcap would
+    lose or garble (see ``features.captures``) are read from a repaired copy in a temporary
+    folder instead, and each kind repaired or skipped is a warning with its count.
     """
     name = str(path)
     head = inspect_capture(path, walk=False)
     if not head.has_ip_linktype:
+        info = head if head.packets >= 0 else inspect_capture(path)
         return empty_flows(), [Problem(
             name,
-            f"no IP flows: link type {head.linktype_names()} carries no IP that NFStream decodes",
+            f"no IP flows: link type {head.linktype_names()} carries no IP that NFStream decodes "
+            f"({info.packets} packets not read)",
             "notice",
+            info.packets,
         )]
-    # Walking every record header for truncation costs ~0.5 us a packet: do it while NFStream
-    # meters the file (its work happens in its own process).
-    walked: list[CaptureInfo | BaseException] = [head] if head.packets >= 0 else []
-    walker = threading.Thread(target=_walk, args=(path, walked), daemon=True)
-    if not walked:
+
+    def meter(source: str) -> tuple[list[tuple[object, ...]], str | None]:
+        streamer = _streamer(source, n_meters=n_meters, idle_timeout=idle_timeout,
+                             active_timeout=active_timeout)
+        try:
+            return [_GET(flow) for flow in streamer], None  # type: ignore[attr-defined]
+        except ValueError as exc:  # a file libpcap refuses: a repaired copy may still do
+            return [], str(exc)
+
+    rows: list[tuple[object, ...]] = []
+    failed: str | None = None
+    if head.packets >= 0:  # pcapng: walked already
+        info = head
+        if not info.needs_repair:
+            rows, failed = meter(name)
+    else:
+        # Walking every record header costs ~0.5 us a packet: do it while NFStream meters the
+        # file (its work happens in its own process); a capture that needs repair, which the
+        # walk tells only at its end, is read a second time from the repaired copy.
+        walked: list[CaptureInfo | BaseException] = []
+        walker = threading.Thread(target=_walk, args=(path, walked), daemon=True)
         walker.start()
-    streamer = _streamer(name, n_meters=n_meters, idle_timeout=idle_timeout,
-                         active_timeout=active_timeout)
-    try:
-        rows = [_GET(flow) for flow in streamer]  # type: ignore[attr-defined]
-    except ValueError as exc:
-        raise InputError(name, f"NFStream could not read it: {exc}") from None
-    finally:
-        if walker.is_alive():
+        try:
+            rows, failed = meter(name)
+        finally:
             walker.join()
-    info = walked[0]
-    if isinstance(info, BaseException):
-        raise info
+        if isinstance(walked[0], BaseException):
+            raise walked[0]
+        info = walked[0]
     problems: list[Problem] = []
+    if info.needs_repair:
+        rows, failed, problems = _read_repaired(path, info, meter)
+    if failed is not None:
+        raise InputError(name, f"NFStream could not read it: {failed}")
     if info.truncated_at is not None:
+        at = info.truncated_at
         if info.packets == 0:
-            raise InputError(name, f"truncated {info.format}: cut at byte {info.truncated_at} "
-                                   "before the first whole packet")
-        problems.append(Problem(
-            name,
-            f"truncated {info.format}: last record cut at byte {info.truncated_at}; "
-            f"flows of the {info.packets} whole packets before the cut were kept",
-            "warning",
-        ))
-    if not rows and info.packets:
-        problems.append(Problem(name, f"no IP flows in {info.packets} packets", "notice"))
+            raise InputError(name, f"{'truncated' if info.stop == 'cut' else 'corrupt'} "
+                             f"{info.format}: stops at byte {at}, before the first whole packet")
+        if info.stop == "cut":
+            message = (f"truncated {info.format}: the record at byte {at} runs past the end of "
+                       f"the file ({info.size} bytes); flows of the {info.packets} whole packets "
+                       "before it were kept")
+        else:
+            message = (f"corrupt {info.format}: the block at byte {at} has an impossible length "
+                       f"or byte order; flows of the {info.packets} packets before it were kept, "
+                       f"the last {info.size - at} bytes were not read")
+        problems.append(Problem(name, message, "warning"))
+    problems.extend(Problem(name, str(r), "warning", r.count if r.skipped else 0)
+                    for r in info.repairs)
+    read = info.packets - sum(p.skipped for p in problems)
+    if not rows and read > 0:
+        problems.append(Problem(name, f"no IP flows in {read} packets", "notice"))
     return orient(_rows_to_frame(rows, name)), problems
+
+
+def _read_repaired(
+    path: str | os.PathLike[str], info: CaptureInfo,
+    meter: Callable[[str], tuple[list[tuple[object, ...]], str | None]],
+) -> tuple[list[tuple[object, ...]], str | None, list[Problem]]:
+    """Meter the repaired copy of ``path`` (one file per link type) and say what was left."""
+    name = str(path)
+    rows: list[tuple[object, ...]] = []
+    problems: list[Problem] = []
+    with tempfile.TemporaryDirectory(prefix="flockwatch-repair-") as tmp:
+        try:
+            parts = write_repaired(path, info, tmp)
+        except OSError as exc:
+            raise InputError(name, f"cannot write its repaired copy: {exc}") from None
+        for part in parts:
+            if part.linktype not in IP_LINKTYPES:
+                problems.append(Problem(
+                    name, f"{part.packets} packets on interfaces of link type "
+                    f"{part.linktype} carry no IP that NFStream decodes; not read",
+                    "notice", part.packets))
+                continue
+            part_rows, failed = meter(str(part.path))
+            if failed is not None:
+                return rows, failed, problems
+            rows.extend(part_rows)
+    return rows, None, problems
 
 
 def _walk(path: str | os.PathLike[str], out: list[CaptureInfo | BaseException]) -> None:
@@ -198,34 +252,68 @@ def read_source_file(path: str, **kwargs: int) -> tuple[pl.DataFrame, list[Probl
     """Read one file, capture or Zeek log; never raises for bad input (returns a problem)."""
     try:
         p = Path(path)
-        if not is_capture_name(p) and p.is_file() and looks_like_zeek(p):
-            return read_zeek_conn(p), []
+        if not is_capture_name(p) and p.is_file() and looks_like_zeek(p, loose=True):
+            return read_zeek_conn(p)
         return read_capture(path, **kwargs)
     except InputError as exc:
         return empty_flows(), [Problem(exc.source, exc.problem)]
 
 
 def expand_sources(sources: Iterable[str | os.PathLike[str]]) -> tuple[list[str], list[Problem]]:
-    """Files to read: files as given, folders searched recursively for captures and Zeek logs."""
+    """Files to read: files as given, folders searched recursively for captures and Zeek logs.
+
+    What cannot be searched or read (a folder without permission, a capture name that is a
+    broken link or a FIFO) is a problem of its own, never a silent gap in the batch.
+    """
     files: list[str] = []
     problems: list[Problem] = []
     for src in sources:
-        p = Path(src)
-        if p.is_dir():
-            found = sorted(
-                str(f) for f in p.rglob("*")
-                if f.is_file()
-                and (is_capture_name(f) or (f.suffix == ".log" and looks_like_zeek(f)))
-            )
-            if not found:
+        try:
+            st = stat_input(src, folders=True)
+        except InputError as exc:
+            problems.append(Problem(exc.source, exc.problem))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            found, bad = _search_folder(str(src))
+            if not found and not bad:
                 problems.append(Problem(str(src), "folder holds no captures (.pcap, .pcapng, .cap) "
                                         "or Zeek conn logs"))
             files.extend(found)
-        elif p.exists():
-            files.append(str(src))
+            problems.extend(bad)
         else:
-            problems.append(Problem(str(src), "no such file or folder"))
+            files.append(str(src))
     return list(dict.fromkeys(files)), problems
+
+
+def _search_folder(root: str) -> tuple[list[str], list[Problem]]:
+    found: list[str] = []
+    bad: list[Problem] = []
+    seen: set[tuple[int, int]] = set()
+
+    def refused(exc: OSError) -> None:
+        bad.append(Problem(str(exc.filename), f"folder not searched: {exc.strerror or exc}"))
+
+    for folder, dirs, names in os.walk(root, onerror=refused, followlinks=True):
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen:  # a link back up the tree
+            dirs.clear()
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs.sort()
+        for n in sorted(names):
+            f = Path(folder, n)
+            if not (is_capture_name(f) or f.suffix == ".log"):
+                continue
+            try:
+                stat_input(f)
+            except InputError as exc:
+                bad.append(Problem(exc.source, exc.problem))
+                continue
+            if f.suffix == ".log" and not os.access(f, os.R_OK):
+                bad.append(Problem(str(f), "permission denied"))
+            elif is_capture_name(f) or looks_like_zeek(f):
+                found.append(str(f))
+    return sorted(found), bad
 
 
 def extract(

@@ -55,7 +55,10 @@ SourcesArg = Annotated[
     list[Path] | None,
     typer.Argument(help="Capture files (.pcap, .pcapng), folders of them (searched "
                    "recursively) or Zeek conn.log files (TSV or JSON lines).",
-                   show_default=False),
+                   show_default=False,
+                   # readable=False: an unreadable input is listed and skipped by the batch,
+                   # not a usage error that stops it
+                   readable=False),
 ]
 
 

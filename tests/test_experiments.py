@@ -73,3 +73,15 @@ def test_weeklong_alerts_quick(shared_data, tmp_path):
     # The gateway only answers and forwards: it is no device of its own here.
     assert "00:1c:7f:53:d0:28" not in res["per_device"] and res["devices"] == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["weeklong_alerts.json"]
+
+
+def test_fuzz_campaign_counts_and_logs(tmp_path):
+    """experiments/fuzz.py replays the corpus, draws more, and reports per target (the long
+    campaign is `--inputs 100000`; here a few inputs past the corpus)."""
+    res = run_script("fuzz", "--inputs", "30", "--seed", "1", "--save", str(tmp_path / "f"),
+                     tmp_path=tmp_path)
+    assert set(res["targets"]) == {"capture", "zeek"}
+    for t in res["targets"].values():
+        assert t["inputs"] == 30 and t["corpus"] < 30
+        assert t["crashes"] == 0 and t["losses"] == 0, t["failures"]
+    assert res["crashes"] == res["losses"] == 0
