@@ -89,8 +89,8 @@ def timeline_figure(windows: pl.DataFrame, max_devices: int = 12, *,
         label = dev["device_id"] + (f"\n{dev['type']}" if dev["type"] else "")
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
         ax.tick_params(labelsize=7)
-        ax.text(1.0, 1.0, _alert_title(counts.get(dev["device_id"], {})),
-                transform=ax.transAxes, ha="right", va="bottom", fontsize=7)
+        ax.set_title(_alert_title(counts.get(dev["device_id"], {})), loc="right", fontsize=7,
+                     pad=2)
     axes[-1, 0].set_xlabel("window start (UTC)", fontsize=8)
     more = order.height - n
     shown_ids = set(shown["device_id"].to_list())
@@ -101,9 +101,9 @@ def timeline_figure(windows: pl.DataFrame, max_devices: int = 12, *,
     if elsewhere:
         notes.append(f"{elsewhere} alerts on devices not shown")
     fig.suptitle("Anomaly score per window (log scale); dashed: the device's threshold; "
-                 "red: anomalous windows" + ("; grey: learning period (no alerts)"
+                 "red: anomalous windows" + ("; grey: the model's learning period"
                                              if spans else "")
-                 + "".join(f"; {x}" for x in notes), fontsize=9)
+                 + ("\n" + "; ".join(notes) if notes else ""), fontsize=9)
     fig.autofmt_xdate()
     fig.tight_layout()
     return fig
