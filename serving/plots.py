@@ -82,9 +82,11 @@ def timeline_figure(windows: pl.DataFrame, max_devices: int = 12, *,
         ax.plot(t, w["_y"].to_list(), lw=0.9, color="tab:blue")
         ax.step(t, w["threshold"].to_list(), where="post", ls="--", lw=0.9, color="0.4")
         bad = w.filter(pl.col("anomalous").fill_null(False))
-        if bad.height:
-            ax.scatter(bad["start"].to_list(), bad["_y"].to_list(), color="tab:red", s=14,
-                       zorder=3)
+        learnt = pl.col("learning") if "learning" in w.columns else pl.lit(False)
+        for part, face in ((bad.filter(~learnt), "tab:red"), (bad.filter(learnt), "none")):
+            if part.height:  # hollow: anomalous in the learning period
+                ax.scatter(part["start"].to_list(), part["_y"].to_list(), s=14, zorder=3,
+                           edgecolors="tab:red", facecolors=face)
         ax.set_yscale("log")
         label = dev["device_id"] + (f"\n{dev['type']}" if dev["type"] else "")
         ax.set_ylabel(label, rotation=0, ha="right", va="center", fontsize=8)
@@ -100,9 +102,9 @@ def timeline_figure(windows: pl.DataFrame, max_devices: int = 12, *,
         notes.append(f"{more} quieter devices not shown")
     if elsewhere:
         notes.append(f"{elsewhere} alerts on devices not shown")
+    learning = "; grey: the model's learning period (hollow: anomalous there)" if spans else ""
     fig.suptitle("Anomaly score per window (log scale); dashed: the device's threshold; "
-                 "red: anomalous windows" + ("; grey: the model's learning period"
-                                             if spans else "")
+                 "red: anomalous windows" + learning
                  + ("\n" + "; ".join(notes) if notes else ""), fontsize=9)
     fig.autofmt_xdate()
     fig.tight_layout()
