@@ -14,6 +14,7 @@ from pathlib import Path
 import polars as pl
 from flockwatch.features.captures import is_capture_name
 from flockwatch.features.flows import Problem, read_source_file
+from flockwatch.features.hashing import file_hash
 from flockwatch.features.output import write_parquet
 from flockwatch.features.windows import WindowSpec, windows
 
@@ -49,14 +50,6 @@ class LabelledDataset:
             h.update(f"{c.path.relative_to(self.root)}|{c.label}|{c.mac}|".encode())
             h.update(file_hash(c.path).encode())
         return h.hexdigest()
-
-
-def file_hash(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_dataset(root: str | os.PathLike[str], label_column: str = "device_type",
@@ -178,5 +171,5 @@ def early_windows(ds: LabelledDataset, flows: dict[Path, pl.DataFrame], spec: Wi
             for s in seconds}
 
 
-__all__ = ["DatasetError", "LabelledDataset", "cached_flows", "dataset_flows",
+__all__ = ["DatasetError", "LabelledDataset", "cached_flows", "dataset_flows", "file_hash",
            "early_windows", "labelled_windows", "load_dataset"]

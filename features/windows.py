@@ -145,6 +145,23 @@ class WindowSpec:
             raise ValueError(f"align must be 'source' or 'epoch', got {self.align!r}")
 
 
+def ip_rank(ip: pl.Expr) -> pl.Expr:
+    """How well an address names a device to a person, best first: 0 a unicast IPv4, 1 a
+    global or unique-local IPv6, 2 an IPv6 link-local or a loopback address; null for none
+    (missing, or the unspecified ``0.0.0.0`` and ``::`` of a DHCP or duplicate-address probe,
+    which every device sends). Windows (``device_ip``) and scored rows (``ip``) carry the best
+    one, so an operator sees the IPv4 address they know a device by."""
+    v6 = ip.str.contains(":")
+    return (
+        pl.when(ip.is_null() | ip.is_in(["0.0.0.0", "::"])).then(None)
+        .when(v6 & ip.str.contains(r"^(?i:fe[89ab][0-9a-f]:|::1$)")).then(2)
+        .when(v6).then(1)
+        .when(ip.str.starts_with("127.")).then(2)
+        .otherwise(0)
+        .cast(pl.Int8)
+    )
+
+
 def _safe_div(a: pl.Expr, b: pl.Expr) -> pl.Expr:
     return pl.when(b > 0).then(a / b).otherwise(0.0)
 
@@ -184,6 +201,7 @@ def window_features(att: pl.DataFrame) -> pl.DataFrame:
         cat.alias("_cat"),
         pl.col("dst_port").fill_null(0).alias("_svc_port"),
         (pl.col("last_seen") - pl.col("first_seen")).dt.total_milliseconds().alias("_dur_ms"),
+        ip_rank(pl.col("device_ip")).alias("_ip_rank"),
     )
     win = att.group_by(keys).agg(_aggregations())
     win = win.with_columns(_derived())
@@ -203,7 +221,10 @@ def _aggregations() -> list[pl.Expr]:
     tcp = pl.col("protocol") == 6
     return [
         pl.col("device_mac").first(),
-        pl.col("device_ip").drop_nulls().first(),
+        # the address to show for the device: its IPv4 where it has one (see ``ip_rank``);
+        # the least of equals, so that row order does not matter
+        pl.coalesce(*(pl.col("device_ip").filter(pl.col("_ip_rank") == r).min()
+                      for r in range(3))).alias("device_ip"),
         pl.col("packets").sum().alias("packets"),
         pl.col("bytes").sum().alias("bytes"),
         pl.len().alias("flows"),

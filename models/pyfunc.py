@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import pickle
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from flockwatch.features.windows import (
     FEATURE_SET_VERSION,
     WindowSpec,
     assign_windows,
+    ip_rank,
     window_features,
 )
 from mlflow.pyfunc import PythonModel
@@ -34,6 +36,7 @@ from mlflow.pyfunc import PythonModel
 OUTPUT_COLUMNS = [
     "source", "device_id", "mac", "ip", "start", "end", "device_type", "type_confidence",
     "unknown", "new_device", "anomaly_score", "threshold", "anomalous", "top_features",
+    "nearest_type", "learning",
 ]
 #: Columns a flow record must carry; every other FLOW_SCHEMA column may be absent (null).
 REQUIRED_FLOW_COLUMNS = ["first_seen", "src_ip", "dst_ip", "packets", "bytes"]
@@ -56,6 +59,22 @@ class Bundle:
 
     def __post_init__(self) -> None:
         self.info.setdefault("feature_set_version", FEATURE_SET_VERSION)
+
+    @property
+    def learning(self) -> dict[str, Any] | None:
+        """What the baseline learnt from (``info["learning"]``): ``start`` and ``end`` (ISO
+        times; flows starting from ``start`` and before ``end`` were learnt), ``period_s``
+        (the ``--learning-period`` asked for, null for the whole input) and ``captures``
+        (``sha256``, ``name``, ``bytes`` of each capture learnt from). None for models without
+        a baseline or trained before flockwatch recorded it: they have no learning windows."""
+        rec = self.info.get("learning")
+        return rec if isinstance(rec, dict) and rec.get("end") else None
+
+    def learning_end(self) -> dt.datetime | None:
+        rec = self.learning
+        if rec is None:
+            return None
+        return dt.datetime.fromisoformat(str(rec["end"]).replace("Z", "+00:00"))
 
 
 def _to_datetime(col: pl.Series) -> pl.Series:
@@ -115,12 +134,16 @@ def flows_to_pandas(flows: pl.DataFrame) -> Any:
 
 def score_flows(bundle: Bundle, flows: pl.DataFrame, *, top: int = 5,
                 attributed: pl.DataFrame | None = None, assigned: pl.DataFrame | None = None,
-                window: WindowSpec | None = None) -> pl.DataFrame:
+                window: WindowSpec | None = None, learning_sources: Collection[str] = ()
+                ) -> pl.DataFrame:
     """Score a flow table with a bundle: one row per device window.
 
     ``attributed`` (``attribute(flows)``) and ``assigned`` (those flows with the window
     columns of ``window``) may be passed when the caller has them already; ``window``
     replaces the bundle's window alignment (the live sensor aligns to the clock).
+    ``learning_sources`` names the sources that are captures the baseline learnt from
+    (``serving.score.learnt_sources`` finds them by content hash): their windows starting
+    before the learning end are ``learning``. Nothing else is: a new capture, live traffic.
     """
     att = attribute(flows) if attributed is None else attributed
     if assigned is None:
@@ -129,26 +152,57 @@ def score_flows(bundle: Bundle, flows: pl.DataFrame, *, top: int = 5,
     cwin = None
     if bundle.classifier is not None and bundle.classifier_window not in (None, bundle.window):
         cwin = window_features(assign_windows(att, bundle.classifier_window))
-    return score_windows(bundle, win, top=top, classifier_windows=cwin)
+    return score_windows(bundle, win, top=top, classifier_windows=cwin,
+                         learning_sources=learning_sources)
+
+
+def _device_ip(ip: pl.Expr) -> pl.Expr:
+    """A window's own IPv4 address, else its device's best address over every window of the
+    source (``ip_rank``): a window holding only IPv6 or DHCP traffic still shows the IPv4
+    address the device has elsewhere."""
+    rank = ip_rank(ip)
+    by = ["source", "device_id"]
+    best = pl.coalesce(*(ip.filter(rank == r).first().over(by) for r in range(3)))
+    return pl.when(rank == 0).then(ip).otherwise(best)
+
+
+def learning_flag(bundle: Any, learning_sources: Collection[str],
+                  start: str = "window_start") -> pl.Expr:
+    """True for a window of one of ``learning_sources`` (captures the baseline learnt from)
+    that starts before the learning end; False everywhere for other sources and for models
+    without a learning record."""
+    end = getattr(bundle, "learning_end", lambda: None)()
+    if end is None or not learning_sources:
+        return pl.lit(False)
+    return pl.col("source").is_in(list(learning_sources)) & (pl.col(start) < end)
 
 
 def score_windows(bundle: Bundle, win: pl.DataFrame, *, top: int = 5,
-                  classifier_windows: pl.DataFrame | None = None) -> pl.DataFrame:
+                  classifier_windows: pl.DataFrame | None = None,
+                  learning_sources: Collection[str] = ()) -> pl.DataFrame:
     n = win.height
+    learning = learning_flag(bundle, learning_sources)
     out = win.select(
-        "source", "device_id", pl.col("device_mac").alias("mac"), pl.col("device_ip").alias("ip"),
+        "source", "device_id", pl.col("device_mac").alias("mac"),
+        _device_ip(pl.col("device_ip")).alias("ip"),
         pl.col("window_start").alias("start"), pl.col("window_end").alias("end"),
+        learning.alias("learning"),
     )
     null_f = pl.Series([None] * n, dtype=pl.Float64)
     null_b = pl.Series([None] * n, dtype=pl.Boolean)
     if bundle.classifier is not None and n:
         cw = win if classifier_windows is None else classifier_windows
         dev = bundle.classifier.predict_devices(cw)
+        # the most probable known type: type_confidence is its probability, also when the
+        # device is ruled unknown
+        dev = dev.select("source", "device_id", "device_type", "type_confidence", "unknown",
+                         pl.col("closest_type").alias("nearest_type"))
         out = out.join(dev, on=["source", "device_id"], how="left")
     else:
         out = out.with_columns(
             pl.Series("device_type", [None] * n, dtype=pl.String),
-            null_f.alias("type_confidence"), null_b.alias("unknown"))
+            null_f.alias("type_confidence"), null_b.alias("unknown"),
+            pl.Series("nearest_type", [None] * n, dtype=pl.String))
     if bundle.baseline is not None and n:
         dev_out = bundle.baseline.deviations(win, top=top)
         scores = dev_out.scores
@@ -227,7 +281,8 @@ def signature() -> Any:
     inputs = Schema([ColSpec(kind(t), n, required=n in REQUIRED_FLOW_COLUMNS)
                      for n, t in FLOW_SCHEMA.items()])
     out_types = {"type_confidence": "double", "anomaly_score": "double", "threshold": "double",
-                 "unknown": "boolean", "new_device": "boolean", "anomalous": "boolean"}
+                 "unknown": "boolean", "new_device": "boolean", "anomalous": "boolean",
+                 "learning": "boolean"}
     outputs = Schema([ColSpec(out_types.get(c, "string"), c) for c in OUTPUT_COLUMNS])
     return ModelSignature(inputs=inputs, outputs=outputs)
 

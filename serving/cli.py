@@ -420,26 +420,51 @@ def evaluate(
         typer.echo(text)
 
 
+def _type_cell(r: dict[str, Any]) -> tuple[str, str]:
+    """(type, conf) cells: an unknown device shows its nearest known type with that type's
+    probability beside it, never a bare confidence next to "unknown"."""
+    typ = r.get("device_type") or ""
+    conf = "" if r.get("type_confidence") is None else f"{r['type_confidence']:.2f}"
+    if r.get("unknown") and r.get("nearest_type"):
+        typ, conf = f"{typ} (nearest {r['nearest_type']} {conf})", ""
+    if r.get("new_device"):
+        typ = f"{typ} (new)"
+    return typ, conf
+
+
+_COUNT_HEADERS = ("conf", "windows", "alerts", "anom.", "peer", "new")
+
+
 def _render_report(rep: Any) -> str:
     from flockwatch.serving.alerts import SEVERITY_RANK
     from rich.table import Table
 
     t = Table(title=f"{rep.devices.height} devices")
+    # alerts: every alert of the device; anom., peer, new: of each kind (anomalous_window,
+    # new_peer, new_device): the alerts column adds up to the summary line's count
     for col in ("device", "vendor", "ip", "type", "conf", "baseline", "windows", "alerts",
-                "ICS"):
-        t.add_column(col, overflow="fold")
+                "anom.", "peer", "new", "ICS"):
+        fixed = col not in ("vendor", "type", "baseline", "ICS")
+        t.add_column(col, overflow="fold", no_wrap=fixed,
+                     justify="right" if col in _COUNT_HEADERS else "left")
     for r in rep.devices.sort("device_id").iter_rows(named=True):
-        typ = r.get("device_type") or ""
-        if r.get("new_device"):
-            typ = f"{typ} (new)"
-        conf = "" if r.get("type_confidence") is None else f"{r['type_confidence']:.2f}"
+        typ, conf = _type_cell(r)
         base = r.get("baseline") or ""
         if base == "thin":
             base = f"thin ({r['learning_windows']} windows)"
         t.add_row(r["device_id"], (r["vendor"] or "")[:28], ", ".join(r["ips"][:2]), typ, conf,
-                  base, str(r.get("windows") or 0), str(r.get("anomalous_windows") or 0),
-                  ", ".join(r["industrial_protocols"]))
-    parts = [_as_text(t, width=150)]
+                  base, str(r.get("windows") or 0), str(r["alerts"]),
+                  str(r["alerts_anomalous_window"]), str(r["alerts_new_peer"]),
+                  str(r["alerts_new_device"]), ", ".join(r["industrial_protocols"]))
+    parts = [_as_text(t, width=190)]
+    if rep.since or rep.until:
+        parts.append(f"windows from {rep.since or 'the start'} to {rep.until or 'the end'}")
+    if rep.learning:
+        lrn = rep.learning
+        parts.append(f"{lrn['windows']} windows of the model's own learning captures fall in "
+                     f"its learning period ({lrn['start']} .. {lrn['end']}): marked learning, "
+                     + ("alerts raised there too (--include-learning)" if lrn["alerts"] else
+                        "no alerts raised there (--include-learning raises them)"))
     if rep.alerts:
         parts.append(f"{len(rep.alerts)} alerts in {len(rep.incidents)} incident(s) "
                      f"(--format json lists every alert):")
@@ -476,18 +501,30 @@ def score(
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="Also write a PNG timeline: each device's anomaly score against its "
         "threshold, alerting windows in red (the devices with most alerts first).")] = None,
+    include_learning: Annotated[bool, typer.Option(
+        "--include-learning", help="Also raise alerts in the learning period: windows of the "
+        "captures the model learnt from, before its learning ended (marked learning either "
+        "way).")] = False,
+    since: Annotated[str | None, typer.Option(
+        help="Report windows from this time: ISO-8601 (2026-03-02T08:00, UTC unless it names "
+        "a zone), or a duration after the input's first flow (3d, 36h), counted as "
+        "train baseline --learning-period counts.")] = None,
+    until: Annotated[str | None, typer.Option(
+        help="Report windows before this time (same forms as --since).")] = None,
     tracking_uri: TrackingOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q",
                                         help="No progress bar or summary line.")] = False,
 ) -> None:
     """Score captures: device inventory with types, and alerts with what deviated.
 
-    Example: flockwatch score night.pcap --format json -o report.json --plot scores.png
+    Example: flockwatch score week.pcap --since 3d --format json -o report.json --plot s.png
     """
     import threading
 
+    from flockwatch.features.flows import expand_sources
     from flockwatch.features.output import write_atomic
     from flockwatch.models.store import ModelLoadError, check_local_model, configure, load_model
+    from flockwatch.serving.score import learnt_sources, parse_time_bound
 
     # Load the model (MLflow, LightGBM and torch imports included) while NFStream reads the
     # captures: both take seconds, and NFStream's metering runs in its own processes.
@@ -497,6 +534,10 @@ def score(
         try:
             configure(tracking_uri)
             loaded["model"] = load_model(model)
+            # The captures the model learnt from, by content hash, while NFStream reads.
+            files, _ = expand_sources(srcs)
+            loaded["learnt"] = learnt_sources(loaded["model"].unwrap_python_model().bundle,
+                                              files)
             # Imported and loaded here, off the main thread: scoring and the MAC vendor table.
             import flockwatch.serving.score  # noqa: F401
             from flockwatch.features.oui import preload
@@ -508,7 +549,9 @@ def score(
     srcs = _require_sources(sources)
     try:
         check_local_model(model)  # a wrong path fails now, not after reading the captures
-    except ModelLoadError as exc:
+        lo = parse_time_bound(since, "--since")
+        hi = parse_time_bound(until, "--until")
+    except (ModelLoadError, ValueError) as exc:
         fail(str(exc))
     loader = threading.Thread(target=_load, daemon=True)
     loader.start()
@@ -522,13 +565,21 @@ def score(
     if not result.files or (result.errors and len(result.errors) >= len(result.files)):
         _report_problems(result, quiet)
         fail("no input could be read")
+    from flockwatch.serving.score import resolve_bound
+
+    t0 = result.flows["first_seen"].min() if result.flows.height else None
+    first, last = resolve_bound(lo, t0), resolve_bound(hi, t0)  # type: ignore[arg-type]
+    if first is not None and last is not None and first >= last:
+        fail(f"--since {since} ({first:%Y-%m-%dT%H:%M:%SZ}) is not before --until {until} "
+             f"({last:%Y-%m-%dT%H:%M:%SZ})")
     rep = report(m.unwrap_python_model().bundle, result.flows, result.problems,
-                 model or "models:/flockwatch@champion")
+                 model or "models:/flockwatch@champion", learning_sources=loaded["learnt"],
+                 include_learning=include_learning, since=first, until=last)
     text = rep.to_json() if format is ScoreFormat.json else _render_report(rep)
     if plot:
         from flockwatch.serving.plots import write_timeline
 
-        write_timeline(rep.windows, plot)
+        write_timeline(rep.windows, plot, alerts=rep.alerts)
         if not quiet:
             typer.echo(f"score timeline -> {plot}", err=True)
     if output:
@@ -596,7 +647,7 @@ def demo(
     from flockwatch.serving.plots import write_timeline
 
     timeline = Path(out["site"]).parent / "scores.png"
-    write_timeline(rep.windows, timeline)
+    write_timeline(rep.windows, timeline, alerts=rep.alerts)
     uri = out["tracking_uri"]
     typer.echo("")
     typer.echo(f"Done in {out['seconds']:.0f} s. MLflow store: {uri}")

@@ -51,9 +51,14 @@ def run_demo(echo: Any = print, *, hours: float = 2.0, learning_hours: float = 4
                           register_name="flockwatch", promote=True, tracking_uri=uri, seed=seed)
     echo(f"      {base['devices']} devices, {base['windows']} learning windows -> "
          f"{base['model_uri']} (champion)")
+    lrn = base["learning"]
+    echo(f"      learning period: {lrn['start']} .. {lrn['end']}, all of "
+         + ", ".join(c["name"] for c in lrn["captures"]))
     echo(f"      ({learning_hours:g} h is a demo's learning period: every device's baseline is "
          "'thin', judged by the site-wide threshold; a sensor learns for days)")
-    echo(f"[5/5] Scoring {caps[1].path.name} with models:/flockwatch@champion")
+    echo(f"[5/5] Scoring {caps[1].path.name} with models:/flockwatch@champion: operational "
+         "traffic after learning, a capture the model did not learn from, so no window of it "
+         "is in the learning period")
     from flockwatch.serving.score import score_sources
 
     report = score_sources([caps[1].path], "models:/flockwatch@champion")

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 from flockwatch.features.attribution import attribute
 from flockwatch.features.flows import Problem, extract
+from flockwatch.features.hashing import file_hash
 from flockwatch.features.inventory import inventory
-from flockwatch.features.output import ISO_UTC, frame_records, to_json
-from flockwatch.features.windows import WindowSpec, assign_windows
-from flockwatch.models.pyfunc import score_flows
+from flockwatch.features.output import ISO_UTC, frame_records, iso_utc, to_json
+from flockwatch.features.windows import WindowSpec, assign_windows, parse_duration
+from flockwatch.models.pyfunc import learning_flag, score_flows
 from flockwatch.models.store import load_model
 from flockwatch.serving.alerts import alerts_from, incidents
 
@@ -31,6 +35,13 @@ class ScoreReport:
     model_uri: str = ""
     #: alerts grouped into incidents (``serving.alerts.incidents``)
     incidents: list[dict[str, Any]] = field(default_factory=list)
+    #: the learning period of the scored captures the baseline learnt from (``start``,
+    #: ``end``, ``sources``, ``windows`` marked learning, ``alerts``: whether alerts were
+    #: raised there), or None when no scored window is in it
+    learning: dict[str, Any] | None = None
+    #: the time range asked for (``--since``/``--until``), ISO times or None
+    since: str | None = None
+    until: str | None = None
 
     def to_json(self) -> str:
         """The report as JSON text: indented, one scored window a line (windows are most of a
@@ -42,6 +53,9 @@ class ScoreReport:
     def _document(self, windows: Any) -> dict[str, Any]:
         return {
             "model": self.model_uri,
+            "since": self.since,
+            "until": self.until,
+            "learning": self.learning,
             "devices": frame_records(self.devices),
             "windows": windows,
             "alerts": self.alerts,
@@ -70,30 +84,127 @@ def bundle_of(model: Any) -> Any:
     return model.unwrap_python_model().bundle
 
 
+def learnt_sources(bundle: Any, files: Iterable[str]) -> set[str]:
+    """The files among ``files`` that are captures the model's baseline learnt from, known by
+    content hash (``Bundle.learning``), whatever their name or path now. Only files of a
+    learnt capture's size are hashed; models without a learning record learnt from none."""
+    rec = getattr(bundle, "learning", None)
+    if not rec or not rec.get("captures"):
+        return set()
+    hashes = {c["sha256"] for c in rec["captures"]}
+    sizes = {c.get("bytes") for c in rec["captures"]}
+    out = set()
+    for f in files:
+        path = Path(f)
+        try:
+            if path.is_file() and (None in sizes or path.stat().st_size in sizes) \
+                    and file_hash(path) in hashes:
+                out.add(f)
+        except OSError:  # unreadable: extraction reports it
+            continue
+    return out
+
+
+#: A ``--since``/``--until`` bound: a time, or seconds after the input's first flow.
+TimeBound = dt.datetime | float
+
+
+def parse_time_bound(text: str | None, option: str = "--since") -> TimeBound | None:
+    """``2026-03-02T08:00``, ``2026-03-02`` (ISO-8601; UTC unless it names a zone) -> a time;
+    ``3d``, ``36h``, ``90m`` -> that long after the first flow of the input (as
+    ``--learning-period`` counts, so ``--since 3d`` starts where ``--learning-period 3d``
+    ended)."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        t = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{option} {text!r}: give an ISO time (2026-03-02T08:00, UTC unless "
+                         "it names a zone) or a duration after the input's start (3d, 36h, "
+                         "90m)") from None
+    return t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t.astimezone(dt.UTC)
+
+
+def resolve_bound(bound: TimeBound | None, start: dt.datetime | None) -> dt.datetime | None:
+    if bound is None or isinstance(bound, dt.datetime):
+        return bound
+    return None if start is None else start + dt.timedelta(seconds=bound)
+
+
 def score_sources(sources: Sequence[str | os.PathLike[str]], model_uri: str | None = None, *,
-                  model: Any = None, on_file: Callable[[str], None] | None = None) -> ScoreReport:
+                  model: Any = None, on_file: Callable[[str], None] | None = None,
+                  include_learning: bool = False, since: TimeBound | None = None,
+                  until: TimeBound | None = None) -> ScoreReport:
     """Extract, score and summarise captures, folders or Zeek logs."""
     model = model or load_model(model_uri)
     bundle = bundle_of(model)
     result = extract(sources, on_file=on_file)
-    return report(bundle, result.flows, result.problems, model_uri or "")
+    return report(bundle, result.flows, result.problems, model_uri or "",
+                  learning_sources=learnt_sources(bundle, result.files),
+                  include_learning=include_learning, since=since, until=until)
+
+
+ALERT_KINDS = ("anomalous_window", "new_peer", "new_device")
+#: Per-device alert counts in ``ScoreReport.devices``: the total, then one per kind.
+ALERT_COUNT_COLUMNS = ["alerts", *(f"alerts_{k}" for k in ALERT_KINDS)]
+
+
+def alert_counts(alerts: list[dict[str, Any]]) -> pl.DataFrame:
+    """``device_id`` and ``ALERT_COUNT_COLUMNS``, one row per device with alerts."""
+    total = Counter(a["device_id"] for a in alerts)
+    kind = Counter((a["device_id"], a["kind"]) for a in alerts)
+    devs = sorted(total)
+    return pl.DataFrame({
+        "device_id": pl.Series(devs, dtype=pl.String),
+        "alerts": pl.Series([total[d] for d in devs], dtype=pl.Int64),
+        **{f"alerts_{k}": pl.Series([kind[d, k] for d in devs], dtype=pl.Int64)
+           for k in ALERT_KINDS},
+    })
 
 
 def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri: str = "", *,
-           window: WindowSpec | None = None, known_new: set[str] | None = None) -> ScoreReport:
+           window: WindowSpec | None = None, known_new: set[str] | None = None,
+           learning_sources: Collection[str] = (), include_learning: bool = False,
+           since: TimeBound | None = None, until: TimeBound | None = None) -> ScoreReport:
     """Score flows into the inventory, the scored windows and the alerts.
 
     ``window`` overrides the bundle's window alignment; ``known_new`` lists devices already
-    reported as new (the sensor reports each once).
+    reported as new (the sensor reports each once). Windows of ``learning_sources`` (captures
+    the baseline learnt from: ``learnt_sources``) inside the learning period are marked
+    ``learning`` and raise no alert unless ``include_learning``. ``since``/``until`` keep the
+    windows that overlap that range (``parse_time_bound``); windows are cut as for the whole
+    input, so a window scores the same with or without a range.
     """
     att = attribute(flows)
     assigned = assign_windows(att, window or bundle.window)  # for scoring and new peers
-    scored = score_flows(bundle, flows, attributed=att, assigned=assigned, window=window)
+    t0 = flows["first_seen"].min() if flows.height else None
+    lo = resolve_bound(since, t0)  # type: ignore[arg-type]
+    hi = resolve_bound(until, t0)  # type: ignore[arg-type]
+    if lo is not None and hi is not None and lo >= hi:
+        raise ValueError(f"--since {iso_utc(lo)} is not before --until {iso_utc(hi)}")
+    if lo is not None:
+        assigned = assigned.filter(pl.col("window_end") > lo)
+    if hi is not None:
+        assigned = assigned.filter(pl.col("window_start") < hi)
+    if lo is not None or hi is not None:
+        att = assigned.drop("window_start", "window_end")
+    scored = score_flows(bundle, flows, attributed=att, assigned=assigned, window=window,
+                         learning_sources=learning_sources)
     inv = inventory(flows, att)
     peers = new_peers(bundle, assigned)
+    # Alerts come from the operational windows only, unless asked otherwise.
+    alerting = scored
+    if not include_learning:
+        alerting = scored.filter(~pl.col("learning"))
+        if peers is not None:
+            peers = peers.filter(~learning_flag(bundle, learning_sources))
     per_dev = scored.sort("start").group_by("device_id").agg(
         pl.col("device_type").last(), pl.col("type_confidence").last(),
-        pl.col("unknown").last(), pl.col("new_device").any(),
+        pl.col("unknown").last(), pl.col("nearest_type").last(), pl.col("new_device").any(),
         pl.len().alias("windows"), pl.col("anomalous").fill_null(False).sum()
         .alias("anomalous_windows"),
     )
@@ -104,13 +215,29 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
         n, state = [None] * devices.height, [None] * devices.height
     devices = devices.with_columns(pl.Series("learning_windows", n, dtype=pl.Int64),
                                    pl.Series("baseline", state, dtype=pl.String))
-    alerts = alerts_from(scored, known_new, new_peers=peers,
-                         window_peers=window_peers(scored, assigned))
+    alerts = alerts_from(alerting, known_new, new_peers=peers,
+                         window_peers=window_peers(alerting, assigned))
     grouped = incidents(alerts)
     for inc in grouped:
         for i in inc["alerts"]:
             alerts[i]["incident"] = inc["id"]
-    return ScoreReport(devices, scored, alerts, problems, model_uri, grouped)
+    devices = devices.join(alert_counts(alerts), on="device_id", how="left").with_columns(
+        pl.col(ALERT_COUNT_COLUMNS).fill_null(0))
+    return ScoreReport(devices, scored, alerts, problems, model_uri, grouped,
+                       learning=_learning_summary(bundle, scored, include_learning),
+                       since=None if lo is None else iso_utc(lo),
+                       until=None if hi is None else iso_utc(hi))
+
+
+def _learning_summary(bundle: Any, scored: pl.DataFrame, include_learning: bool
+                      ) -> dict[str, Any] | None:
+    marked = scored.filter(pl.col("learning"))
+    if marked.height == 0:
+        return None
+    rec = bundle.learning
+    return {"start": rec["start"], "end": rec["end"],
+            "sources": sorted(marked["source"].unique().to_list()), "windows": marked.height,
+            "alerts": include_learning}
 
 
 def window_peers(scored: pl.DataFrame, assigned: pl.DataFrame, limit: int = 20
@@ -150,16 +277,25 @@ _TOP = {"type": ["array", "null"], "items": {
 SCORE_JSON_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
-    "required": ["model", "devices", "windows", "alerts", "incidents", "problems"],
+    "required": ["model", "since", "until", "learning", "devices", "windows", "alerts",
+                 "incidents", "problems"],
     "properties": {
         "model": {"type": "string"},
+        "since": {"oneOf": [_TIME, {"type": "null"}]},
+        "until": {"oneOf": [_TIME, {"type": "null"}]},
+        "learning": {"oneOf": [{"type": "null"}, {
+            "type": "object", "required": ["start", "end", "sources", "windows", "alerts"],
+            "properties": {"start": _TIME, "end": _TIME, "sources": _STR_LIST,
+                           "windows": {"type": "integer", "minimum": 1},
+                           "alerts": {"type": "boolean"}}}]},
         "devices": {"type": "array", "items": {
             "type": "object",
             "required": ["device_id", "mac", "vendor", "ips", "hostnames", "server_names",
                          "protocols", "applications", "industrial", "industrial_protocols",
                          "first_seen", "last_seen", "flows", "packets", "bytes", "device_type",
-                         "type_confidence", "unknown", "new_device", "windows",
-                         "anomalous_windows", "learning_windows", "baseline"],
+                         "type_confidence", "unknown", "nearest_type", "new_device", "windows",
+                         "anomalous_windows", "learning_windows", "baseline", "alerts",
+                         "alerts_anomalous_window", "alerts_new_peer", "alerts_new_device"],
             "properties": {
                 "device_id": {"type": "string"}, "mac": {"type": ["string", "null"]},
                 "vendor": {"type": ["string", "null"]}, "ips": _STR_LIST,
@@ -169,19 +305,25 @@ SCORE_JSON_SCHEMA: dict[str, Any] = {
                 "flows": {"type": "integer"}, "packets": {"type": "integer"},
                 "bytes": {"type": "integer"}, "device_type": {"type": ["string", "null"]},
                 "type_confidence": _NUM, "unknown": {"type": ["boolean", "null"]},
+                "nearest_type": {"type": ["string", "null"]},
                 "new_device": {"type": ["boolean", "null"]},
                 "windows": {"type": "integer"}, "anomalous_windows": {"type": "integer"},
+                **{c: {"type": "integer", "minimum": 0} for c in ALERT_COUNT_COLUMNS},
                 "learning_windows": {"type": ["integer", "null"]},
                 "baseline": {"enum": ["learned", "thin", "new", None]},
             }}},
         "windows": {"type": "array", "items": {
             "type": "object",
-            "required": ["device_id", "mac", "start", "end", "device_type", "type_confidence",
-                         "unknown", "anomaly_score", "threshold", "anomalous", "top_features"],
+            "required": ["device_id", "mac", "ip", "start", "end", "learning", "device_type",
+                         "type_confidence", "unknown", "nearest_type", "anomaly_score",
+                         "threshold", "anomalous", "top_features"],
             "properties": {
                 "device_id": {"type": "string"}, "mac": {"type": ["string", "null"]},
-                "start": _TIME, "end": _TIME, "device_type": {"type": ["string", "null"]},
+                "ip": {"type": ["string", "null"], "not": {"enum": ["::", "0.0.0.0"]}},
+                "start": _TIME, "end": _TIME, "learning": {"type": "boolean"},
+                "device_type": {"type": ["string", "null"]},
                 "type_confidence": _NUM, "unknown": {"type": ["boolean", "null"]},
+                "nearest_type": {"type": ["string", "null"]},
                 "anomaly_score": _NUM, "threshold": _NUM,
                 "anomalous": {"type": ["boolean", "null"]}, "top_features": _TOP,
             }}},

@@ -454,6 +454,12 @@ def test_demo_end_to_end():
     # The alerts come grouped: the scan's victims are one incident with the scanner.
     n_alerts, n_incidents = map(int, re.search(r"(\d+) alerts in (\d+) incident", out).groups())
     assert len(ATTACK_KINDS) <= n_incidents < n_alerts
+    # The table's per-device alert counts add up to the summary's total (every kind counted).
+    header = next(x for x in out.splitlines() if x.startswith("┃"))
+    col = [c.strip() for c in header.split("┃")].index("alerts")
+    rows = [x.split("│") for x in out.splitlines() if x.startswith("│")]
+    assert sum(int(r[col]) for r in rows if r[col].strip()) == n_alerts
+    assert "no window of it is in the learning period" in out
     assert "other devices talked to" in out
     assert "models:/flockwatch@champion" in out and "mlflow ui --backend-store-uri" in out
     png = Path(next(x for x in out.splitlines() if "Score timeline" in x).split()[-1])

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 from flockwatch.features.attribution import attribute
 from flockwatch.features.flows import extract
+from flockwatch.features.hashing import file_hash
+from flockwatch.features.output import iso_utc
 from flockwatch.features.windows import WindowSpec, windows
 from flockwatch.models.baseline import BaselineAutoencoder
 from flockwatch.models.peers import PeerBaseline
@@ -23,6 +27,32 @@ def learning_prefix(flows: pl.DataFrame, period_s: float | None) -> pl.DataFrame
         return flows
     t0 = flows["first_seen"].min()
     return flows.filter(pl.col("first_seen") < pl.lit(t0) + pl.duration(seconds=period_s))
+
+
+def learning_record(flows: pl.DataFrame, period_s: float | None) -> dict[str, Any]:
+    """What a baseline learns from (``Bundle.learning``): the interval, and the captures whose
+    flows fall in it, by content hash (so ``score`` knows them under any name or path). The
+    interval runs from the first flow to ``period_s`` later, or to the last flow's end when
+    the whole input is learnt."""
+    if flows.height == 0:
+        return {}
+    t0: dt.datetime = flows["first_seen"].min()  # type: ignore[assignment]
+    learnt = learning_prefix(flows, period_s)
+    if period_s is None:
+        # just past the last flow: every window that starts with a learnt flow falls inside
+        last: dt.datetime = learnt.select(
+            pl.max_horizontal(pl.col("first_seen").max(), pl.col("last_seen").max())).item()
+        end = last + dt.timedelta(milliseconds=1)
+    else:
+        end = t0 + dt.timedelta(seconds=period_s)
+    captures = []
+    for src in sorted(learnt["source"].unique().to_list()):
+        path = Path(src)
+        if path.is_file():  # a capture or a Zeek log; not a live interface
+            captures.append({"sha256": file_hash(path), "name": path.name,
+                             "bytes": path.stat().st_size})
+    return {"start": iso_utc(t0), "end": iso_utc(end), "period_s": period_s,
+            "captures": captures}
 
 
 def classifier_from(uri: str | None) -> tuple[Any, WindowSpec | None]:
@@ -83,11 +113,13 @@ def train_baseline(
         peers = PeerBaseline().fit(
             attribute(learning_prefix(result.flows, learning_period_s)))
         mlflow.log_metric("known_local_peers", peers.known_.height)  # type: ignore[union-attr]
+        learning = learning_record(result.flows, learning_period_s)
         bundle = Bundle(window=WindowSpec(window_s), classifier=classifier,
                         classifier_window=cwin, baseline=model, peers=peers,
-                        info={"kind": "baseline", "devices": len(model.devices_)})
+                        info={"kind": "baseline", "devices": len(model.devices_),
+                              "learning": learning})
         out = register(bundle, register_name, promote)
-    out.update({"devices": len(model.devices_), "windows": win.height,
+    out.update({"devices": len(model.devices_), "windows": win.height, "learning": learning,
                 "problems": [str(p) for p in result.problems]})
     return out
 
