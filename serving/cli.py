@@ -842,7 +842,10 @@ def demo(
     """Run everything on a synthetic site: synthesize, train, register, score, explain."""
     from flockwatch.serving.demo import attack_summary, run_demo
 
-    out = run_demo(typer.echo, hours=hours, tracking_uri=tracking_uri)
+    try:
+        out = run_demo(typer.echo, hours=hours, tracking_uri=tracking_uri)
+    except ValueError as exc:  # e.g. too few --hours for every attack
+        fail(f"--hours: {exc}")
     rep = out["report"]
     typer.echo("")
     typer.echo(_render_report(rep))
