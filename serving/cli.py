@@ -811,19 +811,29 @@ def serve(
     import logging
 
     from flockwatch.models.store import ModelLoadError, configure, load_model
-    from flockwatch.serving.rest import FlockwatchServer
+    from flockwatch.serving.options import check_host
 
+    try:
+        check_host(host)
+    except ValueError as exc:
+        fail(f"--host: {exc}")
+    from flockwatch.serving.rest import FlockwatchServer, is_loopback, resolve_version
+
+    if not is_loopback(host) and not token:
+        fail(f"--host {show(host)}: serving beyond loopback needs --token (or FLOCKWATCH_TOKEN)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     configure(tracking_uri)
+    uri = model or "models:/flockwatch@champion"
     try:
         m = load_model(model)
         server = FlockwatchServer(m.unwrap_python_model().bundle, host, port, token=token,
                                   max_bytes=int(max_request_mb * 1024 * 1024),
-                                  model_uri=model or "models:/flockwatch@champion")
+                                  model_uri=uri, model_version=resolve_version(uri))
     except (ModelLoadError, ValueError, OSError) as exc:
-        fail(str(exc))
-    typer.echo(f"serving {model or 'models:/flockwatch@champion'} on http://{host}:{port} "
-               "(POST /invocations, GET /ping)", err=True)
+        fail(exc)
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"serving {uri} on http://{shown}:{server.port} "
+               "(POST /invocations, GET /ping /health /version)", err=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -1,26 +1,36 @@
-"""REST serving with the MLflow scoring protocol: ``/invocations``, ``/ping``, ``/health``.
+"""REST serving with the MLflow scoring protocol: ``/invocations``, ``/ping``, ``/health``,
+``/version``, on FastAPI and uvicorn (the stack MLflow's own scoring server uses).
 
-Standard library HTTP server: binds 127.0.0.1 by default, requires a bearer token when bound
-to anything else, limits request size, answers malformed requests with JSON 400s.
+Binds 127.0.0.1 by default and requires a bearer token when bound to anything else. Request
+bodies are read under a deadline and a size limit (over it: drained, then 413); every value of
+a payload is checked before polars sees it (a JSON 400 names the record and field); parsing
+and scoring run in a small bounded thread pool, while connections, half-open ones included,
+cost the event loop only a socket: a client that stalls cannot hold a worker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import errno
 import hmac
 import ipaddress
 import json
 import logging
 import math
+import os
+import socket
 import threading
-import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from dataclasses import dataclass
 from typing import Any
 
 import polars as pl
+from fastapi import Depends, FastAPI, Request
+from fastapi.responses import JSONResponse, Response
 from flockwatch.features.schema import FLOW_SCHEMA
 from flockwatch.models.pyfunc import coerce_flows, score_flows
 from flockwatch.serving.score import windows_json
+from starlette.exceptions import HTTPException
 
 log = logging.getLogger("flockwatch.serve")
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024
@@ -274,173 +284,283 @@ def payload_flows(body: bytes, content_type: str = "application/json") -> pl.Dat
         raise PayloadError(str(exc).splitlines()[0]) from None
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: FlockwatchServer  # type: ignore[assignment]
-    protocol_version = "HTTP/1.1"
-    # Headers and body leave in one segment, without Nagle's delay (with delayed ACKs the two
-    # together cost ~40 ms a response).
-    disable_nagle_algorithm = True
-    wbufsize = 1 << 16
+#: Seconds a client has to send a request's headers, and again its body.
+READ_TIMEOUT_S = 10.0
+#: A body over the limit is read and dropped up to this many times the limit before the 413,
+#: so a client that sends it whole still reads the answer; beyond, the connection is closed.
+DRAIN_FACTOR = 4
 
-    timeout = 10.0  # socket read timeout; the whole request also has a deadline (setup)
 
-    def setup(self) -> None:
-        super().setup()
-        self._deadline = time.monotonic() + self.server.read_timeout
-        # The headers are read line by line with a per-read timeout; the watchdog cuts a
-        # connection whose request is not complete by its deadline.
-        self.server.watch(self.connection, self._deadline)
+@dataclass
+class Settings:
+    """What ``create_app`` needs besides the model (FastAPI's app-factory pattern)."""
 
-    def finish(self) -> None:
-        self.server.unwatch(self.connection)
-        super().finish()
+    token: str | None = None
+    max_bytes: int = DEFAULT_MAX_BYTES
+    model_uri: str = ""
+    model_version: str | None = None
+    read_timeout: float = READ_TIMEOUT_S
+    #: threads that parse and score (default: the CPUs, at most 4)
+    workers: int = 0
 
-    def log_message(self, fmt: str, *args: Any) -> None:
-        log.debug("%s " + fmt, self.address_string(), *args)
 
-    def _read(self, n: int) -> bytes:
-        """Read ``n`` bytes before the request's deadline (a trickling client is cut)."""
-        chunks, left = [], n
-        while left > 0:
-            remaining = self._deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("request not received in time")
-            self.connection.settimeout(remaining)
-            chunk = self.rfile.read1(min(left, 1 << 16))  # type: ignore[attr-defined]
-            if not chunk:
-                raise ConnectionError("client closed")
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
+def _error(status: int, code: str, message: str, *, close: bool = False) -> JSONResponse:
+    headers = {"Connection": "close"} if close else None
+    return JSONResponse({"error_code": code, "message": message}, status_code=status,
+                        headers=headers)
 
-    def handle_one_request(self) -> None:
-        self._deadline = time.monotonic() + self.server.read_timeout
-        self.server.watch(self.connection, self._deadline)
+
+async def _read_body(request: Request, settings: Settings) -> bytes | JSONResponse:
+    """The request body, or the error response to send instead (408, 411, 413)."""
+    from starlette.requests import ClientDisconnect
+
+    limit = settings.max_bytes
+    declared = request.headers.get("content-length")
+    length: int | None = None
+    if declared is not None:
+        if not declared.isascii() or not declared.isdigit():
+            return _error(400, "BAD_REQUEST", "malformed Content-Length", close=True)
+        length = int(declared)
+    elif "chunked" not in request.headers.get("transfer-encoding", "").lower():
+        return _error(411, "LENGTH_REQUIRED", "Content-Length required", close=True)
+    def too_large(close: bool) -> Any:
+        size = length if length is not None else f"more than {limit}"
+        return _error(413, "REQUEST_TOO_LARGE",
+                      f"request of {size} bytes exceeds the limit of {limit}", close=close)
+
+    if length is not None and length > limit and "100-continue" in request.headers.get(
+            "expect", "").lower():
+        return too_large(False)  # the client waits for a go-ahead: it sends no body
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout(settings.read_timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    chunks = []
+                    if size > DRAIN_FACTOR * limit:
+                        break
+                    continue
+                chunks.append(chunk)
+    except TimeoutError:
+        return _error(408, "REQUEST_TIMEOUT", f"request body not received within "
+                      f"{settings.read_timeout:g} s", close=True)
+    except ClientDisconnect:
+        return _error(400, "BAD_REQUEST", "client went away", close=True)
+    if size > limit:
+        return too_large(close=size > DRAIN_FACTOR * limit)
+    return b"".join(chunks)
+
+
+def create_app(bundle: Any, settings: Settings) -> FastAPI:
+    """The FastAPI app: MLflow's scoring protocol over ``bundle``."""
+    import anyio.to_thread
+
+    workers = settings.workers or min(4, os.cpu_count() or 1)
+    limiter = anyio.CapacityLimiter(workers)
+    expected = f"Bearer {settings.token}".encode() if settings.token else None
+
+    def authorised(request: Request) -> None:
+        if expected is None:
+            return
+        got = request.headers.get("authorization", "").encode("latin-1", "replace")
+        if not hmac.compare_digest(got, expected):
+            raise HTTPException(401, "missing or wrong bearer token")
+
+    # No /docs or /openapi.json yet: the console issue adds them behind the token.
+    app = FastAPI(title="flockwatch", dependencies=[Depends(authorised)], docs_url=None,
+                  redoc_url=None, openapi_url=None)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> Any:
+        codes = {401: "UNAUTHORIZED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
+        message = f"no route {request.url.path}" if exc.status_code == 404 else str(exc.detail)
+        return _error(exc.status_code, codes.get(exc.status_code, "ERROR"), message)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> Any:
+        log.exception("request failed")
+        return _error(500, "INTERNAL_ERROR", f"{type(exc).__name__}: {exc}"[:500])
+
+    health = {"status": "ok", "model_uri": settings.model_uri,
+              "model_version": settings.model_version,
+              "feature_set_version": getattr(bundle, "info", {}).get("feature_set_version")}
+
+    @app.get("/ping")
+    async def ping() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/health")
+    async def health_route() -> dict[str, Any]:
+        return health
+
+    @app.get("/version")
+    async def version() -> dict[str, Any]:
+        from importlib.metadata import version as dist_version
+
+        return {"model": settings.model_uri, "model_version": settings.model_version,
+                "flockwatch": dist_version("flockwatch")}
+
+    def score(body: bytes, content_type: str) -> tuple[int, str]:
         try:
-            super().handle_one_request()
-        except (TimeoutError, ConnectionError):
-            self.close_connection = True
-
-    def _send(self, code: int, doc: Any) -> None:
-        self._send_text(code, json.dumps(doc, default=str))
-
-    def _send_text(self, code: int, text: str) -> None:
-        body = text.encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def _authorised(self) -> bool:
-        token = self.server.token
-        if not token:
-            return True
-        got = self.headers.get("Authorization", "")
-        return hmac.compare_digest(got.encode(), f"Bearer {token}".encode())
-
-    def do_GET(self) -> None:  # noqa: N802
-        self.server.unwatch(self.connection)
-        if not self._authorised():
-            return self._send(401, {"error_code": "UNAUTHORIZED",
-                                    "message": "missing or wrong bearer token"})
-        if self.path in ("/ping", "/health"):
-            return self._send(200, {"status": "ok"})
-        if self.path == "/version":
-            return self._send(200, {"model": self.server.model_uri})
-        self._send(404, {"error_code": "NOT_FOUND", "message": f"no route {self.path}"})
-
-    def do_POST(self) -> None:  # noqa: N802
-        if not self._authorised():
-            return self._send(401, {"error_code": "UNAUTHORIZED",
-                                    "message": "missing or wrong bearer token"})
-        if self.path != "/invocations":
-            return self._send(404, {"error_code": "NOT_FOUND", "message": f"no route {self.path}"})
-        try:
-            length = int(self.headers.get("Content-Length", "-1"))
-        except ValueError:
-            length = -1
-        if length < 0:
-            self.close_connection = True
-            return self._send(411, {"error_code": "LENGTH_REQUIRED",
-                                    "message": "Content-Length required"})
-        if length > self.server.max_bytes:
-            # Drained first (up to a bound), so a client that sends the whole body before it
-            # reads the answer gets the 413 instead of a reset.
-            left = min(length, 4 * self.server.max_bytes)
-            while left > 0:
-                left -= len(self._read(min(left, 1 << 16)))
-            self.close_connection = True
-            return self._send(413, {"error_code": "REQUEST_TOO_LARGE",
-                                    "message": f"request of {length} bytes exceeds the limit of "
-                                               f"{self.server.max_bytes}"})
-        body = self._read(length)
-        self.server.unwatch(self.connection)
-        try:
-            flows = payload_flows(body, self.headers.get("Content-Type", "application/json"))
+            flows = payload_flows(body, content_type)
         except PayloadError as exc:
-            return self._send(400, {"error_code": "BAD_REQUEST", "message": str(exc)})
+            return 400, json.dumps({"error_code": "BAD_REQUEST", "message": str(exc)})
         try:
-            predictions = windows_json(score_flows(self.server.bundle, flows))
+            return 200, '{"predictions": ' + windows_json(score_flows(bundle, flows)) + "}"
         except Exception as exc:  # keep serving; report the failure
             log.exception("scoring failed")
-            return self._send(500, {"error_code": "INTERNAL_ERROR", "message": str(exc)})
-        self._send_text(200, '{"predictions": ' + predictions + "}")
+            return 500, json.dumps({"error_code": "INTERNAL_ERROR",
+                                    "message": f"{type(exc).__name__}: {exc}"[:500]})
+
+    @app.post("/invocations")
+    async def invocations(request: Request) -> Any:
+        body = await _read_body(request, settings)
+        if not isinstance(body, bytes):
+            return body
+        content_type = request.headers.get("content-type", "application/json")
+        status, text = await anyio.to_thread.run_sync(score, body, content_type,
+                                                      limiter=limiter)
+        return Response(text, status_code=status, media_type="application/json")
+
+    return app
 
 
-class FlockwatchServer(ThreadingHTTPServer):
-    daemon_threads = True
+def _protocol_class(read_timeout: float) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol with a deadline for the request headers: uvicorn times out
+    idle keep-alive connections, but not a client that opens a connection and sends part of
+    a request line, or a byte every few seconds. Such a connection is closed
+    ``read_timeout`` seconds after it opened (or after its previous response)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
 
-    request_queue_size = 256
+    class DeadlineH11Protocol(H11Protocol):
+        _headers_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._arm()
+
+        def _arm(self) -> None:
+            if self._headers_timer is None:
+                self._headers_timer = self.loop.call_later(read_timeout, self._expired)
+
+        def _disarm(self) -> None:
+            if self._headers_timer is not None:
+                self._headers_timer.cancel()
+                self._headers_timer = None
+
+        def _expired(self) -> None:
+            self._headers_timer = None
+            if (self.cycle is None or self.cycle.response_complete) and (
+                    not self.transport.is_closing()):
+                self.transport.close()
+
+        def data_received(self, data: bytes) -> None:
+            before = self.cycle
+            if before is None or before.response_complete:
+                self._arm()
+            super().data_received(data)
+            if self.cycle is not before:  # the headers of a request are complete
+                self._disarm()
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            self._disarm()  # uvicorn's keep-alive timer takes over until the next request
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return DeadlineH11Protocol
+
+
+def resolve_version(uri: str) -> str | None:
+    """The registry version a ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` URI names
+    (None for folders and runs, or when the registry cannot say)."""
+    if not uri.startswith("models:/"):
+        return None
+    name, _, ref = uri.removeprefix("models:/").partition("/")
+    if "@" in name:
+        name, _, alias = name.partition("@")
+        try:
+            from mlflow import MlflowClient
+
+            return str(MlflowClient().get_model_version_by_alias(name, alias).version)
+        except Exception:  # registry down: the sensor serves its cached copy
+            return None
+    return ref or None
+
+
+class FlockwatchServer:
+    """``flockwatch serve``: the app on uvicorn, bound at construction (so a busy or
+    forbidden address fails at once, naming it)."""
 
     def __init__(self, bundle: Any, host: str = "127.0.0.1", port: int = 8080, *,
                  token: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
-                 model_uri: str = "", workers: int = 32, read_timeout: float = 10.0) -> None:
+                 model_uri: str = "", model_version: str | None = None,
+                 read_timeout: float = READ_TIMEOUT_S, workers: int = 0,
+                 max_connections: int = 512) -> None:
+        import uvicorn
+
         if not is_loopback(host) and not token:
             raise ValueError(f"--host {host}: serving beyond loopback needs --token (or "
                              "FLOCKWATCH_TOKEN)")
-        import os
-        from concurrent.futures import ThreadPoolExecutor
+        self.settings = Settings(token=token, max_bytes=max_bytes, model_uri=model_uri,
+                                 model_version=model_version, read_timeout=read_timeout,
+                                 workers=workers)
+        self.app = create_app(bundle, self.settings)
+        self.socket = _bind(host, port)
+        self.host, self.port = host, int(self.socket.getsockname()[1])
+        config = uvicorn.Config(self.app, http=_protocol_class(read_timeout), ws="none",
+                                lifespan="off", log_config=None, log_level="warning",
+                                access_log=False, timeout_keep_alive=5,
+                                limit_concurrency=max_connections, backlog=1024)
+        self.server = uvicorn.Server(config)
+        self._thread: threading.Thread | None = None
 
-        workers = int(os.environ.get("FLOCKWATCH_REST_WORKERS", workers))
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="rest")
-        self.read_timeout = read_timeout
-        self._lock = threading.Lock()
-        self._watched: dict[Any, float] = {}
-        threading.Thread(target=self._watchdog, daemon=True).start()
-        super().__init__((host, port), _Handler)
-        self.bundle = bundle
-        self.token = token
-        self.max_bytes = max_bytes
-        self.model_uri = model_uri
-
-    def watch(self, sock: Any, deadline: float) -> None:
-        with self._lock:
-            self._watched[sock] = deadline
-
-    def unwatch(self, sock: Any) -> None:
-        with self._lock:
-            self._watched.pop(sock, None)
-
-    def _watchdog(self) -> None:
-        import socket as _socket
-
-        while True:
-            time.sleep(0.5)
-            now = time.monotonic()
-            with self._lock:
-                late = [s for s, d in self._watched.items() if d < now]
-                for s in late:
-                    self._watched.pop(s, None)
-            for s in late:
-                with contextlib.suppress(OSError):
-                    s.shutdown(_socket.SHUT_RDWR)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        """A bounded pool instead of a thread per connection."""
-        self._pool.submit(self.process_request_thread, request, client_address)
+    def serve_forever(self) -> None:
+        self.server.run(sockets=[self.socket])
 
     def start_background(self) -> threading.Thread:
-        t = threading.Thread(target=self.serve_forever, daemon=True)
-        t.start()
-        return t
+        self._thread = threading.Thread(target=self.serve_forever, daemon=True)
+        self._thread.start()
+        for _ in range(500):
+            if self.server.started:
+                break
+            self._thread.join(0.01)
+        return self._thread
+
+    def shutdown(self) -> None:
+        self.server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def server_close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.socket.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket; ``OSError`` with a message naming ``host:port``."""
+    shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                   flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise OSError(f"{shown}: cannot resolve {host!r} ({exc.strerror})") from None
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(1024)
+    except OSError as exc:
+        sock.close()
+        problem = ("address already in use (another server listens there)"
+                   if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc))
+        err = OSError(f"{shown}: {problem}")
+        err.errno = exc.errno
+        raise err from None
+    sock.set_inheritable(True)
+    return sock
