@@ -34,7 +34,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -89,7 +88,8 @@ def hostile_bodies() -> list[tuple[str, bytes, str]]:
 
 ATTACKER = r'''
 import json, socket, sys, threading, time, http.client
-port, n_half, n_clients, max_s = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+port, n_half, n_clients = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+max_s = float(sys.argv[4])
 sys.path.insert(0, sys.argv[5])
 from bench_rest_hostile import hostile_bodies
 bodies = hostile_bodies()

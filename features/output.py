@@ -43,9 +43,17 @@ def _nearest_existing(path: Path) -> Path:
     return probe
 
 
-def check_output_path(path: str | os.PathLike[str], *, folder: bool = False) -> None:
+def _not_regular(target: Path) -> bool:
+    """An existing device, FIFO or socket: replacing it (as root: ``/dev/null``) would
+    destroy it, and writing to it is no atomic output."""
+    return target.exists() and not target.is_file() and not target.is_dir()
+
+
+def check_output_path(path: str | os.PathLike[str], *, folder: bool = False,
+                      append: bool = False) -> None:
     """Raise ``OutputError`` now, before any work, unless ``path`` can be written: a file (or,
     with ``folder``, a folder to write files into) whose missing parent folders can be made.
+    ``append`` outputs (the sensor's alert lines) may also be a FIFO or a terminal.
 
     Writability is tried, not guessed from mode bits (root passes ``os.access`` on ``/proc``):
     a probe file is created and removed in the nearest existing folder. Nothing else is made.
@@ -55,6 +63,11 @@ def check_output_path(path: str | os.PathLike[str], *, folder: bool = False) -> 
         raise OutputError(path, "empty path")
     if not folder and target.is_dir():
         raise OutputError(path, "is a folder; give a file name")
+    if not folder and _not_regular(target):
+        if append:
+            return
+        raise OutputError(path, "is a device, FIFO or socket, not a regular file (outputs "
+                                "are written to a new file that replaces the old)")
     if folder and target.exists() and not target.is_dir():
         raise OutputError(path, "exists and is not a folder")
     if target.is_symlink() and not target.exists():
@@ -82,6 +95,8 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     if target.is_dir():
         raise OutputError(path, "is a folder; give a file name")
+    if _not_regular(target):
+        raise OutputError(path, "is a device, FIFO or socket, not a regular file")
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part",

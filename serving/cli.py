@@ -303,14 +303,15 @@ def _require_sources(sources: list[Path] | None) -> list[Path]:
     return sources
 
 
-def _check_output(path: Path | None, option: str, *, folder: bool = False) -> None:
+def _check_output(path: Path | None, option: str, *, folder: bool = False,
+                  append: bool = False) -> None:
     """Fail now, before any work, when an output path cannot be written."""
     from flockwatch.features.output import OutputError, check_output_path
 
     if path is None:
         return
     try:
-        check_output_path(path, folder=folder)
+        check_output_path(path, folder=folder, append=append)
     except OutputError as exc:
         fail(f"{option} {show(exc.path)}: {exc.problem}")
 
@@ -917,7 +918,7 @@ def sense(
             parse_syslog_target(syslog, syslog_protocol)
         except ValueError as exc:
             fail(f"--syslog: {exc}")
-    _check_output(alerts, "--alerts")
+    _check_output(alerts, "--alerts", append=True)
     _check_output(inventory_db, "--inventory-db")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
