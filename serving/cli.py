@@ -818,10 +818,19 @@ def serve(
         check_host(host)
     except ValueError as exc:
         fail(f"--host: {exc}")
-    from flockwatch.serving.rest import FlockwatchServer, is_loopback, resolve_version
+    from flockwatch.serving.rest import (
+        FlockwatchServer,
+        bind_socket,
+        is_loopback,
+        resolve_version,
+    )
 
     if not is_loopback(host) and not token:
         fail(f"--host {show(host)}: serving beyond loopback needs --token (or FLOCKWATCH_TOKEN)")
+    try:
+        sock = bind_socket(host, port)  # a busy port fails now, not after loading the model
+    except OSError as exc:
+        fail(exc)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     configure(tracking_uri)
     uri = model or "models:/flockwatch@champion"
@@ -829,8 +838,10 @@ def serve(
         m = load_model(model)
         server = FlockwatchServer(m.unwrap_python_model().bundle, host, port, token=token,
                                   max_bytes=int(max_request_mb * 1024 * 1024),
-                                  model_uri=uri, model_version=resolve_version(uri))
+                                  model_uri=uri, model_version=resolve_version(uri),
+                                  sock=sock)
     except (ModelLoadError, ValueError, OSError) as exc:
+        sock.close()
         fail(exc)
     shown = f"[{host}]" if ":" in host else host
     typer.echo(f"serving {uri} on http://{shown}:{server.port} "
@@ -886,7 +897,7 @@ def sense(
         metavar="HOST[:PORT]", help="Also send CEF alerts to HOST:PORT ([IPV6]:PORT for an "
         "IPv6 address; the port defaults to 514).")] = None,
     syslog_protocol: Annotated[SyslogProtocol, typer.Option(
-        help="Transport for --syslog.")] = SyslogProtocol.udp,
+        case_sensitive=False, help="Transport for --syslog.")] = SyslogProtocol.udp,
     inventory_db: Annotated[Path | None, typer.Option(help="SQLite device inventory.")] = None,
     window: Annotated[float | None, typer.Option(
         parser=duration_parser(1.0, 7 * DAY), metavar="DURATION",

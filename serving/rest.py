@@ -493,14 +493,14 @@ def resolve_version(uri: str) -> str | None:
 
 
 class FlockwatchServer:
-    """``flockwatch serve``: the app on uvicorn, bound at construction (so a busy or
-    forbidden address fails at once, naming it)."""
+    """``flockwatch serve``: the app on uvicorn, on ``sock`` or a socket bound at
+    construction (a busy or forbidden address fails at once, naming it)."""
 
     def __init__(self, bundle: Any, host: str = "127.0.0.1", port: int = 8080, *,
                  token: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
                  model_uri: str = "", model_version: str | None = None,
                  read_timeout: float = READ_TIMEOUT_S, workers: int = 0,
-                 max_connections: int = 512) -> None:
+                 max_connections: int = 512, sock: socket.socket | None = None) -> None:
         import uvicorn
 
         if not is_loopback(host) and not token:
@@ -510,7 +510,7 @@ class FlockwatchServer:
                                  model_version=model_version, read_timeout=read_timeout,
                                  workers=workers)
         self.app = create_app(bundle, self.settings)
-        self.socket = _bind(host, port)
+        self.socket = sock if sock is not None else bind_socket(host, port)
         self.host, self.port = host, int(self.socket.getsockname()[1])
         config = uvicorn.Config(self.app, http=_protocol_class(read_timeout), ws="none",
                                 lifespan="off", log_config=None, log_level="warning",
@@ -541,7 +541,7 @@ class FlockwatchServer:
             self.socket.close()
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind_socket(host: str, port: int) -> socket.socket:
     """A listening socket; ``OSError`` with a message naming ``host:port``."""
     shown = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
