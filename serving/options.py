@@ -94,10 +94,14 @@ def parse_host_port(text: str, *, default_port: int | None = None) -> tuple[str,
         except ValueError:
             raise ValueError(f"{show(text)}: {show(host)} is not an IPv6 address") from None
     elif text.count(":") > 1:
+        addr, _, maybe_port = text.rpartition(":")
         if _is_ipv6(text):
-            raise ValueError(f"{show(text)}: put an IPv6 address in brackets, e.g. "
-                             f"[{text}]:{default_port or SYSLOG_PORT}")
-        raise ValueError(f"{show(text)}: expected HOST:PORT")
+            hint = f"[{text}]:{default_port or SYSLOG_PORT}"
+        elif _is_ipv6(addr) and _PORT.fullmatch(maybe_port):
+            hint = f"[{addr}]:{maybe_port}"
+        else:
+            raise ValueError(f"{show(text)}: expected HOST:PORT (an IPv6 address in brackets)")
+        raise ValueError(f"{show(text)}: put an IPv6 address in brackets, e.g. {hint}")
     else:
         host, sep, port_text_s = text.partition(":")
         port_text = port_text_s if sep else None
