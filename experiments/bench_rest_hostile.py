@@ -17,8 +17,9 @@ valid requests reset or refused (target 0), the hostile requests' answers (any d
 without a response is a failure), how often the server cut a half-open connection (its read
 timeout at work) and the tracebacks in the server's log (target 0).
 
-The attacker stops by itself after ``--max-seconds`` even if this script dies; every loop is
-bounded. On a shared machine the absolute figures move with the load; the ratio is measured
+The two phases alternate ``--rounds`` (3) times, so drifting load on a shared machine weighs
+on both. The attacker stops by itself after ``--max-seconds`` even if this script dies; every
+loop is bounded. On a shared machine the absolute figures move with the load; the ratio is measured
 within one run.
 
 Usage: .venv/bin/python experiments/bench_rest_hostile.py [--requests 300] [--model DIR]
@@ -224,6 +225,8 @@ def site_flows(tmp: Path, model: str | None) -> tuple[str, list[dict[str, object
 def main() -> int:
     ap = arg_parser(__doc__, data=False)
     ap.add_argument("--requests", type=int, default=300, help="valid requests per phase")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="quiet and hostile phases alternate this many times")
     ap.add_argument("--half-open", type=int, default=64)
     ap.add_argument("--hostile-clients", type=int, default=2)
     ap.add_argument("--max-seconds", type=float, default=300.0,
@@ -251,45 +254,64 @@ def main() -> int:
                     pass
                 time.sleep(0.2)
             measure(port, bodies, 20)  # warm-up
-            quiet, quiet_out = measure(port, bodies, args.requests)
-            attacker = subprocess.Popen(
-                [sys.executable, "-c", ATTACKER, str(port), str(args.half_open),
-                 str(args.hostile_clients), str(args.max_seconds),
-                 str(Path(__file__).resolve().parent)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-            assert attacker.stdout is not None and attacker.stdin is not None
-            ready = attacker.stdout.readline().strip()
-            t0 = time.monotonic()
-            hostile, hostile_out = measure(port, bodies, args.requests)
-            hostile_s = time.monotonic() - t0
-            attacker.stdin.close()
-            attack = json.loads(attacker.stdout.read().strip().splitlines()[-1])
-            attacker.wait(timeout=60)
+            # Quiet and hostile phases alternate, so a change in the machine's load during
+            # the run weighs on both alike.
+            quiet_parts, hostile_parts = [], []
+            quiet_out, hostile_out = Counter[str](), Counter[str]()
+            answers: dict[str, dict[str, int]] = {}
+            cut, ready, hostile_s = 0, True, 0.0
+            per_round = max(1, args.requests // args.rounds)
+            for _ in range(args.rounds):
+                lat, out = measure(port, bodies, per_round)
+                quiet_parts.append(lat)
+                quiet_out += out
+                attacker = subprocess.Popen(
+                    [sys.executable, "-c", ATTACKER, str(port), str(args.half_open),
+                     str(args.hostile_clients), str(args.max_seconds),
+                     str(Path(__file__).resolve().parent)],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+                assert attacker.stdout is not None and attacker.stdin is not None
+                ready = ready and attacker.stdout.readline().strip() == "ready"
+                t0 = time.monotonic()
+                lat, out = measure(port, bodies, per_round)
+                hostile_s += time.monotonic() - t0
+                hostile_parts.append(lat)
+                hostile_out += out
+                attacker.stdin.close()
+                attack = json.loads(attacker.stdout.read().strip().splitlines()[-1])
+                attacker.wait(timeout=60)
+                cut += attack["half_open_cut_by_server"]
+                for name, counts in attack["answers"].items():
+                    for outcome, n in counts.items():
+                        slot = answers.setdefault(name, {})
+                        slot[outcome] = slot.get(outcome, 0) + n
+            quiet, hostile = np.concatenate(quiet_parts), np.concatenate(hostile_parts)
+            n_valid = per_round * args.rounds
             alive = valid_request(port, bodies[0])[1] == "ok"
         finally:
             server.terminate()
             server.wait(timeout=30)
             log.close()
         text = (tmp / "serve.log").read_text(errors="replace")
-    answers = attack["answers"]
     dropped = sum(v.get("dropped", 0) for v in answers.values())
     q, h = summary(quiet), summary(hostile)
     res = {
-        "attacker_ready": ready == "ready",
+        "attacker_ready": ready,
         "quiet": {**q, "outcomes": dict(quiet_out)},
         "hostile": {**h, "outcomes": dict(hostile_out), "seconds": round(hostile_s, 1)},
         "p99_ratio": round(h["p99_ms"] / q["p99_ms"], 2) if q["p99_ms"] else None,
-        "valid_failed_under_attack": args.requests - hostile_out["ok"],
+        "valid_failed_under_attack": n_valid - hostile_out["ok"],
         "valid_resets": hostile_out["reset"] + quiet_out["reset"],
         "hostile_requests": sum(sum(v.values()) for v in answers.values()),
         "hostile_dropped": dropped,
         "hostile_answers": answers,
-        "half_open_cut_by_server": attack["half_open_cut_by_server"],
+        "half_open_cut_by_server": cut,
         "server_tracebacks": text.count("Traceback"),
         "server_alive_after": alive,
     }
     report("bench_rest_hostile", res, args.output,
-           params={"requests": args.requests, "half_open": args.half_open,
+           params={"requests": args.requests, "rounds": args.rounds,
+                   "half_open": args.half_open,
                    "hostile_clients": args.hostile_clients},
            metrics={"quiet_p99_ms": q["p99_ms"], "hostile_p99_ms": h["p99_ms"],
                     "p99_ratio": res["p99_ratio"] or float("nan"),
