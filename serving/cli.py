@@ -622,7 +622,7 @@ def train_baseline_cmd(
     except (ModelLoadError, ValueError) as exc:
         fail(str(exc))
     for p in out["problems"]:
-        typer.echo(f"  input: {p}", err=True)
+        typer.echo(f"  input: {one_line(p)}", err=True)
     typer.echo(f"{out['devices']} devices, {out['windows']} learning windows; run {out['run_id']}")
     typer.echo(out.get("champion_uri") or out["model_uri"])
 
