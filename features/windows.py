@@ -395,17 +395,25 @@ def feature_table_markdown() -> str:
     return "\n".join(rows)
 
 
+#: The longest duration accepted anywhere (a year and a day): longer ones overflow datetime
+#: arithmetic, and no window, learning period or capture is that long.
+MAX_DURATION_S = 366 * 86400.0
+
+
 def parse_duration(text: str | float | None) -> float | None:
-    """'90s', '15m', '2h', '7d' or plain seconds -> seconds."""
+    """'90s', '15m', '2h', '7d' or plain seconds -> seconds, > 0 and <= ``MAX_DURATION_S``."""
     if text is None or text == "":
         return None
     if isinstance(text, (int, float)):
-        return float(text)
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*", str(text).lower())
-    if not m:
-        raise ValueError(f"bad duration {text!r}: use e.g. 90s, 15m, 2h, 7d")
-    mult = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
-    value = float(m.group(1)) * mult
-    if value <= 0:
+        value = float(text)
+    else:
+        m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhdw]?)\s*", str(text).lower())
+        if not m:
+            raise ValueError(f"bad duration {text!r}: use e.g. 90s, 15m, 2h, 7d")
+        mult = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+        value = float(m.group(1)) * mult
+    if not value > 0:  # also NaN
         raise ValueError(f"duration must be > 0, got {text!r}")
+    if not value <= MAX_DURATION_S:  # also inf: '9' * 400 seconds
+        raise ValueError(f"duration {text!r} is longer than the limit of 366 days")
     return value

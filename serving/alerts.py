@@ -11,6 +11,7 @@ from typing import Any
 
 import polars as pl
 from flockwatch.features.output import iso_utc, to_json
+from flockwatch.serving.options import parse_syslog_target
 
 ALERT_FIELDS = ["kind", "severity", "device_id", "mac", "ip", "device_type", "start", "end",
                 "score", "threshold", "top_features", "message"]
@@ -301,11 +302,11 @@ class SyslogCefSink:
     """CEF over syslog (RFC 3164 framing), UDP or TCP. Failures are counted, never raised."""
 
     def __init__(self, target: str, protocol: str = "udp") -> None:
-        host, _, port = target.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError(f"--syslog {target!r}: expected HOST:PORT")
-        self.addr = (host, int(port))
-        self.protocol = protocol
+        # Checked here, at start: a bad port must not surface at the first alert.
+        t = parse_syslog_target(target, protocol)
+        self.target = t
+        self.addr = (t.host, t.port)
+        self.protocol = t.protocol.value
         self.failures = 0
         self._sock: socket.socket | None = None
 
@@ -314,7 +315,16 @@ class SyslogCefSink:
             if self.protocol == "tcp":
                 self._sock = socket.create_connection(self.addr, timeout=2)
             else:
-                self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                # Resolved per (re)connect, IPv4 or IPv6 as the name or address says.
+                family, kind, proto, _, addr = socket.getaddrinfo(
+                    self.addr[0], self.addr[1], type=socket.SOCK_DGRAM)[0]
+                sock = socket.socket(family, kind, proto)
+                try:
+                    sock.connect(addr)
+                except OSError:
+                    sock.close()
+                    raise
+                self._sock = sock
         return self._sock
 
     def send(self, alert: dict[str, Any]) -> None:
@@ -326,8 +336,8 @@ class SyslogCefSink:
             if self.protocol == "tcp":
                 s.sendall(msg.encode() + b"\n")
             else:
-                s.sendto(msg.encode(), self.addr)
-        except OSError:
+                s.send(msg.encode())
+        except (OSError, UnicodeError):  # gaierror is an OSError; IDNA failures are not
             self.failures += 1
             if self._sock is not None:
                 self._sock.close()

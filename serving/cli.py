@@ -6,16 +6,192 @@ Heavy libraries (torch, lightgbm, mlflow, nfstream) are imported inside the comm
 
 from __future__ import annotations
 
+import errno
 import gc
+import os
+import re
 import sys
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+from flockwatch.serving.options import (
+    SyslogProtocol,
+    check_number,
+    parse_duration_bounded,
+    parse_port,
+    show,
+)
+
+# typer (pinned in pyproject.toml) vendors click; its exception classes live here.
+from typer._click import exceptions as click_exc
+from typer.core import TyperGroup
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with control characters and line breaks escaped (``\\n``, ``\\x1b``): a
+    message built from file names, option values or traffic stays one line on the terminal."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+def describe(exc: BaseException) -> str:
+    """The one-line ``<input>: <problem>`` of an error, its input's name quoted."""
+    from flockwatch.features.errors import InputError
+    from flockwatch.features.output import OutputError
+
+    if isinstance(exc, InputError):
+        return f"{show(exc.source)}: {exc.problem}"
+    if isinstance(exc, OutputError):
+        return f"{show(exc.path)}: {exc.problem}"
+    if isinstance(exc, OSError) and exc.filename is not None:
+        return f"{show(exc.filename)}: {exc.strerror or exc}"
+    text = str(exc)
+    return text.splitlines()[0] if text.strip() else type(exc).__name__
+
+
+def fail(message: str | BaseException, code: int = 1) -> NoReturn:
+    """One line on stderr, no traceback, non-zero exit."""
+    text = describe(message) if isinstance(message, BaseException) else message
+    typer.echo(f"flockwatch: error: {one_line(text)}", err=True)
+    raise typer.Exit(code)
+
+
+def _param_name(exc: click_exc.BadParameter) -> str:
+    if isinstance(exc.param_hint, str):
+        return exc.param_hint
+    if exc.param_hint:
+        return " / ".join(exc.param_hint)
+    param = exc.param
+    if param is None:
+        return "value"
+    longest = sorted(param.opts, key=lambda o: (not o.startswith("--"), -len(o)))
+    if getattr(param, "param_type_name", "") == "option" and longest:
+        return longest[0]
+    return (param.name or "value").upper()
+
+
+def _usage_line(exc: click_exc.UsageError) -> str:
+    """``<option or argument>: <problem> (see 'flockwatch CMD --help')``."""
+    where = exc.ctx.command_path if exc.ctx is not None else "flockwatch"
+    if isinstance(exc, click_exc.NoSuchOption):
+        name, problem = exc.option_name, "no such option"
+        if exc.possibilities:
+            problem += f"; did you mean {' or '.join(sorted(exc.possibilities))}?"
+    elif isinstance(exc, click_exc.MissingParameter):
+        name, problem = _param_name(exc), exc.message or "missing; it is required"
+    elif isinstance(exc, click_exc.BadParameter):
+        name, problem = _param_name(exc), exc.message
+    elif isinstance(exc, click_exc.BadOptionUsage):
+        name, problem = exc.option_name, exc.message
+    else:
+        name, problem = where.removeprefix("flockwatch").strip() or "flockwatch", exc.message
+    problem = problem.replace("Value error, ", "", 1).rstrip(".")
+    return f"{name}: {problem} (see '{where} --help')"
+
+
+class OneLineErrors(TyperGroup):
+    """The root command: every failure of every command leaves as one line on stderr,
+    ``flockwatch: error: <input or option>: <problem>``, and exit status 1. Click's usage
+    errors (a box and exit 2) are rewritten here, once, instead of in each command; anything
+    unforeseen becomes one line too (``FLOCKWATCH_DEBUG=1`` re-raises it with its traceback).
+    """
+
+    def make_context(self, info_name: str | None, args: list[str],
+                     parent: Any = None, **extra: Any) -> Any:
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click_exc.NoArgsIsHelpError:
+            raise
+        except click_exc.UsageError as exc:
+            fail(_usage_line(exc))
+
+    def invoke(self, ctx: Any) -> Any:
+        from flockwatch.features.errors import InputError
+        from flockwatch.features.output import OutputError
+
+        try:
+            return super().invoke(ctx)
+        except click_exc.NoArgsIsHelpError:  # `flockwatch train` shows its commands
+            raise
+        except click_exc.UsageError as exc:
+            fail(_usage_line(exc))
+        except (typer.Exit, typer.Abort, click_exc.ClickException, KeyboardInterrupt):
+            raise
+        except (InputError, OutputError) as exc:
+            fail(exc)
+        except Exception as exc:
+            if os.environ.get("FLOCKWATCH_DEBUG"):
+                raise
+            if isinstance(exc, OSError) and exc.errno == errno.EPIPE:
+                raise  # typer's own handling: a closed pipe ends quietly
+            if isinstance(exc, OSError) and exc.filename is not None:
+                fail(exc)
+            fail(f"internal error: {type(exc).__name__}: {describe(exc)} (a bug: please report "
+                 "it; FLOCKWATCH_DEBUG=1 shows the traceback)")
+
+
+def _checked(check: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """A typer ``parser`` from a check: its ``ValueError`` becomes a usage error."""
+
+    def parse(value: Any) -> Any:
+        try:
+            return check(value)
+        except (ValueError, TypeError) as exc:
+            raise typer.BadParameter(str(exc)) from None
+
+    return parse
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    try:
+        return float(str(value).strip())
+    except ValueError:
+        raise ValueError(f"{show(value)}: expected a number") from None
+
+
+def seconds_parser(maximum: float, minimum: float = 0.0) -> Callable[[Any], float]:
+    """Plain seconds, finite, in (minimum, maximum]."""
+    return _checked(lambda v: check_number(_number(v), minimum=minimum, maximum=maximum))
+
+
+def duration_parser(minimum: float = 0.0, maximum: float | None = None
+                    ) -> Callable[[Any], float]:
+    """``90s``, ``15m``, ``2h``, ``7d`` (or seconds) within bounds, as seconds."""
+    return _checked(lambda v: parse_duration_bounded(v, minimum=minimum, maximum=maximum))
+
+
+def _whole(value: Any, low: int, high: int) -> int:
+    text = str(value).strip()
+    if isinstance(value, bool) or not re.fullmatch(r"[+-]?[0-9]{1,19}", text):
+        raise ValueError(f"{show(value)}: expected a whole number from {low} to {high}")
+    n = int(text)
+    if not low <= n <= high:
+        raise ValueError(f"{n} is out of range: give a whole number from {low} to {high}")
+    return n
+
+
+def int_parser(low: int, high: int) -> Callable[[Any], int]:
+    return _checked(lambda v: _whole(v, low, high))
+
+
+#: Options shared by several commands, each checked once here.
+PortOpt = Annotated[int, typer.Option(parser=_checked(parse_port), metavar="PORT",
+                                      help="TCP port to listen on (1-65535).")]
+DAY = 86400.0
+YEAR = 366 * DAY
+WindowOpt = Annotated[float, typer.Option(
+    parser=duration_parser(1.0, 7 * DAY), metavar="DURATION", show_default="300s",
+    help="Window length, e.g. 300s, 5m, 10s (1s to 7d).")]
 
 app = typer.Typer(
     name="flockwatch",
+    cls=OneLineErrors,
     help="Passive discovery, classification and behavioural baselining of IoT/OT devices "
     "from their network traffic.",
     no_args_is_help=True,
@@ -62,12 +238,6 @@ SourcesArg = Annotated[
 ]
 
 
-def fail(message: str, code: int = 1) -> NoReturn:
-    """One line on stderr, no traceback, non-zero exit."""
-    typer.echo(f"flockwatch: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
 def _console() -> Any:
     from rich.console import Console
 
@@ -78,9 +248,11 @@ def _extract_with_progress(sources: list[Path], quiet: bool = False, **kwargs: A
     from flockwatch.features.flows import extract
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    console = _console()
+    # Off a terminal the bar would leave an empty line before the output or the error.
     with Progress(TextColumn("[bold]reading"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TextColumn("{task.description}"), console=_console(),
-                  disable=quiet, transient=True) as progress:
+                  TimeElapsedColumn(), TextColumn("{task.description}"), console=console,
+                  disable=quiet or not console.is_terminal, transient=True) as progress:
         task = progress.add_task("", total=None, visible=False)
 
         def start(n: int) -> None:
@@ -90,6 +262,10 @@ def _extract_with_progress(sources: list[Path], quiet: bool = False, **kwargs: A
             progress.update(task, advance=1, description=Path(name).name[-40:])
 
         return extract(sources, on_file=tick, on_start=start, **kwargs)
+
+
+def _problem_line(p: Any) -> str:
+    return f"{show(p.source)}: {one_line(p.message)}"
 
 
 def _report_problems(result: Any, quiet: bool = False) -> None:
@@ -102,11 +278,25 @@ def _report_problems(result: Any, quiet: bool = False) -> None:
     if others and not quiet:
         console.print(f"[yellow]{len(others)} input(s) read with remarks:[/yellow]")
         for p in others:
-            console.print(f"  {p.severity}: {p}", markup=False, highlight=False)
+            console.print(f"  {p.severity}: {_problem_line(p)}", markup=False, highlight=False)
     if errors:
         console.print(f"[red]{len(errors)} input(s) could not be read:[/red]")
         for p in errors:
-            console.print(f"  error: {p}", markup=False, highlight=False)
+            console.print(f"  error: {_problem_line(p)}", markup=False, highlight=False)
+
+
+def _require_readable(result: Any) -> None:
+    """Stop before any output (no table, no file) when no input could be read: one
+    ``flockwatch: error:`` line per input (a single bad input gives exactly one line)."""
+    failed = {p.source for p in result.errors}
+    if any(f not in failed for f in result.files):
+        return
+    errors = result.errors
+    if not errors:
+        fail("no input to read")
+    for p in errors[:-1]:
+        typer.echo(f"flockwatch: error: {_problem_line(p)}", err=True)
+    fail(f"{show(errors[-1].source)}: {errors[-1].message}")
 
 
 def _require_sources(sources: list[Path] | None) -> list[Path]:
@@ -116,6 +306,47 @@ def _require_sources(sources: list[Path] | None) -> list[Path]:
     return sources
 
 
+def _check_output(path: Path | None, option: str, *, folder: bool = False,
+                  append: bool = False) -> None:
+    """Fail now, before any work, when an output path cannot be written."""
+    from flockwatch.features.output import OutputError, check_output_path
+
+    if path is None:
+        return
+    try:
+        check_output_path(path, folder=folder, append=append)
+    except OutputError as exc:
+        fail(f"{option} {show(exc.path)}: {exc.problem}")
+
+
+_SUFFIX_FORMATS = {".json": "json", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}
+
+
+def _format_for(output: Path | None, fmt: StrEnum, option: str = "--format") -> Any:
+    """The output format: ``--format`` when given, else the one ``-o``'s suffix names.
+
+    A suffix that names another format than an explicit ``--format`` is an error, so that
+    ``-o report.json --format table`` never writes a table into a ``.json`` file."""
+    from typer._click.core import ParameterSource
+    from typer._click.globals import get_current_context
+
+    if output is None:
+        return fmt
+    by_suffix = _SUFFIX_FORMATS.get(output.suffix.lower())
+    kind = type(fmt)
+    if by_suffix is None or by_suffix not in kind.__members__:
+        return fmt
+    ctx = get_current_context(silent=True)
+    source = ctx.get_parameter_source("format") if ctx is not None else None
+    explicit = source not in (ParameterSource.DEFAULT, None)
+    if not explicit:
+        return kind(by_suffix)
+    if by_suffix != fmt.value:
+        fail(f"--output {show(output)}: the suffix {output.suffix!r} does not match "
+             f"{option} {fmt.value}")
+    return fmt
+
+
 @app.command()
 def extract(
     sources: SourcesArg = None,
@@ -123,9 +354,12 @@ def extract(
                       help="Write the flow table here (.parquet or .csv).")] = None,
     interface: Annotated[str | None, typer.Option("--interface", "-i",
                          help="Capture this live interface instead of reading files.")] = None,
-    duration: Annotated[float, typer.Option(help="Live capture length in seconds.")] = 60.0,
+    duration: Annotated[float, typer.Option(
+        parser=seconds_parser(YEAR), metavar="SECONDS",
+        help="Live capture length in seconds.")] = 60.0,
     idle_timeout: Annotated[int | None, typer.Option(
-        help="Seconds without packets that end a flow (default 120).")] = None,
+        parser=int_parser(1, int(DAY)), metavar="SECONDS",
+        help="Seconds without packets that end a flow, 1-86400 (default 120).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
 ) -> None:
     """Turn captures, folders, Zeek logs or a live interface into a flow table.
@@ -137,15 +371,20 @@ def extract(
     from flockwatch.features.live import capture_interface
     from flockwatch.features.output import atomic_path
 
+    if output is not None and _SUFFIX_FORMATS.get(output.suffix.lower()) not in ("parquet",
+                                                                                 "csv"):
+        fail(f"--output {show(output)}: write a .parquet or .csv file (the suffix says which)")
+    _check_output(output, "--output")
     if interface:
         try:
             flows = capture_interface(interface, duration, idle_timeout=idle_timeout or 120)
         except InputError as exc:
-            fail(str(exc))
+            fail(exc)
         result = ExtractResult(flows=flows, files=[interface])
     else:
         kwargs = {"idle_timeout": idle_timeout} if idle_timeout else {}
         result = _extract_with_progress(_require_sources(sources), quiet=quiet, **kwargs)
+        _require_readable(result)
     flows = result.flows
     if output:
         with atomic_path(output) as tmp:
@@ -218,7 +457,8 @@ def _render_inventory(inv: Any, title: str) -> str:
 def inventory(
     sources: SourcesArg = None,
     format: Annotated[TableFormat, typer.Option("--format", "-f",
-                      help="table for people, json or csv for machines.")] = TableFormat.table,
+                      help="table for people, json or csv for machines (default: the one "
+                      "-o's suffix names, else table).")] = TableFormat.table,
     output: Annotated[Path | None, typer.Option("--output", "-o",
                       help="Write here instead of standard output.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
@@ -229,7 +469,10 @@ def inventory(
     """
     from flockwatch.features.inventory import inventory as build_inventory
 
+    format = _format_for(output, format)
+    _check_output(output, "--output")
     result = _extract_with_progress(_require_sources(sources), quiet=quiet)
+    _require_readable(result)
     inv = build_inventory(result.flows)
     _write_table(inv, format, output, f"{inv.height} devices")
     _report_problems(result, quiet)
@@ -237,11 +480,17 @@ def inventory(
         raise typer.Exit(1)
 
 
+_MAX_SYNTH_HOURS = 31 * 24.0  # a month of synthetic traffic: more is a typo, not a test site
+
+
 @datasets_app.command("synthesize")
 def datasets_synthesize(
     output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write into.")],
-    hours: Annotated[float, typer.Option(help="Length of the attack capture in hours.")] = 2.0,
+    hours: Annotated[float, typer.Option(
+        parser=seconds_parser(_MAX_SYNTH_HOURS), metavar="HOURS",
+        help="Length of the attack capture in hours.")] = 2.0,
     learning_hours: Annotated[float | None, typer.Option(
+        parser=seconds_parser(_MAX_SYNTH_HOURS), metavar="HOURS",
         help="Length of the attack-free learning capture (default: --hours).")] = None,
     seed: Annotated[int, typer.Option(help="Random seed: same seed, same bytes.")] = 0,
     attacks: Annotated[list[str] | None, typer.Option(
@@ -251,6 +500,7 @@ def datasets_synthesize(
     """Write a synthetic IoT/OT site: learning.pcap, attacks.pcap, labels.csv, attacks.csv."""
     from flockwatch.datasets.synth import ATTACK_KINDS, synthesize
 
+    _check_output(output, "--output", folder=True)
     kinds = list(ATTACK_KINDS) if not attacks else [] if attacks == ["none"] else attacks
     try:
         caps = synthesize(output, hours=hours, learning_hours=learning_hours, seed=seed,
@@ -277,8 +527,9 @@ def train_classifier_cmd(
     label_column: Annotated[str, typer.Option(help="labels.csv column to learn.")] = "device_type",
     group_column: Annotated[str | None, typer.Option(
         help="labels.csv column grouping captures for splits (default: each capture).")] = None,
-    window: Annotated[str, typer.Option(help="Window length, e.g. 300s, 5m.")] = "300s",
-    folds: Annotated[int, typer.Option(help="Capture-grouped cross-validation folds.")] = 4,
+    window: WindowOpt = 300.0,
+    folds: Annotated[int, typer.Option(parser=int_parser(2, 100), metavar="N",
+                                       help="Capture-grouped cross-validation folds.")] = 4,
     experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "flockwatch-classifier",
     register: Annotated[str | None, typer.Option(help="Register the model under this name.")]
     = None,
@@ -339,15 +590,17 @@ def train_classifier_cmd(
 @train_app.command("baseline")
 def train_baseline_cmd(
     sources: SourcesArg = None,
-    learning_period: Annotated[str | None, typer.Option(
+    learning_period: Annotated[float | None, typer.Option(
+        parser=duration_parser(1.0), metavar="DURATION",
         help="Learn from this first part of the input only, e.g. 2d, 6h (default: all).")] = None,
-    window: Annotated[str, typer.Option(help="Window length, e.g. 300s, 5m, 10s.")] = "300s",
+    window: WindowOpt = 300.0,
     classifier: Annotated[str | None, typer.Option(
         help="Bundle the classifier of this model URI.")] = None,
     register: Annotated[str | None, typer.Option(help="Register under this name.")] = None,
     promote: Annotated[bool, typer.Option(help="Set the 'champion' alias.")] = False,
     experiment: Annotated[str, typer.Option(help="MLflow experiment.")] = "flockwatch-baseline",
-    epochs: Annotated[int, typer.Option(help="Autoencoder training epochs.")] = 80,
+    epochs: Annotated[int, typer.Option(parser=int_parser(1, 100_000), metavar="N",
+                                        help="Autoencoder training epochs.")] = 80,
     seed: Annotated[int, typer.Option(help="Random seed: same data and seed, same model.")] = 0,
     tracking_uri: TrackingOpt = None,
 ) -> None:
@@ -372,7 +625,7 @@ def train_baseline_cmd(
     except (ModelLoadError, ValueError) as exc:
         fail(str(exc))
     for p in out["problems"]:
-        typer.echo(f"  input: {p}", err=True)
+        typer.echo(f"  input: {one_line(p)}", err=True)
     typer.echo(f"{out['devices']} devices, {out['windows']} learning windows; run {out['run_id']}")
     typer.echo(out.get("champion_uri") or out["model_uri"])
 
@@ -398,12 +651,14 @@ def evaluate(
     from flockwatch.models.store import ModelLoadError, configure
     from flockwatch.training.evaluate import evaluate_dataset
 
+    _check_output(output, "--output")
+    _check_output(plot, "--plot")
     configure(tracking_uri)
     try:
         out = evaluate_dataset(dataset_dir, model, label_column=label_column,
                                reject_quantile=reject_quantile)
     except (DatasetError, ModelLoadError, ValueError) as exc:
-        fail(str(exc))
+        fail(exc)
     text = to_json(out, indent=2)
     if plot:
         from flockwatch.serving.plots import write_png
@@ -547,24 +802,25 @@ def score(
             loaded["error"] = exc
 
     srcs = _require_sources(sources)
+    format = _format_for(output, format)
+    _check_output(output, "--output")
+    _check_output(plot, "--plot")
     try:
         check_local_model(model)  # a wrong path fails now, not after reading the captures
         lo = parse_time_bound(since, "--since")
         hi = parse_time_bound(until, "--until")
     except (ModelLoadError, ValueError) as exc:
-        fail(str(exc))
+        fail(exc)
     loader = threading.Thread(target=_load, daemon=True)
     loader.start()
     result = _extract_with_progress(srcs, quiet=quiet)
     loader.join()
     if "error" in loaded:
-        fail(str(loaded["error"]))
+        fail(loaded["error"])
     m = loaded["model"]
     from flockwatch.serving.score import report
 
-    if not result.files or (result.errors and len(result.errors) >= len(result.files)):
-        _report_problems(result, quiet)
-        fail("no input could be read")
+    _require_readable(result)
     from flockwatch.serving.score import resolve_bound
 
     t0 = result.flows["first_seen"].min() if result.flows.height else None
@@ -598,29 +854,52 @@ def serve(
     model: ModelOpt = None,
     host: Annotated[str, typer.Option(help="Address to bind (loopback by default).")]
     = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="TCP port to listen on.")] = 8080,
+    port: PortOpt = 8080,
     token: Annotated[str | None, typer.Option(envvar="FLOCKWATCH_TOKEN",
                      help="Bearer token clients must send; required off loopback.")] = None,
-    max_request_mb: Annotated[float, typer.Option(help="Largest request accepted.")] = 16.0,
+    max_request_mb: Annotated[float, typer.Option(
+        parser=seconds_parser(1024.0), metavar="MB",
+        help="Largest request accepted, in MB (> 0, at most 1024).")] = 16.0,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Serve the model over HTTP with MLflow's scoring protocol (/invocations, /ping, /health)."""
     import logging
 
     from flockwatch.models.store import ModelLoadError, configure, load_model
-    from flockwatch.serving.rest import FlockwatchServer
+    from flockwatch.serving.options import check_host
 
+    try:
+        check_host(host)
+    except ValueError as exc:
+        fail(f"--host: {exc}")
+    from flockwatch.serving.rest import (
+        FlockwatchServer,
+        bind_socket,
+        is_loopback,
+        resolve_version,
+    )
+
+    if not is_loopback(host) and not token:
+        fail(f"--host {show(host)}: serving beyond loopback needs --token (or FLOCKWATCH_TOKEN)")
+    try:
+        sock = bind_socket(host, port)  # a busy port fails now, not after loading the model
+    except OSError as exc:
+        fail(exc)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     configure(tracking_uri)
+    uri = model or "models:/flockwatch@champion"
     try:
         m = load_model(model)
         server = FlockwatchServer(m.unwrap_python_model().bundle, host, port, token=token,
                                   max_bytes=int(max_request_mb * 1024 * 1024),
-                                  model_uri=model or "models:/flockwatch@champion")
+                                  model_uri=uri, model_version=resolve_version(uri),
+                                  sock=sock)
     except (ModelLoadError, ValueError, OSError) as exc:
-        fail(str(exc))
-    typer.echo(f"serving {model or 'models:/flockwatch@champion'} on http://{host}:{port} "
-               "(POST /invocations, GET /ping)", err=True)
+        sock.close()
+        fail(exc)
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"serving {uri} on http://{shown}:{server.port} "
+               "(POST /invocations, GET /ping /health /version)", err=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -631,13 +910,18 @@ def serve(
 
 @app.command()
 def demo(
-    hours: Annotated[float, typer.Option(help="Length of the capture with attacks.")] = 2.0,
+    hours: Annotated[float, typer.Option(
+        parser=seconds_parser(_MAX_SYNTH_HOURS), metavar="HOURS",
+        help="Length of the capture with attacks.")] = 2.0,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Run everything on a synthetic site: synthesize, train, register, score, explain."""
     from flockwatch.serving.demo import attack_summary, run_demo
 
-    out = run_demo(typer.echo, hours=hours, tracking_uri=tracking_uri)
+    try:
+        out = run_demo(typer.echo, hours=hours, tracking_uri=tracking_uri)
+    except ValueError as exc:  # e.g. too few --hours for every attack
+        fail(f"--hours: {exc}")
     rep = out["report"]
     typer.echo("")
     typer.echo(_render_report(rep))
@@ -663,14 +947,21 @@ def sense(
     model: ModelOpt = None,
     alerts: Annotated[Path, typer.Option(help="JSON-lines alert file (appended).")]
     = Path("flockwatch-alerts.jsonl"),
-    syslog: Annotated[str | None, typer.Option(help="Also send CEF alerts to HOST:PORT.")] = None,
-    syslog_protocol: Annotated[str, typer.Option(help="udp or tcp.")] = "udp",
+    syslog: Annotated[str | None, typer.Option(
+        metavar="HOST[:PORT]", help="Also send CEF alerts to HOST:PORT ([IPV6]:PORT for an "
+        "IPv6 address; the port defaults to 514).")] = None,
+    syslog_protocol: Annotated[SyslogProtocol, typer.Option(
+        case_sensitive=False, help="Transport for --syslog.")] = SyslogProtocol.udp,
     inventory_db: Annotated[Path | None, typer.Option(help="SQLite device inventory.")] = None,
-    window: Annotated[str | None, typer.Option(
-        help="Window length (default: the model's).")] = None,
+    window: Annotated[float | None, typer.Option(
+        parser=duration_parser(1.0, 7 * DAY), metavar="DURATION",
+        help="Window length, e.g. 10s, 5m (default: the model's).")] = None,
     duration: Annotated[float | None, typer.Option(
+        parser=seconds_parser(YEAR), metavar="SECONDS",
         help="Stop after this many seconds (default: run until SIGTERM/SIGINT).")] = None,
-    state_every: Annotated[float, typer.Option(help="Log counters every N seconds.")] = 30.0,
+    state_every: Annotated[float, typer.Option(
+        parser=seconds_parser(DAY), metavar="SECONDS",
+        help="Log counters every N seconds.")] = 30.0,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Watch a live interface: score each window as it closes, alert on deviations.
@@ -683,8 +974,17 @@ def sense(
     from flockwatch.features.live import check_interface
     from flockwatch.features.windows import parse_duration
     from flockwatch.models.store import ModelLoadError, configure, load_model
+    from flockwatch.serving.options import parse_syslog_target
     from flockwatch.serving.sensor import run_sensor
 
+    # Every option is checked before the model loads or a packet is captured.
+    if syslog is not None:
+        try:
+            parse_syslog_target(syslog, syslog_protocol)
+        except ValueError as exc:
+            fail(f"--syslog: {exc}")
+    _check_output(alerts, "--alerts", append=True)
+    _check_output(inventory_db, "--inventory-db")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
     configure(tracking_uri)
@@ -692,11 +992,11 @@ def sense(
         check_interface(interface)
         m = load_model(model)
         counters = run_sensor(interface, m, alerts_path=alerts, syslog=syslog,
-                              syslog_protocol=syslog_protocol, inventory_db=inventory_db,
+                              syslog_protocol=syslog_protocol.value, inventory_db=inventory_db,
                               window_s=parse_duration(window), state_every_s=state_every,
                               max_seconds=duration)
     except (InputError, ModelLoadError, ValueError) as exc:
-        fail(str(exc))
+        fail(exc)
     typer.echo(counters.line(), err=True)
 
 

@@ -86,7 +86,7 @@ def test_folder_without_captures(tmp_path):
 
 def test_unknown_interface():
     r = CliRunner().invoke(app, ["extract", "--interface", "nosuchif0", "--duration", "1"])
-    assert r.exit_code == 1 and "nosuchif0: no such network interface" in r.output
+    assert r.exit_code == 1 and "'nosuchif0': no such network interface" in r.output
 
 
 def test_output_is_atomic(tmp_path, bad, monkeypatch):

@@ -16,6 +16,7 @@ import jsonschema
 import numpy as np
 import polars as pl
 import pytest
+from flockwatch.features.windows import FEATURE_SET_VERSION
 from flockwatch.serving.cli import app
 from flockwatch.serving.score import SCORE_JSON_SCHEMA
 from typer.testing import CliRunner
@@ -355,10 +356,14 @@ def start_server(bundle_path, **kwargs):
 
 
 def test_rest_happy_400_413(trained, flow_records):
-    server, port = start_server(trained, max_bytes=200_000)
+    server, port = start_server(trained, max_bytes=200_000, model_uri="models:/site@champion",
+                                model_version="2")
     try:
         assert request(port, "GET", "/ping")[0] == 200
-        assert request(port, "GET", "/health") == (200, {"status": "ok"})
+        # /health names the model in use (issue 17)
+        assert request(port, "GET", "/health") == (200, {
+            "status": "ok", "model_uri": "models:/site@champion", "model_version": "2",
+            "feature_set_version": FEATURE_SET_VERSION})
         body = json.dumps({"dataframe_records": flow_records})
         status, doc = request(port, "POST", "/invocations", body,
                               {"Content-Type": "application/json"})
