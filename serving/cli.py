@@ -260,6 +260,54 @@ def datasets_synthesize(
     typer.echo(f"{output / 'labels.csv'}, {output / 'attacks.csv'}")
 
 
+class SplitByOpt(StrEnum):
+    capture = "capture"
+    person = "person"
+    unit = "unit"
+
+
+@datasets_app.command("split")
+def datasets_split(
+    dataset_dir: Annotated[Path, typer.Argument(help="Folder with captures and labels.csv "
+                                                "(or one sub-folder per label).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write "
+                      "train/labels.csv and test/labels.csv into.")],
+    test_size: Annotated[float, typer.Option(
+        help="Share of each type's captures to hold out for testing.")] = 0.25,
+    by: Annotated[SplitByOpt, typer.Option(
+        help="What is held out whole: a capture; every capture one person made of a type "
+             "(labels.csv 'person'); or every capture of one unit of a type "
+             "('device_instance', else 'mac').")] = SplitByOpt.capture,
+    seed: Annotated[int, typer.Option(help="Random seed: same data and seed, same split.")] = 0,
+    label_column: Annotated[str, typer.Option(help="labels.csv column to stratify by.")]
+    = "device_type",
+) -> None:
+    """Hold captures out for an honest evaluation: write train and test labels.csv files that
+    point at the original captures (nothing is copied).
+
+    Example: flockwatch datasets split ../shared/data/iot-sentinel --by unit -o split/ ;
+    flockwatch train classifier split/train --register held ;
+    flockwatch evaluate split/test --model models:/held/1
+    """
+    from flockwatch.datasets.labelled import DatasetError
+    from flockwatch.datasets.split import split_dataset, write_split
+
+    try:
+        sp = split_dataset(dataset_dir, test_size=test_size, by=by.value, seed=seed,
+                           label_column=label_column)
+        train_csv, test_csv = write_split(sp, output)
+    except (DatasetError, ValueError, OSError) as exc:
+        fail(str(exc))
+    typer.echo(f"train: {len(sp.train)} captures of {len(sp.types('train'))} types -> "
+               f"{train_csv}")
+    typer.echo(f"test: {len(sp.test)} captures of {len(sp.types('test'))} types -> {test_csv}")
+    if sp.train_only:
+        why = {"capture": "3 or more captures", "person": "captures by two or more persons "
+               "and 3 or more captures", "unit": "two or more units and 3 or more captures"}
+        typer.echo(f"only in train (a type needs {why[by.value]} to be held out): "
+                   + ", ".join(sp.train_only))
+
+
 def _progress_files(label: str) -> Any:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
