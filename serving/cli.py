@@ -6,8 +6,10 @@ Heavy libraries (torch, lightgbm, mlflow, nfstream) are imported inside the comm
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import sys
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -63,6 +65,11 @@ def fail(message: str, code: int = 1) -> NoReturn:
     """One line on stderr, no traceback, non-zero exit."""
     typer.echo(f"flockwatch: error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def warn(message: str) -> None:
+    """One line on stderr that does not stop the command."""
+    typer.echo(f"flockwatch: warning: {message}", err=True)
 
 
 def _console() -> Any:
@@ -337,6 +344,14 @@ def train_classifier_cmd(
         help="Open-set trade-off: the share of correctly named held-out captures that the "
              "'unknown' rule would reject (0 turns 'unknown' off). Higher values report more "
              "never-seen device types as unknown and reject more known ones.")] = 0.04,
+    quick: Annotated[bool, typer.Option(
+        "--quick", help="Skip the cross-validation and open-set runs that only the report "
+        "needs (ten of the eleven models a full run trains): the same model, with the same "
+        "rejection thresholds, without its figures.")] = False,
+    jobs: Annotated[int | None, typer.Option(
+        "--jobs", min=1, help="Models trained side by side (default: one per core); the "
+        "model does not depend on it.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Train a device-type classifier on labelled captures; log and register it in MLflow.
@@ -354,20 +369,23 @@ def train_classifier_cmd(
             raise ValueError(f"--early-seconds {early_seconds!r}: give positive lengths or 'none'")
         if not 0.0 <= reject_quantile < 1.0:
             raise ValueError(f"--reject-quantile {reject_quantile:g}: give a share in [0, 1)")
-        with _progress_files("extracting") as prog:
-            task = prog.add_task("", total=None)
+        with _phase_progress(quiet) as progress:
             out = train_classifier(dataset_dir, label_column=label_column, early_seconds=early,
                                    group_column=group_column,
                                    window_s=parse_duration(window) or 300.0, n_folds=folds,
                                    register_name=register, promote=promote,
                                    experiment=experiment, tracking_uri=tracking_uri, seed=seed,
-                                   reject_quantile=reject_quantile,
-                                   on_file=lambda _: prog.advance(task))
+                                   reject_quantile=reject_quantile, quick=quick,
+                                   progress=progress, n_jobs=jobs)
     except (DatasetError, ValueError) as exc:
         fail(str(exc))
     m = out["metrics"]
-    typer.echo(f"capture-separated CV: macro F1 {m['macro_f1']:.3f}, accuracy "
-               f"{m['accuracy']:.3f} over {len(out['classes'])} classes")
+    if quick:
+        typer.echo(f"--quick: {len(out['classes'])} classes; no cross-validation or open-set "
+                   "figures (train without --quick for them)")
+    else:
+        typer.echo(f"capture-separated CV: macro F1 {m['macro_f1']:.3f}, accuracy "
+                   f"{m['accuracy']:.3f} over {len(out['classes'])} classes")
     firsts = [f"{k.removeprefix('macro_f1_first_')} {v:.3f}" for k, v in m.items()
               if k.startswith("macro_f1_first_")]
     if firsts:
@@ -379,6 +397,30 @@ def train_classifier_cmd(
                    f"AUROC {o['unknown_auroc']:.3f}")
     typer.echo(f"run {out['run_id']}")
     typer.echo(out.get("champion_uri") or out["model_uri"])
+
+
+@contextlib.contextmanager
+def _phase_progress(quiet: bool = False) -> Iterator[Callable[[str, int, int], None]]:
+    """One progress bar per training phase, fed by the trainer's ``progress`` callback (the
+    training code never prints); finished phases stay, with their time."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    with Progress(TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), console=_console(), disable=quiet) as bars:
+        tasks: dict[str, Any] = {}
+
+        def progress(phase: str, done: int, total: int) -> None:
+            if phase not in tasks:
+                tasks[phase] = bars.add_task(phase, total=total)
+            bars.update(tasks[phase], completed=done, total=total)
+
+        yield progress
 
 
 @train_app.command("baseline")
@@ -437,7 +479,14 @@ def evaluate(
              "(see train classifier --reject-quantile; default: the model's own).")] = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
-    """Score every labelled capture with a model: metrics and per-capture predictions (JSON)."""
+    """Score every labelled capture with a model: metrics and per-capture predictions (JSON).
+
+    The metrics cover the captures the model was not trained on (compared by content with
+    the ones it records); those it was trained on are reported apart, with a warning, and a
+    set of nothing else is refused: hold captures out with `flockwatch datasets split`.
+
+    Example: flockwatch evaluate split/test --model models:/held/1 -o eval.json
+    """
     from flockwatch.datasets.labelled import DatasetError
     from flockwatch.features.output import to_json, write_atomic
     from flockwatch.models.store import ModelLoadError, configure
@@ -449,18 +498,27 @@ def evaluate(
                                reject_quantile=reject_quantile)
     except (DatasetError, ModelLoadError, ValueError) as exc:
         fail(str(exc))
+    for w in out["warnings"]:
+        warn(w)
     text = to_json(out, indent=2)
     if plot:
         from flockwatch.serving.plots import write_png
         from flockwatch.training.metrics import confusion_figure
 
-        write_png(confusion_figure(out["metrics"], f"{dataset_dir.name} scored by {model}"),
+        write_png(confusion_figure(out["metrics"], f"{dataset_dir.name} scored by {model}"
+                                   + (" (held-out captures)" if out["seen_in_training"] else "")),
                   plot)
     if output:
         write_atomic(output, lambda fh: fh.write(text))
         m = out["metrics"]
-        typer.echo(f"macro F1 {m['macro_f1']:.3f}, accuracy {m['accuracy']:.3f} on "
-                   f"{m['n']} captures -> {output}")
+        line = (f"macro F1 {m['macro_f1']:.3f}, accuracy {m['accuracy']:.3f} on "
+                f"{m['n']} held-out captures")
+        seen = out["seen_in_training"]
+        if seen:
+            s = seen["metrics"]
+            line += (f" (the {seen['captures']} training captures apart: macro F1 "
+                     f"{s['macro_f1']:.3f})")
+        typer.echo(f"{line} -> {output}")
     else:
         typer.echo(text)
 
