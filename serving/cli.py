@@ -28,8 +28,11 @@ datasets_app = typer.Typer(help="Labelled capture sets and the synthetic IoT/OT 
                            no_args_is_help=True)
 train_app = typer.Typer(help="Train models, log them to MLflow, register them.",
                         no_args_is_help=True)
+models_app = typer.Typer(help="Registered models: list them, promote a version to an alias "
+                         "without retraining, describe a version.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(train_app, name="train")
+app.add_typer(models_app, name="models")
 
 
 class TableFormat(StrEnum):
@@ -521,6 +524,118 @@ def evaluate(
         typer.echo(f"{line} -> {output}")
     else:
         typer.echo(text)
+
+
+@models_app.command("list")
+def models_list(
+    name: Annotated[str | None, typer.Argument(help="Only this registered model's versions.")]
+    = None,
+    format: Annotated[ScoreFormat, typer.Option("--format", "-f",
+                      help="table for people, json for machines.")] = ScoreFormat.table,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """List registered models: versions, aliases, created (UTC), kind, feature set version.
+
+    Example: flockwatch models list
+    """
+    from flockwatch.features.output import to_json
+    from flockwatch.models.store import ModelLoadError, configure, list_models
+
+    configure(tracking_uri)
+    try:
+        rows = list_models(name)
+    except ModelLoadError as exc:
+        fail(str(exc))
+    if format is ScoreFormat.json:
+        typer.echo(to_json(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no registered models (train one with --register NAME)")
+        return
+    from rich.table import Table
+
+    t = Table(title=f"{len(rows)} registered model version(s)")
+    for col in ("model", "version", "aliases", "created (UTC)", "kind", "features"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(r["name"], str(r["version"]), ", ".join("@" + a for a in r["aliases"]),
+                  (r["created"] or "").replace("+00:00", ""), r["kind"] or "?",
+                  f"v{r['feature_set_version']}" if r["feature_set_version"] else "?")
+    sys.stdout.write(_as_text(t, width=120))
+
+
+@models_app.command("promote")
+def models_promote(
+    uri: Annotated[str, typer.Argument(help="The version to promote: models:/NAME/VERSION "
+                                       "(or models:/NAME@ALIAS).")],
+    alias: Annotated[str, typer.Option(help="Alias to point at it.")] = "champion",
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Point an alias (champion by default) at an existing version, without retraining.
+
+    Example: flockwatch models promote models:/flockwatch/3 --alias champion
+    """
+    from flockwatch.models.store import ModelLoadError, configure, promote
+
+    configure(tracking_uri)
+    try:
+        out = promote(uri, alias)
+    except ModelLoadError as exc:
+        fail(str(exc))
+    was = (f" (was version {out['previous']})" if out["previous"] not in (None, out["version"])
+           else "")
+    typer.echo(f"{out['uri']} -> version {out['version']}{was}")
+
+
+@models_app.command("describe")
+def models_describe(
+    uri: Annotated[str, typer.Argument(help="models:/NAME/VERSION or models:/NAME@ALIAS.")],
+    format: Annotated[ScoreFormat, typer.Option("--format", "-f",
+                      help="table for people, json for machines.")] = ScoreFormat.table,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Describe a registered version: kind, aliases, parameters, metrics, training captures,
+    learning period.
+
+    Example: flockwatch models describe models:/flockwatch@champion
+    """
+    from flockwatch.features.output import to_json
+    from flockwatch.models.store import ModelLoadError, configure, describe
+
+    configure(tracking_uri)
+    try:
+        d = describe(uri)
+    except ModelLoadError as exc:
+        fail(str(exc))
+    if format is ScoreFormat.json:
+        typer.echo(to_json(d, indent=2))
+        return
+    typer.echo(_render_description(d))
+
+
+def _render_description(d: dict[str, Any]) -> str:
+    """A registered version as text (a pure function: tests call it without a terminal)."""
+    lines = [f"{d['uri']}" + (f"  ({', '.join('@' + a for a in d['aliases'])})"
+                              if d["aliases"] else ""),
+             f"  kind:               {d['kind'] or '?'}",
+             f"  created (UTC):      {(d['created'] or '?').replace('+00:00', '')}",
+             f"  feature set:        "
+             f"{'v' + str(d['feature_set_version']) if d['feature_set_version'] else '?'}",
+             f"  run:                {d['run_id'] or '?'}"]
+    caps = d["training_captures"]
+    lines.append("  training captures:  " + (str(caps) if caps is not None else
+                                             "not recorded" if d["kind"] == "classifier"
+                                             else "n/a"))
+    if d["learning"]:
+        lines.append("  learning:           " + ", ".join(f"{k} {v}"
+                                                          for k, v in d["learning"].items()))
+    if d["params"]:
+        lines.append("  params:")
+        lines += [f"    {k}: {v}" for k, v in sorted(d["params"].items())]
+    if d["metrics"]:
+        lines.append("  metrics:")
+        lines += [f"    {k}: {v:.4g}" for k, v in sorted(d["metrics"].items())]
+    return "\n".join(lines)
 
 
 def _render_report(rep: Any) -> str:
