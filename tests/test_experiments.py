@@ -59,3 +59,14 @@ def test_baselines_quick(tmp_path):
     assert site["autoencoder"]["auroc"] > 0.5 and site["isolation_forest"]["auroc"] is not None
     # Nothing of the run is left in the working directory.
     assert sorted(p.name for p in tmp_path.iterdir()) == ["baselines.json"]
+
+
+@pytest.mark.slow
+def test_bench_train_classifier_small(shared_data, tmp_path):
+    """The whole command timed in fresh processes (numbers not asserted: the machine is
+    shared); --quick timed too."""
+    res = run_script("bench_train_classifier", "--types", "Aria,HueBridge", "--per-type", "4",
+                     tmp_path=tmp_path)
+    assert res["runs"] == 1 and len(res["seconds"]["this"]["full"]) == 1
+    assert res["full_seconds"] > 0 and res["quick_seconds"] > 0
+    assert "compare_full_seconds" not in res
