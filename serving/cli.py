@@ -414,16 +414,22 @@ def _phase_progress(quiet: bool = False) -> Iterator[Callable[[str, int, int], N
         TimeElapsedColumn,
     )
 
-    with Progress(TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), console=_console(), disable=quiet) as bars:
-        tasks: dict[str, Any] = {}
+    bars = Progress(TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=_console(), disable=quiet)
+    tasks: dict[str, Any] = {}
 
-        def progress(phase: str, done: int, total: int) -> None:
-            if phase not in tasks:
-                tasks[phase] = bars.add_task(phase, total=total)
-            bars.update(tasks[phase], completed=done, total=total)
+    def progress(phase: str, done: int, total: int) -> None:
+        if not tasks:  # started by the first phase: a bad input fails in one line
+            bars.start()
+        if phase not in tasks:
+            tasks[phase] = bars.add_task(phase, total=total)
+        bars.update(tasks[phase], completed=done, total=total)
 
+    try:
         yield progress
+    finally:
+        if tasks:
+            bars.stop()
 
 
 @train_app.command("baseline")

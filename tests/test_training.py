@@ -199,6 +199,7 @@ def test_bad_datasets(tmp_path, labels, needle):
     write(ds / "labels.csv", labels)
     r = CliRunner().invoke(app, ["train", "classifier", str(ds)])
     assert r.exit_code == 1 and needle in r.output and "Traceback" not in r.output
+    assert r.output.startswith("flockwatch: error: ") and r.output.count("\n") == 1
 
 
 def test_bad_early_seconds(tmp_path):
