@@ -16,7 +16,7 @@ from flockwatch.features.captures import is_capture_name
 from flockwatch.features.flows import Problem, read_source_file
 from flockwatch.features.hashing import file_hash
 from flockwatch.features.output import write_parquet
-from flockwatch.features.windows import WindowSpec, windows
+from flockwatch.features.windows import WindowSpec, empty_windows, windows
 
 
 class DatasetError(ValueError):
@@ -47,7 +47,8 @@ class LabelledDataset:
         """Hash of the label table and every capture's content hash."""
         h = hashlib.sha256()
         for c in sorted(self.captures, key=lambda c: str(c.path)):
-            h.update(f"{c.path.relative_to(self.root)}|{c.label}|{c.mac}|".encode())
+            # relpath: labels.csv may name captures outside its folder (a held-out split)
+            h.update(f"{os.path.relpath(c.path, self.root)}|{c.label}|{c.mac}|".encode())
             h.update(file_hash(c.path).encode())
         return h.hexdigest()
 
@@ -138,15 +139,26 @@ def labelled_windows(ds: LabelledDataset, flows: dict[Path, pl.DataFrame], spec:
     ``max_seconds`` keeps only the first seconds of each capture (time-to-identify).
     With labels.csv but no ``mac``, every device of the capture gets the label.
     """
+    # One windows() call over every capture: attribution and windows are per source (each
+    # capture's flows carry its path as source), and one call over 442 captures costs about
+    # what three per-capture calls do.
+    paths = [p for p in dict.fromkeys(c.path for c in ds.captures)
+             if flows.get(p) is not None and flows[p].height]
+    if not paths:
+        raise DatasetError(f"{ds.root}: no windows (captures without flows?)")
+    allf = pl.concat([flows[p].with_columns(pl.lit(str(p)).alias("source")) for p in paths],
+                     how="vertical_relaxed")
+    if max_seconds is not None:
+        t0 = pl.col("first_seen").min().over("source")
+        allf = allf.filter(pl.col("first_seen") < t0 + pl.duration(seconds=max_seconds))
+    per_source = windows(allf, spec).partition_by("source", as_dict=True, maintain_order=True)
     frames = []
     for c in ds.captures:
-        f = flows.get(c.path)
-        if f is None or f.height == 0:
-            continue
-        if max_seconds is not None:
-            t0 = f["first_seen"].min()
-            f = f.filter(pl.col("first_seen") < pl.lit(t0) + pl.duration(seconds=max_seconds))
-        w = windows(f, spec)
+        w = per_source.get((str(c.path),))
+        if w is None:
+            if flows.get(c.path) is None or flows[c.path].height == 0:
+                continue
+            w = empty_windows()
         if c.mac:
             w = w.filter(pl.col("device_id") == c.mac)
             if w.height == 0 and strict:

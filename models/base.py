@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TypeVar
 
 import numpy as np
 import polars as pl
+
+T = TypeVar("T")
 
 
 class NotFittedError(RuntimeError):
@@ -31,6 +34,23 @@ def group_folds(labels: Sequence[str], groups: Sequence[str], n_folds: int, seed
         for i, g in enumerate(gs):
             fold_of[g] = (i + offset) % n_folds
     return np.array([fold_of[g] for g in groups_a])
+
+
+def parallel_map(fn: Callable[[int], T], items: Sequence[int], n_jobs: int | None
+                 ) -> Iterator[T]:
+    """``fn(i) for i in items``, on up to ``n_jobs`` threads (every core when None), yielded
+    in ``items`` order as each is ready. For jobs that let go of the GIL (LightGBM training)
+    and whose results do not depend on where they ran."""
+    import os
+
+    workers = max(1, min(len(items), n_jobs or os.cpu_count() or 1))
+    if workers == 1:
+        yield from (fn(i) for i in items)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(workers) as pool:
+        yield from pool.map(fn, items)
 
 
 def feature_matrix(windows: pl.DataFrame | object, columns: Sequence[str]) -> np.ndarray:

@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 DEFAULT_MODEL_NAME = "flockwatch"
 DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@champion"
@@ -94,6 +95,9 @@ def load_model(uri: str | None = None, *, use_cache: bool = True) -> object:
             logging.getLogger("flockwatch").warning(
                 "model registry unavailable (%s); using cached copy %s", msg, cache)
             return _check(uri, _load(uri, str(cache)))
+        hint = _registry_hint(uri)
+        if hint:
+            raise ModelLoadError(hint) from None
         if uri == DEFAULT_MODEL_URI:
             raise ModelLoadError(
                 f"{uri}: no model registered yet. Train one: `flockwatch demo`, or `flockwatch "
@@ -131,3 +135,192 @@ def _check(uri: str, model: object) -> object:
     if not isinstance(inner, FlockwatchModel):
         raise ModelLoadError(f"{uri}: not a flockwatch model")
     return model
+
+
+# -- the registry: list, promote, describe ------------------------------------------------------
+#: Model version tags written at registration (``training.tracking.register``).
+KIND_TAG = "flockwatch.kind"
+FEATURE_SET_TAG = "flockwatch.feature_set_version"
+
+_REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:/(?P<version>\d+)|@(?P<alias>[\w-]+))/?$")
+
+
+def parse_registry_uri(uri: str) -> tuple[str, str | None, str | None]:
+    """``models:/NAME/VERSION`` or ``models:/NAME@ALIAS`` -> (name, version, alias)."""
+    m = _REGISTRY_URI.match(uri.strip())
+    if not m:
+        raise ModelLoadError(f"{uri}: not a registered model version; give models:/NAME/VERSION "
+                             "or models:/NAME@ALIAS")
+    return m["name"], m["version"], m["alias"]
+
+
+def _client() -> Any:
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def _versions(client: Any, name: str) -> list[tuple[Any, list[str]]]:
+    """Every version of ``name`` with its aliases, oldest first (a version found by search
+    does not always carry its aliases: the registered model does)."""
+    aliases: dict[str, list[str]] = {}
+    for alias, version in (client.get_registered_model(name).aliases or {}).items():
+        aliases.setdefault(str(version), []).append(alias)
+    found = sorted(client.search_model_versions(f"name='{name}'"), key=lambda v: int(v.version))
+    return [(v, sorted(aliases.get(str(v.version), []))) for v in found]
+
+
+def _registry_hint(uri: str) -> str | None:
+    """A one-line error for a registry URI naming a missing model, version or alias: what
+    exists, and how to promote a version; None when the registry cannot say."""
+    try:
+        name, version, alias = parse_registry_uri(uri)
+    except ModelLoadError:
+        return None
+    try:
+        client = _client()
+        names = sorted(m.name for m in client.search_registered_models())
+        if name not in names:
+            if uri == DEFAULT_MODEL_URI:
+                return None  # the first-run message says how to train one
+            return (f"{uri}: no registered model {name!r} (registered: "
+                    f"{', '.join(names) or 'none'}; `flockwatch models list` shows them)")
+        versions = _versions(client, name)
+    except Exception:
+        return None
+    listed = ", ".join(
+        str(v.version) + (f" ({', '.join('@' + a for a in al)})" if al else "")
+        for v, al in versions) or "none"
+    if alias is not None:
+        latest = str(versions[-1][0].version) if versions else "VERSION"
+        return (f"{uri}: model {name!r} has no version with alias {alias!r} (versions: "
+                f"{listed}); promote one: flockwatch models promote models:/{name}/{latest} "
+                f"--alias {alias}")
+    if version is not None and version not in {str(v.version) for v, _ in versions}:
+        return f"{uri}: model {name!r} has no version {version} (versions: {listed})"
+    return None
+
+
+def _iso(ms: int | None) -> str | None:
+    import datetime as dt
+
+    if ms is None:
+        return None
+    return dt.datetime.fromtimestamp(ms / 1000, dt.UTC).isoformat(timespec="seconds")
+
+
+def _version_row(client: Any, v: Any, aliases: list[str], runs: dict[str, Any]
+                 ) -> dict[str, Any]:
+    """One version as a row: tags written at registration, else the run's parameters (models
+    registered before the tags existed)."""
+    tags = dict(v.tags or {})
+    kind, fs = tags.get(KIND_TAG), tags.get(FEATURE_SET_TAG)
+    if (kind is None or fs is None) and v.run_id:
+        if v.run_id not in runs:
+            try:
+                runs[v.run_id] = client.get_run(v.run_id)
+            except Exception:
+                runs[v.run_id] = None
+        run = runs[v.run_id]
+        params = run.data.params if run is not None else {}
+        kind = kind or ("classifier" if "label_column" in params
+                        else "baseline" if "learning_period_s" in params else None)
+        fs = fs or params.get("feature_set_version")
+    return {"name": v.name, "version": int(v.version), "aliases": aliases,
+            "created": _iso(v.creation_timestamp), "kind": kind,
+            "feature_set_version": int(fs) if fs is not None and str(fs).isdigit() else None,
+            "run_id": v.run_id, "uri": f"models:/{v.name}/{v.version}"}
+
+
+def list_models(name: str | None = None) -> list[dict[str, Any]]:
+    """Every registered version (of ``name``, or of every model): name, version, aliases,
+    created (UTC), kind (classifier/baseline), feature set version, run id."""
+    client = _client()
+    names = [name] if name else sorted(m.name for m in client.search_registered_models())
+    if name:
+        try:
+            client.get_registered_model(name)
+        except Exception:
+            raise ModelLoadError(f"models:/{name}: no registered model {name!r}") from None
+    runs: dict[str, Any] = {}
+    return [_version_row(client, v, al, runs) for n in names for v, al in _versions(client, n)]
+
+
+def _resolve(client: Any, uri: str) -> Any:
+    """The registered version ``uri`` names (one-line ``ModelLoadError`` otherwise)."""
+    name, version, alias = parse_registry_uri(uri)
+    try:
+        if alias is not None:
+            return client.get_model_version_by_alias(name, alias)
+        return client.get_model_version(name, str(version))
+    except Exception:
+        raise ModelLoadError(_registry_hint(uri) or f"{uri}: no such model version") from None
+
+
+def promote(uri: str, alias: str = "champion") -> dict[str, Any]:
+    """Point ``alias`` at the version ``uri`` names, without retraining. Returns the name,
+    version, alias and the version the alias named before (None if it named none)."""
+    if not re.fullmatch(r"[A-Za-z_][\w-]*", alias) or alias.lower() == "latest":
+        raise ModelLoadError(f"--alias {alias!r}: give a name of letters, digits, '_' or '-' "
+                             "(not 'latest')")
+    client = _client()
+    v = _resolve(client, uri)
+    try:
+        before: str | None = client.get_model_version_by_alias(v.name, alias).version
+    except Exception:
+        before = None
+    client.set_registered_model_alias(v.name, alias, str(v.version))
+    return {"name": v.name, "version": int(v.version), "alias": alias,
+            "previous": int(before) if before is not None else None,
+            "uri": f"models:/{v.name}@{alias}"}
+
+
+def _bundle_info(client: Any, v: Any) -> dict[str, Any]:
+    """The bundle's ``info`` and creation time, read from the registered artifact without the
+    feature-set check that loading for scoring makes (an outdated model can be described)."""
+    import pickle
+    import tempfile
+
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = mlflow.artifacts.download_artifacts(
+            artifact_uri=f"models:/{v.name}/{v.version}", dst_path=tmp)
+        with open(Path(path) / "artifacts" / "bundle.pkl", "rb") as fh:
+            bundle = pickle.load(fh)  # noqa: S301 - from the configured registry only
+    return {"info": dict(getattr(bundle, "info", {}) or {}),
+            "bundle_created": getattr(bundle, "created", None)}
+
+
+def describe(uri: str) -> dict[str, Any]:
+    """What one registered version is: its row in ``list_models``, the run's parameters and
+    metrics, how many captures trained it and, for baselines, its learning period."""
+    client = _client()
+    v = _resolve(client, uri)
+    aliases = {str(x.version): al for x, al in _versions(client, v.name)}
+    row = _version_row(client, v, aliases.get(str(v.version), []), {})
+    try:
+        run = client.get_run(v.run_id) if v.run_id else None
+    except Exception:
+        run = None
+    params = dict(run.data.params) if run is not None else {}
+    metrics = dict(run.data.metrics) if run is not None else {}
+    try:
+        bundle = _bundle_info(client, v)
+    except Exception as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ModelLoadError(f"{uri}: cannot read the model: {msg}") from None
+    info = bundle["info"]
+    caps = info.get("training_captures")
+    fs = info.get("feature_set_version")
+    row.update({
+        "kind": row["kind"] or info.get("kind"),
+        "feature_set_version": row["feature_set_version"] or fs,
+        "training_captures": None if caps is None else len(caps),
+        "learning": {k: x for k, x in info.items() if k.startswith("learning")}
+        or ({"learning_period_s": params["learning_period_s"]}
+            if "learning_period_s" in params else None),
+        "params": params, "metrics": metrics,
+        "info": {k: x for k, x in info.items() if k != "training_captures"},
+    })
+    return row

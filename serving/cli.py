@@ -6,12 +6,13 @@ Heavy libraries (torch, lightgbm, mlflow, nfstream) are imported inside the comm
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -202,8 +203,11 @@ datasets_app = typer.Typer(help="Labelled capture sets and the synthetic IoT/OT 
                            no_args_is_help=True)
 train_app = typer.Typer(help="Train models, log them to MLflow, register them.",
                         no_args_is_help=True)
+models_app = typer.Typer(help="Registered models: list them, promote a version to an alias "
+                         "without retraining, describe a version.", no_args_is_help=True)
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(train_app, name="train")
+app.add_typer(models_app, name="models")
 
 
 class TableFormat(StrEnum):
@@ -236,6 +240,11 @@ SourcesArg = Annotated[
                    # not a usage error that stops it
                    readable=False),
 ]
+
+
+def warn(message: str) -> None:
+    """One line on stderr that does not stop the command."""
+    typer.echo(f"flockwatch: warning: {one_line(message)}", err=True)
 
 
 def _console() -> Any:
@@ -513,6 +522,54 @@ def datasets_synthesize(
     typer.echo(f"{output / 'labels.csv'}, {output / 'attacks.csv'}")
 
 
+class SplitByOpt(StrEnum):
+    capture = "capture"
+    person = "person"
+    unit = "unit"
+
+
+@datasets_app.command("split")
+def datasets_split(
+    dataset_dir: Annotated[Path, typer.Argument(help="Folder with captures and labels.csv "
+                                                "(or one sub-folder per label).")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write "
+                      "train/labels.csv and test/labels.csv into.")],
+    test_size: Annotated[float, typer.Option(
+        help="Share of each type's captures to hold out for testing.")] = 0.25,
+    by: Annotated[SplitByOpt, typer.Option(
+        help="What is held out whole: a capture; every capture one person made of a type "
+             "(labels.csv 'person'); or every capture of one unit of a type "
+             "('device_instance', else 'mac').")] = SplitByOpt.capture,
+    seed: Annotated[int, typer.Option(help="Random seed: same data and seed, same split.")] = 0,
+    label_column: Annotated[str, typer.Option(help="labels.csv column to stratify by.")]
+    = "device_type",
+) -> None:
+    """Hold captures out for an honest evaluation: write train and test labels.csv files that
+    point at the original captures (nothing is copied).
+
+    Example: flockwatch datasets split ../shared/data/iot-sentinel --by unit -o split/ ;
+    flockwatch train classifier split/train --register held ;
+    flockwatch evaluate split/test --model models:/held/1
+    """
+    from flockwatch.datasets.labelled import DatasetError
+    from flockwatch.datasets.split import split_dataset, write_split
+
+    try:
+        sp = split_dataset(dataset_dir, test_size=test_size, by=by.value, seed=seed,
+                           label_column=label_column)
+        train_csv, test_csv = write_split(sp, output)
+    except (DatasetError, ValueError, OSError) as exc:
+        fail(str(exc))
+    typer.echo(f"train: {len(sp.train)} captures of {len(sp.types('train'))} types -> "
+               f"{train_csv}")
+    typer.echo(f"test: {len(sp.test)} captures of {len(sp.types('test'))} types -> {test_csv}")
+    if sp.train_only:
+        why = {"capture": "3 or more captures", "person": "captures by two or more persons "
+               "and 3 or more captures", "unit": "two or more units and 3 or more captures"}
+        typer.echo(f"only in train (a type needs {why[by.value]} to be held out): "
+                   + ", ".join(sp.train_only))
+
+
 def _progress_files(label: str) -> Any:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -543,6 +600,14 @@ def train_classifier_cmd(
         help="Open-set trade-off: the share of correctly named held-out captures that the "
              "'unknown' rule would reject (0 turns 'unknown' off). Higher values report more "
              "never-seen device types as unknown and reject more known ones.")] = 0.04,
+    quick: Annotated[bool, typer.Option(
+        "--quick", help="Skip the cross-validation and open-set runs that only the report "
+        "needs (ten of the eleven models a full run trains): the same model, with the same "
+        "rejection thresholds, without its figures.")] = False,
+    jobs: Annotated[int | None, typer.Option(
+        "--jobs", min=1, help="Models trained side by side (default: one per core); the "
+        "model does not depend on it.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Train a device-type classifier on labelled captures; log and register it in MLflow.
@@ -560,20 +625,23 @@ def train_classifier_cmd(
             raise ValueError(f"--early-seconds {early_seconds!r}: give positive lengths or 'none'")
         if not 0.0 <= reject_quantile < 1.0:
             raise ValueError(f"--reject-quantile {reject_quantile:g}: give a share in [0, 1)")
-        with _progress_files("extracting") as prog:
-            task = prog.add_task("", total=None)
+        with _phase_progress(quiet) as progress:
             out = train_classifier(dataset_dir, label_column=label_column, early_seconds=early,
                                    group_column=group_column,
                                    window_s=parse_duration(window) or 300.0, n_folds=folds,
                                    register_name=register, promote=promote,
                                    experiment=experiment, tracking_uri=tracking_uri, seed=seed,
-                                   reject_quantile=reject_quantile,
-                                   on_file=lambda _: prog.advance(task))
+                                   reject_quantile=reject_quantile, quick=quick,
+                                   progress=progress, n_jobs=jobs)
     except (DatasetError, ValueError) as exc:
         fail(str(exc))
     m = out["metrics"]
-    typer.echo(f"capture-separated CV: macro F1 {m['macro_f1']:.3f}, accuracy "
-               f"{m['accuracy']:.3f} over {len(out['classes'])} classes")
+    if quick:
+        typer.echo(f"--quick: {len(out['classes'])} classes; no cross-validation or open-set "
+                   "figures (train without --quick for them)")
+    else:
+        typer.echo(f"capture-separated CV: macro F1 {m['macro_f1']:.3f}, accuracy "
+                   f"{m['accuracy']:.3f} over {len(out['classes'])} classes")
     firsts = [f"{k.removeprefix('macro_f1_first_')} {v:.3f}" for k, v in m.items()
               if k.startswith("macro_f1_first_")]
     if firsts:
@@ -585,6 +653,36 @@ def train_classifier_cmd(
                    f"AUROC {o['unknown_auroc']:.3f}")
     typer.echo(f"run {out['run_id']}")
     typer.echo(out.get("champion_uri") or out["model_uri"])
+
+
+@contextlib.contextmanager
+def _phase_progress(quiet: bool = False) -> Iterator[Callable[[str, int, int], None]]:
+    """One progress bar per training phase, fed by the trainer's ``progress`` callback (the
+    training code never prints); finished phases stay, with their time."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    bars = Progress(TextColumn("{task.description:<20}"), BarColumn(), MofNCompleteColumn(),
+                    TimeElapsedColumn(), console=_console(), disable=quiet)
+    tasks: dict[str, Any] = {}
+
+    def progress(phase: str, done: int, total: int) -> None:
+        if not tasks:  # started by the first phase: a bad input fails in one line
+            bars.start()
+        if phase not in tasks:
+            tasks[phase] = bars.add_task(phase, total=total)
+        bars.update(tasks[phase], completed=done, total=total)
+
+    try:
+        yield progress
+    finally:
+        if tasks:
+            bars.stop()
 
 
 @train_app.command("baseline")
@@ -645,7 +743,14 @@ def evaluate(
              "(see train classifier --reject-quantile; default: the model's own).")] = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
-    """Score every labelled capture with a model: metrics and per-capture predictions (JSON)."""
+    """Score every labelled capture with a model: metrics and per-capture predictions (JSON).
+
+    The metrics cover the captures the model was not trained on (compared by content with
+    the ones it records); those it was trained on are reported apart, with a warning, and a
+    set of nothing else is refused: hold captures out with `flockwatch datasets split`.
+
+    Example: flockwatch evaluate split/test --model models:/held/1 -o eval.json
+    """
     from flockwatch.datasets.labelled import DatasetError
     from flockwatch.features.output import to_json, write_atomic
     from flockwatch.models.store import ModelLoadError, configure
@@ -659,20 +764,141 @@ def evaluate(
                                reject_quantile=reject_quantile)
     except (DatasetError, ModelLoadError, ValueError) as exc:
         fail(exc)
+    for w in out["warnings"]:
+        warn(w)
     text = to_json(out, indent=2)
     if plot:
         from flockwatch.serving.plots import write_png
         from flockwatch.training.metrics import confusion_figure
 
-        write_png(confusion_figure(out["metrics"], f"{dataset_dir.name} scored by {model}"),
+        write_png(confusion_figure(out["metrics"], f"{dataset_dir.name} scored by {model}"
+                                   + (" (held-out captures)" if out["seen_in_training"] else "")),
                   plot)
     if output:
         write_atomic(output, lambda fh: fh.write(text))
         m = out["metrics"]
-        typer.echo(f"macro F1 {m['macro_f1']:.3f}, accuracy {m['accuracy']:.3f} on "
-                   f"{m['n']} captures -> {output}")
+        line = (f"macro F1 {m['macro_f1']:.3f}, accuracy {m['accuracy']:.3f} on "
+                f"{m['n']} held-out captures")
+        seen = out["seen_in_training"]
+        if seen:
+            s = seen["metrics"]
+            line += (f" (the {seen['captures']} training captures apart: macro F1 "
+                     f"{s['macro_f1']:.3f})")
+        typer.echo(f"{line} -> {output}")
     else:
         typer.echo(text)
+
+
+@models_app.command("list")
+def models_list(
+    name: Annotated[str | None, typer.Argument(help="Only this registered model's versions.")]
+    = None,
+    format: Annotated[ScoreFormat, typer.Option("--format", "-f",
+                      help="table for people, json for machines.")] = ScoreFormat.table,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """List registered models: versions, aliases, created (UTC), kind, feature set version.
+
+    Example: flockwatch models list
+    """
+    from flockwatch.features.output import to_json
+    from flockwatch.models.store import ModelLoadError, configure, list_models
+
+    configure(tracking_uri)
+    try:
+        rows = list_models(name)
+    except ModelLoadError as exc:
+        fail(str(exc))
+    if format is ScoreFormat.json:
+        typer.echo(to_json(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no registered models (train one with --register NAME)")
+        return
+    from rich.table import Table
+
+    t = Table(title=f"{len(rows)} registered model version(s)")
+    for col in ("model", "version", "aliases", "created (UTC)", "kind", "features"):
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(r["name"], str(r["version"]), ", ".join("@" + a for a in r["aliases"]),
+                  (r["created"] or "").replace("+00:00", ""), r["kind"] or "?",
+                  f"v{r['feature_set_version']}" if r["feature_set_version"] else "?")
+    sys.stdout.write(_as_text(t, width=120))
+
+
+@models_app.command("promote")
+def models_promote(
+    uri: Annotated[str, typer.Argument(help="The version to promote: models:/NAME/VERSION "
+                                       "(or models:/NAME@ALIAS).")],
+    alias: Annotated[str, typer.Option(help="Alias to point at it.")] = "champion",
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Point an alias (champion by default) at an existing version, without retraining.
+
+    Example: flockwatch models promote models:/flockwatch/3 --alias champion
+    """
+    from flockwatch.models.store import ModelLoadError, configure, promote
+
+    configure(tracking_uri)
+    try:
+        out = promote(uri, alias)
+    except ModelLoadError as exc:
+        fail(str(exc))
+    was = (f" (was version {out['previous']})" if out["previous"] not in (None, out["version"])
+           else "")
+    typer.echo(f"{out['uri']} -> version {out['version']}{was}")
+
+
+@models_app.command("describe")
+def models_describe(
+    uri: Annotated[str, typer.Argument(help="models:/NAME/VERSION or models:/NAME@ALIAS.")],
+    format: Annotated[ScoreFormat, typer.Option("--format", "-f",
+                      help="table for people, json for machines.")] = ScoreFormat.table,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Describe a registered version: kind, aliases, parameters, metrics, training captures,
+    learning period.
+
+    Example: flockwatch models describe models:/flockwatch@champion
+    """
+    from flockwatch.features.output import to_json
+    from flockwatch.models.store import ModelLoadError, configure, describe
+
+    configure(tracking_uri)
+    try:
+        d = describe(uri)
+    except ModelLoadError as exc:
+        fail(str(exc))
+    if format is ScoreFormat.json:
+        typer.echo(to_json(d, indent=2))
+        return
+    typer.echo(_render_description(d))
+
+
+def _render_description(d: dict[str, Any]) -> str:
+    """A registered version as text (a pure function: tests call it without a terminal)."""
+    lines = [f"{d['uri']}" + (f"  ({', '.join('@' + a for a in d['aliases'])})"
+                              if d["aliases"] else ""),
+             f"  kind:               {d['kind'] or '?'}",
+             f"  created (UTC):      {(d['created'] or '?').replace('+00:00', '')}",
+             f"  feature set:        "
+             f"{'v' + str(d['feature_set_version']) if d['feature_set_version'] else '?'}",
+             f"  run:                {d['run_id'] or '?'}"]
+    caps = d["training_captures"]
+    lines.append("  training captures:  " + (str(caps) if caps is not None else
+                                             "not recorded" if d["kind"] == "classifier"
+                                             else "n/a"))
+    if d["learning"]:
+        lines.append("  learning:           " + ", ".join(f"{k} {v}"
+                                                          for k, v in d["learning"].items()))
+    if d["params"]:
+        lines.append("  params:")
+        lines += [f"    {k}: {v}" for k, v in sorted(d["params"].items())]
+    if d["metrics"]:
+        lines.append("  metrics:")
+        lines += [f"    {k}: {v:.4g}" for k, v in sorted(d["metrics"].items())]
+    return "\n".join(lines)
 
 
 def _type_cell(r: dict[str, Any]) -> tuple[str, str]:

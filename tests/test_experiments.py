@@ -85,3 +85,13 @@ def test_fuzz_campaign_counts_and_logs(tmp_path):
         assert t["inputs"] == 30 and t["corpus"] < 30
         assert t["crashes"] == 0 and t["losses"] == 0, t["failures"]
     assert res["crashes"] == res["losses"] == 0
+
+
+def test_bench_train_classifier_small(shared_data, tmp_path):
+    """The whole command timed in fresh processes (numbers not asserted: the machine is
+    shared); --quick timed too."""
+    res = run_script("bench_train_classifier", "--types", "Aria,HueBridge", "--per-type", "4",
+                     tmp_path=tmp_path)
+    assert res["runs"] == 1 and len(res["seconds"]["this"]["full"]) == 1
+    assert res["full_seconds"] > 0 and res["quick_seconds"] > 0
+    assert "compare_full_seconds" not in res

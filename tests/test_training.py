@@ -38,14 +38,26 @@ def subset(shared: Path, dest: Path, types: list[str], per_type: int | None = No
 
 @pytest.mark.slow
 def test_train_register_load_evaluate(shared_data, tmp_path):
+    """The held-out route: split, train on train, evaluate on test; evaluating on captures the
+    model was trained on reports them apart and warns, and on nothing but them refuses."""
     import mlflow
+    from flockwatch.training.classifier import PHASES
 
     ds = subset(shared_data, tmp_path / "ds", TYPES)
     runner = CliRunner()
-    r = runner.invoke(app, ["train", "classifier", str(ds), "--register", "sentinel",
+    r = runner.invoke(app, ["datasets", "split", str(ds), "-o", str(tmp_path / "split")])
+    assert r.exit_code == 0, r.output
+    train, test = tmp_path / "split" / "train", tmp_path / "split" / "test"
+    n_train = len((train / "labels.csv").read_text().splitlines()) - 1
+    n_test = len((test / "labels.csv").read_text().splitlines()) - 1
+    assert n_train + n_test == 4 * 16 and n_test == 4 * 4
+    r = runner.invoke(app, ["train", "classifier", str(train), "--register", "sentinel",
                             "--promote", "--folds", "3"])
     assert r.exit_code == 0, r.output
     assert "models:/sentinel@champion" in r.output
+    # A progress bar per phase, each to its end (training itself never prints).
+    bars = [line.split("  ")[0] for line in r.output.splitlines() if "━" in line]
+    assert bars == list(PHASES)
     client = mlflow.MlflowClient()
     version = client.get_model_version_by_alias("sentinel", "champion")
     run = client.get_run(version.run_id)
@@ -54,24 +66,50 @@ def test_train_register_load_evaluate(shared_data, tmp_path):
     # Trained on the first seconds of each capture too: held-out captures are named early.
     assert run.data.params["early_seconds"] == "10,30,60"
     assert run.data.params["reject_quantile"] == "0.04"
+    assert run.data.params["training_captures"] == str(n_train)
     assert run.data.metrics["macro_f1_first_30s"] > 0.8
     assert "from the first seconds of each capture" in r.output
     assert run.data.params["dataset_hash"]
     arts = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"confusion_matrix.png", "dataset.json", "feature_importance.json"} <= arts
-    # Second run uses the flow cache: no re-extraction (cache files unchanged).
+    assert {"confusion_matrix.png", "dataset.json", "feature_importance.json",
+            "training_captures.json"} <= arts
+    # Held-out captures: nothing seen in training, nothing to warn about.
     out = tmp_path / "eval.json"
     png = tmp_path / "confusion.png"
-    r = runner.invoke(app, ["evaluate", str(ds), "--model", "models:/sentinel@champion",
+    r = runner.invoke(app, ["evaluate", str(test), "--model", "models:/sentinel@champion",
                             "-o", str(out), "--plot", str(png)])
     assert r.exit_code == 0, r.output
+    assert "warning" not in r.output and f"on {n_test} held-out captures" in r.output
     assert png.read_bytes()[:4] == b"\x89PNG"
     doc = json.loads(out.read_text())
-    assert doc["metrics"]["macro_f1"] > 0.8
+    assert doc["metrics"]["macro_f1"] > 0.8 and doc["metrics"]["n"] == n_test
+    assert doc["seen_in_training"] is None and doc["leakage_checked"] is True
     assert set(doc["metrics"]["per_class"]) >= set(TYPES)
     p = doc["predictions"][0]
-    assert set(p) == {"path", "mac", "true", "predicted", "confidence", "unknown"}
-    assert len(doc["predictions"]) == 4 * 16
+    assert set(p) == {"path", "mac", "true", "predicted", "confidence", "unknown",
+                      "seen_in_training"}
+    assert len(doc["predictions"]) == n_test
+    assert not any(p["seen_in_training"] for p in doc["predictions"])
+    # The whole set: the training captures are reported apart, with a one-line warning, and
+    # the main figures are the held-out ones (today's main printed them all as one).
+    r = runner.invoke(app, ["evaluate", str(ds), "--model", "models:/sentinel/1"])
+    assert r.exit_code == 0, r.output
+    warning = (f"flockwatch: warning: {ds}: {n_train} of {4 * 16} captures were used to train "
+               "this model; reported apart")
+    assert warning in r.output.splitlines()
+    whole = json.loads(r.stdout)
+    assert whole["metrics"]["n"] == n_test
+    assert whole["metrics"]["macro_f1"] == doc["metrics"]["macro_f1"]
+    assert whole["seen_in_training"]["captures"] == n_train
+    assert whole["seen_in_training"]["metrics"]["n"] == n_train
+    assert sum(p["seen_in_training"] for p in whole["predictions"]) == n_train
+    assert whole["warnings"] == [warning.removeprefix("flockwatch: warning: ")]
+    # Nothing but training captures: refused, in one line, pointing at `datasets split`.
+    r = runner.invoke(app, ["evaluate", str(train), "--model", "models:/sentinel/1"])
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
+    assert f"all {n_train} captures were used to train models:/sentinel/1" in r.output
+    assert "flockwatch datasets split" in r.output
     # A type the model never saw counts as correct only when predicted unknown.
     other = subset(shared_data, tmp_path / "other", ["Lightify"], per_type=4)
     r = runner.invoke(app, ["evaluate", str(other), "--model", "models:/sentinel/1"])
@@ -97,6 +135,52 @@ def test_train_register_load_evaluate(shared_data, tmp_path):
                             "--reject-quantile", "1.5"])
     assert r.exit_code == 1 and "reject_quantile must be in [0, 1)" in r.output
     assert "Traceback" not in r.output
+    # --quick: skips the report's models, and the model is the same one.
+    r = runner.invoke(app, ["train", "classifier", str(train), "--register", "sentinel",
+                            "--folds", "3", "--quick"])
+    assert r.exit_code == 0, r.output
+    bars = [line.split("  ")[0] for line in r.output.splitlines() if "━" in line]
+    assert bars == ["extracting flows", "windows", "cross-fitting", "calibration", "final fit",
+                    "logging to MLflow"]
+    assert "no cross-validation or open-set figures" in r.output
+    quick_run = client.get_run(client.get_model_version("sentinel", "2").run_id)
+    assert not quick_run.data.metrics
+    for key in ("best_iteration", "temperature", "reject_threshold", "novelty_threshold",
+                "training_captures"):
+        assert quick_run.data.params[key] == run.data.params[key], key
+    r = runner.invoke(app, ["evaluate", str(test), "--model", "models:/sentinel/2"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.stdout)["predictions"] == doc_predictions(out)
+
+
+def doc_predictions(path: Path) -> list[dict[str, object]]:
+    return json.loads(path.read_text())["predictions"]
+
+
+@pytest.mark.slow
+def test_evaluate_warns_when_the_model_keeps_no_record(shared_data, tmp_path):
+    """A model trained before training captures were recorded: leakage cannot be checked,
+    and evaluate says so in one line instead of passing its figures off as held-out."""
+    from flockwatch.models.pyfunc import save_model
+    from flockwatch.models.store import load_model
+
+    ds = subset(shared_data, tmp_path / "ds", ["Aria", "HueBridge"], per_type=4)
+    runner = CliRunner()
+    r = runner.invoke(app, ["train", "classifier", str(ds), "--quick", "--register", "tiny",
+                            "--early-seconds", "none"])
+    assert r.exit_code == 0, r.output
+    bundle = load_model("models:/tiny/1").unwrap_python_model().bundle
+    assert len(bundle.info["training_captures"]) == 8
+    assert all(len(c["sha256"]) == 64 for c in bundle.info["training_captures"])
+    del bundle.info["training_captures"]
+    save_model(bundle, tmp_path / "old-model")
+    r = runner.invoke(app, ["evaluate", str(ds), "--model", str(tmp_path / "old-model")])
+    assert r.exit_code == 0, r.output
+    assert (f"flockwatch: warning: {tmp_path / 'old-model'}: the model does not record its "
+            "training captures") in r.output
+    assert "leakage cannot be checked" in r.output
+    doc = json.loads(r.stdout)
+    assert doc["leakage_checked"] is False and doc["metrics"]["n"] == 8
 
 
 def write(p: Path, text: str) -> Path:
@@ -115,6 +199,7 @@ def test_bad_datasets(tmp_path, labels, needle):
     write(ds / "labels.csv", labels)
     r = CliRunner().invoke(app, ["train", "classifier", str(ds)])
     assert r.exit_code == 1 and needle in r.output and "Traceback" not in r.output
+    assert r.output.startswith("flockwatch: error: ") and r.output.count("\n") == 1
 
 
 def test_bad_early_seconds(tmp_path):

@@ -55,15 +55,17 @@ def learning_record(flows: pl.DataFrame, period_s: float | None) -> dict[str, An
             "captures": captures}
 
 
-def classifier_from(uri: str | None) -> tuple[Any, WindowSpec | None]:
+def classifier_from(uri: str | None) -> tuple[Any, WindowSpec | None, dict[str, Any]]:
+    """The classifier of the model at ``uri``, its window spec and its bundle's ``info``
+    (whose record of training captures the new bundle keeps, for ``evaluate``)."""
     if not uri:
-        return None, None
+        return None, None, {}
     from flockwatch.models.store import load_model
 
     bundle = load_model(uri).unwrap_python_model().bundle  # type: ignore[attr-defined]
     if bundle.classifier is None:
         raise ValueError(f"{uri}: this flockwatch model has no classifier")
-    return bundle.classifier, bundle.classifier_window or bundle.window
+    return bundle.classifier, bundle.classifier_window or bundle.window, bundle.info
 
 
 def fit_baseline(flows: pl.DataFrame, *, window_s: float = 300.0, learning_period_s: float | None
@@ -92,7 +94,7 @@ def train_baseline(
     result = extract(sources, on_file=on_file)
     if result.flows.height == 0:
         raise ValueError("no flows in the given sources: " + "; ".join(map(str, result.problems)))
-    classifier, cwin = classifier_from(classifier_uri)
+    classifier, cwin, classifier_info = classifier_from(classifier_uri)
     with start_run(experiment, tracking_uri, "baseline"):
         model, win = fit_baseline(result.flows, window_s=window_s,
                                   learning_period_s=learning_period_s, seed=seed, epochs=epochs)
@@ -118,6 +120,8 @@ def train_baseline(
                         classifier_window=cwin, baseline=model, peers=peers,
                         info={"kind": "baseline", "devices": len(model.devices_),
                               "learning": learning})
+        if classifier_info.get("training_captures") is not None:
+            bundle.info["training_captures"] = classifier_info["training_captures"]
         out = register(bundle, register_name, promote)
     out.update({"devices": len(model.devices_), "windows": win.height, "learning": learning,
                 "problems": [str(p) for p in result.problems]})

@@ -18,7 +18,7 @@ from flockwatch.datasets.labelled import (
     load_dataset,
 )
 from flockwatch.features.windows import WindowSpec
-from flockwatch.models.base import group_folds
+from flockwatch.models.base import group_folds, parallel_map
 from flockwatch.models.classifier import UNKNOWN, DeviceClassifier
 from flockwatch.models.pyfunc import Bundle
 from flockwatch.training.metrics import classification_metrics, confusion_figure
@@ -74,12 +74,23 @@ def _swept(clf: DeviceClassifier, windows: pl.DataFrame, reject_quantiles: Seque
     return out
 
 
+def _inner_jobs(n_jobs: int | None, tasks: int) -> int | None:
+    """Threads each model may use inside when ``tasks`` models train side by side: one when
+    they run in parallel (the cores are taken), else ``n_jobs``."""
+    import os
+
+    outer = max(1, min(tasks, n_jobs or os.cpu_count() or 1))
+    return 1 if outer > 1 else n_jobs
+
+
 def cross_validate(win: pl.DataFrame, *, n_folds: int = 4, seed: int = 0,
                    params: dict[str, Any] | None = None,
                    extra_train: dict[str, pl.DataFrame] | None = None,
                    evaluate_on: dict[str, pl.DataFrame] | None = None,
                    reject_quantiles: Sequence[float] = (),
                    merge: dict[str, str] | None = None,
+                   on_fold: Callable[[int, int], None] | None = None,
+                   n_jobs: int | None = None,
                    ) -> tuple[dict[str, Any], pl.DataFrame]:
     """Capture-grouped cross-validation: metrics and predictions over all held-out captures.
 
@@ -90,24 +101,36 @@ def cross_validate(win: pl.DataFrame, *, n_folds: int = 4, seed: int = 0,
     each open-set trade-off, in ``metrics["sweep"]`` (macro F1, accuracy, share of captures
     rejected, and with ``merge``, a label -> group map such as same-vendor families, the
     macro F1 with the groups merged). The main metrics carry ``known_rejected`` and, with
-    ``merge``, ``macro_f1_merged`` too.
+    ``merge``, ``macro_f1_merged`` too. ``on_fold(done, folds)`` hears of each fold's end.
+    ``n_jobs``: fold models trained side by side (None: every core); no effect on results.
     """
     folds = group_folds(win["label"].to_list(), win["group"].to_list(), n_folds, seed)
     sets = {"all": win, **(evaluate_on or {})}
-    preds, swept = [], []
-    for k in range(n_folds):
+    inner = _inner_jobs(n_jobs, n_folds)
+
+    def fold(k: int) -> tuple[list[pl.DataFrame], list[pl.DataFrame]]:
         test = folds == k
         if not test.any() or test.all():
-            continue
+            return [], []
         tr = _with_extra(win.filter(pl.Series(~test)), extra_train)
         test_groups = win.filter(pl.Series(test))["group"].unique().implode()
-        clf = DeviceClassifier(seed=seed, **(params or {})).fit(tr, tr["label"], tr["group"])
+        clf = DeviceClassifier(seed=seed, n_jobs=inner, **(params or {})).fit(
+            tr, tr["label"], tr["group"])
+        out = []
         for name, ev in sets.items():
             te = ev.filter(pl.col("group").is_in(test_groups))
             if te.height:
-                preds.append(device_predictions(clf, te).with_columns(
+                out.append(device_predictions(clf, te).with_columns(
                     pl.lit(k).alias("fold"), pl.lit(name).alias("set")))
-        swept += _swept(clf, win.filter(pl.Series(test)), reject_quantiles)
+        return out, _swept(clf, win.filter(pl.Series(test)), reject_quantiles)
+
+    # The fold models are independent: they train side by side, results in fold order.
+    preds, swept = [], []
+    for k, (p_k, s_k) in enumerate(parallel_map(fold, range(n_folds), n_jobs)):
+        preds += p_k
+        swept += s_k
+        if on_fold:
+            on_fold(k + 1, n_folds)
     p = pl.concat(preds)
     main = p.filter(pl.col("set") == "all")
     metrics = classification_metrics(main["label"].to_list(), main["device_type"].to_list())
@@ -143,10 +166,14 @@ def _rejection_summary(p: pl.DataFrame, merge: dict[str, str] | None, *,
 def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: int = 4,
              seed: int = 0, params: dict[str, Any] | None = None,
              extra_train: dict[str, pl.DataFrame] | None = None,
-             reject_quantiles: Sequence[float] = ()) -> dict[str, Any]:
+             reject_quantiles: Sequence[float] = (),
+             on_class: Callable[[int, int], None] | None = None,
+             n_jobs: int | None = None) -> dict[str, Any]:
     """Leave each class out of training in turn: how often its captures come back unknown,
     and how often held-out captures of known classes are wrongly rejected (``sweep``: the
-    same under each of ``reject_quantiles``, from the same models)."""
+    same under each of ``reject_quantiles``, from the same models). ``on_class(done,
+    classes)`` hears of each left-out class's end. ``n_jobs``: models trained side by side
+    (None: every core); no effect on results."""
     from sklearn.metrics import roc_auc_score
 
     all_classes = sorted(set(win["label"].to_list()))
@@ -159,28 +186,43 @@ def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: in
     conf_known: list[float] = []
     swept: dict[float, dict[str, list[float]]] = {
         float(q): {"unknown": [], "known": []} for q in reject_quantiles}
-    for c in classes:
-        is_c = (win["label"] == c).to_numpy()
-        test = folds == 0
+    test = folds == 0
+    inner = _inner_jobs(n_jobs, len(classes))
+
+    def left_out(i: int) -> tuple[pl.DataFrame, pl.DataFrame, list[pl.DataFrame],
+                                  list[pl.DataFrame]] | None:
+        is_c = (win["label"] == classes[i]).to_numpy()
         tr = _with_extra(win.filter(pl.Series(~is_c & ~test)), extra_train)
         te_known = win.filter(pl.Series(~is_c & test))
         te_unknown = win.filter(pl.Series(is_c))
         if len(set(tr["label"].to_list())) < 2:
+            return None
+        clf = DeviceClassifier(seed=seed, n_jobs=inner, **(params or {})).fit(
+            tr, tr["label"], tr["group"])
+        return (device_predictions(clf, te_unknown), device_predictions(clf, te_known),
+                _swept(clf, te_unknown, reject_quantiles),
+                _swept(clf, te_known, reject_quantiles))
+
+    # One model per left-out class, side by side; gathered in class order.
+    for i, res in enumerate(parallel_map(left_out, range(len(classes)), n_jobs)):
+        if on_class and i:
+            on_class(i, len(classes))
+        if res is None:
             continue
-        clf = DeviceClassifier(seed=seed, **(params or {})).fit(tr, tr["label"], tr["group"])
-        pu = device_predictions(clf, te_unknown)
-        pk = device_predictions(clf, te_known)
+        c = classes[i]
+        pu, pk, swept_u, swept_k = res
         per_class[c] = float(np.mean(pu["unknown"].to_numpy())) if pu.height else 0.0
         predicted_as[c] = dict(Counter(pu["device_type"].to_list()))
         rejected_known += int(pk["unknown"].sum())
         n_known += pk.height
         conf_unknown += pu["type_confidence"].to_list()
         conf_known += pk["type_confidence"].to_list()
-        for q, su, sk in zip(reject_quantiles, _swept(clf, te_unknown, reject_quantiles),
-                             _swept(clf, te_known, reject_quantiles), strict=True):
+        for q, su, sk in zip(reject_quantiles, swept_u, swept_k, strict=True):
             if su.height:
                 swept[float(q)]["unknown"].append(float(np.mean(su["unknown"].to_numpy())))
             swept[float(q)]["known"] += sk["unknown"].cast(pl.Float64).to_list()
+    if on_class:
+        on_class(len(classes), len(classes))
     y = [1] * len(conf_unknown) + [0] * len(conf_known)
     s = [-x for x in conf_unknown + conf_known]
     auroc = float(roc_auc_score(y, s)) if len(set(y)) == 2 else float("nan")
@@ -198,45 +240,101 @@ def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: in
     }
 
 
+#: Progress reports from training, so that the CLI can draw them and training never prints:
+#: ``(phase, steps done, steps in the phase)``; the phases, in order, are ``PHASES``.
+ProgressFn = Callable[[str, int, int], None]
+PHASES = ("extracting flows", "windows", "cross-validation", "open-set estimation",
+          "cross-fitting", "calibration", "final fit", "logging to MLflow")
+
+
+def _nothing(phase: str, done: int, total: int) -> None:
+    return None
+
+
 def train_classifier(
     dataset_dir: str | os.PathLike[str], *, label_column: str = "device_type",
     group_column: str | None = None, window_s: float = 300.0, n_folds: int = 4,
     open_set_classes: int = 6, register_name: str | None = None, promote: bool = False,
     experiment: str = "flockwatch-classifier", tracking_uri: str | None = None, seed: int = 0,
     on_file: Callable[[str], None] | None = None, early_seconds: Sequence[float] = (10, 30, 60),
-    reject_quantile: float = 0.04,
+    reject_quantile: float = 0.04, quick: bool = False, progress: ProgressFn | None = None,
+    n_jobs: int | None = None,
 ) -> dict[str, Any]:
     """Train on a labelled capture set; log params, metrics, figures and lineage; register.
 
     ``early_seconds``: the first seconds of each capture also train the model (as windows of
     their own), so it names a device from its first seconds of traffic, not only from whole
     windows; the cross-validation reports each of these lengths on held-out captures.
-    ``reject_quantile``: the open-set trade-off (see ``DeviceClassifier``)."""
-    import mlflow
+    ``reject_quantile``: the open-set trade-off (see ``DeviceClassifier``).
+    ``quick``: skip what only the report needs (the capture-separated cross-validation and
+    the open-set runs, ten of the eleven models a full run fits); the model is the same, its
+    rejection thresholds come from its own cross-fitting either way.
+    ``progress``: called as each step of each phase (``PHASES``) ends.
+    ``n_jobs``: models trained side by side (None: every core); the results do not depend
+    on it.
 
+    The model records the content hash (sha256) and path of every training capture in its
+    bundle's ``info["training_captures"]``, so that ``evaluate`` can tell held-out captures
+    from those it has seen.
+    """
+    import mlflow
+    from flockwatch.datasets.labelled import file_hash
+
+    step = progress or _nothing
     ds = load_dataset(dataset_dir, label_column, group_column)
     check_groups(ds)
-    flows, problems = dataset_flows(ds, on_file=on_file)
+    paths = list(dict.fromkeys(c.path for c in ds.captures))
+    done = 0
+
+    def extracted(name: str) -> None:
+        nonlocal done
+        done += 1
+        step(PHASES[0], done, len(paths))
+        if on_file:
+            on_file(name)
+
+    step(PHASES[0], 0, len(paths))
+    flows, problems = dataset_flows(ds, on_file=extracted)
     bad = [p for p in problems if p.severity == "error"]
     if bad:
         raise DatasetError(f"{bad[0]}" + (f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""))
     spec = WindowSpec(window_s)
+    step(PHASES[1], 0, 1 + len(early_seconds))
     win = labelled_windows(ds, flows, spec)
-    early = early_windows(ds, flows, spec, early_seconds)
+    step(PHASES[1], 1, 1 + len(early_seconds))
+    early = {}
+    for i, s in enumerate(early_seconds):
+        early.update(early_windows(ds, flows, spec, [s]))
+        step(PHASES[1], 2 + i, 1 + len(early_seconds))
+    labels_of = {c.path: c.label for c in ds.captures}
+    training_captures = [
+        {"path": os.path.relpath(p, ds.root), "sha256": file_hash(p), "label": labels_of[p]}
+        for p in paths]
     min_groups = min(ds.label_counts().values())
     folds = max(2, min(n_folds, min_groups))
     params = {"reject_quantile": reject_quantile}
+    labels = sorted(set(win["label"].to_list()))
     with start_run(experiment, tracking_uri, "classifier"):
-        cv, preds = cross_validate(win, n_folds=folds, seed=seed, extra_train=early,
-                                   evaluate_on=early, params=params)
-        labels = sorted(set(win["label"].to_list()))
-        rng = np.random.default_rng(seed)
-        chosen = sorted(rng.choice(labels, size=min(open_set_classes, len(labels)),
-                                   replace=False).tolist()) if open_set_classes else []
-        osr = open_set(win, classes=chosen, n_folds=folds, seed=seed, extra_train=early,
-                       params=params) if len(labels) > 2 and chosen else {}
+        cv: dict[str, Any] = {}
+        preds = None
+        osr: dict[str, Any] = {}
+        if not quick:
+            step(PHASES[2], 0, folds)
+            cv, preds = cross_validate(
+                win, n_folds=folds, seed=seed, extra_train=early, evaluate_on=early,
+                params=params, on_fold=lambda k, n: step(PHASES[2], k, n), n_jobs=n_jobs)
+            rng = np.random.default_rng(seed)
+            chosen = sorted(rng.choice(labels, size=min(open_set_classes, len(labels)),
+                                       replace=False).tolist()) if open_set_classes else []
+            if len(labels) > 2 and chosen:
+                step(PHASES[3], 0, len(chosen))
+                osr = open_set(win, classes=chosen, n_folds=folds, seed=seed,
+                               extra_train=early, params=params,
+                               on_class=lambda k, n: step(PHASES[3], k, n), n_jobs=n_jobs)
         full = _with_extra(win, early)
-        clf = DeviceClassifier(seed=seed, **params).fit(full, full["label"], full["group"])
+        clf = DeviceClassifier(seed=seed, n_jobs=n_jobs, **params).fit(
+            full, full["label"], full["group"], on_step=step)
+        step(PHASES[7], 0, 1)
         mlflow.log_params({
             "label_column": label_column, "window_s": window_s, "folds": folds, "seed": seed,
             "n_estimators": clf.n_estimators, "learning_rate": clf.learning_rate,
@@ -247,29 +345,38 @@ def train_classifier(
             "dataset_path": str(ds.root), "dataset_hash": ds.fingerprint()[:16],
             "captures": len(ds.captures), "classes": len(labels),
             "early_seconds": ",".join(f"{s:g}" for s in early_seconds) or "none",
+            "quick": quick, "training_captures": len(training_captures),
         })
-        metrics = {"accuracy": cv["accuracy"], "macro_f1": cv["macro_f1"]}
-        for name, m in cv.get("sets", {}).items():
-            metrics[f"macro_f1_{name}"] = m["macro_f1"]
-        for lab, m in cv["per_class"].items():
-            metrics[f"f1_{_safe(lab)}"] = m["f1"]
+        metrics: dict[str, float] = {}
+        if cv:
+            metrics = {"accuracy": cv["accuracy"], "macro_f1": cv["macro_f1"]}
+            for name, m in cv.get("sets", {}).items():
+                metrics[f"macro_f1_{name}"] = m["macro_f1"]
+            for lab, m in cv["per_class"].items():
+                metrics[f"f1_{_safe(lab)}"] = m["f1"]
         if osr:
             metrics.update({"unknown_auroc": osr["unknown_auroc"],
                             "open_set_unknown_rate": osr["unknown_rate"],
                             "open_set_known_rejected": osr["known_rejected_rate"]})
-        mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})
+        if metrics:
+            mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})
         mlflow.log_dict({"label_counts": ds.label_counts(), "dataset": str(ds.root),
                          "hash": ds.fingerprint()}, "dataset.json")
-        mlflow.log_dict({"cross_validation": cv, "open_set": osr}, "evaluation.json")
+        mlflow.log_dict({"dataset": str(ds.root), "captures": training_captures},
+                        "training_captures.json")
+        if cv:
+            mlflow.log_dict({"cross_validation": cv, "open_set": osr}, "evaluation.json")
+            log_figure(confusion_figure(cv, "capture-separated cross-validation"),
+                       "confusion_matrix.png")
         mlflow.log_dict(clf.feature_importance(), "feature_importance.json")
-        log_figure(confusion_figure(cv, "capture-separated cross-validation"),
-                   "confusion_matrix.png")
         log_figure(_importance_figure(clf), "feature_importance.png")
         bundle = Bundle(window=spec, classifier=clf, label_column=label_column,
-                        info={"kind": "classifier", "classes": labels})
+                        info={"kind": "classifier", "classes": labels,
+                              "training_captures": training_captures})
         out = register(bundle, register_name, promote)
-    out.update({"metrics": metrics, "open_set": osr, "classes": labels,
-                "predictions": preds.height})
+        step(PHASES[7], 1, 1)
+    out.update({"metrics": metrics, "open_set": osr, "classes": labels, "quick": quick,
+                "predictions": 0 if preds is None else preds.height})
     return out
 
 
@@ -291,4 +398,4 @@ def _importance_figure(clf: DeviceClassifier) -> Any:
     return fig
 
 
-__all__ = ["UNKNOWN", "cross_validate", "open_set", "train_classifier"]
+__all__ = ["PHASES", "UNKNOWN", "ProgressFn", "cross_validate", "open_set", "train_classifier"]

@@ -1,4 +1,10 @@
-"""``flockwatch evaluate``: score every labelled capture of a dataset with a model."""
+"""``flockwatch evaluate``: score every labelled capture of a dataset with a model.
+
+A model scored on the captures it was trained on reports memory, not skill (IoT Sentinel:
+macro F1 1.000). Classifier models record the content hash of each training capture
+(``Bundle.info["training_captures"]``), so the evaluation reports captures the model has seen
+apart from held-out ones, and refuses when it has seen them all.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +12,26 @@ import os
 from collections.abc import Callable
 from typing import Any
 
-from flockwatch.datasets.labelled import dataset_flows, labelled_windows, load_dataset
+import polars as pl
+from flockwatch.datasets.labelled import (
+    DatasetError,
+    dataset_flows,
+    file_hash,
+    labelled_windows,
+    load_dataset,
+)
 from flockwatch.models.store import load_model
 from flockwatch.training.classifier import device_predictions
 from flockwatch.training.metrics import classification_metrics
+
+
+def trained_hashes(info: dict[str, Any]) -> set[str] | None:
+    """Content hashes of a model's training captures; None for a model that predates the
+    record (or was not trained on labelled captures)."""
+    rec = info.get("training_captures")
+    if rec is None:
+        return None
+    return {str(c["sha256"]) for c in rec}
 
 
 def evaluate_dataset(dataset_dir: str | os.PathLike[str], model_uri: str, *,
@@ -18,31 +40,68 @@ def evaluate_dataset(dataset_dir: str | os.PathLike[str], model_uri: str, *,
                      reject_quantile: float | None = None) -> dict[str, Any]:
     """Metrics and one prediction per labelled capture (labels the model does not know count
     as correct only when predicted unknown). ``reject_quantile`` re-decides the model's
-    open-set rejection (``DeviceClassifier.set_reject_quantile``) for this evaluation only."""
+    open-set rejection (``DeviceClassifier.set_reject_quantile``) for this evaluation only.
+
+    ``metrics`` cover the captures the model was not trained on; those it was trained on are
+    reported apart (``seen_in_training``) with a line in ``warnings``. Raises
+    ``DatasetError`` when every capture was a training capture."""
     bundle = load_model(model_uri).unwrap_python_model().bundle  # type: ignore[attr-defined]
     if bundle.classifier is None:
         raise ValueError(f"{model_uri}: this flockwatch model has no device classifier")
     if reject_quantile is not None:
         bundle.classifier.set_reject_quantile(reject_quantile)
     ds = load_dataset(dataset_dir, label_column)
+    root = ds.root
+    paths = list(dict.fromkeys(c.path for c in ds.captures))
+    warnings: list[str] = []
+    seen_hashes = trained_hashes(bundle.info)
+    seen: set[str] = set()
+    if seen_hashes is None:
+        warnings.append(f"{model_uri}: the model does not record its training captures "
+                        "(trained before flockwatch recorded them); leakage cannot be checked")
+    else:
+        seen = {str(p) for p in paths if file_hash(p) in seen_hashes}
+        if len(seen) == len(paths):
+            raise DatasetError(
+                f"{root}: all {len(paths)} captures were used to train {model_uri}; hold "
+                f"some out: flockwatch datasets split {root} -o DIR, train on DIR/train, "
+                "evaluate on DIR/test")
+        if seen:
+            warnings.append(f"{root}: {len(seen)} of {len(paths)} captures were used to train "
+                            "this model; reported apart")
     flows, problems = dataset_flows(ds, on_file=on_file)
     spec = bundle.classifier_window or bundle.window
     win = labelled_windows(ds, flows, spec, strict=False)
-    preds = device_predictions(bundle.classifier, win)
+    preds = device_predictions(bundle.classifier, win).with_columns(
+        pl.col("capture").is_in(sorted(seen)).alias("seen"))
     known = list(bundle.classifier.classes_)
-    metrics = classification_metrics(preds["label"].to_list(), preds["device_type"].to_list(),
-                                     known=known)
-    root = ds.root
-    return {
+
+    def metrics_of(p: pl.DataFrame) -> dict[str, Any]:
+        if p.height == 0:  # e.g. held-out captures without flows
+            return {"n": 0, "accuracy": float("nan"), "macro_f1": float("nan"),
+                    "per_class": {}, "labels": [], "confusion_matrix": []}
+        return classification_metrics(p["label"].to_list(), p["device_type"].to_list(),
+                                      known=known)
+
+    held = preds.filter(~pl.col("seen"))
+    out: dict[str, Any] = {
         "model": model_uri,
         "dataset": str(root),
         "reject_quantile": bundle.classifier.reject_quantile,
-        "metrics": metrics,
+        "captures": len(paths),
+        "held_out_captures": len(paths) - len(seen),
+        # held-out captures only: the figures to quote
+        "metrics": metrics_of(held),
+        "seen_in_training": ({"captures": len(seen), "metrics": metrics_of(
+            preds.filter(pl.col("seen")))} if seen else None),
+        "leakage_checked": seen_hashes is not None,
         "predictions": [
             {"path": os.path.relpath(r["capture"], root), "mac": r["device_id"], "true": r["label"],
              "predicted": r["device_type"], "confidence": round(r["type_confidence"], 4),
-             "unknown": r["unknown"]}
+             "unknown": r["unknown"], "seen_in_training": r["seen"]}
             for r in preds.iter_rows(named=True)
         ],
+        "warnings": warnings,
         "problems": [str(p) for p in problems],
     }
+    return out

@@ -6,7 +6,7 @@ from typing import Any
 
 from flockwatch.features.windows import parse_duration
 from flockwatch.models.pyfunc import Bundle, log_model
-from flockwatch.models.store import configure, ensure_experiment
+from flockwatch.models.store import FEATURE_SET_TAG, KIND_TAG, configure, ensure_experiment
 
 __all__ = ["parse_duration", "register", "start_run", "log_figure"]
 
@@ -38,6 +38,12 @@ def register(bundle: Bundle, name: str | None, promote: bool) -> dict[str, Any]:
         version = info.registered_model_version
         result["version"] = version
         result["model_uri"] = f"models:/{name}/{version}"
+        # What `flockwatch models list` shows without downloading each model.
+        client = mlflow.MlflowClient()
+        for key, value in ((KIND_TAG, bundle.info.get("kind")),
+                           (FEATURE_SET_TAG, bundle.info.get("feature_set_version"))):
+            if value is not None:
+                client.set_model_version_tag(name, str(version), key, str(value))
         if promote:
             mlflow.MlflowClient().set_registered_model_alias(name, "champion", str(version))
             result["champion_uri"] = f"models:/{name}@champion"
