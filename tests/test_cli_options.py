@@ -261,7 +261,9 @@ def output_cases(cap: Path, tmp: Path) -> list[tuple[list[str], str, str, str]]:
         (["datasets", "synthesize"], "-o", str(cap), "is not a folder"),
         (["sense", "-i", "lo"], "--alerts", str(tmp), "is a folder"),
         (["sense", "-i", "lo"], "--inventory-db", str(tmp), "is a folder"),
-        (["inventory", str(cap)], "-o", "/dev/null", "not a regular file"),
+        # A FIFO of our own, never /dev/null: code that replaces its output atomically would
+        # replace the system's /dev/null when run as root.
+        (["inventory", str(cap)], "-o", str(tmp / "fifo"), "not a regular file"),
     ]
     return [([*args, opt, path], "--output" if opt == "-o" else opt, path, needle)
             for args, opt, path, needle in cases]
@@ -270,6 +272,7 @@ def output_cases(cap: Path, tmp: Path) -> list[tuple[list[str], str, str, str]]:
 @pytest.mark.parametrize("k", range(11))
 def test_output_paths_checked_before_the_work(k, cap, tmp_path):
     _procfs()
+    os.mkfifo(tmp_path / "fifo")
     args, option, path, needle = output_cases(cap, tmp_path)[k]
     r = CliRunner().invoke(app, args)
     line = one_error_line(r)
