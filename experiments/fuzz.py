@@ -12,7 +12,8 @@ input is written there to reproduce it. Stopped (SIGTERM, SIGINT), it reports wh
 To add a parser, add a ``Target`` to ``TARGETS``: a strategy, a check that raises
 ``AssertionError`` for a broken promise, and a corpus of named inputs.
 
-Usage: .venv/bin/python experiments/fuzz.py [--targets capture,zeek] [--inputs 100000]
+Usage: .venv/bin/python experiments/fuzz.py [--targets capture,zeek,rest_payload,...]
+       [--inputs 100000]
        [--quick] [--seed 0] [--save DIR]
 """
 
@@ -53,6 +54,25 @@ TARGETS: dict[str, Target] = {
     "zeek": Target(hostile.zeek_cases, hostile.check_zeek, hostile.ZEEK_CORPUS,
                    lambda case: case.data),
 }
+
+
+def _bytes_target(fn: Callable[[bytes], None]) -> Target:
+    """A parser of what strangers send the REST server or the command line
+    (``flockwatch.serving.fuzz_targets``): random bytes in, AssertionError for a defect."""
+    from hypothesis import strategies as st
+
+    return Target(lambda: st.binary(max_size=4096), lambda data, _folder: fn(data), {},
+                  lambda data: data)
+
+
+def _add_serving_targets() -> None:
+    from flockwatch.serving.fuzz_targets import TARGETS as SERVING
+
+    for name, fn in SERVING.items():
+        TARGETS[name] = _bytes_target(fn)
+
+
+_add_serving_targets()
 
 
 class _Stopped(Exception):

@@ -80,7 +80,8 @@ def test_fuzz_campaign_counts_and_logs(tmp_path):
     campaign is `--inputs 100000`; here a few inputs past the corpus)."""
     res = run_script("fuzz", "--inputs", "30", "--seed", "1", "--save", str(tmp_path / "f"),
                      tmp_path=tmp_path)
-    assert set(res["targets"]) == {"capture", "zeek"}
+    assert set(res["targets"]) == {"capture", "zeek", "rest_payload", "duration", "host_port",
+                                   "syslog_target"}
     for t in res["targets"].values():
         assert t["inputs"] == 30 and t["corpus"] < 30
         assert t["crashes"] == 0 and t["losses"] == 0, t["failures"]
