@@ -231,9 +231,9 @@ class _Walk:
                            self.first_time or (0, 0))
 
 
-# A record as the walkers give it: (offset, seconds or None when the block has no time,
-# microseconds, caplen, wire length, data offset, link type).
-_Record = tuple[int, int | None, int, int, int, int, int]
+# A record as the walkers give it: (offset, seconds, microseconds, caplen, wire length, data
+# offset, link type).
+_Record = tuple[int, int, int, int, int, int, int]
 
 
 def _inspect_pcap(name: str, mm: mmap.mmap, magic: bytes, walk: bool = True) -> CaptureInfo:
@@ -311,8 +311,7 @@ def _inspect_pcapng(name: str, mm: mmap.mmap) -> CaptureInfo:
     for at, sec, usec, caplen, _, _, _ in _pcapng_records(mm, w, linktypes):
         if caplen > MAX_CAPLEN:
             w.note(_CUT, at)
-        if sec is not None:
-            w.time(at, sec, usec)
+        w.time(at, sec, usec)
         packets += 1
     packets += sum(n for n, _, skipped in w.kinds.values() if skipped)
     return w.info(name, "pcapng", tuple(dict.fromkeys(linktypes)), packets, size)
@@ -412,13 +411,15 @@ def _read_idb(mm: mmap.mmap, off: int, blen: int, bo: str, w: _Walk) -> _Iface |
 
 def _packet(mm: mmap.mmap, off: int, btype: int, blen: int, bo: str,
             ifaces: list[_Iface | None], w: _Walk) -> _Record | None:
-    if btype == 3:  # simple packet block: interface 0, no time
-        if blen < 16 or not ifaces or ifaces[0] is None:
+    if btype == 3:  # simple packet block: interface 0, no time of its own
+        iface0 = ifaces[0] if ifaces else None
+        if blen < 16 or iface0 is None:
             w.note("skipped (simple packet block before any interface description, "
                    "or too short)", off, skipped=True)
             return None
         wire = struct.unpack_from(bo + "I", mm, off + 8)[0]
-        return off, None, 0, min(wire, blen - 16), wire, off + 12, 0
+        # libpcap gives it time 0 plus the interface's offset: a negative offset wraps
+        return off, iface0.offset, 0, min(wire, blen - 16), wire, off + 12, 0
     if blen < 32:
         w.note("skipped (packet block too short to hold its header)", off, skipped=True)
         return None
@@ -467,7 +468,7 @@ def write_repaired(path: str | os.PathLike[str], info: CaptureInfo,
         records = _pcap_records(mm, mm[:4], w) if pcap else _pcapng_records(mm, w, [])
         try:
             for at, sec, usec, caplen, wire, data, linktype in records:
-                if sec is not None and at not in info.odd_times:
+                if at not in info.odd_times:
                     last = (sec, usec)
                 caplen = min(caplen, MAX_CAPLEN)
                 part = parts.get(linktype)

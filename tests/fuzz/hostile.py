@@ -348,6 +348,10 @@ CAPTURE_CORPUS: dict[str, Callable[[], CaptureCase]] = {
                                    + struct.pack("<HH", 9, 200))), ".pcapng", 20),
     "pcapng interface time resolution 10^-100": lambda: CaptureCase(
         _ng(*_epbs(), head=idb(tsresol=100)), ".pcapng", 20),
+    "pcapng simple packet block, interface time offset -290 s (found by the long run)":
+        lambda: CaptureCase(shb(">") + idb(">", tsoffset=-290) + spb(frame(0), ">")
+                            + b"".join(epb(0, (T0 + i) * 10**6, frame(i), ">")
+                                       for i in range(1, 5)), ".pcapng", 5),
     "pcapng unknown block of 17 MiB": lambda: CaptureCase(
         shb() + idb() + b"".join(_epbs()[:10]) + _block(0x999, bytes(17 * 2**20))
         + b"".join(_epbs()[10:]), ".pcapng", 20),
