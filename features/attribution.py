@@ -90,11 +90,14 @@ def tcp_probe() -> pl.Expr:
 
 
 def initiation() -> pl.Expr:
-    """A flow that opens a conversation: TCP with the initiator's SYN, UDP to a service port
-    (a request), any other protocol (ICMP, ...) as it is. A reply never is one, nor a TCP
-    stream first seen mid-way (its SYN came earlier)."""
+    """A flow that opens a conversation: TCP with the initiator's SYN, UDP unless it looks
+    like a reply (from a service port to one that is not), any other protocol (ICMP, ...) as
+    it is. A reply never is one, nor a TCP stream first seen mid-way (its SYN came earlier).
+    UDP between two unlisted ports counts: a new conversation on a vendor or attacker port
+    (exfiltration to 4444, an OT protocol on 50000) must still raise its new peer."""
+    reply = service_port(pl.col("src_port")) & ~service_port(pl.col("dst_port"))
     return (pl.when(pl.col("protocol") == 6).then(initiator_syn())
-            .when(pl.col("protocol") == 17).then(service_port(pl.col("dst_port")))
+            .when(pl.col("protocol") == 17).then(~reply)
             .otherwise(True))
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 DEFAULT_MODEL_NAME = "flockwatch"
 DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@champion"
@@ -232,6 +236,27 @@ def _version_row(client: Any, v: Any, aliases: list[str], runs: dict[str, Any]
             "run_id": v.run_id, "uri": f"models:/{v.name}/{v.version}"}
 
 
+def _registry_errors(fn: Callable[..., T]) -> Callable[..., T]:
+    """A registry that is down or refuses a call ends in one ``ModelLoadError`` line naming
+    the tracking store, never in MLflow's or requests' traceback."""
+
+    @functools.wraps(fn)
+    def wrapped(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except ModelLoadError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of the registry client
+            import mlflow
+
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            raise ModelLoadError(f"{mlflow.get_tracking_uri()}: the model registry failed: "
+                                 f"{first}") from None
+
+    return wrapped
+
+
+@_registry_errors
 def list_models(name: str | None = None) -> list[dict[str, Any]]:
     """Every registered version (of ``name``, or of every model): name, version, aliases,
     created (UTC), kind (classifier/baseline), feature set version, run id."""
@@ -253,10 +278,14 @@ def _resolve(client: Any, uri: str) -> Any:
         if alias is not None:
             return client.get_model_version_by_alias(name, alias)
         return client.get_model_version(name, str(version))
-    except Exception:
-        raise ModelLoadError(_registry_hint(uri) or f"{uri}: no such model version") from None
+    except Exception as exc:
+        hint = _registry_hint(uri)
+        if hint is None and getattr(exc, "error_code", None) != "RESOURCE_DOES_NOT_EXIST":
+            raise  # the registry itself failed: _registry_errors says so
+        raise ModelLoadError(hint or f"{uri}: no such model version") from None
 
 
+@_registry_errors
 def promote(uri: str, alias: str = "champion") -> dict[str, Any]:
     """Point ``alias`` at the version ``uri`` names, without retraining. Returns the name,
     version, alias and the version the alias named before (None if it named none)."""
@@ -292,6 +321,7 @@ def _bundle_info(client: Any, v: Any) -> dict[str, Any]:
             "bundle_created": getattr(bundle, "created", None)}
 
 
+@_registry_errors
 def describe(uri: str) -> dict[str, Any]:
     """What one registered version is: its row in ``list_models``, the run's parameters and
     metrics, how many captures trained it and, for baselines, its learning period."""

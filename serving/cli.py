@@ -1024,7 +1024,7 @@ def score(
             from flockwatch.features.oui import preload
 
             preload()
-        except ModelLoadError as exc:
+        except Exception as exc:  # noqa: BLE001 - reported on the main thread, in one line
             loaded["error"] = exc
 
     srcs = _require_sources(sources)

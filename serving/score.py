@@ -186,14 +186,18 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
     hi = resolve_bound(until, t0)  # type: ignore[arg-type]
     if lo is not None and hi is not None and lo >= hi:
         raise ValueError(f"--since {iso_utc(lo)} is not before --until {iso_utc(hi)}")
-    if lo is not None:
-        assigned = assigned.filter(pl.col("window_end") > lo)
-    if hi is not None:
-        assigned = assigned.filter(pl.col("window_start") < hi)
-    if lo is not None or hi is not None:
-        att = assigned.drop("window_start", "window_end")
+    # The whole input is scored, so the classifier's windows and device decisions are those of
+    # the whole input; the range then selects windows, flows and the inventory.
     scored = score_flows(bundle, flows, attributed=att, assigned=assigned, window=window,
                          learning_sources=learning_sources)
+    if lo is not None:
+        assigned = assigned.filter(pl.col("window_end") > lo)
+        scored = scored.filter(pl.col("end") > lo)
+    if hi is not None:
+        assigned = assigned.filter(pl.col("window_start") < hi)
+        scored = scored.filter(pl.col("start") < hi)
+    if lo is not None or hi is not None:
+        att = assigned.drop("window_start", "window_end")
     inv = inventory(flows, att)
     peers = new_peers(bundle, assigned)
     # Alerts come from the operational windows only, unless asked otherwise.

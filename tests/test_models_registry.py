@@ -133,3 +133,17 @@ def test_models_help():
 def test_no_models_registered():
     r = CliRunner().invoke(app, ["models", "list"])
     assert r.exit_code == 0 and "no registered models" in r.output
+
+
+@pytest.mark.parametrize("args", [["models", "list"], ["models", "describe", "models:/x/1"],
+                                  ["models", "promote", "models:/x/1"]])
+def test_registry_down_is_one_line(args, monkeypatch):
+    """A tracking server that refuses connections (a closed loopback port) ends in one error
+    line naming the store, not in MLflow's traceback."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "2")
+    r = CliRunner().invoke(app, [*args, "--tracking-uri", "http://127.0.0.1:9"])
+    assert r.exit_code == 1, r.output
+    lines = r.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("flockwatch: error: http://127.0.0.1:9:")
+    assert "Traceback" not in r.output

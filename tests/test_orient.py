@@ -210,13 +210,15 @@ def test_new_peer_needs_a_real_initiation():
         _flow(610, y, CAM, 443, 50002, 6, packets=5),  # a stream's later part, no SYN
         _flow(620, z, CAM, 53, 40001, 17),  # a reply from port 53 (e.g. a Zeek log)
         _flow(630, w, CAM, 50003, 161, 17),  # an SNMP request: new peer
+        _flow(635, CAM, y, 40003, 4444, 17),  # UDP to an unlisted port (exfiltration): new
         _flow(640, CAM, x, 40002, 80, 6, packets=1, syn=1, ack=0, back=0),  # a probe
     ]))
     spec = WindowSpec(300)
     peers = PeerBaseline().fit(attribute(learn))
     new = peers.new_peers(assign_windows(attribute(test), spec))
     cam = new.filter(pl.col("device_id") == CAM[0])
-    assert sorted(p for ps in cam["new_peers"] for p in ps) == sorted([f"{w[1]}:161", f"{x[1]}:22"])
+    assert sorted(p for ps in cam["new_peers"] for p in ps) == sorted(
+        [f"{w[1]}:161", f"{x[1]}:22", f"{y[1]}:4444"])
 
 
 # --- attribution ---------------------------------------------------------------------------
