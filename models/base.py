@@ -38,19 +38,12 @@ def group_folds(labels: Sequence[str], groups: Sequence[str], n_folds: int, seed
 
 def parallel_map(fn: Callable[[int], T], items: Sequence[int], n_jobs: int | None
                  ) -> Iterator[T]:
-    """``fn(i) for i in items``, on up to ``n_jobs`` threads (every core when None), yielded
-    in ``items`` order as each is ready. For jobs that let go of the GIL (LightGBM training)
-    and whose results do not depend on where they ran."""
-    import os
-
-    workers = max(1, min(len(items), n_jobs or os.cpu_count() or 1))
-    if workers == 1:
-        yield from (fn(i) for i in items)
-        return
-    from concurrent.futures import ThreadPoolExecutor
-
-    with ThreadPoolExecutor(workers) as pool:
-        yield from pool.map(fn, items)
+    """``fn(i) for i in items``, in ``items`` order. ``n_jobs`` is kept for callers and
+    ignored: training LightGBM models from two threads at once crashed the process (a
+    segmentation fault in dataset construction, seen once in the test suite), so models are
+    trained one after another, each on one thread (``DeviceClassifier._params``)."""
+    del n_jobs
+    yield from (fn(i) for i in items)
 
 
 def feature_matrix(windows: pl.DataFrame | object, columns: Sequence[str]) -> np.ndarray:

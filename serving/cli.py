@@ -605,8 +605,8 @@ def train_classifier_cmd(
         "needs (ten of the eleven models a full run trains): the same model, with the same "
         "rejection thresholds, without its figures.")] = False,
     jobs: Annotated[int | None, typer.Option(
-        "--jobs", min=1, help="Models trained side by side (default: one per core); the "
-        "model does not depend on it.")] = None,
+        "--jobs", min=1, help="Kept for scripts; has no effect: models train one after another, "
+        "each on one thread (two LightGBM trainings at once crashed).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     tracking_uri: TrackingOpt = None,
 ) -> None:
