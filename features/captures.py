@@ -119,7 +119,7 @@ class CaptureInfo:
     size: int = 0
     repairs: tuple[Repair, ...] = ()
     #: libpcap needs a repaired copy (``write_repaired``): records to repair, or a pcapng
-    #: whose packets are not all of its first interface's link type
+    #: whose packets are not all on interfaces of its first interface's link type and snaplen
     needs_repair: bool = False
     #: offsets of the records whose time a repaired copy replaces (see ``_Walk.time``)
     odd_times: frozenset[int] = field(default=frozenset(), repr=False)
@@ -180,7 +180,7 @@ class _Walk:
         self.clock: int | None = None
         self.cand: tuple[int, int, int] | None = None  # (offset, seconds, microseconds)
         self.first_time: tuple[int, int] | None = None
-        self.mixed = False  # pcapng packets of another link type than its first interface's
+        self.mixed = False  # pcapng packets on interfaces unlike the first (link type, snaplen)
 
     def note(self, what: str, at: int, skipped: bool = False) -> None:
         k = self.kinds.get(what)
@@ -325,6 +325,7 @@ def _section_order(mm: mmap.mmap, off: int) -> str | None:
 @dataclass
 class _Iface:
     linktype: int
+    snaplen: int
     limit: int  # longest packet libpcap reads on it
     units: int  # timestamp units per second
     offset: int  # seconds added to its timestamps
@@ -377,7 +378,9 @@ def _pcapng_records(mm: mmap.mmap, w: _Walk, linktypes: list[int]) -> Iterator[_
                 assert iface is not None and first is not None
                 if btype != 3 and MAX_CAPLEN >= rec[3] > min(iface.limit, first.limit):
                     w.note(_LIFT, off)
-                if iface.linktype != first.linktype:
+                # libpcap drops a packet on an interface whose link type or snaplen is not
+                # the first interface's; the repaired copy has one interface
+                if (iface.linktype, iface.snaplen) != (first.linktype, first.snaplen):
                     w.mixed = True
                 yield rec[:6] + (iface.linktype,)
         off += blen
@@ -395,18 +398,18 @@ def _read_idb(mm: mmap.mmap, off: int, blen: int, bo: str, w: _Walk) -> _Iface |
             break
         if p + 4 + olen > end or (code == 9 and olen != 1) or (code == 14 and olen != 8):
             w.note(_OPTIONS, off)
-            return _Iface(linktype, _snaplen(snaplen), 10**6, 0)
+            return _Iface(linktype, snaplen, _snaplen(snaplen), 10**6, 0)
         if code == 9:
             res = mm[p + 4]
             # libpcap refuses the whole file for finer resolutions than these
             if (res & 0x80 and res & 0x7F > 63) or (not res & 0x80 and res > 19):
                 w.note(_OPTIONS, off)
-                return _Iface(linktype, _snaplen(snaplen), 10**6, 0)
+                return _Iface(linktype, snaplen, _snaplen(snaplen), 10**6, 0)
             units = 2 ** (res & 0x7F) if res & 0x80 else 10**res
         elif code == 14:
             offset = struct.unpack_from(bo + "q", mm, p + 4)[0]
         p += 4 + ((olen + 3) & ~3)
-    return _Iface(linktype, _snaplen(snaplen), units, offset)
+    return _Iface(linktype, snaplen, _snaplen(snaplen), units, offset)
 
 
 def _packet(mm: mmap.mmap, off: int, btype: int, blen: int, bo: str,

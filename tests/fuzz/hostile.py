@@ -352,6 +352,9 @@ CAPTURE_CORPUS: dict[str, Callable[[], CaptureCase]] = {
         lambda: CaptureCase(shb(">") + idb(">", tsoffset=-290) + spb(frame(0), ">")
                             + b"".join(epb(0, (T0 + i) * 10**6, frame(i), ">")
                                        for i in range(1, 5)), ".pcapng", 5),
+    "pcapng packet on an interface of another snaplen (found by the long run)":
+        lambda: CaptureCase(_ng(*_epbs(**{"5": {"iface": 1}}),
+                                head=idb(snaplen=65535) + idb(snaplen=262144)), ".pcapng", 20),
     "pcapng unknown block of 17 MiB": lambda: CaptureCase(
         shb() + idb() + b"".join(_epbs()[:10]) + _block(0x999, bytes(17 * 2**20))
         + b"".join(_epbs()[10:]), ".pcapng", 20),
