@@ -84,7 +84,9 @@ _OPTIONS = "read without its options (malformed or unusable)"
 #: libpcap stops at a pcapng block larger than this (16 MiB)
 MAX_BLOCK = 16 * 1024 * 1024
 _BIG = f"larger than libpcap's {MAX_BLOCK} bytes rewritten (packets) or left out"
-_UNITS = {_TRAILER: "block", _OPTIONS: "interface description", _BIG: "block"}
+_SHORT_IDB = "too short to describe an interface left out (its packets skipped)"
+_UNITS = {_TRAILER: "block", _OPTIONS: "interface description", _BIG: "block",
+          _SHORT_IDB: "interface description"}
 
 
 @dataclass(frozen=True)
@@ -387,18 +389,22 @@ def _pcapng_records(mm: mmap.mmap, w: _Walk, linktypes: list[int]) -> Iterator[_
 
 
 def _read_idb(mm: mmap.mmap, off: int, blen: int, bo: str, w: _Walk) -> _Iface | None:
-    if blen < 20:
+    if blen < 20:  # libpcap refuses the whole file; the repaired copy goes without it
+        w.note(_SHORT_IDB, off)
         return None
     linktype, _, snaplen = struct.unpack_from(bo + "HHI", mm, off + 8)
     units, offset = 10**6, 0
     p, end = off + 16, off + blen - 4
+    seen: set[int] = set()
     while p + 4 <= end:
         code, olen = struct.unpack_from(bo + "HH", mm, p)
         if code == 0:
             break
-        if p + 4 + olen > end or (code == 9 and olen != 1) or (code == 14 and olen != 8):
+        if (p + 4 + olen > end or (code == 9 and olen != 1) or (code == 14 and olen != 8)
+                or (code in (9, 14) and code in seen)):
             w.note(_OPTIONS, off)
             return _Iface(linktype, snaplen, _snaplen(snaplen), 10**6, 0)
+        seen.add(code)
         if code == 9:
             res = mm[p + 4]
             # libpcap refuses the whole file for finer resolutions than these

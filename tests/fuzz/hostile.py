@@ -355,6 +355,13 @@ CAPTURE_CORPUS: dict[str, Callable[[], CaptureCase]] = {
     "pcapng packet on an interface of another snaplen (found by the long run)":
         lambda: CaptureCase(_ng(*_epbs(**{"5": {"iface": 1}}),
                                 head=idb(snaplen=65535) + idb(snaplen=262144)), ".pcapng", 20),
+    "pcapng first interface description too short": lambda: CaptureCase(
+        _ng(*_epbs(**{str(i): {"iface": 1} for i in range(20)}),
+            head=_block(1, struct.pack("<I", 1)) + idb()), ".pcapng", 20),
+    "pcapng interface with two time resolutions": lambda: CaptureCase(
+        _ng(*_epbs(), head=_block(1, struct.pack("<HHI", 1, 0, 65535)
+                                   + struct.pack("<HHB3xHHB3xHH", 9, 1, 6, 9, 1, 9, 0, 0))),
+        ".pcapng", 20),
     "pcapng unknown block of 17 MiB": lambda: CaptureCase(
         shb() + idb() + b"".join(_epbs()[:10]) + _block(0x999, bytes(17 * 2**20))
         + b"".join(_epbs()[10:]), ".pcapng", 20),
