@@ -84,7 +84,9 @@ _OPTIONS = "read without its options (malformed or unusable)"
 #: libpcap stops at a pcapng block larger than this (16 MiB)
 MAX_BLOCK = 16 * 1024 * 1024
 _BIG = f"larger than libpcap's {MAX_BLOCK} bytes rewritten (packets) or left out"
-_UNITS = {_TRAILER: "block", _OPTIONS: "interface description", _BIG: "block"}
+_SHORT_IDB = "too short to describe an interface left out (its packets skipped)"
+_UNITS = {_TRAILER: "block", _OPTIONS: "interface description", _BIG: "block",
+          _SHORT_IDB: "interface description"}
 
 
 @dataclass(frozen=True)
@@ -119,7 +121,7 @@ class CaptureInfo:
     size: int = 0
     repairs: tuple[Repair, ...] = ()
     #: libpcap needs a repaired copy (``write_repaired``): records to repair, or a pcapng
-    #: whose packets are not all of its first interface's link type
+    #: whose packets are not all on interfaces of its first interface's link type and snaplen
     needs_repair: bool = False
     #: offsets of the records whose time a repaired copy replaces (see ``_Walk.time``)
     odd_times: frozenset[int] = field(default=frozenset(), repr=False)
@@ -180,7 +182,7 @@ class _Walk:
         self.clock: int | None = None
         self.cand: tuple[int, int, int] | None = None  # (offset, seconds, microseconds)
         self.first_time: tuple[int, int] | None = None
-        self.mixed = False  # pcapng packets of another link type than its first interface's
+        self.mixed = False  # pcapng packets on interfaces unlike the first (link type, snaplen)
 
     def note(self, what: str, at: int, skipped: bool = False) -> None:
         k = self.kinds.get(what)
@@ -325,6 +327,7 @@ def _section_order(mm: mmap.mmap, off: int) -> str | None:
 @dataclass
 class _Iface:
     linktype: int
+    snaplen: int
     limit: int  # longest packet libpcap reads on it
     units: int  # timestamp units per second
     offset: int  # seconds added to its timestamps
@@ -377,36 +380,42 @@ def _pcapng_records(mm: mmap.mmap, w: _Walk, linktypes: list[int]) -> Iterator[_
                 assert iface is not None and first is not None
                 if btype != 3 and MAX_CAPLEN >= rec[3] > min(iface.limit, first.limit):
                     w.note(_LIFT, off)
-                if iface.linktype != first.linktype:
+                # libpcap drops a packet on an interface whose link type or snaplen is not
+                # the first interface's; the repaired copy has one interface
+                if (iface.linktype, iface.snaplen) != (first.linktype, first.snaplen):
                     w.mixed = True
                 yield rec[:6] + (iface.linktype,)
         off += blen
 
 
 def _read_idb(mm: mmap.mmap, off: int, blen: int, bo: str, w: _Walk) -> _Iface | None:
-    if blen < 20:
+    if blen < 20:  # libpcap refuses the whole file; the repaired copy goes without it
+        w.note(_SHORT_IDB, off)
         return None
     linktype, _, snaplen = struct.unpack_from(bo + "HHI", mm, off + 8)
     units, offset = 10**6, 0
     p, end = off + 16, off + blen - 4
+    seen: set[int] = set()
     while p + 4 <= end:
         code, olen = struct.unpack_from(bo + "HH", mm, p)
         if code == 0:
             break
-        if p + 4 + olen > end or (code == 9 and olen != 1) or (code == 14 and olen != 8):
+        if (p + 4 + olen > end or (code == 9 and olen != 1) or (code == 14 and olen != 8)
+                or (code in (9, 14) and code in seen)):
             w.note(_OPTIONS, off)
-            return _Iface(linktype, _snaplen(snaplen), 10**6, 0)
+            return _Iface(linktype, snaplen, _snaplen(snaplen), 10**6, 0)
+        seen.add(code)
         if code == 9:
             res = mm[p + 4]
             # libpcap refuses the whole file for finer resolutions than these
             if (res & 0x80 and res & 0x7F > 63) or (not res & 0x80 and res > 19):
                 w.note(_OPTIONS, off)
-                return _Iface(linktype, _snaplen(snaplen), 10**6, 0)
+                return _Iface(linktype, snaplen, _snaplen(snaplen), 10**6, 0)
             units = 2 ** (res & 0x7F) if res & 0x80 else 10**res
         elif code == 14:
             offset = struct.unpack_from(bo + "q", mm, p + 4)[0]
         p += 4 + ((olen + 3) & ~3)
-    return _Iface(linktype, _snaplen(snaplen), units, offset)
+    return _Iface(linktype, snaplen, _snaplen(snaplen), units, offset)
 
 
 def _packet(mm: mmap.mmap, off: int, btype: int, blen: int, bo: str,

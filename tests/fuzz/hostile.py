@@ -85,12 +85,16 @@ def shb(order: str = "<", major: int = 1, minor: int = 0, short: bool = False) -
 
 
 def idb(order: str = "<", *, linktype: int = 1, snaplen: int = 65535,
-        tsresol: int | None = None, tsoffset: int | None = None) -> bytes:
+        tsresol: int | None = None, tsoffset: int | None = None,
+        options: tuple[tuple[int, bytes], ...] = ()) -> bytes:
+    """An interface description; ``options`` (code, value) come as given, even malformed."""
     opts = b""
     if tsresol is not None:
         opts += struct.pack(order + "HHB3x", 9, 1, tsresol)
     if tsoffset is not None:
         opts += struct.pack(order + "HHq", 14, 8, tsoffset)
+    for code, value in options:
+        opts += struct.pack(order + "HH", code, len(value)) + value + bytes(-len(value) % 4)
     if opts:
         opts += struct.pack(order + "HH", 0, 0)
     return _block(1, struct.pack(order + "HHI", linktype, 0, snaplen) + opts, order)
@@ -159,23 +163,31 @@ def pcapng_cases(draw: st.DrawFn) -> CaptureCase:
     blocks, ends = [shb(order)], []
     packets = skipped = 0
     n_if = 0
+    bad_if: set[int] = set()  # interfaces whose description is too short
     for step in range(draw(st.integers(1, 20))):
         kind = draw(st.sampled_from(
             ["idb", "epb", "epb", "epb", "epb", "opb", "spb", "section", "unknown"]
             if step else ["idb", "idb", "idb", "spb", "epb"]))
         if kind == "idb":
-            blocks.append(idb(
-                order, snaplen=draw(st.sampled_from([0, 40, 100, 65535, 262144, 300000,
-                                                     2**31, 2**32 - 1])),
-                tsresol=draw(st.none() | st.integers(0, 255)),
-                tsoffset=draw(st.none() | st.integers(-(2**40), 2**40))))
+            if draw(st.integers(0, 9)) == 0:  # too short to describe anything
+                blocks.append(_block(1, bytes(4 * draw(st.integers(0, 1))), order))
+                bad_if.add(n_if)
+            else:
+                blocks.append(idb(
+                    order, snaplen=draw(st.sampled_from([0, 40, 100, 65535, 262144, 300000,
+                                                         2**31, 2**32 - 1])),
+                    tsresol=draw(st.none() | st.integers(0, 255)),
+                    tsoffset=draw(st.none() | st.integers(-(2**40), 2**40)),
+                    options=tuple(draw(st.lists(st.tuples(
+                        st.sampled_from([2, 3, 9, 13, 14, 0x8001]), st.binary(max_size=10)),
+                        max_size=2)))))
             n_if += 1
             continue
         if kind == "section":
             order = draw(st.sampled_from("<>"))
             blocks.append(shb(order, major=draw(st.sampled_from([1, 1, 2])),
                               minor=draw(st.integers(0, 9)), short=draw(st.booleans())))
-            n_if = 0
+            n_if, bad_if = 0, set()
             continue
         if kind == "unknown":
             body = bytes(4 * draw(st.integers(0, 4)))
@@ -188,12 +200,12 @@ def pcapng_cases(draw: st.DrawFn) -> CaptureCase:
         packets += 1
         if kind == "spb":
             blocks.append(spb(data, order))
-            skipped += n_if == 0
+            skipped += n_if == 0 or 0 in bad_if
         else:
             iface = draw(st.integers(0, max(n_if - 1, 0)))
             if draw(st.integers(0, 7)) == 0:
                 iface = draw(st.integers(n_if, 2**16 - 1 if kind == "opb" else 2**32 - 1))
-            skipped += iface >= n_if
+            skipped += iface >= n_if or iface in bad_if
             ts = (T0 + step) * 10**6 if draw(st.integers(0, 5)) else draw(_U64)
             caplen = (draw(st.integers(len(data) + 4, 2**32 - 1))
                       if draw(st.integers(0, 9)) == 0 else None)
@@ -352,6 +364,16 @@ CAPTURE_CORPUS: dict[str, Callable[[], CaptureCase]] = {
         lambda: CaptureCase(shb(">") + idb(">", tsoffset=-290) + spb(frame(0), ">")
                             + b"".join(epb(0, (T0 + i) * 10**6, frame(i), ">")
                                        for i in range(1, 5)), ".pcapng", 5),
+    "pcapng packet on an interface of another snaplen (found by the long run)":
+        lambda: CaptureCase(_ng(*_epbs(**{"5": {"iface": 1}}),
+                                head=idb(snaplen=65535) + idb(snaplen=262144)), ".pcapng", 20),
+    "pcapng first interface description too short": lambda: CaptureCase(
+        _ng(*_epbs(**{str(i): {"iface": 1} for i in range(20)}),
+            head=_block(1, struct.pack("<I", 1)) + idb()), ".pcapng", 20),
+    "pcapng interface with two time resolutions": lambda: CaptureCase(
+        _ng(*_epbs(), head=_block(1, struct.pack("<HHI", 1, 0, 65535)
+                                   + struct.pack("<HHB3xHHB3xHH", 9, 1, 6, 9, 1, 9, 0, 0))),
+        ".pcapng", 20),
     "pcapng unknown block of 17 MiB": lambda: CaptureCase(
         shb() + idb() + b"".join(_epbs()[:10]) + _block(0x999, bytes(17 * 2**20))
         + b"".join(_epbs()[10:]), ".pcapng", 20),
