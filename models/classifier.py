@@ -288,9 +288,11 @@ class DeviceClassifier:
     def rejects(self, confidence: np.ndarray, novelty: np.ndarray | None = None) -> np.ndarray:
         """The open-set rule at the current ``reject_quantile``: which devices, by their
         confidence and (when given) novelty, are "unknown"."""
-        unknown = np.asarray(confidence) < self.threshold_
+        # At the precision the held-out figures are kept in (float32): a confidence of
+        # 0.9999999994 is 1.0 there, and must not fall below a threshold of 1.0.
+        unknown = np.asarray(confidence, dtype=np.float32) < self.threshold_
         if novelty is not None:
-            unknown |= np.asarray(novelty) > self.novelty_threshold_
+            unknown |= np.asarray(novelty, dtype=np.float32) > self.novelty_threshold_
         return unknown
 
     def predict(self, windows: pl.DataFrame) -> np.ndarray:

@@ -275,3 +275,16 @@ def test_learning_status_of_baselines_saved_before_it_existed():
     old.__setstate__(state)
     del old.threshold_.own_
     assert old.learning_status(["dev0-0", "stranger"]) == ([None, None], ["learned", "new"])
+
+
+def test_open_set_rule_compares_at_the_calibration_precision():
+    """Held-out confidences are kept as float32: when 2 % of them are 0.9999999994, the
+    threshold is 1.0, and a device predicted with that very confidence is no "unknown"
+    (before, every device of a well-separated 4-type IoT Sentinel subset was)."""
+    clf = DeviceClassifier()
+    clf.calibration_confidence_ = np.full(50, 0.9999999994, dtype=np.float32)
+    clf.calibration_novelty_ = np.linspace(0.0, 1.0, 50).astype(np.float32)
+    clf.set_reject_quantile(0.04)
+    assert clf.threshold_ == 1.0
+    assert not clf.rejects(np.array([0.9999999994]), np.array([0.0])).any()
+    assert clf.rejects(np.array([0.5]), np.array([0.0])).all()
