@@ -29,6 +29,9 @@ class LabelledCapture:
     label: str
     mac: str | None
     group: str
+    #: the product's category (camera, smart_plug, ...) and maker, where labels.csv has them
+    category: str | None = None
+    vendor: str | None = None
 
 
 @dataclass
@@ -77,10 +80,15 @@ def load_dataset(root: str | os.PathLike[str], label_column: str = "device_type"
                     raise DatasetError(f"{labels}, row {i}: capture {row['path']!r} does not exist")
                 label = (row[label_column] or "").strip()
                 if not label:
-                    raise DatasetError(f"{labels}, row {i}: empty {label_column}")
+                    what = (f"category {row['category'].strip()!r} but no {label_column}"
+                            if (row.get("category") or "").strip() else f"empty {label_column}")
+                    raise DatasetError(f"{labels}, row {i}: {what}")
                 mac = (row.get("mac") or "").strip().lower() or None
                 group = (row.get(group_column) if group_column else None) or row["path"]
-                caps.append(LabelledCapture(p, label, mac, str(group)))
+                category = (row.get("category") or "").strip() or None
+                vendor = (row.get("vendor") or "").strip() or None
+                caps.append(LabelledCapture(p, label, mac, str(group), category, vendor))
+        _check_levels(labels, caps)
     else:
         for d in sorted(x for x in root.iterdir() if x.is_dir()):
             for f in sorted(d.rglob("*")):
@@ -90,6 +98,21 @@ def load_dataset(root: str | os.PathLike[str], label_column: str = "device_type"
         raise DatasetError(f"{root}: empty dataset (no labels.csv rows and no label folders "
                            "with captures)")
     return LabelledDataset(root, label_column, caps)
+
+
+def _check_levels(labels: Path, caps: Sequence[LabelledCapture]) -> None:
+    """A label (model) belongs to one category and one vendor: two would make the category
+    and vendor answers contradict the model answer."""
+    for attr in ("category", "vendor"):
+        seen: dict[str, set[str]] = {}
+        for c in caps:
+            value = getattr(c, attr)
+            if value is not None:
+                seen.setdefault(c.label, set()).add(value)
+        for label, values in seen.items():
+            if len(values) > 1:
+                raise DatasetError(f"{labels}: {label!r} has {len(values)} {attr} values "
+                                   f"({', '.join(sorted(values))}); a type has one {attr}")
 
 
 def cache_dir() -> Path:
