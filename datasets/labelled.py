@@ -206,5 +206,52 @@ def early_windows(ds: LabelledDataset, flows: dict[Path, pl.DataFrame], spec: Wi
             for s in seconds}
 
 
-__all__ = ["DatasetError", "LabelledDataset", "cached_flows", "dataset_flows", "file_hash",
-           "early_windows", "labelled_windows", "load_dataset"]
+def _slice(df: pl.DataFrame, start_s: float | None, end_s: float | None) -> pl.DataFrame:
+    t0 = pl.col("first_seen").min()
+    keep = pl.lit(True)
+    if start_s is not None:
+        keep = keep & (pl.col("first_seen") >= t0 + pl.duration(seconds=start_s))
+    if end_s is not None:
+        keep = keep & (pl.col("first_seen") < t0 + pl.duration(seconds=end_s))
+    return df.filter(keep)
+
+
+#: Slices of each capture whose evidence joins the whole capture's in training
+#: (``labelled_evidence``): its first 30 s (a device met mid-setup, a short capture) and its
+#: part after the first 60 s (steady state: no DHCP, no first-boot lookups).
+EVIDENCE_VIEWS: dict[str, tuple[float | None, float | None]] = {
+    "whole": (None, None), "first_30s": (None, 30.0), "after_60s": (60.0, None)}
+
+
+def labelled_evidence(ds: LabelledDataset, flows: dict[Path, pl.DataFrame],
+                      views: dict[str, tuple[float | None, float | None]] | None = None
+                      ) -> dict[str, list[list[str]]]:
+    """Product evidence (``features.evidence``) of each group's labelled device: per group,
+    a token list per view of its capture (``EVIDENCE_VIEWS``; the whole capture first).
+    Views that hold no flow of the device are left out; without a ``mac``, the evidence of
+    every device of the capture is pooled."""
+    from flockwatch.features.evidence import device_evidence
+
+    views = views or EVIDENCE_VIEWS
+    out: dict[str, list[list[str]]] = {}
+    for c in ds.captures:
+        df = flows.get(c.path)
+        if df is None or df.height == 0:
+            continue
+        mine: list[list[str]] = []
+        for start_s, end_s in views.values():
+            part = _slice(df, start_s, end_s)
+            ev = device_evidence(part) if part.height else None
+            if ev is None or ev.height == 0:
+                continue
+            if c.mac:
+                ev = ev.filter(pl.col("device_id") == c.mac)
+            if ev.height:
+                mine.append(sorted({t for ts in ev["evidence"].to_list() for t in ts}))
+        if mine:
+            out.setdefault(str(c.group), []).extend(mine)
+    return out
+
+
+__all__ = ["DatasetError", "EVIDENCE_VIEWS", "LabelledDataset", "cached_flows", "dataset_flows",
+           "file_hash", "early_windows", "labelled_evidence", "labelled_windows", "load_dataset"]

@@ -164,6 +164,11 @@ class DeviceClassifier:
         else:
             best, self.temperature_ = self.n_estimators, 1.0
             conf_a, nov_a = np.zeros(0), np.zeros(0)
+        # Held-out (cross-fitted) probabilities of each group, its windows averaged as
+        # ``predict_devices`` does: what ``DeviceIdentifier`` combines with the evidence and
+        # calibrates its prediction sets on. A group (capture) is a few floats a class.
+        self.oof_groups_, self.oof_proba_ = self._group_proba(
+            _softmax(raw / self.temperature_)[covered], g[covered])
         # Kept (a few KB) so that the rejection can be re-tuned without refitting.
         self.calibration_confidence_ = conf_a.astype(np.float32)
         self.calibration_novelty_ = nov_a.astype(np.float32)
@@ -258,6 +263,18 @@ class DeviceClassifier:
             pl.col("n").median()).sort("d")["n"].to_numpy()
         return agg, nov
 
+    @staticmethod
+    def _group_proba(p: np.ndarray, g: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean probabilities per group: (groups, their probabilities)."""
+        if not len(p):
+            return np.array([], dtype=object), np.zeros((0, p.shape[1] if p.ndim == 2 else 0),
+                                                        dtype=np.float32)
+        groups, dev_of = np.unique(g.astype(str), return_inverse=True)
+        agg = np.zeros((len(groups), p.shape[1]))
+        np.add.at(agg, dev_of, p)
+        agg /= np.bincount(dev_of, minlength=len(groups))[:, None]
+        return groups.astype(object), agg.astype(np.float32)
+
     def _group_stats(self, p: np.ndarray, X: np.ndarray, yi: np.ndarray, g: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
         """Confidence and novelty of each correctly classified held-out group."""
@@ -299,6 +316,23 @@ class DeviceClassifier:
         """Per-window device type, or "unknown" by confidence alone (the novelty rule is
         calibrated on devices' aggregated windows: see ``predict_devices``)."""
         return self.decide(self.predict_proba(windows))[0]
+
+    def device_proba(self, windows: pl.DataFrame, by: Sequence[str] = ("source", "device_id")
+                     ) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+        """Per device (the ``by`` columns, in order of first appearance): the mean of its
+        windows' probabilities (columns follow ``classes_``) and its novelty."""
+        X = feature_matrix(windows, self.feature_names_)
+        p = self.predict_proba(windows, X)
+        keys = windows.select(list(by)).with_row_index("_row")
+        groups = keys.group_by(list(by), maintain_order=True).agg(pl.col("_row"))
+        if groups.height:
+            dev_of = np.empty(len(p), dtype=np.int64)
+            dev_of[groups["_row"].explode().to_numpy()] = np.repeat(
+                np.arange(groups.height), groups["_row"].list.len().to_numpy())
+            agg, nov = self._aggregate(p, X, dev_of, groups.height)
+        else:
+            agg, nov = np.zeros((0, len(self.classes_))), np.zeros(0)
+        return groups.drop("_row"), agg, nov
 
     def predict_devices(self, windows: pl.DataFrame, by: Sequence[str] = ("source", "device_id")
                         ) -> pl.DataFrame:

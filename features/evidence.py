@@ -1,0 +1,184 @@
+"""Product evidence: what every unit of a product shows at every site, per device.
+
+Behaviour (``features.windows``) measures volume, timing and mix, and those move with the
+site: another lab, other NTP pools, a device recorded in operation rather than during setup.
+The product's evidence does not. At two labs the same TP-Link plug asks for
+``devs.tplinkcloud.com``, calls itself ``hs110`` and sends the DHCP parameter list
+``1,3,6,12,15,28``. This module collects such identifiers per device over everything observed
+(not per window), as a set of ``kind:value`` tokens. Presence only: a token counts once
+however often it is seen, so the set does not grow with traffic volume, only (slowly) with
+how much of a device's repertoire the capture holds.
+
+Nothing here names a unit: MAC addresses enter only as their vendor prefix, host names only
+as words without serials or addresses, SSDP ``USN`` without its ``uuid`` (``features.announce``
+strips it). Evidence types (``EVIDENCE_KINDS`` documents each):
+
+========= ===================================================================================
+kind      what, and where it comes from
+========= ===================================================================================
+oui       the manufacturer of the MAC's prefix (Wireshark's OUI table), never the address
+dhcp_prl  the DHCP parameter-request list (option 55) the device sends as a client
+dhcp_vc   the DHCP vendor class (option 60; DHCPv6 option 16) the device sends
+host      words of the names the device gives itself (DHCP host name, mDNS, NetBIOS)
+domain    registered domains (``tplinkcloud.com``) of names the device asks for (DNS, TLS
+          SNI, HTTP host)
+dword     words of those names (``devs``, ``tplinkcloud``), less generic ones
+mdns      mDNS service types the device announces or asks for (``_hue._tcp``)
+ssdp      SSDP ``SERVER``, ``ST``, ``NT``, ``USN`` (unit part removed) and ``USER-AGENT``
+          strings the device sends, whole and as words (``ssdpw``)
+ua        HTTP user agents the device sends, whole and as words (``uaw``)
+ja4       TLS client fingerprints (JA4) of the device's own TLS sessions
+========= ===================================================================================
+"""
+
+from __future__ import annotations
+
+import re
+
+import polars as pl
+from flockwatch.features.attribution import attribute
+from flockwatch.features.oui import vendor
+
+EVIDENCE_KINDS: dict[str, str] = {
+    "oui": "the MAC prefix's manufacturer (never the address)",
+    "dhcp_prl": "DHCP parameter-request list (option 55) sent as a client",
+    "dhcp_vc": "DHCP vendor class (option 60, DHCPv6 16) sent as a client",
+    "host": "words of names the device gives itself (DHCP host name, mDNS, NetBIOS)",
+    "domain": "registered domains of names the device asks for (DNS, TLS SNI, HTTP host)",
+    "dword": "words of names the device asks for, less generic ones",
+    "mdns": "mDNS service types the device announces or asks for",
+    "ssdp": "SSDP SERVER/ST/NT/USN/USER-AGENT strings the device sends",
+    "ssdpw": "words of those SSDP strings",
+    "ua": "HTTP user agents the device sends",
+    "uaw": "words of those user agents",
+    "ja4": "TLS client fingerprint (JA4) of the device's own sessions",
+}
+
+#: Words that say nothing about the product (every name has them), and words that are
+#: addresses, numbers or serials: a hex string with a digit, or any word with 5+ digits.
+_GENERIC = frozenset({
+    "com", "net", "org", "www", "local", "arpa", "in", "addr", "io", "co", "de", "uk", "cn",
+    "api", "pool", "ntp", "time", "http", "https", "the", "and", "for", "linux", "upnp",
+    "mozilla", "compatible", "version", "device", "devices", "urn", "schemas", "service",
+    "tcp", "udp", "dns", "sd", "lan", "home", "localdomain", "ip", "ipv6", "ipv4",
+})
+_ADDRESS_LIKE = re.compile(r"^([0-9]+|[0-9a-f]*[0-9][0-9a-f]*)$")
+_MANY_DIGITS = re.compile(r"(\D*\d){5,}")
+_SPLIT = re.compile(r"[^0-9a-z]+")
+_IP_LITERAL = re.compile(r"^(\d{1,3}(\.\d{1,3}){3}|[0-9a-f:]*:[0-9a-f:]*)$")
+#: Second-level labels under which a country's registrations sit (``co.uk``, ``com.cn``):
+#: the registered domain is then three labels. A short list: no public suffix list ships
+#: offline with the dependencies, and these cover the clouds IoT devices call.
+_SECOND_LEVEL = frozenset({"co", "com", "net", "org", "gov", "ac", "edu", "ne", "or", "go"})
+_LOCAL_SUFFIX = (".local", ".arpa", ".lan", ".home", ".localdomain", ".internal")
+
+
+def words(text: str, *, min_len: int = 2) -> list[str]:
+    """Product words of a name or string: lower case, split at every non-alphanumeric
+    character, less numbers, hex strings with a digit, words with 5+ digits and generic
+    words (``_GENERIC``)."""
+    out = []
+    for w in _SPLIT.split(text.lower()):
+        if (len(w) >= min_len and w not in _GENERIC and not _ADDRESS_LIKE.match(w)
+                and not _MANY_DIGITS.match(w)):
+            out.append(w)
+    return out
+
+
+def registered_domain(name: str) -> str | None:
+    """``devs.tplinkcloud.com`` -> ``tplinkcloud.com``; None for IP literals, local names and
+    single labels."""
+    n = name.strip().strip(".").lower()
+    if not n or _IP_LITERAL.match(n) or n.endswith(_LOCAL_SUFFIX) or "." not in n:
+        return None
+    labels = n.split(".")
+    k = 3 if (len(labels) >= 3 and len(labels[-1]) == 2 and labels[-2] in _SECOND_LEVEL) else 2
+    return ".".join(labels[-k:])
+
+
+def device_evidence(flows: pl.DataFrame, attributed: pl.DataFrame | None = None,
+                    by: tuple[str, ...] = ("source", "device_id")) -> pl.DataFrame:
+    """One row per device (``by`` columns): ``evidence``, the sorted distinct ``kind:value``
+    tokens of everything the device showed in ``flows``."""
+    att = attribute(flows) if attributed is None else attributed
+    schema = {**{k: pl.String for k in by}, "evidence": pl.List(pl.String)}
+    if att.height == 0:
+        return pl.DataFrame(schema=schema)
+    if "announcements" not in att.columns:
+        att = att.with_columns(pl.lit(None, dtype=pl.String).alias("announcements"))
+    master = pl.col("application").fill_null("Unknown").str.split(".").list.first()
+    out_ = pl.col("direction") == "out"
+    my_port = pl.when(out_).then(pl.col("src_port")).otherwise(pl.col("dst_port"))
+    dhcp = master.is_in(["DHCP", "DHCPV6"])
+    dhcp_client = ((master == "DHCP") & (my_port == 68)) | ((master == "DHCPV6") & (my_port == 546))
+    self_named = pl.when(dhcp).then(dhcp_client).otherwise(
+        out_ & master.is_in(["MDNS", "NetBIOS", "LLMNR"]))
+    asked = out_ & ~dhcp & ~master.is_in(["MDNS", "NetBIOS", "LLMNR", "SSDP"])
+    tls = master.is_in(["TLS", "QUIC", "DTLS"])
+    cols = list(by)
+    att = att.select(
+        *cols, "device_mac",
+        pl.when(self_named).then(pl.col("server_name")).alias("_host"),
+        pl.when(asked).then(pl.col("server_name")).alias("_asked"),
+        pl.when(dhcp & dhcp_client).then(pl.col("client_fingerprint")).alias("_prl"),
+        pl.when(out_ & tls).then(pl.col("client_fingerprint")).alias("_ja4"),
+        pl.when(out_).then(pl.col("user_agent")).alias("_ua"),
+        pl.col("announcements"),
+        out_.alias("_out"),
+    )
+    g = att.group_by(cols).agg(
+        pl.col("device_mac").drop_nulls().first(),
+        pl.col("_host").drop_nulls().unique(),
+        pl.col("_asked").drop_nulls().unique(),
+        pl.col("_prl").drop_nulls().unique(),
+        pl.col("_ja4").drop_nulls().unique(),
+        pl.col("_ua").drop_nulls().unique(),
+        # the device's own announcements: ``>`` entries of flows it initiated, ``<`` of
+        # those it answered
+        pl.when(pl.col("_out")).then(pl.lit(">")).otherwise(pl.lit("<"))
+        .add(pl.col("announcements")).drop_nulls().unique().alias("_ann"),
+    )
+    rows = []
+    for r in g.iter_rows(named=True):
+        rows.append({**{k: r[k] for k in cols}, "evidence": sorted(_tokens(r))})
+    return pl.DataFrame(rows, schema=schema)
+
+
+def _tokens(r: dict[str, object]) -> set[str]:
+    toks: set[str] = set()
+    v = vendor(r.get("device_mac"))  # type: ignore[arg-type]
+    if v and not v.startswith("("):
+        toks.add(f"oui:{v.lower()}")
+    for h in r["_host"]:  # type: ignore[attr-defined]
+        toks.update(f"host:{w}" for w in words(h.removesuffix(".local")))
+    for n in r["_asked"]:  # type: ignore[attr-defined]
+        d = registered_domain(n)
+        if d is None:
+            continue
+        toks.add(f"domain:{d}")
+        toks.update(f"dword:{w}" for w in words(n))
+    toks.update(f"dhcp_prl:{p}" for p in r["_prl"])  # type: ignore[attr-defined]
+    toks.update(f"ja4:{j}" for j in r["_ja4"])  # type: ignore[attr-defined]
+    for ua in r["_ua"]:  # type: ignore[attr-defined]
+        toks.add(f"ua:{ua.strip()[:200]}")
+        toks.update(f"uaw:{w}" for w in words(ua, min_len=3))
+    for marked in r["_ann"]:  # type: ignore[attr-defined]
+        mark, text = marked[0], marked[1:]
+        for entry in text.split("\n"):
+            if len(entry) < 2 or entry[0] != mark or "=" not in entry:
+                continue
+            kind, _, value = entry[1:].partition("=")
+            value = value.strip()
+            if not value:
+                continue
+            if kind in ("dhcp_vendor_class", "dhcpv6_vendor_class"):
+                toks.add(f"dhcp_vc:{value}")
+            elif kind == "mdns_service":
+                toks.add(f"mdns:{value.lower()}")
+            elif kind.startswith("ssdp_"):
+                toks.add(f"ssdp:{kind[5:]}={value}")
+                toks.update(f"ssdpw:{w}" for w in words(value, min_len=3))
+    return toks
+
+
+__all__ = ["EVIDENCE_KINDS", "device_evidence", "registered_domain", "words"]

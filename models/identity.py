@@ -1,0 +1,434 @@
+"""Device identity in three levels (category, vendor, model), from behaviour and product
+evidence, with prediction sets where models cannot be told apart.
+
+Why two experts. The behaviour classifier (``DeviceClassifier``, LightGBM over window
+features) separates the types of the lab it learnt in (held-out captures of the same lab:
+macro F1 0.97), but volume, timing and mix move with the site: at another lab the same
+products came back as the wrong model for 28 of 36 captures. Product evidence
+(``features.evidence``: OUI vendor, DHCP lists, cloud domains, SSDP/mDNS strings, user agents,
+JA4) transfers: comparing only evidence named 27 of the 36. So the evidence leads and behaviour
+breaks its ties (the Edimax SP-1101W/SP-2101W twins, D-Link's sensors, which share cloud,
+DHCP list and vendor):
+
+    p(type) ~ p_evidence(type) * ((1 - site_shift) * p_behaviour(type) + site_shift / K)
+
+``p_evidence`` is a softmax over the tf-idf cosine of the device's evidence with each type's
+profile, its sharpness fitted on held-out captures; ``site_shift`` is the share of behaviour's
+answer not trusted at a new site, which caps how far behaviour can overrule evidence (a factor
+of at most ``1 + (1 - site_shift) * K / site_shift``). A device without evidence (a Zeek log
+without names, traffic without layer 2) is judged by behaviour alone.
+
+Open set. A device is ``unknown`` at model level when its evidence contradicts every known
+product: its cosine with every type's profile is below the ``reject_quantile`` quantile of
+held-out known devices' best cosine. Tokens never seen in training (a new vendor, a new cloud)
+weigh as the rarest known ones, so they pull the cosine down. Behavioural distance is not used:
+a known product at a new site is far from its training windows too.
+
+Levels. ``category`` and ``vendor`` sum the type probabilities of their members, so "TP-Link,
+smart plug" stands where the model is in doubt between two TP-Link plugs. Where the model is
+``unknown``, the category comes from a category classifier over behaviour (trained on every
+type of each category, so it can place a product it has never seen), and the vendor from the
+OUI prefix, mapped to the vendor names of the labels where training saw the prefix.
+
+Prediction sets. Split-conformal (least ambiguous set-valued classifier): on held-out
+captures (cross-fitted), the score of a capture is 1 - p(its true type); ``candidates`` are the
+types whose probability reaches 1 - q, q the ``coverage`` quantile of those scores, so that
+``coverage`` of captures like the calibration ones have their type in the set.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import polars as pl
+from flockwatch.models.base import check_fitted, group_folds
+from flockwatch.models.classifier import UNKNOWN, DeviceClassifier, _softmax
+
+
+class EvidenceModel:
+    """Type profiles over product-evidence tokens; similarity is the tf-idf cosine.
+
+    A token's weight is ``log(1 + K / types showing it)`` (K types): a DHCP list that half
+    the types send says little, a cloud domain only one type asks for says much. A token no
+    training type showed weighs as one shown by half a type (more than any known token), so a
+    never-seen vendor or cloud pulls a device away from every profile. A profile is the mean
+    weighted presence vector of a type's samples."""
+
+    def fit(self, tokens: Sequence[Sequence[str]], y: Sequence[str], classes: Sequence[str]
+            ) -> EvidenceModel:
+        self.classes_ = np.asarray(classes, dtype=object)
+        idx = {c: i for i, c in enumerate(self.classes_)}
+        vocab: dict[str, int] = {}
+        for ts in tokens:
+            for t in ts:
+                vocab.setdefault(t, len(vocab))
+        K = len(self.classes_)
+        M = np.zeros((K, len(vocab)))
+        counts = np.zeros(K)
+        for ts, lab in zip(tokens, y, strict=True):
+            k = idx[lab]
+            counts[k] += 1
+            for t in set(ts):
+                M[k, vocab[t]] += 1
+        M /= np.maximum(counts, 1)[:, None]
+        df = (M > 0).sum(axis=0)
+        self.vocab_ = vocab
+        self.idf_ = np.log1p(K / np.maximum(df, 1))
+        self.unseen_idf_ = float(np.log1p(2 * K))
+        prof = M * self.idf_[None, :]
+        self.profile_norm_ = np.linalg.norm(prof, axis=1)
+        self.profiles_ = (prof / np.maximum(self.profile_norm_, 1e-12)[:, None]).astype(
+            np.float32)
+        return self
+
+    def similarity(self, tokens: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
+        """(cosine of each sample with each type's profile, whether the sample has any
+        evidence at all)."""
+        n, K = len(tokens), len(self.classes_)
+        sims = np.zeros((n, K))
+        has = np.zeros(n, dtype=bool)
+        for i, ts in enumerate(tokens):
+            ts = set(ts)
+            if not ts:
+                continue
+            has[i] = True
+            known = [self.vocab_[t] for t in ts if t in self.vocab_]
+            w = self.idf_[known]
+            norm2 = float((w * w).sum()) + self.unseen_idf_ ** 2 * (len(ts) - len(known))
+            if known:
+                sims[i] = (self.profiles_[:, known] @ w) / math.sqrt(norm2)
+        return sims, has
+
+
+def _level_map(classes: Sequence[str], of: Mapping[str, str | None]
+               ) -> tuple[list[str], np.ndarray]:
+    """(distinct values, K x V membership matrix) of a type -> category/vendor map."""
+    values = sorted({v for c in classes if (v := of.get(c))})
+    pos = {v: i for i, v in enumerate(values)}
+    A = np.zeros((len(classes), len(values)))
+    for k, c in enumerate(classes):
+        v = of.get(c)
+        if v:
+            A[k, pos[v]] = 1.0
+    return values, A
+
+
+class DeviceIdentifier:
+    """Category, vendor and model of each device, each with its confidence, and the set of
+    candidate models (see the module docstring for the rules).
+
+    Parameters
+    ----------
+    coverage
+        Share of devices of known types whose type is in ``candidates`` (split-conformal,
+        calibrated on held-out captures).
+    site_shift
+        Share of the behaviour classifier's answer that is not trusted (at a new site its
+        timing and volume mislead). 0 trusts it fully, 1 ignores it.
+    reject_quantile
+        Share of held-out known devices whose evidence the open-set rule would call
+        contradictory ("unknown"); 0 never answers unknown.
+    calibration_folds, seed, n_jobs
+        Cross-fitting folds, randomness, and models trained side by side.
+    behaviour_params
+        Keyword arguments of the ``DeviceClassifier`` of behaviour.
+    """
+
+    def __init__(self, *, coverage: float = 0.95, site_shift: float = 0.5,
+                 reject_quantile: float = 0.04, calibration_folds: int = 4,
+                 seed: int | None = 0, n_jobs: int | None = None,
+                 behaviour_params: dict[str, Any] | None = None) -> None:
+        self.coverage = coverage
+        self.site_shift = site_shift
+        self.reject_quantile = reject_quantile
+        self.calibration_folds = calibration_folds
+        self.seed = seed
+        self.n_jobs = n_jobs
+        self.behaviour_params = behaviour_params
+        self.behaviour_: DeviceClassifier | None = None
+
+    # -- fitting ---------------------------------------------------------------------------
+    def fit(self, windows: pl.DataFrame, y: Sequence[str], groups: Sequence[str],
+            evidence: Mapping[str, Sequence[Sequence[str]]], *,
+            categories: Mapping[str, str | None] | None = None,
+            vendors: Mapping[str, str | None] | None = None,
+            on_step: Callable[[str, int, int], None] | None = None) -> DeviceIdentifier:
+        """Learn from windows (labels ``y``, capture ``groups``) and each group's product
+        evidence: ``evidence[group]`` is a list of token lists, the first the whole capture's
+        and any further ones slices of it (its first seconds, its later part), so that a
+        profile expects what a short or a steady-state capture shows. ``categories`` and
+        ``vendors`` map each type to its category and maker."""
+        step = on_step or (lambda phase, done, total: None)
+        params = {"reject_quantile": 0.0, **(self.behaviour_params or {})}
+        self.behaviour_ = DeviceClassifier(seed=self.seed, n_jobs=self.n_jobs,
+                                           calibration_folds=self.calibration_folds,
+                                           **params).fit(windows, y, groups, on_step=step)
+        classes = list(self.behaviour_.classes_)
+        self.classes_ = np.asarray(classes, dtype=object)
+        K = len(classes)
+        self.categories_ = {c: (categories or {}).get(c) for c in classes}
+        self.vendors_ = {c: (vendors or {}).get(c) for c in classes}
+        self.category_values_, self._cat_A = _level_map(classes, self.categories_)
+        self.vendor_values_, self._ven_A = _level_map(classes, self.vendors_)
+
+        # One label per group; evidence per group.
+        y_a = np.asarray(y, dtype=object)
+        g_a = np.asarray(groups, dtype=object).astype(str)
+        label_of: dict[str, str] = {}
+        for gg, lab in zip(g_a.tolist(), y_a.tolist(), strict=True):
+            label_of.setdefault(gg, lab)
+        G = sorted(label_of)
+        Gy = [label_of[gg] for gg in G]
+        samples = [list(evidence.get(gg) or [[]]) for gg in G]
+
+        # Category classifier: places a never-seen product by the behaviour of its category.
+        self.category_model_: DeviceClassifier | None = None
+        cat_y = [self.categories_.get(lab) for lab in y_a.tolist()]
+        if all(cat_y) and len(set(cat_y)) >= 2:
+            step("category model", 0, 1)
+            self.category_model_ = DeviceClassifier(
+                seed=self.seed, n_jobs=self.n_jobs, calibration_folds=self.calibration_folds,
+                **params).fit(windows, cat_y, groups)
+            step("category model", 1, 1)
+
+        # Cross-fitted evidence similarities of every group's whole-capture sample.
+        step("evidence", 0, 1)
+        folds = group_folds(Gy, G, max(2, self.calibration_folds), self.seed or 0)
+        sims = np.zeros((len(G), K))
+        has = np.zeros(len(G), dtype=bool)
+        for f in np.unique(folds):
+            tr = np.flatnonzero(folds != f)
+            te = np.flatnonzero(folds == f)
+            toks = [s for i in tr for s in samples[i]]
+            labs = [Gy[i] for i in tr for _ in samples[i]]
+            em = EvidenceModel().fit(toks, labs, classes)
+            s_f, h_f = em.similarity([samples[i][0] for i in te])
+            sims[te], has[te] = s_f, h_f
+        self.evidence_ = EvidenceModel().fit([s for ss in samples for s in ss],
+                                             [Gy[i] for i, ss in enumerate(samples) for _ in ss],
+                                             classes)
+        yi = np.searchsorted(self.classes_, np.asarray(Gy, dtype=object))
+        self.sharpness_ = self._fit_sharpness(sims[has], yi[has])
+        step("evidence", 1, 1)
+
+        # Held-out combined probabilities: conformal sets and the open-set threshold.
+        step("prediction sets", 0, 1)
+        oof = dict(zip(self.behaviour_.oof_groups_.tolist(), self.behaviour_.oof_proba_,
+                       strict=True))
+        rows = [i for i, gg in enumerate(G) if gg in oof]
+        if rows:
+            pb = np.stack([oof[G[i]] for i in rows]).astype(float)
+            p = self._combine(pb, sims[rows], has[rows])
+            scores = 1.0 - p[np.arange(len(rows)), yi[rows]]
+            self.calibration_scores_ = np.sort(scores).astype(np.float32)
+        else:
+            self.calibration_scores_ = np.zeros(0, dtype=np.float32)
+        best = sims.max(axis=1) if K else np.zeros(len(G))
+        self.calibration_evidence_ = np.sort(best[has]).astype(np.float32)
+        self.set_coverage(self.coverage)
+        self.set_reject_quantile(self.reject_quantile)
+        # OUI vendor (as the table names it) -> vendor names of the labels
+        self.oui_vendors_: dict[str, dict[str, int]] = {}
+        for i, ss in enumerate(samples):
+            v = self.vendors_.get(Gy[i])
+            for t in ss[0]:
+                if t.startswith("oui:") and v:
+                    self.oui_vendors_.setdefault(t[4:], Counter())[v] += 1  # type: ignore[index]
+        self.oui_vendors_ = {k: dict(c) for k, c in self.oui_vendors_.items()}
+        self.calibration_groups_ = len(rows)
+        step("prediction sets", 1, 1)
+        return self
+
+    @staticmethod
+    def _fit_sharpness(sims: np.ndarray, yi: np.ndarray) -> float:
+        """The softmax sharpness that makes held-out evidence probabilities calibrated."""
+        if not len(sims):
+            return 10.0
+        best, best_nll = 10.0, np.inf
+        for b in np.exp(np.linspace(np.log(1.0), np.log(200.0), 40)):
+            p = _softmax(b * sims)
+            nll = -np.mean(np.log(np.clip(p[np.arange(len(yi)), yi], 1e-12, None)))
+            if nll < best_nll:
+                best, best_nll = float(b), nll
+        return best
+
+    def _combine(self, pb: np.ndarray, sims: np.ndarray, has: np.ndarray) -> np.ndarray:
+        K = pb.shape[1]
+        pe = np.where(has[:, None], _softmax(self.sharpness_ * sims), 1.0 / K)
+        p = pe * ((1.0 - self.site_shift) * pb + self.site_shift / K)
+        return p / p.sum(axis=1, keepdims=True)
+
+    def set_coverage(self, coverage: float) -> DeviceIdentifier:
+        """Re-tune the prediction sets without refitting."""
+        if not 0.0 < coverage < 1.0:
+            raise ValueError(f"coverage must be in (0, 1), got {coverage}")
+        s = self.calibration_scores_
+        self.coverage = coverage
+        if len(s):
+            k = min(len(s), int(math.ceil((len(s) + 1) * coverage)))
+            self.set_threshold_ = float(s[k - 1])
+        else:
+            self.set_threshold_ = 1.0
+        return self
+
+    def set_reject_quantile(self, reject_quantile: float) -> DeviceIdentifier:
+        """Re-tune the open-set rule without refitting (see the class docstring)."""
+        if not 0.0 <= reject_quantile < 1.0:
+            raise ValueError(f"reject_quantile must be in [0, 1), got {reject_quantile}")
+        e = self.calibration_evidence_
+        self.reject_quantile = reject_quantile
+        self.threshold_ = (float(np.quantile(e, reject_quantile))
+                           if len(e) and reject_quantile > 0 else -np.inf)
+        return self
+
+    # -- prediction ------------------------------------------------------------------------
+    def predict_devices(self, windows: pl.DataFrame,
+                        by: Sequence[str] = ("source", "device_id"),
+                        evidence: pl.DataFrame | None = None) -> pl.DataFrame:
+        """One answer per device: ``device_type`` (or unknown), ``type_confidence``,
+        ``closest_type``, ``candidates`` (JSON list), ``category``, ``category_confidence``,
+        ``vendor``, ``vendor_confidence``, ``unknown``, ``evidence_similarity``.
+        ``evidence``: the ``by`` columns and an ``evidence`` token list per device
+        (``features.evidence.device_evidence``); devices without a row have none."""
+        check_fitted(self, "behaviour_")
+        assert self.behaviour_ is not None
+        keys, pb, nov = self.behaviour_.device_proba(windows, by)
+        n, K = keys.height, len(self.classes_)
+        toks: list[list[str]] = [[] for _ in range(n)]
+        if evidence is not None and evidence.height and n:
+            ev = keys.with_row_index("_i").join(evidence.select(*by, "evidence"), on=list(by),
+                                                how="inner")
+            for i, ts in zip(ev["_i"].to_list(), ev["evidence"].to_list(), strict=True):
+                toks[i] = list(ts or [])
+        sims, has = self.evidence_.similarity(toks) if n else (np.zeros((0, K)),
+                                                                np.zeros(0, bool))
+        p = self._combine(pb, sims, has) if n else np.zeros((0, K))
+        best = sims.max(axis=1) if n else np.zeros(0)
+        unknown = has & (best < self.threshold_)
+        top = p.argmax(axis=1) if n else np.zeros(0, dtype=int)
+        conf = p.max(axis=1) if n else np.zeros(0)
+        closest = self.classes_[top] if n else np.array([], dtype=object)
+        cand = []
+        for i in range(n):
+            if unknown[i]:
+                cand.append("[]")
+                continue
+            order = np.argsort(-p[i])
+            keep = [int(k) for k in order if p[i, k] >= 1.0 - self.set_threshold_]
+            if int(top[i]) not in keep:
+                keep.insert(0, int(top[i]))
+            cand.append(json.dumps([str(self.classes_[k]) for k in keep]))
+        cat, cat_conf = self._level(p, self._cat_A, self.category_values_)
+        ven, ven_conf = self._level(p, self._ven_A, self.vendor_values_)
+        if unknown.any():
+            cat, cat_conf = self._unknown_categories(windows, by, keys, unknown, cat, cat_conf)
+            ven, ven_conf = self._unknown_vendors(toks, unknown, ven, ven_conf)
+        return keys.with_columns(
+            pl.Series("device_type", np.where(unknown, UNKNOWN, closest).tolist(),
+                      dtype=pl.String),
+            pl.Series("type_confidence", conf.astype(float)),
+            pl.Series("unknown", unknown.astype(bool)),
+            pl.Series("closest_type", closest.tolist(), dtype=pl.String),
+            pl.Series("type_novelty", np.asarray(nov, dtype=float)),
+            pl.Series("candidates", cand, dtype=pl.String),
+            pl.Series("category", cat, dtype=pl.String),
+            pl.Series("category_confidence", cat_conf, dtype=pl.Float64),
+            pl.Series("vendor", ven, dtype=pl.String),
+            pl.Series("vendor_confidence", ven_conf, dtype=pl.Float64),
+            pl.Series("evidence_similarity", np.where(has, best, np.nan)).fill_nan(None),
+        )
+
+    @staticmethod
+    def _level(p: np.ndarray, A: np.ndarray, values: list[str]
+               ) -> tuple[list[str | None], list[float | None]]:
+        if not values or not len(p):
+            return [None] * len(p), [None] * len(p)
+        q = p @ A
+        j = q.argmax(axis=1)
+        return [values[k] for k in j], [float(x) for x in q.max(axis=1)]
+
+    def _unknown_categories(self, windows: pl.DataFrame, by: Sequence[str], keys: pl.DataFrame,
+                            unknown: np.ndarray, cat: list[str | None],
+                            conf: list[float | None]) -> tuple[list[str | None],
+                                                               list[float | None]]:
+        cat, conf = list(cat), list(conf)
+        if self.category_model_ is None:
+            for i in np.flatnonzero(unknown):
+                cat[i], conf[i] = None, None
+            return cat, conf
+        _, pc, _ = self.category_model_.device_proba(windows, by)
+        labels = self.category_model_.classes_
+        for i in np.flatnonzero(unknown):
+            cat[i], conf[i] = str(labels[pc[i].argmax()]), float(pc[i].max())
+        return cat, conf
+
+    def _unknown_vendors(self, toks: list[list[str]], unknown: np.ndarray,
+                         ven: list[str | None], conf: list[float | None]
+                         ) -> tuple[list[str | None], list[float | None]]:
+        """A never-seen product's maker: the vendor the labels give its OUI prefix, where
+        training saw the prefix (confidence: the share of such devices of that vendor), else
+        the OUI table's own name without a confidence (a module or chip maker's prefix may
+        not be the brand)."""
+        ven, conf = list(ven), list(conf)
+        for i in np.flatnonzero(unknown):
+            oui = next((t[4:] for t in toks[i] if t.startswith("oui:")), None)
+            ven[i], conf[i] = None, None
+            if oui is None:
+                continue
+            seen = self.oui_vendors_.get(oui)
+            if seen:
+                v, c = max(seen.items(), key=lambda kv: kv[1])
+                ven[i], conf[i] = v, c / sum(seen.values())
+            else:
+                ven[i] = oui
+        return ven, conf
+
+    # -- what the rest of flockwatch asks of a classifier -----------------------------------
+    def feature_importance(self) -> dict[str, float]:
+        check_fitted(self, "behaviour_")
+        assert self.behaviour_ is not None
+        return self.behaviour_.feature_importance()
+
+    @property
+    def feature_names_(self) -> list[str]:
+        assert self.behaviour_ is not None
+        return self.behaviour_.feature_names_
+
+    @property
+    def temperature_(self) -> float:
+        assert self.behaviour_ is not None
+        return self.behaviour_.temperature_
+
+    @property
+    def best_iteration_(self) -> int:
+        assert self.behaviour_ is not None
+        return self.behaviour_.best_iteration_
+
+    @property
+    def n_estimators(self) -> int:
+        assert self.behaviour_ is not None
+        return self.behaviour_.n_estimators
+
+    @property
+    def learning_rate(self) -> float:
+        assert self.behaviour_ is not None
+        return self.behaviour_.learning_rate
+
+    @property
+    def num_leaves(self) -> int:
+        assert self.behaviour_ is not None
+        return self.behaviour_.num_leaves
+
+
+def mean_set_size(candidates: Sequence[str]) -> float:
+    """Mean size of ``candidates`` JSON lists (empty lists, unknown devices, excluded)."""
+    sizes = [len(json.loads(c)) for c in candidates if c and c != "[]"]
+    return float(np.mean(sizes)) if sizes else float("nan")
+
+
+__all__ = ["DeviceIdentifier", "EvidenceModel", "mean_set_size"]
