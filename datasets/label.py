@@ -14,13 +14,12 @@ from __future__ import annotations
 import csv
 import io
 import os
-import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from flockwatch.datasets.labelled import DatasetError, cached_flows
+from flockwatch.datasets.labelled import DatasetError, cached_flows, normalise_mac
 from flockwatch.datasets.split import _relative
 from flockwatch.features.captures import is_capture_name
 from flockwatch.features.flows import Problem, expand_sources
@@ -32,26 +31,6 @@ LABEL_COLUMNS = ("path", "device_type", "mac", "category", "vendor", "group")
 #: the device-type column's fallback when the table has no ``device_type`` (Mon(IoT)r and
 #: YourThings name the product in ``name``)
 TYPE_FALLBACK = "name"
-
-_HEX2 = "[0-9a-f]{2}"
-_MAC_FORMS = (
-    re.compile(rf"^({_HEX2})([:-])({_HEX2})\2({_HEX2})\2({_HEX2})\2({_HEX2})\2({_HEX2})$"),
-    re.compile(r"^([0-9a-f]{4})\.([0-9a-f]{4})\.([0-9a-f]{4})$"),
-    re.compile(r"^([0-9a-f]{12})$"),
-)
-
-
-def normalise_mac(text: str) -> str | None:
-    """``aa:bb:cc:dd:ee:ff`` from a MAC in any usual notation (colons, hyphens, Cisco dots,
-    bare hex; any case), None when ``text`` is none of them."""
-    t = text.strip().lower()
-    for form in _MAC_FORMS:
-        m = form.match(t)
-        if m:
-            digits = "".join(g for g in m.groups() if g not in (":", "-"))
-            return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
-    return None
-
 
 @dataclass(frozen=True)
 class Device:

@@ -640,9 +640,9 @@ def datasets_label(
             types = sorted({d.device_type for d in c.labelled})
             t.add_row(str(c.path), str(len(c.seen)) if c.readable else "unreadable",
                       str(len(c.labelled)), ", ".join(types))
-        sys.stdout.write(_as_text(t, width=160))
+        typer.echo(_as_text(t, width=160), nl=False)
         if target is not None:
-            typer.echo(f"{result.rows} rows -> {target}")
+            typer.echo(f"{result.rows} row{'' if result.rows == 1 else 's'} -> {target}")
     _report_problems(result, quiet)
     if target is None:
         fail(f"{show(output / 'labels.csv')}: not written: no device of {show(devices)} appears "
