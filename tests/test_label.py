@@ -264,7 +264,6 @@ def test_single_capture_type_with_two_devices_is_refused(tmp_path, site):
     assert "label(s) ip_camera have a single capture" in r.output
 
 
-@pytest.mark.slow
 def test_train_and_evaluate_on_labelled_site(site, tmp_path):
     """The synthetic site's two captures (every host in each), labelled from a device table,
     train a classifier (real LightGBM, real MLflow store) that records each capture's devices;
