@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import os
+import re
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,6 +22,26 @@ from flockwatch.features.windows import WindowSpec, empty_windows, windows
 
 class DatasetError(ValueError):
     """A dataset problem, named by file and row."""
+
+
+_HEX2 = "[0-9a-f]{2}"
+_MAC_FORMS = (
+    re.compile(rf"^({_HEX2})([:-])({_HEX2})\2({_HEX2})\2({_HEX2})\2({_HEX2})\2({_HEX2})$"),
+    re.compile(r"^([0-9a-f]{4})\.([0-9a-f]{4})\.([0-9a-f]{4})$"),
+    re.compile(r"^([0-9a-f]{12})$"),
+)
+
+
+def normalise_mac(text: str) -> str | None:
+    """``aa:bb:cc:dd:ee:ff`` (the form device ids take) from a MAC in any usual notation
+    (colons, hyphens, Cisco dots, bare hex; any case), None when ``text`` is none of them."""
+    t = text.strip().lower()
+    for form in _MAC_FORMS:
+        m = form.match(t)
+        if m:
+            digits = "".join(g for g in m.groups() if g not in (":", "-"))
+            return ":".join(digits[i:i + 2] for i in range(0, 12, 2))
+    return None
 
 
 @dataclass(frozen=True)
@@ -45,6 +66,14 @@ class LabelledDataset:
         for c in self.captures:
             counts[c.label] = counts.get(c.label, 0) + 1
         return dict(sorted(counts.items()))
+
+    def group_counts(self) -> dict[str, int]:
+        """Groups (captures, unless a group column says otherwise) per label: what
+        capture-separated validation splits, whatever the number of devices per capture."""
+        groups: dict[str, set[str]] = {}
+        for c in self.captures:
+            groups.setdefault(c.label, set()).add(c.group)
+        return {label: len(g) for label, g in sorted(groups.items())}
 
     def fingerprint(self) -> str:
         """Hash of the label table and every capture's content hash."""
@@ -83,12 +112,14 @@ def load_dataset(root: str | os.PathLike[str], label_column: str = "device_type"
                     what = (f"category {row['category'].strip()!r} but no {label_column}"
                             if (row.get("category") or "").strip() else f"empty {label_column}")
                     raise DatasetError(f"{labels}, row {i}: {what}")
-                mac = (row.get("mac") or "").strip().lower() or None
+                raw_mac = (row.get("mac") or "").strip()
+                mac = normalise_mac(raw_mac) or raw_mac.lower() or None
                 group = (row.get(group_column) if group_column else None) or row["path"]
                 category = (row.get("category") or "").strip() or None
                 vendor = (row.get("vendor") or "").strip() or None
                 caps.append(LabelledCapture(p, label, mac, str(group), category, vendor))
         _check_levels(labels, caps)
+        _check_devices(labels, caps)
     else:
         for d in sorted(x for x in root.iterdir() if x.is_dir()):
             for f in sorted(d.rglob("*")):
@@ -98,6 +129,29 @@ def load_dataset(root: str | os.PathLike[str], label_column: str = "device_type"
         raise DatasetError(f"{root}: empty dataset (no labels.csv rows and no label folders "
                            "with captures)")
     return LabelledDataset(root, label_column, caps)
+
+
+def _check_devices(labels: Path, caps: Sequence[LabelledCapture]) -> None:
+    """One labelled device per row: a capture with several rows (a whole-site capture) names
+    a distinct MAC in each, else the same windows would be counted twice, or under two
+    labels."""
+    rows: dict[Path, list[tuple[int, str | None]]] = {}
+    for i, c in enumerate(caps, start=2):
+        rows.setdefault(c.path, []).append((i, c.mac))
+    for path, rs in rows.items():
+        if len(rs) < 2:
+            continue
+        first: dict[str | None, int] = {}
+        for i, mac in rs:
+            if mac is None:
+                raise DatasetError(f"{labels}, row {i}: no mac, but capture "
+                                   f"{os.path.relpath(path, labels.parent)!r} has "
+                                   f"{len(rs)} rows; give each row its device's MAC")
+            if mac in first:
+                raise DatasetError(f"{labels}, row {i}: MAC {mac} of capture "
+                                   f"{os.path.relpath(path, labels.parent)!r} is already "
+                                   f"labelled in row {first[mac]}")
+            first[mac] = i
 
 
 def _check_levels(labels: Path, caps: Sequence[LabelledCapture]) -> None:
@@ -223,13 +277,18 @@ EVIDENCE_VIEWS: dict[str, tuple[float | None, float | None]] = {
     "whole": (None, None), "first_30s": (None, 30.0), "after_60s": (60.0, None)}
 
 
+def unit_key(group: str, label: str) -> str:
+    """What identification learns one answer for: a label within a capture group."""
+    return f"{group}|{label}"
+
+
 def labelled_evidence(ds: LabelledDataset, flows: dict[Path, pl.DataFrame],
                       views: dict[str, tuple[float | None, float | None]] | None = None
                       ) -> dict[str, list[list[str]]]:
-    """Product evidence (``features.evidence``) of each group's labelled device: per group,
-    a token list per view of its capture (``EVIDENCE_VIEWS``; the whole capture first).
-    Views that hold no flow of the device are left out; without a ``mac``, the evidence of
-    every device of the capture is pooled."""
+    """Product evidence (``features.evidence``) of each labelled device, keyed
+    ``unit_key(group, label)``: a token list per view of its capture (``EVIDENCE_VIEWS``; the
+    whole capture first). Views that hold no flow of the device are left out; devices of one
+    label in one group (or, without a ``mac``, every device of the capture) are pooled."""
     from flockwatch.features.evidence import device_evidence
 
     views = views or EVIDENCE_VIEWS
@@ -249,9 +308,14 @@ def labelled_evidence(ds: LabelledDataset, flows: dict[Path, pl.DataFrame],
             if ev.height:
                 mine.append(sorted({t for ts in ev["evidence"].to_list() for t in ts}))
         if mine:
-            out.setdefault(str(c.group), []).extend(mine)
+            key = unit_key(str(c.group), c.label)
+            if key in out and len(out[key]) == len(mine):
+                out[key] = [sorted(set(a) | set(b)) for a, b in zip(out[key], mine, strict=True)]
+            else:
+                out.setdefault(key, []).extend(mine)
     return out
 
 
 __all__ = ["DatasetError", "EVIDENCE_VIEWS", "LabelledDataset", "cached_flows", "dataset_flows",
-           "file_hash", "early_windows", "labelled_evidence", "labelled_windows", "load_dataset"]
+           "file_hash", "early_windows", "labelled_evidence", "labelled_windows", "load_dataset",
+           "normalise_mac", "unit_key"]

@@ -570,6 +570,87 @@ def datasets_split(
                    + ", ".join(sp.train_only))
 
 
+@datasets_app.command("label")
+def datasets_label(
+    devices: Annotated[Path, typer.Option(
+        "--devices", help="Device table (CSV): mac (any usual notation), the type column, "
+        "optional category and vendor; other columns are ignored.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder to write labels.csv "
+                      "into (its paths reach the captures from there; nothing is copied).")],
+    sources: SourcesArg = None,
+    type_column: Annotated[str, typer.Option(
+        help="Device table column naming the device type; with the default, a table without "
+             "device_type uses its name column.")] = "device_type",
+    format: Annotated[ScoreFormat, typer.Option("--format", "-f",
+                      help="table for people, json for machines.")] = ScoreFormat.table,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """Label whole-site captures from a device table: one labels.csv row per (capture, MAC)
+    the table lists, grouped by capture, ready for train classifier, split and evaluate.
+
+    Captures where no listed device appears are listed at the end and skipped; captures that
+    cannot be read are listed too and make the exit status 1 (as in extract); nothing
+    labelled at all is an error and writes no labels.csv.
+
+    Example: flockwatch datasets label lab/*.pcap --devices devices.csv -o lab-labelled
+    """
+    from flockwatch.datasets.label import label_captures, read_devices, write_labels
+    from flockwatch.datasets.labelled import DatasetError
+    from flockwatch.features.output import to_json
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    sources = _require_sources(sources)
+    _check_output(output, "--output", folder=True)
+    try:
+        table = read_devices(devices, type_column)
+    except DatasetError as exc:
+        fail(str(exc))
+    console = _console()
+    with Progress(TextColumn("[bold]reading"), BarColumn(), MofNCompleteColumn(),
+                  TimeElapsedColumn(), TextColumn("{task.description}"), console=console,
+                  disable=quiet or not console.is_terminal, transient=True) as progress:
+        task = progress.add_task("", total=None, visible=False)
+        result = label_captures(
+            sources, table, devices_name=str(devices),
+            on_start=lambda n: progress.update(task, total=n, visible=n > 1),
+            on_file=lambda name: progress.update(task, advance=1,
+                                                 description=Path(name).name[-40:]))
+    target = write_labels(result, output) if result.rows else None
+    if format is ScoreFormat.json:
+        typer.echo(to_json({
+            "labels": None if target is None else str(target),
+            "captures": len(result.captures),
+            "rows": result.rows,
+            "devices_per_capture": [
+                {"path": str(c.path), "devices_seen": len(c.seen), "readable": c.readable,
+                 "labelled": [{"mac": d.mac, "device_type": d.device_type,
+                               "category": d.category, "vendor": d.vendor, "flows": c.seen[d.mac]}
+                              for d in c.labelled]}
+                for c in result.captures],
+            "problems": [{"source": p.source, "severity": p.severity, "message": p.message}
+                         for p in result.problems],
+        }, indent=2))
+    else:
+        from rich.table import Table
+
+        t = Table(title=f"{result.rows} labelled devices in {len(result.captures)} captures")
+        for col in ("capture", "devices seen", "labelled", "types"):
+            t.add_column(col, overflow="fold")
+        for c in result.captures:
+            types = sorted({d.device_type for d in c.labelled})
+            t.add_row(str(c.path), str(len(c.seen)) if c.readable else "unreadable",
+                      str(len(c.labelled)), ", ".join(types))
+        typer.echo(_as_text(t, width=160), nl=False)
+        if target is not None:
+            typer.echo(f"{result.rows} row{'' if result.rows == 1 else 's'} -> {target}")
+    _report_problems(result, quiet)
+    if target is None:
+        fail(f"{show(output / 'labels.csv')}: not written: no device of {show(devices)} appears "
+             f"in the {sum(c.readable for c in result.captures)} readable capture(s)")
+    if result.errors:
+        raise typer.Exit(1)
+
+
 def _progress_files(label: str) -> Any:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 

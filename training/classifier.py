@@ -26,7 +26,7 @@ from flockwatch.training.tracking import log_figure, register, start_run
 
 
 def check_groups(ds: LabelledDataset) -> None:
-    single = [lab for lab, n in ds.label_counts().items() if n < 2]
+    single = [lab for lab, n in ds.group_counts().items() if n < 2]
     if single:
         raise DatasetError(
             f"{ds.root / 'labels.csv'}: label(s) {', '.join(single)} have a single capture; "
@@ -306,11 +306,17 @@ def train_classifier(
     for i, s in enumerate(early_seconds):
         early.update(early_windows(ds, flows, spec, [s]))
         step(PHASES[1], 2 + i, 1 + len(early_seconds))
-    labels_of = {c.path: c.label for c in ds.captures}
+    # A whole-site capture has a row per device: "label" is the capture's one label, or
+    # its labels joined by ", "; "devices" names each labelled device.
+    rows_of: dict[Any, list[Any]] = {}
+    for c in ds.captures:
+        rows_of.setdefault(c.path, []).append(c)
     training_captures = [
-        {"path": os.path.relpath(p, ds.root), "sha256": file_hash(p), "label": labels_of[p]}
+        {"path": os.path.relpath(p, ds.root), "sha256": file_hash(p),
+         "label": ", ".join(sorted({c.label for c in rows_of[p]})),
+         "devices": [{"mac": c.mac, "label": c.label} for c in rows_of[p]]}
         for p in paths]
-    min_groups = min(ds.label_counts().values())
+    min_groups = min(ds.group_counts().values())
     folds = max(2, min(n_folds, min_groups))
     params = {"reject_quantile": reject_quantile}
     labels = sorted(set(win["label"].to_list()))
