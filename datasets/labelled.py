@@ -260,16 +260,6 @@ def early_windows(ds: LabelledDataset, flows: dict[Path, pl.DataFrame], spec: Wi
             for s in seconds}
 
 
-def _slice(df: pl.DataFrame, start_s: float | None, end_s: float | None) -> pl.DataFrame:
-    t0 = pl.col("first_seen").min()
-    keep = pl.lit(True)
-    if start_s is not None:
-        keep = keep & (pl.col("first_seen") >= t0 + pl.duration(seconds=start_s))
-    if end_s is not None:
-        keep = keep & (pl.col("first_seen") < t0 + pl.duration(seconds=end_s))
-    return df.filter(keep)
-
-
 #: Slices of each capture whose evidence joins the whole capture's in training
 #: (``labelled_evidence``): its first 30 s (a device met mid-setup, a short capture) and its
 #: part after the first 60 s (steady state: no DHCP, no first-boot lookups).
@@ -277,45 +267,61 @@ EVIDENCE_VIEWS: dict[str, tuple[float | None, float | None]] = {
     "whole": (None, None), "first_30s": (None, 30.0), "after_60s": (60.0, None)}
 
 
-def unit_key(group: str, label: str) -> str:
-    """What identification learns one answer for: a label within a capture group."""
-    return f"{group}|{label}"
+def capture_evidence(flows: dict[Path, pl.DataFrame], start_s: float | None = None,
+                     end_s: float | None = None) -> pl.DataFrame:
+    """Product evidence (``features.evidence``) of every device of every capture, over the
+    flows starting from ``start_s`` and before ``end_s`` seconds into the capture (None: its
+    start, its end): ``capture``, ``device_id``, ``evidence``. One pass over all captures
+    (attribution is per capture)."""
+    from flockwatch.features.evidence import device_evidence
+
+    parts = [df.with_columns(pl.lit(str(p)).alias("source")) for p, df in flows.items()
+             if df is not None and df.height]
+    if not parts:
+        return pl.DataFrame(schema={"capture": pl.String, "device_id": pl.String,
+                                    "evidence": pl.List(pl.String)})
+    allf = pl.concat(parts, how="vertical_relaxed")
+    t0 = pl.col("first_seen").min().over("source")
+    if start_s is not None:
+        allf = allf.filter(pl.col("first_seen") >= t0 + pl.duration(seconds=start_s))
+    if end_s is not None:
+        allf = allf.filter(pl.col("first_seen") < t0 + pl.duration(seconds=end_s))
+    return device_evidence(allf).rename({"source": "capture"})
 
 
 def labelled_evidence(ds: LabelledDataset, flows: dict[Path, pl.DataFrame],
                       views: dict[str, tuple[float | None, float | None]] | None = None
-                      ) -> dict[str, list[list[str]]]:
-    """Product evidence (``features.evidence``) of each labelled device, keyed
-    ``unit_key(group, label)``: a token list per view of its capture (``EVIDENCE_VIEWS``; the
-    whole capture first). Views that hold no flow of the device are left out; devices of one
-    label in one group (or, without a ``mac``, every device of the capture) are pooled."""
-    from flockwatch.features.evidence import device_evidence
-
+                      ) -> dict[tuple[str, str], list[list[str]]]:
+    """Product evidence of each labelled device, keyed ``(group, label)``: a token list per
+    view of its capture (``EVIDENCE_VIEWS``; the whole capture first). Views that hold no
+    flow of the device are left out; devices of one label in one group (or, without a
+    ``mac``, every device of the capture) are pooled."""
     views = views or EVIDENCE_VIEWS
-    out: dict[str, list[list[str]]] = {}
+    per_view = []
+    for start_s, end_s in views.values():
+        ev = capture_evidence(flows, start_s, end_s)
+        per_view.append({(c, d): ts for c, d, ts in ev.iter_rows()})
+    out: dict[tuple[str, str], list[list[str]]] = {}
     for c in ds.captures:
-        df = flows.get(c.path)
-        if df is None or df.height == 0:
-            continue
-        mine: list[list[str]] = []
-        for start_s, end_s in views.values():
-            part = _slice(df, start_s, end_s)
-            ev = device_evidence(part) if part.height else None
-            if ev is None or ev.height == 0:
-                continue
+        key = (str(c.group), c.label)
+        mine = []
+        for table in per_view:
             if c.mac:
-                ev = ev.filter(pl.col("device_id") == c.mac)
-            if ev.height:
-                mine.append(sorted({t for ts in ev["evidence"].to_list() for t in ts}))
-        if mine:
-            key = unit_key(str(c.group), c.label)
-            if key in out and len(out[key]) == len(mine):
-                out[key] = [sorted(set(a) | set(b)) for a, b in zip(out[key], mine, strict=True)]
+                toks = table.get((str(c.path), c.mac))
             else:
-                out.setdefault(key, []).extend(mine)
+                pooled = [ts for (cap, _), ts in table.items() if cap == str(c.path)]
+                toks = sorted({t for ts in pooled for t in ts}) if pooled else None
+            if toks is not None:
+                mine.append(list(toks))
+        if not mine:
+            continue
+        if key in out and len(out[key]) == len(mine):
+            out[key] = [sorted(set(a) | set(b)) for a, b in zip(out[key], mine, strict=True)]
+        else:
+            out.setdefault(key, []).extend(mine)
     return out
 
 
 __all__ = ["DatasetError", "EVIDENCE_VIEWS", "LabelledDataset", "cached_flows", "dataset_flows",
-           "file_hash", "early_windows", "labelled_evidence", "labelled_windows", "load_dataset",
-           "normalise_mac", "unit_key"]
+           "file_hash", "capture_evidence", "early_windows", "labelled_evidence",
+           "labelled_windows", "load_dataset", "normalise_mac"]

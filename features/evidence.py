@@ -58,6 +58,7 @@ EVIDENCE_KINDS: dict[str, str] = {
 #: addresses, numbers or serials: a hex string with a digit, or any word with 5+ digits.
 _GENERIC = frozenset({
     "com", "net", "org", "www", "local", "arpa", "in", "addr", "io", "co", "de", "uk", "cn",
+    "gov", "edu",
     "api", "pool", "ntp", "time", "http", "https", "the", "and", "for", "linux", "upnp",
     "mozilla", "compatible", "version", "device", "devices", "urn", "schemas", "service",
     "tcp", "udp", "dns", "sd", "lan", "home", "localdomain", "ip", "ipv6", "ipv4",
@@ -69,7 +70,7 @@ _IP_LITERAL = re.compile(r"^(\d{1,3}(\.\d{1,3}){3}|[0-9a-f:]*:[0-9a-f:]*)$")
 #: Second-level labels under which a country's registrations sit (``co.uk``, ``com.cn``):
 #: the registered domain is then three labels. A short list: no public suffix list ships
 #: offline with the dependencies, and these cover the clouds IoT devices call.
-_SECOND_LEVEL = frozenset({"co", "com", "net", "org", "gov", "ac", "edu", "ne", "or", "go"})
+_SECOND_LEVEL = frozenset({"co", "com", "net", "org", "gov", "edu", "ac", "ne", "or", "go"})
 _LOCAL_SUFFIX = (".local", ".arpa", ".lan", ".home", ".localdomain", ".internal")
 
 
@@ -101,7 +102,8 @@ def device_evidence(flows: pl.DataFrame, attributed: pl.DataFrame | None = None,
     """One row per device (``by`` columns): ``evidence``, the sorted distinct ``kind:value``
     tokens of everything the device showed in ``flows``."""
     att = attribute(flows) if attributed is None else attributed
-    schema = {**{k: pl.String for k in by}, "evidence": pl.List(pl.String)}
+    schema: dict[str, pl.DataType] = {**{k: pl.String() for k in by},
+                                      "evidence": pl.List(pl.String)}
     if att.height == 0:
         return pl.DataFrame(schema=schema)
     if "announcements" not in att.columns:

@@ -87,12 +87,15 @@ class DeviceClassifier:
         }
 
     def fit(self, windows: pl.DataFrame, y: Sequence[str], groups: Sequence[str] | None = None,
-            *, on_step: Callable[[str, int, int], None] | None = None) -> DeviceClassifier:
+            *, units: Sequence[str] | None = None,
+            on_step: Callable[[str, int, int], None] | None = None) -> DeviceClassifier:
         """Learn from windows with labels ``y``; ``groups`` (capture ids) keep splits honest.
 
         ``on_step(phase, done, total)`` hears as each phase starts (``done`` 0) and as each
         of its steps ends: the ``cross-fitting`` folds, ``calibration`` and the ``final
-        fit`` (a fit takes seconds to minutes, and a progress bar tells which part)."""
+        fit`` (a fit takes seconds to minutes, and a progress bar tells which part).
+        ``units`` (default: the groups) are what the held-out probabilities ``oof_proba_`` are
+        averaged over, e.g. one labelled device of a capture holding several."""
         import lightgbm as lgb
 
         step = on_step or (lambda phase, done, total: None)
@@ -168,7 +171,8 @@ class DeviceClassifier:
         # ``predict_devices`` does: what ``DeviceIdentifier`` combines with the evidence and
         # calibrates its prediction sets on. A group (capture) is a few floats a class.
         self.oof_groups_, self.oof_proba_ = self._group_proba(
-            _softmax(raw / self.temperature_)[covered], g[covered])
+            _softmax(raw / self.temperature_)[covered],
+            (g if units is None else np.asarray(units, dtype=object))[covered])
         # Kept (a few KB) so that the rejection can be re-tuned without refitting.
         self.calibration_confidence_ = conf_a.astype(np.float32)
         self.calibration_novelty_ = nov_a.astype(np.float32)
