@@ -139,7 +139,7 @@ class DeviceIdentifier:
         Keyword arguments of the ``DeviceClassifier`` of behaviour.
     """
 
-    def __init__(self, *, coverage: float = 0.95, site_shift: float = 0.5,
+    def __init__(self, *, coverage: float = 0.95, site_shift: float = 0.8,
                  reject_quantile: float = 0.04, calibration_folds: int = 4,
                  seed: int | None = 0, n_jobs: int | None = None,
                  behaviour_params: dict[str, Any] | None = None) -> None:
@@ -193,15 +193,15 @@ class DeviceIdentifier:
         # Category classifier: places a never-seen product by the behaviour of its category.
         self.category_model_: DeviceClassifier | None = None
         cat_y = [self.categories_.get(lab) for lab in y_a.tolist()]
+        step("category model", 0, 1)
         if all(cat_y) and len(set(cat_y)) >= 2:
-            step("category model", 0, 1)
             self.category_model_ = DeviceClassifier(
                 seed=self.seed, n_jobs=self.n_jobs, calibration_folds=self.calibration_folds,
                 **params).fit(windows, cat_y, groups)
-            step("category model", 1, 1)
+        step("category model", 1, 1)
 
         # Cross-fitted evidence similarities of every group's whole-capture sample.
-        step("evidence", 0, 1)
+        step("evidence profiles", 0, 1)
         folds = group_folds(Gy, Gg, max(2, self.calibration_folds), self.seed or 0)
         sims = np.zeros((len(U), K))
         has = np.zeros(len(U), dtype=bool)
@@ -218,7 +218,7 @@ class DeviceIdentifier:
                                              classes)
         yi = np.searchsorted(self.classes_, np.asarray(Gy, dtype=object))
         self.sharpness_ = self._fit_sharpness(sims[has], yi[has])
-        step("evidence", 1, 1)
+        step("evidence profiles", 1, 1)
 
         # Held-out combined probabilities: conformal sets and the open-set threshold.
         step("prediction sets", 0, 1)
@@ -289,6 +289,14 @@ class DeviceIdentifier:
         self.threshold_ = (float(np.quantile(e, reject_quantile))
                            if len(e) and reject_quantile > 0 else -np.inf)
         return self
+
+    def rejects(self, similarity: Any) -> np.ndarray:
+        """The open-set rule at the current ``reject_quantile``, from devices' best evidence
+        similarity (``evidence_similarity``; null for a device without evidence, never
+        rejected)."""
+        s = np.asarray(pl.Series(similarity, dtype=pl.Float64).fill_null(np.nan).to_numpy(),
+                       dtype=float)
+        return ~np.isnan(s) & (np.nan_to_num(s, nan=np.inf) < self.threshold_)
 
     # -- prediction ------------------------------------------------------------------------
     def predict_devices(self, windows: pl.DataFrame,

@@ -678,9 +678,17 @@ def train_classifier_cmd(
         help="Also train on the first seconds of each capture (comma-separated lengths, or "
              "'none'), so devices are named from their first traffic.")] = "10,30,60",
     reject_quantile: Annotated[float, typer.Option(
-        help="Open-set trade-off: the share of correctly named held-out captures that the "
-             "'unknown' rule would reject (0 turns 'unknown' off). Higher values report more "
-             "never-seen device types as unknown and reject more known ones.")] = 0.04,
+        help="Open-set trade-off: the share of held-out captures of known types whose product "
+             "evidence the 'unknown' rule would call contradictory (0 turns 'unknown' off). "
+             "Higher values report more never-seen products as unknown and reject more known "
+             "ones.")] = 0.04,
+    coverage: Annotated[float, typer.Option(
+        min=0.5, max=0.999, help="Prediction sets ('candidates'): the share of devices of known "
+        "types whose type the set holds (split-conformal on held-out captures).")] = 0.95,
+    site_shift: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Share of the behaviour classifier's answer not trusted against "
+        "product evidence (at a new site, timing and volume mislead); 0 trusts it fully, 1 "
+        "ignores it.")] = 0.8,
     quick: Annotated[bool, typer.Option(
         "--quick", help="Skip the cross-validation and open-set runs that only the report "
         "needs (ten of the eleven models a full run trains): the same model, with the same "
@@ -713,7 +721,8 @@ def train_classifier_cmd(
                                    register_name=register, promote=promote,
                                    experiment=experiment, tracking_uri=tracking_uri, seed=seed,
                                    reject_quantile=reject_quantile, quick=quick,
-                                   progress=progress, n_jobs=jobs)
+                                   progress=progress, n_jobs=jobs, coverage=coverage,
+                                   site_shift=site_shift)
     except (DatasetError, ValueError) as exc:
         fail(str(exc))
     m = out["metrics"]
@@ -723,6 +732,11 @@ def train_classifier_cmd(
     else:
         typer.echo(f"capture-separated CV: macro F1 {m['macro_f1']:.3f}, accuracy "
                    f"{m['accuracy']:.3f} over {len(out['classes'])} classes")
+        if "set_coverage" in m:
+            typer.echo(f"  category right {m['category_accuracy']:.3f}, vendor right "
+                       f"{m['vendor_accuracy']:.3f}; prediction sets: coverage "
+                       f"{m['set_coverage']:.3f} (stated {coverage:g}), mean size "
+                       f"{m['mean_set_size']:.2f}")
     firsts = [f"{k.removeprefix('macro_f1_first_')} {v:.3f}" for k, v in m.items()
               if k.startswith("macro_f1_first_")]
     if firsts:
@@ -822,6 +836,9 @@ def evaluate(
     reject_quantile: Annotated[float | None, typer.Option(
         help="Re-decide the model's open-set rejection at this trade-off for this evaluation "
              "(see train classifier --reject-quantile; default: the model's own).")] = None,
+    coverage: Annotated[float | None, typer.Option(
+        min=0.5, max=0.999, help="Re-calibrate the prediction sets to this coverage for this "
+        "evaluation (default: the model's own).")] = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Score every labelled capture with a model: metrics and per-capture predictions (JSON).
@@ -842,7 +859,7 @@ def evaluate(
     configure(tracking_uri)
     try:
         out = evaluate_dataset(dataset_dir, model, label_column=label_column,
-                               reject_quantile=reject_quantile)
+                               reject_quantile=reject_quantile, coverage=coverage)
     except (DatasetError, ModelLoadError, ValueError) as exc:
         fail(exc)
     for w in out["warnings"]:
@@ -860,6 +877,10 @@ def evaluate(
         m = out["metrics"]
         line = (f"macro F1 {m['macro_f1']:.3f}, accuracy {m['accuracy']:.3f} on "
                 f"{m['n']} held-out captures")
+        if "set_coverage" in m:
+            line += (f"; category {m['category_accuracy']:.3f}, vendor "
+                     f"{m['vendor_accuracy']:.3f}, sets cover {m['set_coverage']:.3f} "
+                     f"(stated {m['coverage_stated']:g}) at mean size {m['mean_set_size']:.2f}")
         seen = out["seen_in_training"]
         if seen:
             s = seen["metrics"]

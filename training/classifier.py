@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -12,16 +13,23 @@ import polars as pl
 from flockwatch.datasets.labelled import (
     DatasetError,
     LabelledDataset,
+    capture_evidence,
     dataset_flows,
     early_windows,
+    labelled_evidence,
     labelled_windows,
     load_dataset,
 )
 from flockwatch.features.windows import WindowSpec
 from flockwatch.models.base import group_folds, parallel_map
 from flockwatch.models.classifier import UNKNOWN, DeviceClassifier
+from flockwatch.models.identity import DeviceIdentifier
 from flockwatch.models.pyfunc import Bundle
-from flockwatch.training.metrics import classification_metrics, confusion_figure
+from flockwatch.training.metrics import (
+    classification_metrics,
+    confusion_figure,
+    identity_metrics,
+)
 from flockwatch.training.tracking import log_figure, register, start_run
 
 
@@ -33,9 +41,56 @@ def check_groups(ds: LabelledDataset) -> None:
             "at least two per label are needed for capture-separated validation")
 
 
-def device_predictions(clf: DeviceClassifier, win: pl.DataFrame) -> pl.DataFrame:
+@dataclass
+class Identity:
+    """What identification learns from beside the windows (``DeviceIdentifier``): each
+    labelled device's evidence samples (``labelled_evidence``), its type's category and
+    vendor, and, per window set (``all``, ``first_30s``, ...), the evidence of every device
+    over the same part of each capture (``capture_evidence``), so that a set of first
+    seconds is never judged with evidence from later on."""
+
+    samples: dict[tuple[str, str], list[list[str]]]
+    categories: dict[str, str | None]
+    vendors: dict[str, str | None]
+    sets: dict[str, pl.DataFrame]
+
+    def train_samples(self, groups: Collection[str]) -> dict[tuple[str, str], list[list[str]]]:
+        return {k: v for k, v in self.samples.items() if k[0] in groups}
+
+
+def identity_data(ds: LabelledDataset, flows: dict[Any, pl.DataFrame],
+                  early_seconds: Sequence[float] = ()) -> Identity:
+    sets = {"all": capture_evidence(flows)}
+    for s in early_seconds:
+        sets[f"first_{s:g}s"] = capture_evidence(flows, None, s)
+    return Identity(labelled_evidence(ds, flows),
+                    {c.label: c.category for c in ds.captures},
+                    {c.label: c.vendor for c in ds.captures}, sets)
+
+
+def make_model(params: dict[str, Any], seed: int, n_jobs: int | None, train: pl.DataFrame,
+               identity: Identity | None,
+               on_step: Callable[[str, int, int], None] | None = None) -> Any:
+    """The model fitted on ``train``: the three-level identifier where there is evidence
+    data, else the behaviour classifier alone."""
+    if identity is None:
+        return DeviceClassifier(seed=seed, n_jobs=n_jobs, **params).fit(
+            train, train["label"], train["group"], on_step=on_step)
+    p = dict(params)
+    ident = {k: p.pop(k) for k in ("reject_quantile", "coverage", "site_shift") if k in p}
+    return DeviceIdentifier(seed=seed, n_jobs=n_jobs, behaviour_params=p or None, **ident).fit(
+        train, train["label"], train["group"],
+        identity.train_samples(set(train["group"].unique().to_list())),
+        categories=identity.categories, vendors=identity.vendors, on_step=on_step)
+
+
+def device_predictions(clf: Any, win: pl.DataFrame, evidence: pl.DataFrame | None = None
+                       ) -> pl.DataFrame:
     """One prediction per labelled capture (its windows' probabilities aggregated)."""
-    pred = clf.predict_devices(win, by=("capture", "device_id"))
+    if isinstance(clf, DeviceIdentifier):
+        pred = clf.predict_devices(win, by=("capture", "device_id"), evidence=evidence)
+    else:
+        pred = clf.predict_devices(win, by=("capture", "device_id"))
     truth = win.group_by("capture", "device_id").agg(pl.col("label").first(),
                                                      pl.col("group").first())
     return truth.join(pred, on=["capture", "device_id"], how="inner").sort("capture")
@@ -51,19 +106,23 @@ def _with_extra(train: pl.DataFrame, extra: dict[str, pl.DataFrame] | None) -> p
     return pl.concat([train, *mine], how="vertical_relaxed")
 
 
-def _swept(clf: DeviceClassifier, windows: pl.DataFrame, reject_quantiles: Sequence[float]
-           ) -> list[pl.DataFrame]:
+def _swept(clf: Any, windows: pl.DataFrame, reject_quantiles: Sequence[float],
+           evidence: pl.DataFrame | None = None) -> list[pl.DataFrame]:
     """Device predictions of ``clf`` under each open-set ``reject_quantile``, tagged with the
     quantile: predicted once, then only the rejection re-decided."""
     if not reject_quantiles:
         return []
-    base = device_predictions(clf, windows)
+    base = device_predictions(clf, windows, evidence)
     conf, nov = base["type_confidence"].to_numpy(), base["type_novelty"].to_numpy()
     own = clf.reject_quantile
     out = []
     try:
         for q in reject_quantiles:
-            unknown = pl.Series("unknown", clf.set_reject_quantile(q).rejects(conf, nov))
+            clf.set_reject_quantile(q)
+            if isinstance(clf, DeviceIdentifier):
+                unknown = pl.Series("unknown", clf.rejects(base["evidence_similarity"]))
+            else:
+                unknown = pl.Series("unknown", clf.rejects(conf, nov))
             out.append(base.with_columns(
                 unknown,
                 pl.when(unknown).then(pl.lit(UNKNOWN)).otherwise(pl.col("closest_type"))
@@ -90,7 +149,7 @@ def cross_validate(win: pl.DataFrame, *, n_folds: int = 4, seed: int = 0,
                    reject_quantiles: Sequence[float] = (),
                    merge: dict[str, str] | None = None,
                    on_fold: Callable[[int, int], None] | None = None,
-                   n_jobs: int | None = None,
+                   n_jobs: int | None = None, identity: Identity | None = None,
                    ) -> tuple[dict[str, Any], pl.DataFrame]:
     """Capture-grouped cross-validation: metrics and predictions over all held-out captures.
 
@@ -103,6 +162,9 @@ def cross_validate(win: pl.DataFrame, *, n_folds: int = 4, seed: int = 0,
     macro F1 with the groups merged). The main metrics carry ``known_rejected`` and, with
     ``merge``, ``macro_f1_merged`` too. ``on_fold(done, folds)`` hears of each fold's end.
     ``n_jobs``: fold models trained side by side (None: every core); no effect on results.
+    ``identity``: fit the three-level ``DeviceIdentifier`` (evidence, category, vendor,
+    prediction sets) instead of the behaviour classifier alone; the metrics then carry
+    ``identity_metrics`` too, per set.
     """
     folds = group_folds(win["label"].to_list(), win["group"].to_list(), n_folds, seed)
     sets = {"all": win, **(evaluate_on or {})}
@@ -114,15 +176,15 @@ def cross_validate(win: pl.DataFrame, *, n_folds: int = 4, seed: int = 0,
             return [], []
         tr = _with_extra(win.filter(pl.Series(~test)), extra_train)
         test_groups = win.filter(pl.Series(test))["group"].unique().implode()
-        clf = DeviceClassifier(seed=seed, n_jobs=inner, **(params or {})).fit(
-            tr, tr["label"], tr["group"])
+        clf = make_model(params or {}, seed, inner, tr, identity)
         out = []
         for name, ev in sets.items():
             te = ev.filter(pl.col("group").is_in(test_groups))
             if te.height:
-                out.append(device_predictions(clf, te).with_columns(
-                    pl.lit(k).alias("fold"), pl.lit(name).alias("set")))
-        return out, _swept(clf, win.filter(pl.Series(test)), reject_quantiles)
+                out.append(device_predictions(clf, te, _set_evidence(identity, name))
+                           .with_columns(pl.lit(k).alias("fold"), pl.lit(name).alias("set")))
+        return out, _swept(clf, win.filter(pl.Series(test)), reject_quantiles,
+                           _set_evidence(identity, "all"))
 
     # The fold models are independent: they train side by side, results in fold order.
     preds, swept = [], []
@@ -135,17 +197,31 @@ def cross_validate(win: pl.DataFrame, *, n_folds: int = 4, seed: int = 0,
     main = p.filter(pl.col("set") == "all")
     metrics = classification_metrics(main["label"].to_list(), main["device_type"].to_list())
     metrics.update(_rejection_summary(main, merge))
+    if identity is not None:
+        metrics.update(_identity_summary(main, identity))
     if evaluate_on:
         metrics["sets"] = {}
         for name in evaluate_on:
             q = p.filter(pl.col("set") == name)
             metrics["sets"][name] = classification_metrics(q["label"].to_list(),
                                                            q["device_type"].to_list())
+            if identity is not None:
+                metrics["sets"][name].update(_identity_summary(q, identity))
     if swept:
         metrics["sweep"] = [
             {"reject_quantile": rq, **_rejection_summary(g, merge, with_f1=True)}
             for (rq,), g in pl.concat(swept).group_by("reject_quantile", maintain_order=True)]
     return metrics, main.drop("set")
+
+
+def _set_evidence(identity: Identity | None, name: str) -> pl.DataFrame | None:
+    return None if identity is None else identity.sets.get(name)
+
+
+def _identity_summary(p: pl.DataFrame, identity: Identity) -> dict[str, float]:
+    return identity_metrics(p["label"].to_list(), p["device_type"].to_list(),
+                            p["candidates"].to_list(), p["category"].to_list(),
+                            p["vendor"].to_list(), identity.categories, identity.vendors)
 
 
 def _rejection_summary(p: pl.DataFrame, merge: dict[str, str] | None, *,
@@ -168,7 +244,7 @@ def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: in
              extra_train: dict[str, pl.DataFrame] | None = None,
              reject_quantiles: Sequence[float] = (),
              on_class: Callable[[int, int], None] | None = None,
-             n_jobs: int | None = None) -> dict[str, Any]:
+             n_jobs: int | None = None, identity: Identity | None = None) -> dict[str, Any]:
     """Leave each class out of training in turn: how often its captures come back unknown,
     and how often held-out captures of known classes are wrongly rejected (``sweep``: the
     same under each of ``reject_quantiles``, from the same models). ``on_class(done,
@@ -181,6 +257,7 @@ def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: in
     folds = group_folds(win["label"].to_list(), win["group"].to_list(), n_folds, seed)
     per_class: dict[str, float] = {}
     predicted_as: dict[str, dict[str, int]] = {}
+    levels: dict[str, dict[str, Any]] = {}
     rejected_known, n_known = 0, 0
     conf_unknown: list[float] = []
     conf_known: list[float] = []
@@ -197,11 +274,11 @@ def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: in
         te_unknown = win.filter(pl.Series(is_c))
         if len(set(tr["label"].to_list())) < 2:
             return None
-        clf = DeviceClassifier(seed=seed, n_jobs=inner, **(params or {})).fit(
-            tr, tr["label"], tr["group"])
-        return (device_predictions(clf, te_unknown), device_predictions(clf, te_known),
-                _swept(clf, te_unknown, reject_quantiles),
-                _swept(clf, te_known, reject_quantiles))
+        clf = make_model(params or {}, seed, inner, tr, identity)
+        ev = _set_evidence(identity, "all")
+        return (device_predictions(clf, te_unknown, ev), device_predictions(clf, te_known, ev),
+                _swept(clf, te_unknown, reject_quantiles, ev),
+                _swept(clf, te_known, reject_quantiles, ev))
 
     # One model per left-out class, side by side; gathered in class order.
     for i, res in enumerate(parallel_map(left_out, range(len(classes)), n_jobs)):
@@ -213,6 +290,15 @@ def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: in
         pu, pk, swept_u, swept_k = res
         per_class[c] = float(np.mean(pu["unknown"].to_numpy())) if pu.height else 0.0
         predicted_as[c] = dict(Counter(pu["device_type"].to_list()))
+        if identity is not None and pu.height:
+            # what a never-seen product still gets right: its category and maker
+            levels[c] = {
+                "category": dict(Counter(pu["category"].to_list())),
+                "category_right": float(np.mean([x == identity.categories.get(c)
+                                                 for x in pu["category"].to_list()])),
+                "vendor": dict(Counter(pu["vendor"].to_list())),
+                "vendor_right": float(np.mean([x == identity.vendors.get(c)
+                                               for x in pu["vendor"].to_list()]))}
         rejected_known += int(pk["unknown"].sum())
         n_known += pk.height
         conf_unknown += pu["type_confidence"].to_list()
@@ -233,6 +319,10 @@ def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: in
         "unknown_auroc": auroc,
         # what each left-out class's captures were called ("unknown" or a known type)
         "predicted_as": predicted_as,
+        # with identity: category and vendor given to each left-out class, and how often right
+        "levels": levels,
+        "category_right_rate": (float(np.mean([v["category_right"] for v in levels.values()]))
+                                if levels else float("nan")),
         "sweep": [{"reject_quantile": q,
                    "unknown_rate": float(np.mean(v["unknown"])) if v["unknown"] else float("nan"),
                    "known_rejected_rate": float(np.mean(v["known"])) if v["known"]
@@ -243,8 +333,9 @@ def open_set(win: pl.DataFrame, *, classes: list[str] | None = None, n_folds: in
 #: Progress reports from training, so that the CLI can draw them and training never prints:
 #: ``(phase, steps done, steps in the phase)``; the phases, in order, are ``PHASES``.
 ProgressFn = Callable[[str, int, int], None]
-PHASES = ("extracting flows", "windows", "cross-validation", "open-set estimation",
-          "cross-fitting", "calibration", "final fit", "logging to MLflow")
+PHASES = ("extracting flows", "windows", "product evidence", "cross-validation",
+          "open-set estimation", "cross-fitting", "calibration", "final fit", "category model",
+          "evidence profiles", "prediction sets", "logging to MLflow")
 
 
 def _nothing(phase: str, done: int, total: int) -> None:
@@ -258,14 +349,15 @@ def train_classifier(
     experiment: str = "flockwatch-classifier", tracking_uri: str | None = None, seed: int = 0,
     on_file: Callable[[str], None] | None = None, early_seconds: Sequence[float] = (10, 30, 60),
     reject_quantile: float = 0.04, quick: bool = False, progress: ProgressFn | None = None,
-    n_jobs: int | None = None,
+    n_jobs: int | None = None, coverage: float = 0.95, site_shift: float = 0.8,
 ) -> dict[str, Any]:
     """Train on a labelled capture set; log params, metrics, figures and lineage; register.
 
     ``early_seconds``: the first seconds of each capture also train the model (as windows of
     their own), so it names a device from its first seconds of traffic, not only from whole
     windows; the cross-validation reports each of these lengths on held-out captures.
-    ``reject_quantile``: the open-set trade-off (see ``DeviceClassifier``).
+    ``reject_quantile``, ``coverage``, ``site_shift``: the open-set trade-off, the prediction
+    sets' coverage and the share of behaviour not trusted (see ``DeviceIdentifier``).
     ``quick``: skip what only the report needs (the capture-separated cross-validation and
     the open-set runs, ten of the eleven models a full run fits); the model is the same, its
     rejection thresholds come from its own cross-fitting either way.
@@ -306,6 +398,9 @@ def train_classifier(
     for i, s in enumerate(early_seconds):
         early.update(early_windows(ds, flows, spec, [s]))
         step(PHASES[1], 2 + i, 1 + len(early_seconds))
+    step("product evidence", 0, 1)
+    identity = identity_data(ds, flows, early_seconds)
+    step("product evidence", 1, 1)
     # A whole-site capture has a row per device: "label" is the capture's one label, or
     # its labels joined by ", "; "devices" names each labelled device.
     rows_of: dict[Any, list[Any]] = {}
@@ -318,36 +413,39 @@ def train_classifier(
         for p in paths]
     min_groups = min(ds.group_counts().values())
     folds = max(2, min(n_folds, min_groups))
-    params = {"reject_quantile": reject_quantile}
+    params = {"reject_quantile": reject_quantile, "coverage": coverage, "site_shift": site_shift}
     labels = sorted(set(win["label"].to_list()))
     with start_run(experiment, tracking_uri, "classifier"):
         cv: dict[str, Any] = {}
         preds = None
         osr: dict[str, Any] = {}
         if not quick:
-            step(PHASES[2], 0, folds)
+            step("cross-validation", 0, folds)
             cv, preds = cross_validate(
                 win, n_folds=folds, seed=seed, extra_train=early, evaluate_on=early,
-                params=params, on_fold=lambda k, n: step(PHASES[2], k, n), n_jobs=n_jobs)
+                params=params, on_fold=lambda k, n: step("cross-validation", k, n),
+                n_jobs=n_jobs, identity=identity)
             rng = np.random.default_rng(seed)
             chosen = sorted(rng.choice(labels, size=min(open_set_classes, len(labels)),
                                        replace=False).tolist()) if open_set_classes else []
             if len(labels) > 2 and chosen:
-                step(PHASES[3], 0, len(chosen))
+                step("open-set estimation", 0, len(chosen))
                 osr = open_set(win, classes=chosen, n_folds=folds, seed=seed,
                                extra_train=early, params=params,
-                               on_class=lambda k, n: step(PHASES[3], k, n), n_jobs=n_jobs)
+                               on_class=lambda k, n: step("open-set estimation", k, n),
+                               n_jobs=n_jobs, identity=identity)
         full = _with_extra(win, early)
-        clf = DeviceClassifier(seed=seed, n_jobs=n_jobs, **params).fit(
-            full, full["label"], full["group"], on_step=step)
-        step(PHASES[7], 0, 1)
+        clf = make_model(params, seed, n_jobs, full, identity, on_step=step)
+        step("logging to MLflow", 0, 1)
         mlflow.log_params({
             "label_column": label_column, "window_s": window_s, "folds": folds, "seed": seed,
             "n_estimators": clf.n_estimators, "learning_rate": clf.learning_rate,
             "num_leaves": clf.num_leaves, "best_iteration": clf.best_iteration_,
             "temperature": round(clf.temperature_, 4), "reject_quantile": reject_quantile,
-            "reject_threshold": round(clf.threshold_, 4),
-            "novelty_threshold": round(min(clf.novelty_threshold_, 1e9), 4),
+            "evidence_threshold": round(max(clf.threshold_, -1.0), 4),
+            "coverage": clf.coverage, "site_shift": clf.site_shift,
+            "set_threshold": round(clf.set_threshold_, 4),
+            "evidence_sharpness": round(clf.sharpness_, 3),
             "dataset_path": str(ds.root), "dataset_hash": ds.fingerprint()[:16],
             "captures": len(ds.captures), "classes": len(labels),
             "early_seconds": ",".join(f"{s:g}" for s in early_seconds) or "none",
@@ -356,6 +454,10 @@ def train_classifier(
         metrics: dict[str, float] = {}
         if cv:
             metrics = {"accuracy": cv["accuracy"], "macro_f1": cv["macro_f1"]}
+            for key in ("category_accuracy", "vendor_accuracy", "set_coverage",
+                        "mean_set_size", "right_or_set_of_2"):
+                if key in cv:
+                    metrics[key] = cv[key]
             for name, m in cv.get("sets", {}).items():
                 metrics[f"macro_f1_{name}"] = m["macro_f1"]
             for lab, m in cv["per_class"].items():
@@ -363,6 +465,7 @@ def train_classifier(
         if osr:
             metrics.update({"unknown_auroc": osr["unknown_auroc"],
                             "open_set_unknown_rate": osr["unknown_rate"],
+                            "open_set_category_right": osr["category_right_rate"],
                             "open_set_known_rejected": osr["known_rejected_rate"]})
         if metrics:
             mlflow.log_metrics({k: v for k, v in metrics.items() if v == v})
@@ -390,7 +493,7 @@ def _safe(label: str) -> str:
     return "".join(ch if ch.isalnum() or ch in "_-." else "_" for ch in label)
 
 
-def _importance_figure(clf: DeviceClassifier) -> Any:
+def _importance_figure(clf: Any) -> Any:
     import matplotlib
 
     matplotlib.use("Agg")

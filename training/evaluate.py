@@ -8,6 +8,7 @@ apart from held-out ones, and refuses when it has seen them all.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import polars as pl
 from flockwatch.datasets.labelled import (
     DatasetError,
+    capture_evidence,
     dataset_flows,
     file_hash,
     labelled_windows,
@@ -22,7 +24,7 @@ from flockwatch.datasets.labelled import (
 )
 from flockwatch.models.store import load_model
 from flockwatch.training.classifier import device_predictions
-from flockwatch.training.metrics import classification_metrics
+from flockwatch.training.metrics import classification_metrics, identity_metrics
 
 
 def trained_hashes(info: dict[str, Any]) -> set[str] | None:
@@ -37,7 +39,8 @@ def trained_hashes(info: dict[str, Any]) -> set[str] | None:
 def evaluate_dataset(dataset_dir: str | os.PathLike[str], model_uri: str, *,
                      label_column: str = "device_type",
                      on_file: Callable[[str], None] | None = None,
-                     reject_quantile: float | None = None) -> dict[str, Any]:
+                     reject_quantile: float | None = None,
+                     coverage: float | None = None) -> dict[str, Any]:
     """Metrics and one prediction per labelled capture (labels the model does not know count
     as correct only when predicted unknown). ``reject_quantile`` re-decides the model's
     open-set rejection (``DeviceClassifier.set_reject_quantile``) for this evaluation only.
@@ -50,6 +53,8 @@ def evaluate_dataset(dataset_dir: str | os.PathLike[str], model_uri: str, *,
         raise ValueError(f"{model_uri}: this flockwatch model has no device classifier")
     if reject_quantile is not None:
         bundle.classifier.set_reject_quantile(reject_quantile)
+    if coverage is not None:
+        bundle.classifier.set_coverage(coverage)
     ds = load_dataset(dataset_dir, label_column)
     root = ds.root
     paths = list(dict.fromkeys(c.path for c in ds.captures))
@@ -72,22 +77,44 @@ def evaluate_dataset(dataset_dir: str | os.PathLike[str], model_uri: str, *,
     flows, problems = dataset_flows(ds, on_file=on_file)
     spec = bundle.classifier_window or bundle.window
     win = labelled_windows(ds, flows, spec, strict=False)
-    preds = device_predictions(bundle.classifier, win).with_columns(
-        pl.col("capture").is_in(sorted(seen)).alias("seen"))
-    known = list(bundle.classifier.classes_)
+    clf = bundle.classifier
+    three = hasattr(clf, "categories_")
+    preds = device_predictions(clf, win, capture_evidence(flows) if three else None
+                               ).with_columns(pl.col("capture").is_in(sorted(seen)).alias("seen"))
+    known = list(clf.classes_)
+    # The truth at each level: the labels' category and vendor, else the model's own for a
+    # type it knows.
+    categories = {**getattr(clf, "categories_", {}),
+                  **{c.label: c.category for c in ds.captures if c.category}}
+    vendors = {**getattr(clf, "vendors_", {}),
+               **{c.label: c.vendor for c in ds.captures if c.vendor}}
 
     def metrics_of(p: pl.DataFrame) -> dict[str, Any]:
         if p.height == 0:  # e.g. held-out captures without flows
             return {"n": 0, "accuracy": float("nan"), "macro_f1": float("nan"),
                     "per_class": {}, "labels": [], "confusion_matrix": []}
-        return classification_metrics(p["label"].to_list(), p["device_type"].to_list(),
-                                      known=known)
+        m = classification_metrics(p["label"].to_list(), p["device_type"].to_list(),
+                                   known=known)
+        if three:
+            # model level: known types only; category and vendor: every device with a truth
+            m.update(identity_metrics(p["label"].to_list(), p["device_type"].to_list(),
+                                      p["candidates"].to_list(), p["category"].to_list(),
+                                      p["vendor"].to_list(), categories, vendors))
+            kn = p.filter(pl.col("label").is_in(known))
+            if kn.height:
+                k = identity_metrics(kn["label"].to_list(), kn["device_type"].to_list(),
+                                     kn["candidates"].to_list(), kn["category"].to_list(),
+                                     kn["vendor"].to_list(), categories, vendors)
+                m.update(set_coverage=k["set_coverage"], mean_set_size=k["mean_set_size"],
+                         right_or_set_of_2=k["right_or_set_of_2"])
+            m["coverage_stated"] = clf.coverage
+        return m
 
     held = preds.filter(~pl.col("seen"))
     out: dict[str, Any] = {
         "model": model_uri,
         "dataset": str(root),
-        "reject_quantile": bundle.classifier.reject_quantile,
+        "reject_quantile": clf.reject_quantile,
         "captures": len(paths),
         "held_out_captures": len(paths) - len(seen),
         # held-out captures only: the figures to quote
@@ -98,10 +125,18 @@ def evaluate_dataset(dataset_dir: str | os.PathLike[str], model_uri: str, *,
         "predictions": [
             {"path": os.path.relpath(r["capture"], root), "mac": r["device_id"], "true": r["label"],
              "predicted": r["device_type"], "confidence": round(r["type_confidence"], 4),
-             "unknown": r["unknown"], "seen_in_training": r["seen"]}
+             "unknown": r["unknown"], "seen_in_training": r["seen"],
+             **({"category": r["category"], "category_confidence": _round(
+                 r["category_confidence"]), "vendor": r["vendor"],
+                 "vendor_confidence": _round(r["vendor_confidence"]),
+                 "candidates": json.loads(r["candidates"] or "[]")} if three else {})}
             for r in preds.iter_rows(named=True)
         ],
         "warnings": warnings,
         "problems": [str(p) for p in problems],
     }
     return out
+
+
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)

@@ -34,6 +34,37 @@ def classification_metrics(true: Sequence[str], pred: Sequence[str],
     }
 
 
+def identity_metrics(true: Sequence[str], pred: Sequence[str], candidates: Sequence[str],
+                     category: Sequence[str | None], vendor: Sequence[str | None],
+                     categories: dict[str, str | None], vendors: dict[str, str | None]
+                     ) -> dict[str, float]:
+    """The answers beside the model: category and vendor right (against the labels'
+    ``categories`` and ``vendors`` of each true type; devices whose type has none are left
+    out), prediction sets (coverage: the true type is in ``candidates``; mean size of the
+    non-empty sets) and "right model, or a set of at most 2 holding it"."""
+    import json
+
+    sets = [json.loads(c) if c else [] for c in candidates]
+    cat_pairs = [(categories.get(t), c) for t, c in zip(true, category, strict=True)
+                 if categories.get(t)]
+    ven_pairs = [(vendors.get(t), v) for t, v in zip(true, vendor, strict=True)
+                 if vendors.get(t)]
+    sizes = [len(s) for s in sets if s]
+    n = len(true)
+    return {
+        "category_accuracy": (float(np.mean([a == b for a, b in cat_pairs]))
+                              if cat_pairs else float("nan")),
+        "vendor_accuracy": (float(np.mean([a == b for a, b in ven_pairs]))
+                            if ven_pairs else float("nan")),
+        "set_coverage": float(np.mean([t in s for t, s in zip(true, sets, strict=True)]))
+        if n else float("nan"),
+        "mean_set_size": float(np.mean(sizes)) if sizes else float("nan"),
+        "right_or_set_of_2": float(np.mean([
+            p == t or (t in s and len(s) <= 2)
+            for t, p, s in zip(true, pred, sets, strict=True)])) if n else float("nan"),
+    }
+
+
 def confusion_figure(metrics: dict[str, Any], title: str = "confusion matrix") -> Any:
     import matplotlib
 
