@@ -150,7 +150,7 @@ def _tokens(r: dict[str, object]) -> set[str]:
     toks: set[str] = set()
     v = vendor(r.get("device_mac"))  # type: ignore[arg-type]
     if v and not v.startswith("("):
-        toks.add(f"oui:{v.lower()}")
+        toks.add(f"oui:{v}")
     for h in r["_host"]:  # type: ignore[attr-defined]
         toks.update(f"host:{w}" for w in words(h.removesuffix(".local")))
     for n in r["_asked"]:  # type: ignore[attr-defined]

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 import polars as pl
 from flockwatch.features.attribution import attribute
+from flockwatch.features.evidence import device_evidence
 from flockwatch.features.output import ISO_UTC
 from flockwatch.features.schema import FLOW_SCHEMA, conform
 from flockwatch.features.windows import (
@@ -36,8 +37,12 @@ from mlflow.pyfunc import PythonModel
 OUTPUT_COLUMNS = [
     "source", "device_id", "mac", "ip", "start", "end", "device_type", "type_confidence",
     "unknown", "new_device", "anomaly_score", "threshold", "anomalous", "top_features",
-    "nearest_type", "learning",
+    "nearest_type", "learning", "category", "category_confidence", "vendor",
+    "vendor_confidence", "candidates",
 ]
+#: The identity answers beside the model (``DeviceIdentifier``); null from a model without.
+IDENTITY_COLUMNS = ["category", "category_confidence", "vendor", "vendor_confidence",
+                    "candidates"]
 #: Columns a flow record must carry; every other FLOW_SCHEMA column may be absent (null).
 REQUIRED_FLOW_COLUMNS = ["first_seen", "src_ip", "dst_ip", "packets", "bytes"]
 
@@ -152,8 +157,12 @@ def score_flows(bundle: Bundle, flows: pl.DataFrame, *, top: int = 5,
     cwin = None
     if bundle.classifier is not None and bundle.classifier_window not in (None, bundle.window):
         cwin = window_features(assign_windows(att, bundle.classifier_window))
+    evidence = None
+    if hasattr(bundle.classifier, "evidence_"):
+        # over everything the input shows of each device, not window by window
+        evidence = device_evidence(flows, att)
     return score_windows(bundle, win, top=top, classifier_windows=cwin,
-                         learning_sources=learning_sources)
+                         learning_sources=learning_sources, evidence=evidence)
 
 
 def _device_ip(ip: pl.Expr) -> pl.Expr:
@@ -179,7 +188,8 @@ def learning_flag(bundle: Any, learning_sources: Collection[str],
 
 def score_windows(bundle: Bundle, win: pl.DataFrame, *, top: int = 5,
                   classifier_windows: pl.DataFrame | None = None,
-                  learning_sources: Collection[str] = ()) -> pl.DataFrame:
+                  learning_sources: Collection[str] = (),
+                  evidence: pl.DataFrame | None = None) -> pl.DataFrame:
     n = win.height
     learning = learning_flag(bundle, learning_sources)
     out = win.select(
@@ -192,11 +202,14 @@ def score_windows(bundle: Bundle, win: pl.DataFrame, *, top: int = 5,
     null_b = pl.Series([None] * n, dtype=pl.Boolean)
     if bundle.classifier is not None and n:
         cw = win if classifier_windows is None else classifier_windows
-        dev = bundle.classifier.predict_devices(cw)
+        three = hasattr(bundle.classifier, "evidence_")
+        dev = (bundle.classifier.predict_devices(cw, evidence=evidence) if three
+               else bundle.classifier.predict_devices(cw))
         # the most probable known type: type_confidence is its probability, also when the
         # device is ruled unknown
         dev = dev.select("source", "device_id", "device_type", "type_confidence", "unknown",
-                         pl.col("closest_type").alias("nearest_type"))
+                         pl.col("closest_type").alias("nearest_type"),
+                         *(IDENTITY_COLUMNS if three else []))
         out = out.join(dev, on=["source", "device_id"], how="left")
     else:
         out = out.with_columns(
@@ -221,6 +234,12 @@ def score_windows(bundle: Bundle, win: pl.DataFrame, *, top: int = 5,
         out = out.with_columns(null_b.alias("new_device"), null_f.alias("anomaly_score"),
                                null_f.alias("threshold"), null_b.alias("anomalous"),
                                pl.Series("top_features", [None] * n, dtype=pl.String))
+    if "category" not in out.columns:
+        out = out.with_columns(
+            pl.Series("category", [None] * n, dtype=pl.String),
+            null_f.alias("category_confidence"), pl.Series("vendor", [None] * n, dtype=pl.String),
+            null_f.alias("vendor_confidence"), pl.Series("candidates", [None] * n,
+                                                         dtype=pl.String))
     return out.select(OUTPUT_COLUMNS)
 
 
@@ -281,6 +300,7 @@ def signature() -> Any:
     inputs = Schema([ColSpec(kind(t), n, required=n in REQUIRED_FLOW_COLUMNS)
                      for n, t in FLOW_SCHEMA.items()])
     out_types = {"type_confidence": "double", "anomaly_score": "double", "threshold": "double",
+                 "category_confidence": "double", "vendor_confidence": "double",
                  "unknown": "boolean", "new_device": "boolean", "anomalous": "boolean",
                  "learning": "boolean"}
     outputs = Schema([ColSpec(out_types.get(c, "string"), c) for c in OUTPUT_COLUMNS])

@@ -13,8 +13,20 @@ import polars as pl
 from flockwatch.features.output import iso_utc, to_json
 from flockwatch.serving.options import parse_syslog_target
 
-ALERT_FIELDS = ["kind", "severity", "device_id", "mac", "ip", "device_type", "start", "end",
-                "score", "threshold", "top_features", "message"]
+ALERT_FIELDS = ["kind", "severity", "device_id", "mac", "ip", "device_type", "category",
+                "vendor", "start", "end", "score", "threshold", "top_features", "message"]
+
+
+def device_name(device_id: str, r: dict[str, Any]) -> str:
+    """A device as an alert names it: ``id (model)``, or where the model is unknown, what
+    identification still says (``id (TP-Link smart_plug, model unknown)``)."""
+    dtype = r.get("device_type")
+    if dtype and dtype != "unknown":
+        return f"{device_id} ({dtype})"
+    parts = [x for x in (r.get("vendor"), r.get("category")) if x]
+    if dtype == "unknown" and parts:
+        return f"{device_id} ({' '.join(parts)}, model unknown)"
+    return str(device_id)
 _SEVERITY_CEF = {"low": 3, "medium": 6, "high": 8}
 
 
@@ -46,12 +58,14 @@ def alerts_from(scored: pl.DataFrame, known_new: set[str] | None = None,
         (r[0], r[1], r[2]): r[3] for r in window_peers.iter_rows()}
     for r in scored.sort("start").iter_rows(named=True):
         dtype = r.get("device_type")
-        name = f"{r['device_id']}" + (f" ({dtype})" if dtype and dtype != "unknown" else "")
+        name = device_name(r["device_id"], r)
+        ident = {"category": r.get("category"), "vendor": r.get("vendor")}
         if r.get("new_device") and r["device_id"] not in seen_new:
             seen_new.add(r["device_id"])
             alerts.append({
                 "kind": "new_device", "severity": "medium", "device_id": r["device_id"],
-                "mac": r["mac"], "ip": r["ip"], "device_type": dtype, "start": _iso(r["start"]),
+                "mac": r["mac"], "ip": r["ip"], "device_type": dtype, **ident,
+                "start": _iso(r["start"]),
                 "end": _iso(r["end"]), "score": None, "threshold": None, "top_features": [],
                 "message": f"new device {name} at {r['ip'] or '?'}: not seen during learning",
             })
@@ -60,7 +74,8 @@ def alerts_from(scored: pl.DataFrame, known_new: set[str] | None = None,
             sev = _severity(r["anomaly_score"], r["threshold"])
             alerts.append({
                 "kind": "anomalous_window", "severity": sev, "device_id": r["device_id"],
-                "mac": r["mac"], "ip": r["ip"], "device_type": dtype, "start": _iso(r["start"]),
+                "mac": r["mac"], "ip": r["ip"], "device_type": dtype, **ident,
+                "start": _iso(r["start"]),
                 "end": _iso(r["end"]), "score": round(r["anomaly_score"], 4),
                 "threshold": round(r["threshold"], 4), "top_features": top,
                 "local_peers": local.get((r.get("source"), r["device_id"], r["start"]), []),
@@ -77,18 +92,20 @@ def _peer_alerts(scored: pl.DataFrame, new_peers: pl.DataFrame | None) -> list[d
 
     if new_peers is None or new_peers.height == 0:
         return []
-    info = scored.select("source", "device_id", "mac", "ip", "device_type").unique(
+    cols = [c for c in ("category", "vendor") if c in scored.columns]
+    info = scored.select("source", "device_id", "mac", "ip", "device_type", *cols).unique(
         ["source", "device_id"])
     out = []
     for r in new_peers.join(info, on=["source", "device_id"], how="left").sort(
             "window_start").iter_rows(named=True):
         ics = [INDUSTRIAL_PORTS[p] for p in r["ports"] if p in INDUSTRIAL_PORTS]
         dtype = r.get("device_type")
-        name = f"{r['device_id']}" + (f" ({dtype})" if dtype and dtype != "unknown" else "")
+        name = device_name(r["device_id"], r)
         peers = ", ".join(r["new_peers"][:5]) + (" ..." if len(r["new_peers"]) > 5 else "")
         out.append({
             "kind": "new_peer", "severity": "high" if ics else "medium",
             "device_id": r["device_id"], "mac": r["mac"], "ip": r["ip"], "device_type": dtype,
+            "category": r.get("category"), "vendor": r.get("vendor"),
             "start": _iso(r["window_start"]), "end": _iso(r["window_end"]), "score": None,
             "threshold": None, "top_features": [], "new_peers": r["new_peers"],
             "message": f"{name} has local peer(s) never seen while learning (peer:service "
@@ -271,6 +288,9 @@ def cef_line(alert: dict[str, Any], version: str | None = None) -> str:
     ext = {
         "smac": alert.get("mac"), "src": alert.get("ip"), "start": alert.get("start"),
         "end": alert.get("end"), "cs1Label": "deviceType", "cs1": alert.get("device_type"),
+        "cs3Label": "deviceCategory" if alert.get("category") else None,
+        "cs3": alert.get("category"),
+        "cs4Label": "deviceVendor" if alert.get("vendor") else None, "cs4": alert.get("vendor"),
         "cfp1Label": "score", "cfp1": alert.get("score"),
         "cfp2Label": "threshold", "cfp2": alert.get("threshold"),
         "cs2Label": "topFeatures", "cs2": ",".join(t["feature"] for t in alert["top_features"]),

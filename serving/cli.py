@@ -1004,11 +1004,20 @@ def _render_description(d: dict[str, Any]) -> str:
 
 
 def _type_cell(r: dict[str, Any]) -> tuple[str, str]:
-    """(type, conf) cells: an unknown device shows its nearest known type with that type's
-    probability beside it, never a bare confidence next to "unknown"."""
+    """(type, conf) cells: a device whose model is one of a set shows the set; an unknown
+    device its category (the vendor column gives the maker), or else its nearest known type
+    with that type's probability beside it, never a bare confidence next to "unknown"."""
     typ = r.get("device_type") or ""
     conf = "" if r.get("type_confidence") is None else f"{r['type_confidence']:.2f}"
-    if r.get("unknown") and r.get("nearest_type"):
+    cands = r.get("candidates") or []
+    if not r.get("unknown") and len(cands) > 1:
+        # models the traffic cannot tell apart: the set, not a coin flip
+        typ = f"{typ} (or {', '.join(c for c in cands if c != typ)})"
+    if r.get("unknown") and r.get("category"):
+        # what identification still says of a product it has never seen
+        typ = f"{r['category']}, model unknown"
+        conf = "" if r.get("category_confidence") is None else f"{r['category_confidence']:.2f}"
+    elif r.get("unknown") and r.get("nearest_type"):
         typ, conf = f"{typ} (nearest {r['nearest_type']} {conf})", ""
     if r.get("new_device"):
         typ = f"{typ} (new)"

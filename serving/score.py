@@ -73,7 +73,8 @@ def windows_json(windows: pl.DataFrame, indent: str = "") -> str:
     w = windows.with_columns(
         pl.col(c).dt.strftime(ISO_UTC)
         for c, t in windows.schema.items() if isinstance(t, pl.Datetime)
-    ).with_columns(pl.col("top_features").str.json_decode(_TOP_DTYPE))
+    ).with_columns(pl.col("top_features").str.json_decode(_TOP_DTYPE),
+                   pl.col("candidates").str.json_decode(pl.List(pl.String)))
     lines = w.write_ndjson().splitlines()
     if not indent:
         return "[" + ",".join(lines) + "]"
@@ -208,11 +209,22 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
             peers = peers.filter(~learning_flag(bundle, learning_sources))
     per_dev = scored.sort("start").group_by("device_id").agg(
         pl.col("device_type").last(), pl.col("type_confidence").last(),
-        pl.col("unknown").last(), pl.col("nearest_type").last(), pl.col("new_device").any(),
+        pl.col("unknown").last(), pl.col("nearest_type").last(),
+        pl.col("category").last(), pl.col("category_confidence").last(),
+        pl.col("vendor").last().alias("_identified_vendor"),
+        pl.col("vendor_confidence").last(),
+        pl.col("candidates").last().str.json_decode(pl.List(pl.String)),
+        pl.col("new_device").any(),
         pl.len().alias("windows"), pl.col("anomalous").fill_null(False).sum()
         .alias("anomalous_windows"),
     )
-    devices = inv.join(per_dev, on="device_id", how="left")
+    # ``vendor``: the maker identification gives (from evidence and behaviour), else the OUI
+    # prefix's owner; ``oui_vendor`` is always the prefix's owner (a module or chip maker's
+    # prefix, such as Espressif's, may not be the brand).
+    devices = inv.rename({"vendor": "oui_vendor"}).join(per_dev, on="device_id", how="left")
+    devices = devices.with_columns(
+        pl.coalesce("_identified_vendor", "oui_vendor").alias("vendor")).drop(
+        "_identified_vendor")
     if getattr(bundle, "baseline", None) is not None:
         n, state = bundle.baseline.learning_status(devices["device_id"].to_list())
     else:
@@ -297,7 +309,9 @@ SCORE_JSON_SCHEMA: dict[str, Any] = {
             "required": ["device_id", "mac", "vendor", "ips", "hostnames", "server_names",
                          "protocols", "applications", "industrial", "industrial_protocols",
                          "first_seen", "last_seen", "flows", "packets", "bytes", "device_type",
-                         "type_confidence", "unknown", "nearest_type", "new_device", "windows",
+                         "type_confidence", "unknown", "nearest_type", "category",
+                         "category_confidence", "oui_vendor", "vendor_confidence",
+                         "candidates", "new_device", "windows",
                          "anomalous_windows", "learning_windows", "baseline", "alerts",
                          "alerts_anomalous_window", "alerts_new_peer", "alerts_new_device"],
             "properties": {
@@ -310,6 +324,9 @@ SCORE_JSON_SCHEMA: dict[str, Any] = {
                 "bytes": {"type": "integer"}, "device_type": {"type": ["string", "null"]},
                 "type_confidence": _NUM, "unknown": {"type": ["boolean", "null"]},
                 "nearest_type": {"type": ["string", "null"]},
+                "category": {"type": ["string", "null"]}, "category_confidence": _NUM,
+                "oui_vendor": {"type": ["string", "null"]}, "vendor_confidence": _NUM,
+                "candidates": {"type": ["array", "null"], "items": {"type": "string"}},
                 "new_device": {"type": ["boolean", "null"]},
                 "windows": {"type": "integer"}, "anomalous_windows": {"type": "integer"},
                 **{c: {"type": "integer", "minimum": 0} for c in ALERT_COUNT_COLUMNS},
@@ -320,7 +337,8 @@ SCORE_JSON_SCHEMA: dict[str, Any] = {
             "type": "object",
             "required": ["device_id", "mac", "ip", "start", "end", "learning", "device_type",
                          "type_confidence", "unknown", "nearest_type", "anomaly_score",
-                         "threshold", "anomalous", "top_features"],
+                         "threshold", "anomalous", "top_features", "category",
+                         "category_confidence", "vendor", "vendor_confidence", "candidates"],
             "properties": {
                 "device_id": {"type": "string"}, "mac": {"type": ["string", "null"]},
                 "ip": {"type": ["string", "null"], "not": {"enum": ["::", "0.0.0.0"]}},
@@ -330,6 +348,9 @@ SCORE_JSON_SCHEMA: dict[str, Any] = {
                 "nearest_type": {"type": ["string", "null"]},
                 "anomaly_score": _NUM, "threshold": _NUM,
                 "anomalous": {"type": ["boolean", "null"]}, "top_features": _TOP,
+                "category": {"type": ["string", "null"]}, "category_confidence": _NUM,
+                "vendor": {"type": ["string", "null"]}, "vendor_confidence": _NUM,
+                "candidates": {"type": ["array", "null"], "items": {"type": "string"}},
             }}},
         "alerts": {"type": "array", "items": {
             "type": "object",

@@ -9,6 +9,7 @@ score it, flush every sink and exit 0.
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import signal
@@ -60,22 +61,43 @@ class Inventory:
             device_id TEXT PRIMARY KEY, mac TEXT, ip TEXT, vendor TEXT, first_seen TEXT,
             last_seen TEXT, device_type TEXT, type_confidence REAL, status TEXT,
             flows INTEGER, bytes INTEGER)""")
+        # Identity answers (flockwatch 0.5): added to an inventory an older sensor created.
+        have = {row[1] for row in self.db.execute("PRAGMA table_info(devices)")}
+        for col, kind in self.IDENTITY:
+            if col not in have:
+                self.db.execute(f"ALTER TABLE devices ADD COLUMN {col} {kind}")
         self.db.commit()
+
+    #: ``vendor`` is the maker identification gives, else the OUI prefix's owner
+    #: (``oui_vendor``); ``candidates`` a JSON list of the models the traffic allows.
+    IDENTITY = (("category", "TEXT"), ("category_confidence", "REAL"), ("oui_vendor", "TEXT"),
+                ("vendor_confidence", "REAL"), ("candidates", "TEXT"))
 
     def update(self, devices: pl.DataFrame) -> None:
         """Upsert the devices of a scoring report (inventory facts plus type and status)."""
         for r in devices.iter_rows(named=True):
             # The baseline's view when the model has one (learned / thin / new).
             status = r.get("baseline") or ("new" if r.get("new_device") else "known")
+            cand = r.get("candidates")
             self.db.execute(
-                """INSERT INTO devices VALUES (?,?,?,?,?,?,?,?,?,?,?)
+                """INSERT INTO devices (device_id, mac, ip, vendor, first_seen, last_seen,
+                device_type, type_confidence, status, flows, bytes, category,
+                category_confidence, oui_vendor, vendor_confidence, candidates)
+                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
                 ON CONFLICT(device_id) DO UPDATE SET ip=excluded.ip, last_seen=excluded.last_seen,
                 device_type=COALESCE(excluded.device_type, device_type),
                 type_confidence=COALESCE(excluded.type_confidence, type_confidence),
+                vendor=COALESCE(excluded.vendor, vendor),
+                category=COALESCE(excluded.category, category),
+                category_confidence=COALESCE(excluded.category_confidence, category_confidence),
+                vendor_confidence=COALESCE(excluded.vendor_confidence, vendor_confidence),
+                candidates=COALESCE(excluded.candidates, candidates),
                 status=excluded.status, flows=flows+excluded.flows, bytes=bytes+excluded.bytes""",
                 (r["device_id"], r["mac"], (r["ips"] or [None])[0], r["vendor"],
                  r["first_seen"].isoformat(), r["last_seen"].isoformat(), r.get("device_type"),
-                 r.get("type_confidence"), status, r["flows"], r["bytes"]))
+                 r.get("type_confidence"), status, r["flows"], r["bytes"], r.get("category"),
+                 r.get("category_confidence"), r.get("oui_vendor"), r.get("vendor_confidence"),
+                 None if cand is None else json.dumps(list(cand))))
         self.db.commit()
 
     def close(self) -> None:
