@@ -483,7 +483,7 @@ def train_classifier(
                         info={"kind": "classifier", "classes": labels,
                               "training_captures": training_captures})
         out = register(bundle, register_name, promote)
-        step(PHASES[7], 1, 1)
+        step("logging to MLflow", 1, 1)
     out.update({"metrics": metrics, "open_set": osr, "classes": labels, "quick": quick,
                 "predictions": 0 if preds is None else preds.height})
     return out
