@@ -87,7 +87,15 @@ def test_train_register_load_evaluate(shared_data, tmp_path):
     assert set(doc["metrics"]["per_class"]) >= set(TYPES)
     p = doc["predictions"][0]
     assert set(p) == {"path", "mac", "true", "predicted", "confidence", "unknown",
-                      "seen_in_training"}
+                      "seen_in_training", "category", "category_confidence", "vendor",
+                      "vendor_confidence", "candidates"}
+    # the three levels, evaluated: category and vendor against the labels, the sets' coverage
+    m = doc["metrics"]
+    assert m["category_accuracy"] >= 0.9 and m["vendor_accuracy"] >= 0.9
+    assert 0.8 <= m["set_coverage"] <= 1 and 1 <= m["mean_set_size"] <= 2
+    assert m["coverage_stated"] == 0.95
+    assert all(p["predicted"] in p["candidates"] for p in doc["predictions"]
+               if not p["unknown"])
     assert len(doc["predictions"]) == n_test
     assert not any(p["seen_in_training"] for p in doc["predictions"])
     # The whole set: the training captures are reported apart, with a one-line warning, and
@@ -140,8 +148,9 @@ def test_train_register_load_evaluate(shared_data, tmp_path):
                             "--folds", "3", "--quick"])
     assert r.exit_code == 0, r.output
     bars = [line.split("  ")[0] for line in r.output.splitlines() if "━" in line]
-    assert bars == ["extracting flows", "windows", "cross-fitting", "calibration", "final fit",
-                    "logging to MLflow"]
+    assert bars == ["extracting flows", "windows", "product evidence", "cross-fitting",
+                    "calibration", "final fit", "category model", "evidence profiles",
+                    "prediction sets", "logging to MLflow"]
     assert "no cross-validation or open-set figures" in r.output
     quick_run = client.get_run(client.get_model_version("sentinel", "2").run_id)
     assert not quick_run.data.metrics
