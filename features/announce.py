@@ -78,7 +78,7 @@ def read_announcements(path: str | os.PathLike[str]) -> pl.DataFrame:
         with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             magic = mm[:4]
             if magic in PCAP_MAGIC:
-                records = _pcap_records(mm, magic, _Walk())
+                records = _pcap_candidates(mm, magic)
             elif magic == _PCAPNG_SHB and len(mm) >= 12:
                 records = _pcapng_records(mm, _Walk(), [])
             else:
@@ -97,6 +97,50 @@ def read_announcements(path: str | os.PathLike[str]) -> pl.DataFrame:
 def _ntop(family: int, addr: bytes) -> str:
     # inet_ntop, as NFStream formats addresses, so the two tables join
     return socket.inet_ntop(family, addr)
+
+
+def _pcap_candidates(mm: mmap.mmap, magic: bytes) -> Iterator[tuple[int, ...]]:
+    """The records of a classic pcap that may be announcements, framed as
+    ``captures._pcap_records`` frames them (it stops where it does). Most packets of a capture
+    are untagged IPv4 on Ethernet: those that are not UDP to or from an announcing port are
+    dropped here, in the framing loop, which makes the pass about twice as fast."""
+    bo = PCAP_MAGIC[magic][0]
+    linktype = struct.unpack_from(bo + "I", mm, 20)[0] & 0x0FFFFFFF
+    if linktype != 1:
+        yield from _pcap_records(mm, magic, _Walk())
+        return
+    caplen_at = struct.Struct(bo + "I").unpack_from
+    ports_at, ports = _PORTS_AT, _PORTS
+    size = len(mm)
+    off = 24
+    while off + 16 <= size:
+        caplen = caplen_at(mm, off + 8)[0]
+        d = off + 16
+        if d + caplen > size:
+            return
+        off = d + caplen
+        if caplen < 42:  # Ethernet, IP and UDP headers
+            continue
+        e0, e1, ip = mm[d + 12], mm[d + 13], d + 14
+        if e0 == 0x81 and e1 == 0:  # one 802.1Q tag
+            e0, e1, ip = mm[d + 16], mm[d + 17], d + 18
+        if e0 == 8 and e1 == 0:  # IPv4
+            if mm[ip + 9] != 17:
+                continue
+            udp = ip + (mm[ip] & 0x0F) * 4
+        elif e0 == 0x86 and e1 == 0xDD:  # IPv6
+            if mm[ip + 6] != 17:
+                continue
+            udp = ip + 40
+        elif e0 == 8 and e1 == 6:  # ARP
+            continue
+        else:  # QinQ, anything else: the full look
+            udp = off
+        if udp + 4 <= off:
+            sport, dport = ports_at(mm, udp)
+            if sport not in ports and dport not in ports:
+                continue
+        yield off, 0, 0, caplen, caplen, d, 1
 
 
 def _scan(mm: mmap.mmap, records: Iterator[tuple[int, ...]]) -> dict[_Key, set[str]]:
