@@ -136,6 +136,7 @@ def main() -> int:
             # wall time with the announcement pass over without (it runs beside NFStream's
             # meter, so spare cores hide it), and the pass alone over extract without it
             "announcements_overhead": round(o_t / p_t, 3),
+            "ours_without_announcements_peak_mb": round(max(x[1] for x in plain) / 1024),
             "announce_pass_share": round(a_t / p_t, 3),
             "announce_pass_pps": round(n / a_t),
             "runs_seconds": {"bare": [round(x[0], 2) for x in bare],

@@ -175,15 +175,16 @@ def read_capture(
             return [], str(exc)
 
     # The announcement pass reads the original file with the framing walk that writes the
-    # repaired copies, so it sees the packets NFStream reads, repaired or not.
+    # repaired copies, so it sees the packets NFStream reads, repaired or not. It runs while
+    # NFStream meters, after the walk of a pcap (one mapping of the file at a time).
     said: list[pl.DataFrame | BaseException] = []
     announcer = threading.Thread(target=_announce, args=(path, said), daemon=True)
-    if announcements:
-        announcer.start()
     rows: list[tuple[object, ...]] = []
     failed: str | None = None
     if head.packets >= 0:  # pcapng: walked already
         info = head
+        if announcements:
+            announcer.start()
         if not info.needs_repair:
             rows, failed = meter(name)
     else:
@@ -191,7 +192,8 @@ def read_capture(
         # file (its work happens in its own process); a capture that needs repair, which the
         # walk tells only at its end, is read a second time from the repaired copy.
         walked: list[CaptureInfo | BaseException] = []
-        walker = threading.Thread(target=_walk, args=(path, walked), daemon=True)
+        walker = threading.Thread(target=_walk, args=(path, walked, said if announcements
+                                                      else None), daemon=True)
         walker.start()
         try:
             rows, failed = meter(name)
@@ -226,7 +228,8 @@ def read_capture(
         problems.append(Problem(name, f"no IP flows in {read} packets", "notice"))
     flows = orient(_rows_to_frame(rows, name))
     if announcements:
-        announcer.join()
+        if announcer.ident is not None:  # started (pcapng); a pcap's walker did it
+            announcer.join()
         if isinstance(said[0], BaseException):
             raise said[0]
         # after ``orient``: its flips decide which endpoint is ``src``
@@ -261,11 +264,14 @@ def _read_repaired(
     return rows, None, problems
 
 
-def _walk(path: str | os.PathLike[str], out: list[CaptureInfo | BaseException]) -> None:
+def _walk(path: str | os.PathLike[str], out: list[CaptureInfo | BaseException],
+          said: list[pl.DataFrame | BaseException] | None = None) -> None:
     try:
         out.append(inspect_capture(path))
     except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
         out.append(exc)
+    if said is not None:
+        _announce(path, said)
 
 
 def _announce(path: str | os.PathLike[str], out: list[pl.DataFrame | BaseException]) -> None:

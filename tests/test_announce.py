@@ -20,6 +20,7 @@ from flockwatch.features.announce import (
     attach_announcements,
     read_announcements,
 )
+from flockwatch.features.captures import inspect_capture
 from flockwatch.features.orient import orient
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -312,3 +313,32 @@ def test_withings_and_lightify(shared_data):
     lightify, _ = read_capture(shared_data / "iot-sentinel" / "Lightify" / "Setup-C-1-STA.pcap")
     assert announced(lightify) == {
         ("10.10.10.114", 5353, "224.0.0.251", 5353): [">mdns_service=_http._tcp"]}
+
+
+def test_pcapng_read_from_a_repaired_copy_keeps_its_announcements(tmp_path):
+    """A pcapng with an Ethernet and a raw-IP interface: libpcap reads only the first's link
+    type, so NFStream reads repaired copies (one per link type); the announcement pass reads
+    the original, and the flows of both interfaces get their strings."""
+    shb = struct.pack("<IIIHHqI", 0x0A0D0D0A, 28, 0x1A2B3C4D, 1, 0, -1, 28)
+    idbs = b"".join(struct.pack("<IIHHII", 1, 20, lt, 0, 0, 20) for lt in (1, 101))
+
+    def epb(iface: int, ts: float, frame: bytes) -> bytes:
+        us = int(ts * 1e6)
+        pad = bytes(-len(frame) % 4)
+        blen = 32 + len(frame) + len(pad)
+        return (struct.pack("<IIIIIII", 6, blen, iface, us >> 32, us & 0xFFFFFFFF, len(frame),
+                            len(frame)) + frame + pad + struct.pack("<I", blen))
+
+    raw = ipv4(DEV[1], SSDP[1], 17, udp(DEV[1], SSDP[1], 3074, 1900, NOTIFY))
+    (tmp_path / "mixed.pcapng").write_bytes(
+        shb + idbs + epb(0, T0, udp_frame(DEV, BCAST, 68, 67, dhcp_discover(b"udhcp 1.22.1")))
+        + epb(1, T0 + 1, raw))
+    assert inspect_capture(tmp_path / "mixed.pcapng").needs_repair
+    flows, _ = read_capture(tmp_path / "mixed.pcapng")
+    assert announced(flows) == {
+        (DEV[1], 68, BCAST[1], 67): [">dhcp_vendor_class=udhcp 1.22.1"],
+        (DEV[1], 3074, SSDP[1], 1900): [
+            ">ssdp_nt=urn:Belkin:device:controllee:1",
+            ">ssdp_server=Unspecified, UPnP/1.0, Unspecified",
+            ">ssdp_usn=urn:Belkin:device:controllee:1"],
+    }
