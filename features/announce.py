@@ -69,24 +69,23 @@ def read_announcements(path: str | os.PathLike[str]) -> pl.DataFrame:
     ``dst_ip``/``dst_port``; ``entry`` is ``kind=value`` (``KINDS``). Raises ``InputError``
     when the file is no pcap or pcapng capture; a malformed packet is skipped.
 
-    >>> read_announcements("hue.pcap").filter(pl.col("entry").str.starts_with("ssdp_st"))
-    ... # doctest: +SKIP
+    >>> read_announcements("hue.pcap")["entry"].to_list()  # doctest: +SKIP
+    ['ssdp_server=Linux/3.14.0 UPnP/1.0 IpBridge/1.9.0', 'mdns_service=_hap._tcp', ...]
     """
     name = str(path)
-    stat_input(path)
+    if stat_input(path).st_size == 0:
+        raise InputError(name, "empty file (0 bytes), expected a pcap or pcapng capture")
     try:
         with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             magic = mm[:4]
-            if magic in PCAP_MAGIC:
+            if magic in PCAP_MAGIC and len(mm) >= 24:
                 records = _pcap_candidates(mm, magic)
             elif magic == _PCAPNG_SHB and len(mm) >= 12:
                 records = _pcapng_records(mm, _Walk(), [])
             else:
-                raise InputError(name, "not a pcap or pcapng capture (unrecognised file header)")
+                raise InputError(name, "not a pcap or pcapng capture (unrecognised or cut "
+                                       "file header)")
             found = _scan(mm, records)
-    except ValueError:  # mmap of an empty file
-        raise InputError(name, "empty file (0 bytes), expected a pcap or pcapng capture"
-                         ) from None
     except OSError as exc:
         raise InputError(name, f"cannot read: {exc.strerror or exc}") from None
     rows = [(_ntop(fam, sip), sport, _ntop(fam, dip), dport, entry)

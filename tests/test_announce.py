@@ -12,8 +12,9 @@ import struct
 
 import dpkt
 import polars as pl
+import pytest
 from flockwatch.datasets.pcap import PcapWriter, ethernet, ipv4, udp
-from flockwatch.features import conform, read_capture
+from flockwatch.features import InputError, conform, read_capture
 from flockwatch.features.announce import (
     MAX_PER_ENDPOINT,
     _parse,
@@ -342,3 +343,10 @@ def test_pcapng_read_from_a_repaired_copy_keeps_its_announcements(tmp_path):
             ">ssdp_server=Unspecified, UPnP/1.0, Unspecified",
             ">ssdp_usn=urn:Belkin:device:controllee:1"],
     }
+
+
+@pytest.mark.parametrize("content", [b"", b"\xd4\xc3\xb2\xa1\x02\x00", b"hello world, no capture"])
+def test_no_capture_is_an_input_error(tmp_path, content):
+    (tmp_path / "x.pcap").write_bytes(content)
+    with pytest.raises(InputError, match="x.pcap"):
+        read_announcements(tmp_path / "x.pcap")
