@@ -17,8 +17,10 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import polars as pl
+from flockwatch.features.announce import attach_announcements, read_announcements
 from flockwatch.features.captures import (
     IP_LINKTYPES,
     CaptureInfo,
@@ -139,8 +141,13 @@ def read_capture(
     idle_timeout: int = IDLE_TIMEOUT_S,
     active_timeout: int = ACTIVE_TIMEOUT_S,
     n_meters: int = 1,
+    announcements: bool = True,
 ) -> tuple[pl.DataFrame, list[Problem]]:
     """Read one pcap/pcapng file into a flow table.
+
+    With ``announcements`` (the default) a pass of its own over the file, run while NFStream
+    meters it, fills the ``announcements`` column (``features.announce``); without, the column
+    is null (benchmarks compare the two).
 
     Raises ``InputError`` when the file is no usable capture; returns notices for a truncated
     capture (flows before the cut are kept) or one without IP flows. Records libpcap would
@@ -167,10 +174,17 @@ def read_capture(
         except ValueError as exc:  # a file libpcap refuses: a repaired copy may still do
             return [], str(exc)
 
+    # The announcement pass reads the original file with the framing walk that writes the
+    # repaired copies, so it sees the packets NFStream reads, repaired or not. It runs while
+    # NFStream meters, after the walk of a pcap (one mapping of the file at a time).
+    said: list[pl.DataFrame | BaseException] = []
+    announcer = threading.Thread(target=_announce, args=(path, said), daemon=True)
     rows: list[tuple[object, ...]] = []
     failed: str | None = None
     if head.packets >= 0:  # pcapng: walked already
         info = head
+        if announcements:
+            announcer.start()
         if not info.needs_repair:
             rows, failed = meter(name)
     else:
@@ -178,7 +192,8 @@ def read_capture(
         # file (its work happens in its own process); a capture that needs repair, which the
         # walk tells only at its end, is read a second time from the repaired copy.
         walked: list[CaptureInfo | BaseException] = []
-        walker = threading.Thread(target=_walk, args=(path, walked), daemon=True)
+        walker = threading.Thread(target=_walk, args=(path, walked, said if announcements
+                                                      else None), daemon=True)
         walker.start()
         try:
             rows, failed = meter(name)
@@ -211,7 +226,15 @@ def read_capture(
     read = info.packets - sum(p.skipped for p in problems)
     if not rows and read > 0:
         problems.append(Problem(name, f"no IP flows in {read} packets", "notice"))
-    return orient(_rows_to_frame(rows, name)), problems
+    flows = orient(_rows_to_frame(rows, name))
+    if announcements:
+        if announcer.ident is not None:  # started (pcapng); a pcap's walker did it
+            announcer.join()
+        if isinstance(said[0], BaseException):
+            raise said[0]
+        # after ``orient``: its flips decide which endpoint is ``src``
+        flows = attach_announcements(flows, said[0])
+    return flows, problems
 
 
 def _read_repaired(
@@ -241,14 +264,24 @@ def _read_repaired(
     return rows, None, problems
 
 
-def _walk(path: str | os.PathLike[str], out: list[CaptureInfo | BaseException]) -> None:
+def _walk(path: str | os.PathLike[str], out: list[CaptureInfo | BaseException],
+          said: list[pl.DataFrame | BaseException] | None = None) -> None:
     try:
         out.append(inspect_capture(path))
     except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
         out.append(exc)
+    if said is not None:
+        _announce(path, said)
 
 
-def read_source_file(path: str, **kwargs: int) -> tuple[pl.DataFrame, list[Problem]]:
+def _announce(path: str | os.PathLike[str], out: list[pl.DataFrame | BaseException]) -> None:
+    try:
+        out.append(read_announcements(path))
+    except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
+        out.append(exc)
+
+
+def read_source_file(path: str, **kwargs: Any) -> tuple[pl.DataFrame, list[Problem]]:
     """Read one file, capture or Zeek log; never raises for bad input (returns a problem)."""
     try:
         p = Path(path)

@@ -87,7 +87,28 @@ def _flip(flows: pl.DataFrame) -> pl.DataFrame:
     for a, b in _PAIRS:
         swapped += [pl.when("_flip").then(pl.col(b)).otherwise(pl.col(a)).alias(a),
                     pl.when("_flip").then(pl.col(a)).otherwise(pl.col(b)).alias(b)]
+    if "announcements" in f.columns:
+        swapped.append(pl.when("_flip").then(other_side(pl.col("announcements")))
+                       .otherwise(pl.col("announcements")).alias("announcements"))
     return f.with_columns(swapped).drop("_flip")
+
+
+def other_side(announcements: pl.Expr) -> pl.Expr:
+    """The ``announcements`` of a flow seen from its other end: ``>`` (sent by ``src``) and
+    ``<`` (sent by ``dst``) swapped, entries sorted again."""
+    swapped = announcements.str.split("\n").list.eval(
+        pl.when(pl.element().str.starts_with(">"))
+        .then(pl.lit("<") + pl.element().str.slice(1))
+        .otherwise(pl.lit(">") + pl.element().str.slice(1)))
+    return swapped.list.sort().list.join("\n")
+
+
+def _merged_announcements(a: pl.Expr, b: pl.Expr) -> pl.Expr:
+    """Both halves' entries, ``b`` (the reply half) seen from ``a``'s side: sorted, distinct,
+    null when neither half has any."""
+    both = pl.concat_list(a.str.split("\n"), other_side(b).str.split("\n"))
+    merged = both.list.drop_nulls().list.unique().list.sort().list.join("\n")
+    return pl.when(a.is_null()).then(other_side(b)).when(b.is_null()).then(a).otherwise(merged)
 
 
 def _merge_pairs(flows: pl.DataFrame, reply_within_s: float) -> pl.DataFrame:
@@ -138,13 +159,14 @@ def _merge_pairs(flows: pl.DataFrame, reply_within_s: float) -> pl.DataFrame:
     a = f.join(pairs, on="_i")
     b = f.join(pairs, left_on="_i", right_on="_j", suffix="_b").select(
         "_i_b", pl.all().exclude("_i", "_i_b").name.suffix("_y")).rename({"_i_b": "_i"})
-    merged = a.join(b, on="_i").with_columns(_merged_columns()).select(f.columns)
+    merged = a.join(b, on="_i").with_columns(
+        _merged_columns("announcements" in f.columns)).select(f.columns)
     used = pl.concat([pairs["_i"], pairs["_j"]])
     rest = f.filter(~pl.col("_i").is_in(used.implode()))
     return pl.concat([rest, merged]).sort("_i").drop("_i")
 
 
-def _merged_columns() -> list[pl.Expr]:
+def _merged_columns(announcements: bool = True) -> list[pl.Expr]:
     """The columns of a merged pair from its first half (plain names) and second (``_y``)."""
     def y(c: str) -> pl.Expr:
         return pl.col(f"{c}_y")
@@ -184,6 +206,8 @@ def _merged_columns() -> list[pl.Expr]:
         .alias("application_category"),
         *[pl.coalesce(c, y(c)).alias(c) for c in (
             "server_name", "user_agent", "client_fingerprint", "server_fingerprint")],
+        *([_merged_announcements(pl.col("announcements"), y("announcements"))
+           .alias("announcements")] if announcements else []),
         n.alias("packets"),
         (pl.col("bytes") + y("bytes")).alias("bytes"),
         (pl.col("src2dst_packets") + y("dst2src_packets")).alias("src2dst_packets"),

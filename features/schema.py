@@ -15,8 +15,9 @@ import polars as pl
 UTC_MS = pl.Datetime("ms", "UTC")
 
 #: Bumped whenever extraction gives other flows for the same capture (v2: split pairs merged
-#: and replies re-oriented, ``features.orient``): caches of flow tables are keyed by it.
-EXTRACTION_VERSION = 2
+#: and replies re-oriented, ``features.orient``; v3: the ``announcements`` column, read by a
+#: pass of its own, ``features.announce``): caches of flow tables are keyed by it.
+EXTRACTION_VERSION = 3
 
 #: Column name -> (polars dtype, description). The README's flow-schema table is generated
 #: from this mapping (see ``flow_schema_markdown``), so the two cannot drift apart.
@@ -43,6 +44,12 @@ FLOW_COLUMNS: dict[str, tuple[pl.DataType, str]] = {
     "user_agent": (pl.String(), "HTTP user agent"),
     "client_fingerprint": (pl.String(), "TLS client fingerprint (JA4) or DHCP fingerprint"),
     "server_fingerprint": (pl.String(), "TLS server fingerprint (JA3S)"),
+    "announcements": (
+        pl.String(),
+        "what endpoints announced about themselves in clear text (DHCP vendor class, mDNS "
+        "service types, SSDP SERVER/ST/NT/USN/USER-AGENT), one entry a line: `>` sent by src, "
+        "`<` by dst, then `kind=value`",
+    ),
     "packets": (pl.Int64(), "packets, both directions"),
     "bytes": (pl.Int64(), "bytes on the wire, both directions"),
     "src2dst_packets": (pl.Int64(), "packets initiator -> responder"),
