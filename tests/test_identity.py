@@ -48,10 +48,15 @@ def test_evidence_golden_tp_link_plug(shared_data: Path) -> None:
 
 def test_evidence_golden_wemo_and_hue(shared_data: Path) -> None:
     wemo = _evidence_of(_flows(shared_data, "WeMoSwitch"), "94:10:3e:35:01:c1")
-    assert {"domain:xbcs.net", "domain:belkin.org", "dhcp_prl:1,3,6,12,15,28,42"} <= set(wemo)
+    assert {"domain:xbcs.net", "domain:belkin.org", "dhcp_prl:1,3,6,12,15,28,42",
+            "ssdp:nt=urn:Belkin:device:controllee:1"} <= set(wemo)
+    assert not any("uuid" in t.lower() for t in wemo)
     flows = _flows(shared_data, "HueBridge")
     hue = _evidence_of(flows, "00:17:88:24:76:ff")
-    assert {"domain:meethue.com", "domain:philips.com", "host:hue", "host:philips"} <= set(hue)
+    assert {"domain:meethue.com", "domain:philips.com", "host:hue", "host:philips",
+            # from the announcements pass (features.announce)
+            "dhcp_vc:udhcp 1.19.4", "mdns:_hap._tcp",
+            "ssdp:server=Linux/3.14.0 UPnP/1.0 IpBridge/1.9.0", "ssdpw:ipbridge"} <= set(hue)
     # The setup phone's user agent is the phone's (it sent it), not the bridge's
     assert not any(t.startswith("ua:") for t in hue)
     phone = _evidence_of(flows, "38:0b:40:ef:85:41")

@@ -154,8 +154,8 @@ def test_train_register_load_evaluate(shared_data, tmp_path):
     assert "no cross-validation or open-set figures" in r.output
     quick_run = client.get_run(client.get_model_version("sentinel", "2").run_id)
     assert not quick_run.data.metrics
-    for key in ("best_iteration", "temperature", "reject_threshold", "novelty_threshold",
-                "training_captures"):
+    for key in ("best_iteration", "temperature", "evidence_threshold", "set_threshold",
+                "evidence_sharpness", "training_captures"):
         assert quick_run.data.params[key] == run.data.params[key], key
     r = runner.invoke(app, ["evaluate", str(test), "--model", "models:/sentinel/2"])
     assert r.exit_code == 0, r.output
