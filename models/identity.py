@@ -20,9 +20,11 @@ without names, traffic without layer 2) is judged by behaviour alone.
 
 Open set. A device is ``unknown`` at model level when its evidence contradicts every known
 product: its cosine with every type's profile is below the ``reject_quantile`` quantile of
-held-out known devices' best cosine. Tokens never seen in training (a new vendor, a new cloud)
-weigh as the rarest known ones, so they pull the cosine down. Behavioural distance is not used:
-a known product at a new site is far from its training windows too.
+held-out known devices' best cosine, over whole captures and their slices (first seconds,
+steady state), so that a short look at a known product is not taken for a new one. Tokens
+never seen in training (a new vendor, a new cloud) weigh more than the rarest known ones, so
+they pull the cosine down. Behavioural distance is not used: a known product at a new site is
+far from its training windows too.
 
 Levels. ``category`` and ``vendor`` sum the type probabilities of their members, so "TP-Link,
 smart plug" stands where the model is in doubt between two TP-Link plugs. Where the model is
@@ -203,6 +205,7 @@ class DeviceIdentifier:
         # Cross-fitted evidence similarities of every group's whole-capture sample.
         step("evidence profiles", 0, 1)
         folds = group_folds(Gy, Gg, max(2, self.calibration_folds), self.seed or 0)
+        view_best: list[np.ndarray] = []
         sims = np.zeros((len(U), K))
         has = np.zeros(len(U), dtype=bool)
         for f in np.unique(folds):
@@ -213,6 +216,12 @@ class DeviceIdentifier:
             em = EvidenceModel().fit(toks, labs, classes)
             s_f, h_f = em.similarity([samples[i][0] for i in te])
             sims[te], has[te] = s_f, h_f
+            # every view (the first seconds, the steady state) calibrates the open-set rule,
+            # so a device met mid-operation, with less evidence, is not rejected for it
+            views = [s for i in te for s in samples[i][1:]]
+            if views and K:
+                s_v, h_v = em.similarity(views)
+                view_best.append(s_v.max(axis=1)[h_v])
         self.evidence_ = EvidenceModel().fit([s for ss in samples for s in ss],
                                              [Gy[i] for i, ss in enumerate(samples) for _ in ss],
                                              classes)
@@ -233,7 +242,8 @@ class DeviceIdentifier:
         else:
             self.calibration_scores_ = np.zeros(0, dtype=np.float32)
         best = sims.max(axis=1) if K else np.zeros(len(U))
-        self.calibration_evidence_ = np.sort(best[has]).astype(np.float32)
+        self.calibration_evidence_ = np.sort(np.concatenate([best[has], *view_best])).astype(
+            np.float32)
         self.set_coverage(self.coverage)
         self.set_reject_quantile(self.reject_quantile)
         # OUI vendor (as the table names it) -> vendor names of the labels
