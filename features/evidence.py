@@ -183,4 +183,41 @@ def _tokens(r: dict[str, object]) -> set[str]:
     return toks
 
 
-__all__ = ["EVIDENCE_KINDS", "device_evidence", "registered_domain", "words"]
+class EvidenceMemory:
+    """Evidence of each device accumulated over successive inputs: the live sensor sees a
+    device a window at a time, and its DHCP exchange or first-boot lookups happen in one window
+    of many, while identification should rest on everything observed. Bounded: at most
+    ``max_tokens`` tokens a device (the first kept) and ``max_devices`` devices (the least
+    recently seen forgotten first)."""
+
+    def __init__(self, *, max_tokens: int = 512, max_devices: int = 100_000) -> None:
+        self.max_tokens = max_tokens
+        self.max_devices = max_devices
+        self._seen: dict[tuple[str, ...], set[str]] = {}
+
+    def __len__(self) -> int:
+        return len(self._seen)
+
+    def tokens(self, *key: str) -> set[str]:
+        return set(self._seen.get(tuple(key), ()))
+
+    def merge(self, evidence: pl.DataFrame, by: tuple[str, ...] = ("source", "device_id")
+              ) -> pl.DataFrame:
+        """``evidence`` (``device_evidence`` output) with each device's remembered tokens
+        added; what it shows now is remembered."""
+        rows = []
+        for r in evidence.iter_rows(named=True):
+            key = tuple(str(r[k]) for k in by)
+            mem = self._seen.pop(key, set())  # re-inserted: most recently seen last
+            for t in r["evidence"] or ():
+                if len(mem) >= self.max_tokens:
+                    break
+                mem.add(t)
+            self._seen[key] = mem
+            rows.append({**{k: r[k] for k in by}, "evidence": sorted(mem)})
+        while len(self._seen) > self.max_devices:
+            self._seen.pop(next(iter(self._seen)))
+        return pl.DataFrame(rows, schema=evidence.schema) if rows else evidence
+
+
+__all__ = ["EVIDENCE_KINDS", "EvidenceMemory", "device_evidence", "registered_domain", "words"]

@@ -139,8 +139,8 @@ def flows_to_pandas(flows: pl.DataFrame) -> Any:
 
 def score_flows(bundle: Bundle, flows: pl.DataFrame, *, top: int = 5,
                 attributed: pl.DataFrame | None = None, assigned: pl.DataFrame | None = None,
-                window: WindowSpec | None = None, learning_sources: Collection[str] = ()
-                ) -> pl.DataFrame:
+                window: WindowSpec | None = None, learning_sources: Collection[str] = (),
+                evidence_memory: Any | None = None) -> pl.DataFrame:
     """Score a flow table with a bundle: one row per device window.
 
     ``attributed`` (``attribute(flows)``) and ``assigned`` (those flows with the window
@@ -149,6 +149,8 @@ def score_flows(bundle: Bundle, flows: pl.DataFrame, *, top: int = 5,
     ``learning_sources`` names the sources that are captures the baseline learnt from
     (``serving.score.learnt_sources`` finds them by content hash): their windows starting
     before the learning end are ``learning``. Nothing else is: a new capture, live traffic.
+    ``evidence_memory`` (``features.evidence.EvidenceMemory``) adds what earlier inputs
+    showed of each device to its product evidence, and remembers this input's.
     """
     att = attribute(flows) if attributed is None else attributed
     if assigned is None:
@@ -161,6 +163,8 @@ def score_flows(bundle: Bundle, flows: pl.DataFrame, *, top: int = 5,
     if hasattr(bundle.classifier, "evidence_"):
         # over everything the input shows of each device, not window by window
         evidence = device_evidence(flows, att)
+        if evidence_memory is not None:
+            evidence = evidence_memory.merge(evidence)
     return score_windows(bundle, win, top=top, classifier_windows=cwin,
                          learning_sources=learning_sources, evidence=evidence)
 

@@ -170,7 +170,8 @@ def alert_counts(alerts: list[dict[str, Any]]) -> pl.DataFrame:
 def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri: str = "", *,
            window: WindowSpec | None = None, known_new: set[str] | None = None,
            learning_sources: Collection[str] = (), include_learning: bool = False,
-           since: TimeBound | None = None, until: TimeBound | None = None) -> ScoreReport:
+           since: TimeBound | None = None, until: TimeBound | None = None,
+           evidence_memory: Any | None = None) -> ScoreReport:
     """Score flows into the inventory, the scored windows and the alerts.
 
     ``window`` overrides the bundle's window alignment; ``known_new`` lists devices already
@@ -190,7 +191,7 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
     # The whole input is scored, so the classifier's windows and device decisions are those of
     # the whole input; the range then selects windows, flows and the inventory.
     scored = score_flows(bundle, flows, attributed=att, assigned=assigned, window=window,
-                         learning_sources=learning_sources)
+                         learning_sources=learning_sources, evidence_memory=evidence_memory)
     if lo is not None:
         assigned = assigned.filter(pl.col("window_end") > lo)
         scored = scored.filter(pl.col("end") > lo)

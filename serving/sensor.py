@@ -23,6 +23,7 @@ from typing import Any
 
 import polars as pl
 from flockwatch.features.errors import InputError
+from flockwatch.features.evidence import EvidenceMemory
 from flockwatch.features.flows import read_capture
 from flockwatch.features.live import RawCapture
 from flockwatch.features.schema import FLOW_SCHEMA
@@ -121,6 +122,9 @@ class Sensor:
         self.stop = threading.Event()
         self._chunks: queue.Queue[Path | None] = queue.Queue()
         self._seen_new: set[str] = set()
+        # Product evidence of every device over all chunks so far: identification rests on
+        # everything observed, not on the one window where a device did its DHCP exchange.
+        self._evidence = EvidenceMemory()
         # Alerts of one story share an incident number across chunks (a window's length back).
         self._incidents = IncidentTracker(self.window_s)
         # Application of flows seen in earlier chunks: a TCP session cut at a chunk boundary
@@ -139,7 +143,8 @@ class Sensor:
         if flows.height == 0:
             return
         flows = self._carry_applications(flows.with_columns(pl.lit(self.interface).alias("source")))
-        rep = report(self.bundle, flows, [], window=self.spec, known_new=self._seen_new)
+        rep = report(self.bundle, flows, [], window=self.spec, known_new=self._seen_new,
+                     evidence_memory=self._evidence)
         self._seen_new.update(a["device_id"] for a in rep.alerts if a["kind"] == "new_device")
         self._incidents.assign(rep.alerts)  # across chunks, not report()'s per-chunk ids
         for a in rep.alerts:

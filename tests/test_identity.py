@@ -248,3 +248,30 @@ def test_pyfunc_score_json_and_cef_carry_the_levels(sentinel, tmp_path: Path) ->
              "score": None, "threshold": None, "top_features": [], "message": "m"}
     cef = cef_line(alert)
     assert "cs3Label=deviceCategory cs3=smart_plug" in cef and "cs4=TP-Link" in cef
+
+
+def test_evidence_memory_accumulates_across_windows(shared_data: Path) -> None:
+    """The sensor's view: the HS110's first seconds (its DHCP exchange) and the rest arrive
+    as two chunks; after both, the device's evidence is the whole capture's."""
+    from flockwatch.features.evidence import EvidenceMemory
+
+    flows = _flows(shared_data, "TP-LinkPlugHS110").with_columns(pl.lit("eth0").alias("source"))
+    t0 = flows["first_seen"].min()
+    cut = flows.filter(pl.col("protocol") == 17)["first_seen"].sort()[1]
+    first, rest = flows.filter(pl.col("first_seen") < cut), flows.filter(
+        pl.col("first_seen") >= cut)
+    assert first.height and rest.height and t0 is not None
+    mac = "50:c7:bf:00:c7:03"
+    whole = set(_evidence_of(flows, mac))
+    mem = EvidenceMemory()
+    got: list[set[str]] = []
+    for part in (first, rest):
+        ev = mem.merge(device_evidence(part))
+        got.append(set(ev.filter(pl.col("device_id") == mac)["evidence"][0].to_list()))
+    assert got[0] < got[1] == whole
+    assert mem.tokens("eth0", mac) == whole
+    # bounded, least recently seen forgotten first
+    small = EvidenceMemory(max_tokens=3, max_devices=1)
+    small.merge(device_evidence(flows))
+    assert len(small) == 1 and all(len(small.tokens("eth0", d)) <= 3
+                                   for d in (mac, "00:b5:6d:06:08:ba"))
