@@ -10,9 +10,13 @@
    (what `flows_to_pandas` gives) and as datetimes.
 3. REST on loopback (`flockwatch serve`'s server): latency of requests of 100 flows (target
    p99 <= 50 ms).
+4. The cost of three-level identification (product evidence, category, vendor, prediction
+   sets): the same windows scored through a pyfunc whose classifier is the behaviour
+   classifier alone and one whose classifier is the ``DeviceIdentifier``, alternately, in
+   the same run; ratios of batch throughput and of REST p50/p99 (target: no loss beyond 5 %).
 
 The model is trained here on a synthetic site (classifier + baseline, 300 s windows).
-Usage: .venv/bin/python experiments/bench_score.py [--packets 500000]
+Usage: .venv/bin/python experiments/bench_score.py [--packets 500000] [--no-capture]
 """
 
 from __future__ import annotations
@@ -52,36 +56,79 @@ print(dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, 0)
 """
 
 
-def train_model(tmp: Path) -> Path:
+def train_model(tmp: Path, *, identity: bool = False, name: str = "model") -> Path:
+    """Classifier + baseline on the synthetic site; with ``identity`` the classifier is the
+    three-level ``DeviceIdentifier`` (evidence per source and device)."""
     from flockwatch.datasets.synth import HOSTS, synthesize
     from flockwatch.features import WindowSpec, extract, windows
+    from flockwatch.features.evidence import device_evidence
     from flockwatch.models import DeviceClassifier
+    from flockwatch.models.identity import DeviceIdentifier
     from flockwatch.models.pyfunc import Bundle, save_model
     from flockwatch.training.baseline import fit_baseline
 
-    synthesize(tmp / "site", hours=2.0, learning_hours=3.0, seed=3)
+    if not (tmp / "site").is_dir():
+        synthesize(tmp / "site", hours=2.0, learning_hours=3.0, seed=3)
     flows = extract([tmp / "site" / "learning.pcap", tmp / "site" / "attacks.pcap"]).flows
     learn = flows.filter(pl.col("source").str.ends_with("learning.pcap"))
     baseline, _ = fit_baseline(learn, window_s=300)
     win = windows(flows, WindowSpec(300))
     types = {h.mac: h.device_type for h in HOSTS}
     win = win.filter(pl.col("device_id").is_in(list(types)))
-    clf = DeviceClassifier().fit(win, win["device_id"].replace_strict(types), win["source"])
-    save_model(Bundle(window=WindowSpec(300), classifier=clf, baseline=baseline), tmp / "model")
-    return tmp / "model"
+    y = win["device_id"].replace_strict(types)
+    clf: object
+    if identity:
+        ev = device_evidence(flows)
+        samples = {(src, types[dev]): [list(toks)] for src, dev, toks in ev.iter_rows()
+                   if dev in types}
+        cats = {h.device_type: h.category for h in HOSTS}
+        clf = DeviceIdentifier().fit(win, y, win["source"], samples, categories=cats)
+    else:
+        clf = DeviceClassifier().fit(win, y, win["source"])
+    save_model(Bundle(window=WindowSpec(300), classifier=clf, baseline=baseline), tmp / name)
+    return tmp / name
+
+
+def rest_latency(bundle_path: Path, records: list[dict[str, object]], requests: int = 300
+                 ) -> np.ndarray:
+    """Milliseconds per request of 100 flows to a loopback REST server (first 20 dropped)."""
+    from flockwatch.models.pyfunc import load_bundle
+    from flockwatch.serving.rest import FlockwatchServer
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    server = FlockwatchServer(load_bundle(bundle_path), "127.0.0.1", port)
+    server.start_background()
+    lat = []
+    conn = http.client.HTTPConnection("127.0.0.1", port)
+    for i in range(requests):
+        start = (i * 100) % (len(records) - 100)
+        body = json.dumps({"dataframe_records": records[start:start + 100]}).encode()
+        t = time.perf_counter()
+        conn.request("POST", "/invocations", body, {"Content-Type": "application/json"})
+        r = conn.getresponse()
+        r.read()
+        lat.append(time.perf_counter() - t)
+        assert r.status == 200
+    server.shutdown()
+    return np.array(lat[20:]) * 1000
 
 
 def main() -> int:
     ap = arg_parser(__doc__)
     ap.add_argument("--packets", type=int, default=500_000)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--no-capture", action="store_true",
+                    help="skip part 1 (score vs bare NFStream on a 500k-packet capture)")
     args = ap.parse_args()
     res: dict[str, object] = {}
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
         model = train_model(tmp)
         flockwatch = str(Path(sys.executable).parent / "flockwatch")
-        if Path(args.data).is_dir():
+        if Path(args.data).is_dir() and not args.no_capture:
             cap = tmp / "bench.pcap"
             n = build_capture(Path(args.data), args.packets, cap)
             bare, bare_proc, ours = [], [], []
@@ -137,35 +184,43 @@ def main() -> int:
                          "windows_per_s_median": round(n_out / float(np.median(times)))}
         # 3. REST latency, 100 flows a request.
         from flockwatch.features.output import frame_records
-        from flockwatch.models.pyfunc import load_bundle
-        from flockwatch.serving.rest import FlockwatchServer
 
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-        s.close()
-        server = FlockwatchServer(load_bundle(model / "artifacts" / "bundle.pkl"), "127.0.0.1",
-                                  port)
-        server.start_background()
         records = frame_records(flows)
-        lat = []
-        conn = http.client.HTTPConnection("127.0.0.1", port)
-        for i in range(300):
-            start = (i * 100) % (len(records) - 100)
-            body = json.dumps({"dataframe_records": records[start:start + 100]}).encode()
-            t = time.perf_counter()
-            conn.request("POST", "/invocations", body, {"Content-Type": "application/json"})
-            r = conn.getresponse()
-            r.read()
-            lat.append(time.perf_counter() - t)
-            assert r.status == 200
-        server.shutdown()
-        lat_ms = np.array(lat[20:]) * 1000
+        lat_ms = rest_latency(model / "artifacts" / "bundle.pkl", records)
         res["rest_100_flows"] = {"requests": len(lat_ms),
                                  "p50_ms": round(float(np.median(lat_ms)), 1),
                                  "p99_ms": round(float(np.percentile(lat_ms, 99)), 1)}
+        # 4. Identification's cost: behaviour alone vs the three-level identifier, the same
+        # windows, alternating rounds so that machine noise falls on both alike.
+        ident = train_model(tmp, identity=True, name="model-identity")
+        models = {"behaviour": model, "identity": ident}
+        loaded = {k: mlflow.pyfunc.load_model(str(v)) for k, v in models.items()}
+        batch: dict[str, list[float]] = {k: [] for k in models}
+        rest: dict[str, list[np.ndarray]] = {k: [] for k in models}
+        for _ in range(args.repeats + 1):
+            for k in models:
+                t = time.perf_counter()
+                loaded[k].predict(big)
+                batch[k].append(time.perf_counter() - t)
+                rest[k].append(rest_latency(models[k] / "artifacts" / "bundle.pkl", records,
+                                            requests=170))
+        cost = {}
+        for k in models:
+            all_lat = np.concatenate(rest[k])
+            cost[k] = {"batch_seconds": round(min(batch[k]), 3),
+                       "rest_p50_ms": round(float(np.median(all_lat)), 1),
+                       "rest_p99_ms": round(float(np.percentile(all_lat, 99)), 1)}
+        cost["ratio_batch_time"] = round(cost["identity"]["batch_seconds"]
+                                         / cost["behaviour"]["batch_seconds"], 3)
+        cost["ratio_rest_p50"] = round(cost["identity"]["rest_p50_ms"]
+                                       / cost["behaviour"]["rest_p50_ms"], 3)
+        cost["ratio_rest_p99"] = round(cost["identity"]["rest_p99_ms"]
+                                       / cost["behaviour"]["rest_p99_ms"], 3)
+        res["identity_cost"] = cost
     flat = {f"{k}.{m}": v for k, d in res.items() if isinstance(d, dict)
             for m, v in d.items() if isinstance(v, (int, float))}
+    flat.update({f"identity_cost.{k}.{m}": v for k, d in res["identity_cost"].items()
+                 if isinstance(d, dict) for m, v in d.items()})
     report("bench_score", res, args.output, params={"packets": args.packets}, metrics=flat)
     return 0
 
