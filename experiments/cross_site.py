@@ -165,6 +165,9 @@ def scores(p: pl.DataFrame, data: Data) -> dict[str, Any]:
             [t == a or (t in c and len(c) <= 2) for t, a, c in zip(y, d, cands, strict=True)])),
             4),
         "coverage": round(float(np.mean([t in c for t, c in zip(y, cands, strict=True)])), 4),
+        # Rejected devices get no set; the conformal level is calibrated over all of them.
+        "coverage_of_accepted": round(float(np.mean(
+            [t in c for t, c in zip(y, cands, strict=True) if c])), 4) if any(cands) else None,
         "mean_set_size": None if math.isnan(size) else round(size, 4),
         "category_accuracy": round(float(np.mean(
             [data.category[t] == c for t, c in zip(y, p["category"].to_list(), strict=True)])),

@@ -115,6 +115,7 @@ def test_cross_site_quick(shared_data, tmp_path):
                     "category_accuracy", "vendor_accuracy"):
             assert 0 <= s[key] <= 1, (name, key)
         assert s["right_or_set_of_2"] >= s["accuracy"]  # the right model counts, sets add
+        assert s["coverage_of_accepted"] is None or s["coverage_of_accepted"] >= s["coverage"]
         assert s["mean_set_size"] is None or s["mean_set_size"] >= 1
         assert set(s["per_class_f1"]) <= set(res["splits"]["same_lab_cv"]["per_class_f1"])
     assert set(splits["person"]["directions"]) == {"A_to_C", "C_to_A"}
