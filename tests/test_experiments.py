@@ -96,3 +96,63 @@ def test_bench_train_classifier_small(shared_data, tmp_path):
     assert res["runs"] == 1 and len(res["seconds"]["this"]["full"]) == 1
     assert res["full_seconds"] > 0 and res["quick_seconds"] > 0
     assert "compare_full_seconds" not in res
+
+
+@pytest.mark.slow
+def test_cross_site_quick(shared_data, tmp_path):
+    """Every cross-site proxy runs and reports in range; the run is logged to MLflow in its
+    own experiment (figures are not asserted: the subset is small and they are reported,
+    not tuned)."""
+    res = run_script("cross_site", "--quick", tmp_path=tmp_path)
+    assert res["types"] == 6 and res["folds"] == 2
+    splits = res["splits"]
+    assert set(splits) == {"same_lab_cv", "person", "unit", "setup_to_steady", "never_seen",
+                           "week_long"}
+    for name in ("same_lab_cv", "person", "unit", "setup_to_steady"):
+        s = splits[name]
+        assert s["n"] > 0, name
+        for key in ("accuracy", "macro_f1", "known_rejected", "right_or_set_of_2", "coverage",
+                    "category_accuracy", "vendor_accuracy"):
+            assert 0 <= s[key] <= 1, (name, key)
+        assert s["right_or_set_of_2"] >= s["accuracy"]  # the right model counts, sets add
+        assert s["coverage_of_accepted"] is None or s["coverage_of_accepted"] >= s["coverage"]
+        assert s["mean_set_size"] is None or s["mean_set_size"] >= 1
+        assert set(s["per_class_f1"]) <= set(res["splits"]["same_lab_cv"]["per_class_f1"])
+    assert set(splits["person"]["directions"]) == {"A_to_C", "C_to_A"}
+    assert splits["unit"]["types"] == ["EdnetCam"]  # the quick subset's two-unit type
+    # Each held-out unit is tested once: the sides add up to the whole.
+    assert sum(s["n"] for s in splits["unit"]["sides"].values()) == splits["unit"]["n"]
+    ns = splits["never_seen"]
+    assert len(ns["left_out"]) == 3 and set(ns["per_type"]) == set(ns["left_out"])
+    assert ns["with_twin"]["types"] + ns["without_twin"]["types"] == 3
+    for grp in ("all", "with_twin", "without_twin"):
+        for key in ("unknown", "category_right", "vendor_right", "unknown_or_twin"):
+            assert 0 <= ns[grp][key] <= 1
+    wl = splits["week_long"]
+    assert wl["hours"] == 3.0
+    assert set(wl["devices"]) == {"blink-cam-01", "blink-cam-02", "lockly-hub-01",
+                                  "sifely-hub-01"}
+    for d in wl["devices"].values():
+        assert d["windows"] > 0 and d["category"]  # a category is always given
+        assert isinstance(d["unknown"], bool) and isinstance(d["candidates"], list)
+        assert d["unknown"] == (d["candidates"] == [])
+    # smart_lock_hub is no IoT Sentinel category: it cannot come back right.
+    assert not wl["devices"]["lockly-hub-01"]["category_known_in_training"]
+    assert not wl["devices"]["lockly-hub-01"]["category_right"]
+    sweep = {p["site_shift"]: p for p in res["site_shift_sweep"]}
+    assert sorted(sweep) == [0.0, 0.5, 0.8, 1.0]
+    # The default point of the sweep is the figures above, not another run.
+    assert sweep[0.5]["same_lab_cv"]["macro_f1"] == splits["same_lab_cv"]["macro_f1"]
+    assert set(res["against_targets"]) >= {"same_lab_macro_f1", "never_seen_unknown_rate",
+                                           "never_seen_category_right"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cross_site.json"]
+
+    import mlflow
+
+    client = mlflow.MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    exp = client.get_experiment_by_name("flockwatch-cross-site")
+    assert exp is not None
+    (run,) = client.search_runs([exp.experiment_id])
+    assert run.info.run_name == "cross_site-quick" and run.data.params["quick"] == "True"
+    assert run.data.metrics["same_lab_cv_macro_f1"] == splits["same_lab_cv"]["macro_f1"]
+    assert "results.json" in [a.path for a in client.list_artifacts(run.info.run_id)]
