@@ -21,10 +21,12 @@ without names, traffic without layer 2) is judged by behaviour alone.
 Open set. A device is ``unknown`` at model level when its evidence contradicts every known
 product: its cosine with every type's profile is below the ``reject_quantile`` quantile of
 held-out known devices' best cosine, over whole captures and their slices (first seconds,
-steady state), so that a short look at a known product is not taken for a new one. Tokens
-never seen in training (a new vendor, a new cloud) weigh more than the rarest known ones, so
-they pull the cosine down. Behavioural distance is not used: a known product at a new site is
-far from its training windows too.
+steady state), so that a short look at a known product is not taken for a new one; or when
+more than ``max_novelty`` (half) of its evidence weight is tokens no known product shows (a
+new vendor, a new cloud: a new product of a known vendor keeps the OUI but not the rest).
+Tokens never seen in training weigh more than the rarest known ones, so they also pull the
+cosine down. Behavioural distance is not used: a known product at a new site is far from its
+training windows too.
 
 Levels. ``category`` and ``vendor`` sum the type probabilities of their members, so "TP-Link,
 smart plug" stands where the model is in doubt between two TP-Link plugs. Where the model is
@@ -35,13 +37,16 @@ OUI prefix, mapped to the vendor names of the labels where training saw the pref
 Prediction sets. Split-conformal (least ambiguous set-valued classifier): on held-out
 captures (cross-fitted), the score of a capture is 1 - p(its true type); ``candidates`` are the
 types whose probability reaches 1 - q, q the ``coverage`` quantile of those scores, so that
-``coverage`` of captures like the calibration ones have their type in the set.
+``coverage`` of captures like the calibration ones have their type in the set. The
+calibration captures are those the open-set rule accepts (an unknown device has no set), so
+the coverage is that of devices given a model answer.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -107,6 +112,19 @@ class EvidenceModel:
         return sims, has
 
 
+    def novelty(self, tokens: Sequence[Sequence[str]]) -> np.ndarray:
+        """Share of each sample's evidence weight (squared, as in the cosine) carried by
+        tokens no training type showed; 0 for a sample without evidence."""
+        out = np.zeros(len(tokens))
+        for i, sample in enumerate(tokens):
+            ts = set(sample)
+            known = [self.vocab_[t] for t in ts if t in self.vocab_]
+            unseen = self.unseen_idf_ ** 2 * (len(ts) - len(known))
+            total = float((self.idf_[known] ** 2).sum()) + unseen
+            out[i] = unseen / total if total else 0.0
+        return out
+
+
 def _level_map(classes: Sequence[str], of: Mapping[str, str | None]
                ) -> tuple[list[str], np.ndarray]:
     """(distinct values, K x V membership matrix) of a type -> category/vendor map."""
@@ -133,8 +151,12 @@ class DeviceIdentifier:
         Share of the behaviour classifier's answer that is not trusted (at a new site its
         timing and volume mislead). 0 trusts it fully, 1 ignores it.
     reject_quantile
-        Share of held-out known devices whose evidence the open-set rule would call
-        contradictory ("unknown"); 0 never answers unknown.
+        Share of held-out known devices (whole captures and their slices) whose evidence
+        similarity the open-set rule would call too low ("unknown"); 0 turns the open-set rule
+        off (never "unknown").
+    max_novelty
+        A device is also "unknown" when more than this share of its evidence weight is tokens
+        no known product shows (a never-seen vendor, cloud or stack); 1 turns that part off.
     calibration_folds, seed, n_jobs
         Cross-fitting folds, randomness, and models trained side by side.
     behaviour_params
@@ -142,12 +164,14 @@ class DeviceIdentifier:
     """
 
     def __init__(self, *, coverage: float = 0.95, site_shift: float = 0.8,
-                 reject_quantile: float = 0.04, calibration_folds: int = 4,
+                 reject_quantile: float = 0.04, max_novelty: float = 0.5,
+                 calibration_folds: int = 4,
                  seed: int | None = 0, n_jobs: int | None = None,
                  behaviour_params: dict[str, Any] | None = None) -> None:
         self.coverage = coverage
         self.site_shift = site_shift
         self.reject_quantile = reject_quantile
+        self.max_novelty = max_novelty
         self.calibration_folds = calibration_folds
         self.seed = seed
         self.n_jobs = n_jobs
@@ -208,6 +232,7 @@ class DeviceIdentifier:
         view_best: list[np.ndarray] = []
         sims = np.zeros((len(U), K))
         has = np.zeros(len(U), dtype=bool)
+        novel = np.zeros(len(U))
         for f in np.unique(folds):
             tr = np.flatnonzero(folds != f)
             te = np.flatnonzero(folds == f)
@@ -216,6 +241,7 @@ class DeviceIdentifier:
             em = EvidenceModel().fit(toks, labs, classes)
             s_f, h_f = em.similarity([samples[i][0] for i in te])
             sims[te], has[te] = s_f, h_f
+            novel[te] = em.novelty([samples[i][0] for i in te])
             # every view (the first seconds, the steady state) calibrates the open-set rule,
             # so a device met mid-operation, with less evidence, is not rejected for it
             views = [s for i in te for s in samples[i][1:]]
@@ -234,17 +260,22 @@ class DeviceIdentifier:
         oof = dict(zip(self.behaviour_.oof_groups_.tolist(), self.behaviour_.oof_proba_,
                        strict=True))
         rows = [i for i in range(len(U)) if str(i) in oof]
+        best = sims.max(axis=1) if K else np.zeros(len(U))
         if rows:
             pb = np.stack([oof[str(i)] for i in rows]).astype(float)
             p = self._combine(pb, sims[rows], has[rows])
             scores = 1.0 - p[np.arange(len(rows)), yi[rows]]
-            self.calibration_scores_ = np.sort(scores).astype(np.float32)
         else:
-            self.calibration_scores_ = np.zeros(0, dtype=np.float32)
-        best = sims.max(axis=1) if K else np.zeros(len(U))
+            scores = np.zeros(0)
+        # Per calibration unit: its conformal score, and its evidence similarity and novelty
+        # (NaN without evidence), so that the sets are calibrated on the devices the open-set
+        # rule accepts, whatever ``reject_quantile`` is set to later.
+        self.calibration_scores_ = np.asarray(scores, dtype=np.float32)
+        self.calibration_similarity_ = np.where(has[rows], best[rows], np.nan).astype(np.float32)
+        self.calibration_novelty_ = novel[rows].astype(np.float32)
         self.calibration_evidence_ = np.sort(np.concatenate([best[has], *view_best])).astype(
             np.float32)
-        self.set_coverage(self.coverage)
+        self.set_threshold_ = 1.0
         self.set_reject_quantile(self.reject_quantile)
         # OUI vendor (as the table names it) -> vendor names of the labels
         self.oui_vendors_: dict[str, dict[str, int]] = {}
@@ -281,7 +312,8 @@ class DeviceIdentifier:
         """Re-tune the prediction sets without refitting."""
         if not 0.0 < coverage < 1.0:
             raise ValueError(f"coverage must be in (0, 1), got {coverage}")
-        s = self.calibration_scores_
+        accepted = ~self.rejects(self.calibration_similarity_, self.calibration_novelty_)
+        s = np.sort(self.calibration_scores_[accepted])
         self.coverage = coverage
         if len(s):
             k = min(len(s), int(math.ceil((len(s) + 1) * coverage)))
@@ -298,15 +330,22 @@ class DeviceIdentifier:
         self.reject_quantile = reject_quantile
         self.threshold_ = (float(np.quantile(e, reject_quantile))
                            if len(e) and reject_quantile > 0 else -np.inf)
+        # the sets cover the devices the rule accepts: re-calibrated with it
+        self.set_coverage(self.coverage)
         return self
 
-    def rejects(self, similarity: Any) -> np.ndarray:
-        """The open-set rule at the current ``reject_quantile``, from devices' best evidence
-        similarity (``evidence_similarity``; null for a device without evidence, never
-        rejected)."""
+    def rejects(self, similarity: Any, novelty: Any = None) -> np.ndarray:
+        """The open-set rule at the current ``reject_quantile`` and ``max_novelty``, from
+        devices' best evidence similarity (``evidence_similarity``; null for a device without
+        evidence, never rejected) and evidence novelty (``evidence_novelty``)."""
         s = np.asarray(pl.Series(similarity, dtype=pl.Float64).fill_null(np.nan).to_numpy(),
                        dtype=float)
-        return ~np.isnan(s) & (np.nan_to_num(s, nan=np.inf) < self.threshold_)
+        out = ~np.isnan(s) & (np.nan_to_num(s, nan=np.inf) < self.threshold_)
+        if novelty is not None and self.reject_quantile > 0:
+            nv = np.asarray(pl.Series(novelty, dtype=pl.Float64).fill_null(0.0).to_numpy(),
+                            dtype=float)
+            out |= ~np.isnan(s) & (nv > self.max_novelty)
+        return out
 
     # -- prediction ------------------------------------------------------------------------
     def predict_devices(self, windows: pl.DataFrame,
@@ -331,7 +370,8 @@ class DeviceIdentifier:
                                                                 np.zeros(0, bool))
         p = self._combine(pb, sims, has) if n else np.zeros((0, K))
         best = sims.max(axis=1) if n else np.zeros(0)
-        unknown = has & (best < self.threshold_)
+        novel = self.evidence_.novelty(toks) if n else np.zeros(0)
+        unknown = self.rejects(np.where(has, best, np.nan), novel)
         top = p.argmax(axis=1) if n else np.zeros(0, dtype=int)
         conf = p.max(axis=1) if n else np.zeros(0)
         closest = self.classes_[top] if n else np.array([], dtype=object)
@@ -363,6 +403,7 @@ class DeviceIdentifier:
             pl.Series("vendor", ven, dtype=pl.String),
             pl.Series("vendor_confidence", ven_conf, dtype=pl.Float64),
             pl.Series("evidence_similarity", np.where(has, best, np.nan)).fill_nan(None),
+            pl.Series("evidence_novelty", np.where(has, novel, np.nan)).fill_nan(None),
         )
 
     @staticmethod
@@ -401,20 +442,23 @@ class DeviceIdentifier:
     def _unknown_vendors(self, toks: list[list[str]], unknown: np.ndarray,
                          ven: list[str | None], conf: list[float | None]
                          ) -> tuple[list[str | None], list[float | None]]:
-        """A never-seen product's maker: the vendor the labels give its OUI prefix, where
-        training saw the prefix (confidence: the share of such devices of that vendor), else
-        the OUI table's own name without a confidence (a module or chip maker's prefix may
-        not be the brand)."""
+        """A never-seen product's maker: the labels' name for its OUI prefix's owner, where
+        training saw the prefix on that maker's products (``TP-Link`` for "Tp-Link
+        Technologies Co.,Ltd."; confidence: the share of such devices of that vendor), else
+        the OUI table's own name without a confidence. A module maker's prefix (Espressif in
+        Smarter's kettles and in two lock hubs) names the module, not the brand: it is never
+        mapped to a product vendor whose name differs."""
         ven, conf = list(ven), list(conf)
         for i in np.flatnonzero(unknown):
             oui = next((t[4:] for t in toks[i] if t.startswith("oui:")), None)
             ven[i], conf[i] = None, None
             if oui is None:
                 continue
-            seen = self.oui_vendors_.get(oui)
+            seen = {v: c for v, c in (self.oui_vendors_.get(oui) or {}).items()
+                    if same_maker(v, oui)}
             if seen:
                 v, c = max(seen.items(), key=lambda kv: kv[1])
-                ven[i], conf[i] = v, c / sum(seen.values())
+                ven[i], conf[i] = v, c / sum((self.oui_vendors_.get(oui) or {}).values())
             else:
                 ven[i] = oui
         return ven, conf
@@ -456,10 +500,22 @@ class DeviceIdentifier:
         return self.behaviour_.num_leaves
 
 
+def same_maker(label_vendor: str, oui_vendor: str) -> bool:
+    """Whether a labels' vendor name and an OUI table's owner name are one company: their
+    first words agree, ignoring case and punctuation ("TP-Link" and "Tp-Link Technologies
+    Co.,Ltd.", "Philips" and "Philips Lighting BV"; not "Smarter" and "Espressif Inc.")."""
+    def first(name: str) -> str:
+        w = re.split(r"[\s,]+", name.strip().lower())[0] if name.strip() else ""
+        return re.sub(r"[^0-9a-z]", "", w)
+
+    a, b = first(label_vendor), first(oui_vendor)
+    return bool(a) and bool(b) and (a == b or a.startswith(b) or b.startswith(a))
+
+
 def mean_set_size(candidates: Sequence[str]) -> float:
     """Mean size of ``candidates`` JSON lists (empty lists, unknown devices, excluded)."""
     sizes = [len(json.loads(c)) for c in candidates if c and c != "[]"]
     return float(np.mean(sizes)) if sizes else float("nan")
 
 
-__all__ = ["DeviceIdentifier", "EvidenceModel", "mean_set_size"]
+__all__ = ["DeviceIdentifier", "EvidenceModel", "mean_set_size", "same_maker"]

@@ -275,3 +275,14 @@ def test_evidence_memory_accumulates_across_windows(shared_data: Path) -> None:
     small.merge(device_evidence(flows))
     assert len(small) == 1 and all(len(small.tokens("eth0", d)) <= 3
                                    for d in (mac, "00:b5:6d:06:08:ba"))
+
+
+def test_same_maker_keeps_module_makers_apart() -> None:
+    from flockwatch.models.identity import same_maker
+
+    assert same_maker("TP-Link", "Tp-Link Technologies Co.,Ltd.")
+    assert same_maker("D-Link", "D-Link International")
+    assert same_maker("Philips", "Philips Lighting BV")
+    # Smarter's kettles carry Espressif modules: a lock hub with that prefix is not Smarter
+    assert not same_maker("Smarter", "Espressif Inc.")
+    assert not same_maker("", "Espressif Inc.")

@@ -120,7 +120,8 @@ def _swept(clf: Any, windows: pl.DataFrame, reject_quantiles: Sequence[float],
         for q in reject_quantiles:
             clf.set_reject_quantile(q)
             if isinstance(clf, DeviceIdentifier):
-                unknown = pl.Series("unknown", clf.rejects(base["evidence_similarity"]))
+                unknown = pl.Series("unknown", clf.rejects(base["evidence_similarity"],
+                                                           base["evidence_novelty"]))
             else:
                 unknown = pl.Series("unknown", clf.rejects(conf, nov))
             out.append(base.with_columns(
