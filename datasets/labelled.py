@@ -210,10 +210,12 @@ def dataset_flows(ds: LabelledDataset, *, workers: int | None = None,
 
 
 def labelled_windows(ds: LabelledDataset, flows: dict[Path, pl.DataFrame], spec: WindowSpec,
-                     *, max_seconds: float | None = None, strict: bool = True) -> pl.DataFrame:
+                     *, max_seconds: float | None = None, after_seconds: float | None = None,
+                     strict: bool = True) -> pl.DataFrame:
     """Windows of each capture's labelled device, with ``label`` and ``group`` columns.
 
-    ``max_seconds`` keeps only the first seconds of each capture (time-to-identify).
+    ``max_seconds`` keeps only the first seconds of each capture (time-to-identify);
+    ``after_seconds`` only its part after them (steady state, past setup).
     With labels.csv but no ``mac``, every device of the capture gets the label.
     """
     # One windows() call over every capture: attribution and windows are per source (each
@@ -225,9 +227,11 @@ def labelled_windows(ds: LabelledDataset, flows: dict[Path, pl.DataFrame], spec:
         raise DatasetError(f"{ds.root}: no windows (captures without flows?)")
     allf = pl.concat([flows[p].with_columns(pl.lit(str(p)).alias("source")) for p in paths],
                      how="vertical_relaxed")
+    t0 = pl.col("first_seen").min().over("source")
     if max_seconds is not None:
-        t0 = pl.col("first_seen").min().over("source")
         allf = allf.filter(pl.col("first_seen") < t0 + pl.duration(seconds=max_seconds))
+    if after_seconds is not None:
+        allf = allf.filter(pl.col("first_seen") >= t0 + pl.duration(seconds=after_seconds))
     per_source = windows(allf, spec).partition_by("source", as_dict=True, maintain_order=True)
     frames = []
     for c in ds.captures:
@@ -247,6 +251,17 @@ def labelled_windows(ds: LabelledDataset, flows: dict[Path, pl.DataFrame], spec:
     if not frames:
         raise DatasetError(f"{ds.root}: no windows (captures without flows?)")
     return pl.concat(frames, how="vertical_relaxed")
+
+
+def late_windows(ds: LabelledDataset, flows: dict[Path, pl.DataFrame], spec: WindowSpec,
+                 after: float = 60.0, *, strict: bool = False) -> dict[str, pl.DataFrame]:
+    """Windows of each capture's part after its first ``after`` seconds, keyed
+    ``after_{after}s``: steady-state rows (no DHCP, no first-boot lookups) that train the
+    model beside whole captures and their first seconds, so that a model trained on setup
+    captures still names a device met in operation; captures no longer than ``after`` give
+    none."""
+    return {f"after_{after:g}s": labelled_windows(ds, flows, spec, after_seconds=after,
+                                                  strict=strict)}
 
 
 def early_windows(ds: LabelledDataset, flows: dict[Path, pl.DataFrame], spec: WindowSpec,
@@ -323,5 +338,5 @@ def labelled_evidence(ds: LabelledDataset, flows: dict[Path, pl.DataFrame],
 
 
 __all__ = ["DatasetError", "EVIDENCE_VIEWS", "LabelledDataset", "cached_flows", "dataset_flows",
-           "file_hash", "capture_evidence", "early_windows", "labelled_evidence",
+           "file_hash", "capture_evidence", "early_windows", "labelled_evidence", "late_windows",
            "labelled_windows", "load_dataset", "normalise_mac"]

@@ -52,6 +52,7 @@ from flockwatch.datasets.labelled import (
     early_windows,
     labelled_evidence,
     labelled_windows,
+    late_windows,
     load_dataset,
 )
 from flockwatch.features.windows import WindowSpec
@@ -96,7 +97,10 @@ class Data:
     def __init__(self, ds: LabelledDataset, flows: dict[Path, pl.DataFrame], spec: WindowSpec):
         self.ds, self.flows, self.spec = ds, flows, spec
         self.win = labelled_windows(ds, flows, spec, strict=False)
-        self.early = early_windows(ds, flows, spec, EARLY_SECONDS)
+        # training rows beside whole captures, as `train classifier` has them: the first
+        # seconds and the steady state after the first minute
+        self.early = {**early_windows(ds, flows, spec, EARLY_SECONDS),
+                      **late_windows(ds, flows, spec, 60.0)}
         self.evidence = labelled_evidence(ds, flows)
         self.test_evidence = capture_evidence(flows)
         self.label = {c.group: c.label for c in ds.captures}

@@ -183,6 +183,48 @@ def _tokens(r: dict[str, object]) -> set[str]:
     return toks
 
 
+#: Words in a device's own strings that name its kind of product, per category: what a
+#: never-seen product's host name, cloud host, SSDP device type or mDNS service says of
+#: what it is (``u011.cam.immedia-semi.com`` is a camera's, ``_ipp._tcp`` a printer's).
+#: Applied only where the model is unknown (``category_hints``); each category's aliases
+#: are the names label sets give it, so a hint lands on the training set's own name.
+CATEGORY_WORDS: dict[str, tuple[frozenset[str], frozenset[str]]] = {
+    # category: (words, aliases of the category's name in label sets)
+    "camera": (frozenset({"cam", "camera", "ipcam", "webcam", "netcam", "nvr", "dvr",
+                          "doorbell"}), frozenset({"camera", "ip_camera", "cam", "webcam"})),
+    "printer": (frozenset({"printer", "ipp", "ipps", "laserjet", "officejet", "deskjet",
+                           "pdl", "printing"}), frozenset({"printer"})),
+    "tv": (frozenset({"tv", "roku", "googlecast", "mediarenderer", "smarttv", "dial"}),
+           frozenset({"tv", "smart_tv", "television", "streaming"})),
+    "speaker": (frozenset({"speaker", "sonos", "raop", "soundbar"}),
+                frozenset({"speaker", "smart_speaker", "audio"})),
+    "smart_plug": (frozenset({"plug", "smartplug", "outlet", "socket", "controllee"}),
+                   frozenset({"smart_plug", "plug", "outlet"})),
+    "hub_gateway": (frozenset({"hub", "bridge", "gateway", "ipbridge", "homehub"}),
+                    frozenset({"hub_gateway", "hub", "gateway", "bridge"})),
+    "thermostat": (frozenset({"thermostat", "hvac"}), frozenset({"thermostat"})),
+    "light": (frozenset({"bulb", "lamp", "lightstrip"}),
+              frozenset({"light", "bulb", "lighting", "smart_light"})),
+}
+_HINT_KINDS = ("host", "dword", "ssdpw", "mdns")
+
+
+def category_hints(tokens: list[str] | set[str]) -> dict[str, int]:
+    """Categories the device's own words name (``CATEGORY_WORDS``), with how many of its
+    words name each."""
+    found: dict[str, int] = {}
+    for t in tokens:
+        kind, _, value = t.partition(":")
+        if kind not in _HINT_KINDS:
+            continue
+        ws = set(_SPLIT.split(value.lower())) if kind == "mdns" else {value.lower()}
+        for cat, (names, _) in CATEGORY_WORDS.items():
+            n = len(ws & names)
+            if n:
+                found[cat] = found.get(cat, 0) + n
+    return found
+
+
 class EvidenceMemory:
     """Evidence of each device accumulated over successive inputs: the live sensor sees a
     device a window at a time, and its DHCP exchange or first-boot lookups happen in one window
@@ -220,4 +262,5 @@ class EvidenceMemory:
         return pl.DataFrame(rows, schema=evidence.schema) if rows else evidence
 
 
-__all__ = ["EVIDENCE_KINDS", "EvidenceMemory", "device_evidence", "registered_domain", "words"]
+__all__ = ["CATEGORY_WORDS", "EVIDENCE_KINDS", "EvidenceMemory", "category_hints",
+           "device_evidence", "registered_domain", "words"]

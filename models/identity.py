@@ -389,6 +389,7 @@ class DeviceIdentifier:
         ven, ven_conf = self._level(p, self._ven_A, self.vendor_values_)
         if unknown.any():
             cat, cat_conf = self._unknown_categories(windows, by, p, unknown, cat, cat_conf)
+            cat, cat_conf = self._hinted_categories(toks, unknown, cat, cat_conf)
             ven, ven_conf = self._unknown_vendors(toks, unknown, ven, ven_conf)
         return keys.with_columns(
             pl.Series("device_type", np.where(unknown, UNKNOWN, closest).tolist(),
@@ -437,6 +438,27 @@ class DeviceIdentifier:
         for i in np.flatnonzero(unknown):
             j = int(q[i].argmax())
             cat[i], conf[i] = self.category_values_[j], float(q[i, j])
+        return cat, conf
+
+    def _hinted_categories(self, toks: list[list[str]], unknown: np.ndarray,
+                           cat: list[str | None], conf: list[float | None]
+                           ) -> tuple[list[str | None], list[float | None]]:
+        """Where a never-seen product's own words name its kind (``category_hints``: a
+        camera's ``cam`` cloud host, a printer's ``_ipp._tcp``), that category wins over the
+        behavioural guess: named as the training labels name it where they have it, else by
+        its own name; no confidence (a rule, not a calibrated probability)."""
+        from flockwatch.features.evidence import CATEGORY_WORDS, category_hints
+
+        cat, conf = list(cat), list(conf)
+        known = {c.lower(): c for c in self.category_values_}
+        for i in np.flatnonzero(unknown):
+            hints = category_hints(toks[i])
+            if not hints:
+                continue
+            top = max(sorted(hints), key=lambda c: hints[c])
+            aliases = CATEGORY_WORDS[top][1]
+            cat[i] = next((known[a] for a in sorted(aliases) if a in known), top)
+            conf[i] = None
         return cat, conf
 
     def _unknown_vendors(self, toks: list[list[str]], unknown: np.ndarray,

@@ -741,6 +741,9 @@ def train_classifier_cmd(
               if k.startswith("macro_f1_first_")]
     if firsts:
         typer.echo("macro F1 from the first seconds of each capture: " + ", ".join(firsts))
+    lates = [f"{v:.3f}" for k, v in m.items() if k.startswith("macro_f1_after_")]
+    if lates:
+        typer.echo(f"macro F1 on each capture's part after its first minute: {lates[0]}")
     if out.get("open_set"):
         o = out["open_set"]
         typer.echo(f"open set: {o['unknown_rate']:.1%} of left-out types unknown, "

@@ -286,3 +286,39 @@ def test_same_maker_keeps_module_makers_apart() -> None:
     # Smarter's kettles carry Espressif modules: a lock hub with that prefix is not Smarter
     assert not same_maker("Smarter", "Espressif Inc.")
     assert not same_maker("", "Espressif Inc.")
+
+
+def test_category_hints() -> None:
+    from flockwatch.features.evidence import category_hints
+
+    assert category_hints(["dword:cam", "dword:immedia", "host:mysimplelink"]) == {"camera": 1}
+    assert category_hints(["mdns:_ipp._tcp", "oui:HP"]) == {"printer": 1}
+    assert category_hints(["ssdpw:ipbridge", "dword:bridge"]) == {"hub_gateway": 2}
+    # only the device's own words count: not its OUI, DHCP list or fingerprints
+    assert category_hints(["oui:Camera Corp", "ja4:t13d_cam", "domain:cam.example.com"]) == {}
+
+
+@pytest.mark.slow
+def test_week_long_blink_camera_is_an_unknown_camera(sentinel) -> None:
+    """A product no IoT Sentinel type resembles (a Blink camera, recorded a week in operation
+    in another lab): unknown at model level, and still a camera, by its Texas Instruments
+    module's maker, without a vendor confidence."""
+    from conftest import data_dir
+    from flockwatch.features.evidence import device_evidence
+    from flockwatch.features.flows import read_capture
+    from flockwatch.features.windows import WindowSpec, windows
+
+    cap = data_dir() / "long-term-iot" / "blink-cam" / "blink-cam-01.pcap"
+    if not cap.exists():
+        pytest.skip(f"{cap} not found")
+    lab = dict(sentinel["win"].select("group", "label").unique().iter_rows())
+    idf = _fit(sentinel, sorted(lab))
+    flows = read_capture(cap)[0]
+    flows = flows.filter(pl.col("first_seen") < pl.col("first_seen").min()
+                         + pl.duration(hours=12))
+    win = windows(flows, WindowSpec(300))
+    p = idf.predict_devices(win, evidence=device_evidence(flows)).filter(
+        pl.col("device_id") == "f4:b8:5e:ff:2b:1b").row(0, named=True)
+    assert p["unknown"] and p["device_type"] == "unknown" and p["candidates"] == "[]"
+    assert p["category"] == "camera" and p["category_confidence"] is None
+    assert p["vendor"] == "Texas Instruments" and p["vendor_confidence"] is None

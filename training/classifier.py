@@ -18,6 +18,7 @@ from flockwatch.datasets.labelled import (
     early_windows,
     labelled_evidence,
     labelled_windows,
+    late_windows,
     load_dataset,
 )
 from flockwatch.features.windows import WindowSpec
@@ -59,10 +60,13 @@ class Identity:
 
 
 def identity_data(ds: LabelledDataset, flows: dict[Any, pl.DataFrame],
-                  early_seconds: Sequence[float] = ()) -> Identity:
+                  early_seconds: Sequence[float] = (), after_seconds: Sequence[float] = ()
+                  ) -> Identity:
     sets = {"all": capture_evidence(flows)}
     for s in early_seconds:
         sets[f"first_{s:g}s"] = capture_evidence(flows, None, s)
+    for s in after_seconds:
+        sets[f"after_{s:g}s"] = capture_evidence(flows, s, None)
     return Identity(labelled_evidence(ds, flows),
                     {c.label: c.category for c in ds.captures},
                     {c.label: c.vendor for c in ds.captures}, sets)
@@ -339,6 +343,11 @@ PHASES = ("extracting flows", "windows", "product evidence", "cross-validation",
           "evidence profiles", "prediction sets", "logging to MLflow")
 
 
+#: Steady-state rows: each training capture's part after this many seconds also trains the
+#: model (``late_windows``), and the cross-validation reports it (``macro_f1_after_60s``).
+LATE_AFTER_S = 60.0
+
+
 def _nothing(phase: str, done: int, total: int) -> None:
     return None
 
@@ -356,7 +365,8 @@ def train_classifier(
 
     ``early_seconds``: the first seconds of each capture also train the model (as windows of
     their own), so it names a device from its first seconds of traffic, not only from whole
-    windows; the cross-validation reports each of these lengths on held-out captures.
+    windows; the cross-validation reports each of these lengths on held-out captures. So do
+    the parts after the first ``LATE_AFTER_S`` seconds (steady state).
     ``reject_quantile``, ``coverage``, ``site_shift``: the open-set trade-off, the prediction
     sets' coverage and the share of behaviour not trusted (see ``DeviceIdentifier``).
     ``quick``: skip what only the report needs (the capture-separated cross-validation and
@@ -399,8 +409,10 @@ def train_classifier(
     for i, s in enumerate(early_seconds):
         early.update(early_windows(ds, flows, spec, [s]))
         step(PHASES[1], 2 + i, 1 + len(early_seconds))
+    # the steady state: each capture's part after its first minute
+    early.update(late_windows(ds, flows, spec, LATE_AFTER_S))
     step("product evidence", 0, 1)
-    identity = identity_data(ds, flows, early_seconds)
+    identity = identity_data(ds, flows, early_seconds, [LATE_AFTER_S])
     step("product evidence", 1, 1)
     # A whole-site capture has a row per device: "label" is the capture's one label, or
     # its labels joined by ", "; "devices" names each labelled device.
