@@ -64,9 +64,13 @@ QUICK_TYPES = ["Aria", "EdnetCam", "HueBridge", "TP-LinkPlugHS100", "TP-LinkPlug
 QUICK_LEFT_OUT = ["EdnetCam", "TP-LinkPlugHS110", "Withings"]
 SITE_SHIFTS = (0.0, 0.5, 0.8, 1.0)
 # Products with a same-vendor twin (same cloud, DHCP list and OUI): left out, they are
-# expected to come back as the twin rather than unknown.
+# expected to come back as the twin rather than unknown. Two "types" are another setup of the
+# same unit (the data's README: D-LinkDoorSensor is set up on the D-LinkHomeHub, HueSwitch on
+# the HueBridge, with the hub's MAC): left out, the hub is still there.
 TWIN_FAMILIES = [
-    {"D-LinkDoorSensor", "D-LinkSensor", "D-LinkSiren", "D-LinkWaterSensor", "D-LinkSwitch"},
+    {"D-LinkDoorSensor", "D-LinkSensor", "D-LinkSiren", "D-LinkWaterSensor", "D-LinkSwitch",
+     "D-LinkHomeHub"},
+    {"HueBridge", "HueSwitch"},
     {"EdimaxPlug1101W", "EdimaxPlug2101W"},
     {"TP-LinkPlugHS100", "TP-LinkPlugHS110"},
     {"SmarterCoffee", "iKettle2"},
