@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install demo test lint bench clean
+.PHONY: install demo test lint golden bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# After a deliberate change to extraction or to a feature (with its version bumped): rewrite
+# the golden files that tests/test_golden_files.py compares against, and commit them.
+golden: $(STAMP)
+	$(BIN)/python tests/golden/make_golden.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
