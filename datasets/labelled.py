@@ -170,7 +170,7 @@ def _check_levels(labels: Path, caps: Sequence[LabelledCapture]) -> None:
 
 
 def cache_dir() -> Path:
-    from flockwatch.models.store import flockwatch_home
+    from flockwatch.features.home import flockwatch_home
 
     return flockwatch_home() / "cache" / "flows"
 

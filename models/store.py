@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from flockwatch.features.home import flockwatch_home
+
 T = TypeVar("T")
 
 DEFAULT_MODEL_NAME = "flockwatch"
@@ -18,10 +20,6 @@ DEFAULT_MODEL_URI = f"models:/{DEFAULT_MODEL_NAME}@champion"
 
 class ModelLoadError(ValueError):
     """A model URI that does not exist or is not a flockwatch model (one-line message)."""
-
-
-def flockwatch_home() -> Path:
-    return Path(os.environ.get("FLOCKWATCH_HOME") or Path.home() / ".flockwatch").expanduser()
 
 
 def default_tracking_uri() -> str:
