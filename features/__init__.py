@@ -5,7 +5,7 @@ from flockwatch.features.errors import InputError
 from flockwatch.features.flows import ExtractResult, Problem, extract, read_capture
 from flockwatch.features.inventory import INVENTORY_COLUMNS, inventory
 from flockwatch.features.live import RawCapture, capture_interface
-from flockwatch.features.schema import FLOW_SCHEMA, conform, validate_flows
+from flockwatch.features.schema import FLOW_SCHEMA, conform
 from flockwatch.features.windows import (
     FEATURE_COLUMNS,
     KEY_COLUMNS,
@@ -34,7 +34,6 @@ __all__ = [
     "inventory",
     "read_capture",
     "read_zeek_conn",
-    "validate_flows",
     "window_features",
     "windows",
 ]

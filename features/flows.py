@@ -360,8 +360,9 @@ def extract(
 ) -> ExtractResult:
     """Read every capture and Zeek log under ``sources`` into one flow table.
 
-    Files are read in parallel processes when there are several (``workers`` defaults to the
-    number of CPUs); a single large capture gets NFStream's own metering processes instead.
+    Files are read by parallel threads when there are several (``workers`` defaults to the
+    number of CPUs; each NFStream meters in processes of its own); a single large capture
+    gets NFStream's several metering processes instead.
     ``on_start(n_files)`` is called once the inputs are listed and ``on_file`` once per
     finished file (progress bars).
     """

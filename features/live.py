@@ -23,6 +23,7 @@ from pathlib import Path
 
 import polars as pl
 from flockwatch.features.errors import InputError
+from flockwatch.features.flows import IDLE_TIMEOUT_S, read_capture
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -42,7 +43,8 @@ class RawCapture:
     """Promiscuous capture of every frame on ``interface``.
 
     ``capture_until(path, deadline)`` writes frames to a pcap until ``deadline`` (monotonic
-    seconds) or until ``should_stop()`` is true. ``drops()`` is the kernel's drop count.
+    seconds) or until ``should_stop()`` is true. ``dropped`` counts the frames the kernel
+    dropped so far (its PACKET_STATISTICS, read after each capture).
     """
 
     def __init__(self, interface: str, *, snaplen: int = 65535, buffer_mb: int = 64) -> None:
@@ -119,14 +121,12 @@ class RawCapture:
         self.close()
 
 
-def capture_interface(interface: str, duration: float, *, idle_timeout: int = 120,
+def capture_interface(interface: str, duration: float, *, idle_timeout: int = IDLE_TIMEOUT_S,
                       should_stop: Callable[[], bool] | None = None) -> pl.DataFrame:
     """Capture ``interface`` for ``duration`` seconds and return its flow table.
 
     Packets are metered by NFStream once the capture ends, so every flow is complete.
     """
-    from flockwatch.features.flows import read_capture
-
     if duration <= 0:
         raise InputError(interface, f"capture duration must be > 0 s, got {duration}")
     with RawCapture(interface) as cap, tempfile.TemporaryDirectory(prefix="flockwatch-") as tmp:

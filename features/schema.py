@@ -94,16 +94,6 @@ def conform(df: pl.DataFrame) -> pl.DataFrame:
     return df.select(exprs)
 
 
-def validate_flows(df: object) -> pl.DataFrame:
-    """Check that ``df`` is a flow table; raise ``TypeError``/``ValueError`` naming what is off."""
-    if not isinstance(df, pl.DataFrame):
-        raise TypeError(f"flow table: expected a polars DataFrame, got {type(df).__name__}")
-    missing = [c for c in FLOW_SCHEMA if c not in df.columns]
-    if missing:
-        raise ValueError(f"flow table: missing columns {', '.join(missing)}")
-    return conform(df)
-
-
 def flow_schema_markdown() -> str:
     """The flow schema as a Markdown table (used for the README)."""
     lines = ["| column | type | meaning |", "|---|---|---|"]
