@@ -4,8 +4,9 @@
 """
 
 from flockwatch.models.base import NotFittedError
-from flockwatch.models.baseline import BaselineAutoencoder, QuantileThreshold
+from flockwatch.models.baseline import BaselineAutoencoder
 from flockwatch.models.classifier import UNKNOWN, DeviceClassifier
+from flockwatch.models.thresholds import QuantileThreshold
 
 __all__ = [
     "UNKNOWN",

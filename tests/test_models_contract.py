@@ -186,20 +186,13 @@ def test_classifier_rejection_retunes_without_refitting():
     assert (clf.threshold_, clf.novelty_threshold_) == fitted
     with pytest.raises(ValueError, match=r"reject_quantile must be in \[0, 1\)"):
         clf.set_reject_quantile(1.0)
-    # A pickle from before 0.3 kept no held-out figures: a clear error, thresholds untouched.
-    old = pickle.loads(pickle.dumps(clf))
-    del old.__dict__["calibration_confidence_"], old.__dict__["calibration_novelty_"]
-    with pytest.raises(ValueError, match="refit it"):
-        old.set_reject_quantile(0.1)
-    assert (old.threshold_, old.reject_quantile) == (fitted[0], 0.04)
 
 
-def test_baseline_loads_torch_state_dict_pickles():
-    """Baselines pickled with a torch state dict (flockwatch <= 0.1) still load and score the
-    same: scoring now runs the layers on numpy."""
-    import io
-
+def test_numpy_forward_pass_is_the_torch_network():
+    """Scoring runs the fitted layers on numpy (``models.forward``): the same output as the
+    torch network they came from, to float32 precision."""
     import torch
+    from flockwatch.models.forward import forward, to_layers
 
     df = synthetic_windows()
     est = BaselineAutoencoder(epochs=3, hidden=(16, 4), seed=1).fit(df)
@@ -210,25 +203,20 @@ def test_baseline_loads_torch_state_dict_pickles():
     for m, (w, b) in zip(linears, weights, strict=True):
         m.weight.data = torch.from_numpy(w.T.copy())
         m.bias.data = torch.from_numpy(b.copy())
-    buf = io.BytesIO()
-    torch.save(module.state_dict(), buf)
-    state = dict(est.__dict__)
-    state["net_"] = ("state_dict", len(est.feature_names_), buf.getvalue())
-    old = BaselineAutoencoder.__new__(BaselineAutoencoder)
-    old.__setstate__(state)
-    np.testing.assert_allclose(old.score(df), est.score(df), rtol=1e-6)
-    # And the numpy forward pass is the torch network's, to float32 precision.
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(to_layers(module), est.net_,
+                                                         strict=True) if a[0] == "linear")
     Z = np.random.default_rng(0).normal(0, 2, (50, len(est.feature_names_))).astype(np.float32)
     with torch.no_grad():
         ref = module(torch.from_numpy(Z)).numpy()
-    np.testing.assert_allclose(est._reconstruct(Z), ref, atol=1e-5)
+    np.testing.assert_allclose(forward(est.net_, Z), ref, atol=1e-5)
+    np.testing.assert_array_equal(est._reconstruct(Z), forward(est.net_, Z))
 
 
 def test_threshold_floor_holds_for_tiny_and_pooled_scores():
     """A device whose scores are all tiny (traffic like clockwork) gets the floor, not a
     threshold fitted to noise; devices too thin for their own threshold get the pooled one,
     also never below the floor; without a floor the fitted tail applies."""
-    from flockwatch.models.baseline import QuantileThreshold
+    from flockwatch.models.thresholds import QuantileThreshold
 
     rng = np.random.default_rng(0)
     tiny = np.exp(rng.normal(-9, 1.5, 200))  # ~1e-4, a very regular device
@@ -261,20 +249,7 @@ def test_baseline_learning_status():
     n, state = est.learning_status(["dev0-0", "camera", "stranger"])
     assert n == [50, 8, None]
     assert state == ["learned", "thin", "new"]
-    assert est.thresholds(["camera"])[0] == est.threshold_.pooled_
-
-
-def test_learning_status_of_baselines_saved_before_it_existed():
-    """A 0.2.0 baseline knows neither its devices' window counts nor which got a threshold of
-    their own: its known devices read "learned" with no count, unknown ones "new"."""
-    df = synthetic_windows(n_per_class=40, classes=1)
-    est = BaselineAutoencoder(epochs=2, hidden=(16, 4), seed=1).fit(df)
-    state = dict(est.__dict__)
-    del state["learning_windows_"]
-    old = BaselineAutoencoder.__new__(BaselineAutoencoder)
-    old.__setstate__(state)
-    del old.threshold_.own_
-    assert old.learning_status(["dev0-0", "stranger"]) == ([None, None], ["learned", "new"])
+    assert est.thresholds(["camera"])[0] == est.threshold_rule_.pooled_
 
 
 def test_open_set_rule_compares_at_the_calibration_precision():
