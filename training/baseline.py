@@ -16,8 +16,8 @@ from flockwatch.features.hashing import file_hash
 from flockwatch.features.output import iso_utc
 from flockwatch.features.windows import WindowSpec, windows
 from flockwatch.models.baseline import BaselineAutoencoder
+from flockwatch.models.bundle import Bundle, bundle_of
 from flockwatch.models.peers import PeerBaseline
-from flockwatch.models.pyfunc import Bundle
 from flockwatch.training.tracking import log_figure, register, start_run
 
 
@@ -62,7 +62,7 @@ def classifier_from(uri: str | None) -> tuple[Any, WindowSpec | None, dict[str, 
         return None, None, {}
     from flockwatch.models.store import load_model
 
-    bundle = load_model(uri).unwrap_python_model().bundle  # type: ignore[attr-defined]
+    bundle = bundle_of(load_model(uri))
     if bundle.classifier is None:
         raise ValueError(f"{uri}: this flockwatch model has no classifier")
     return bundle.classifier, bundle.classifier_window or bundle.window, bundle.info
