@@ -32,8 +32,9 @@ from flockwatch.features import WindowSpec, extract, windows
 from flockwatch.features.attribution import attribute
 from flockwatch.features.windows import assign_windows, window_features
 from flockwatch.models.base import feature_matrix
-from flockwatch.models.baseline import BaselineAutoencoder, QuantileThreshold
+from flockwatch.models.baseline import BaselineAutoencoder
 from flockwatch.models.peers import PeerBaseline
+from flockwatch.models.thresholds import QuantileThreshold
 
 
 class IsolationForestBaseline:
@@ -57,7 +58,7 @@ class IsolationForestBaseline:
                 hold[idx[-k:]] = True
         self.iforest = IsolationForest(n_estimators=200, random_state=self.seed).fit(Z[~hold])
         s = self.score(w)
-        self.threshold_ = QuantileThreshold(q=self.ae.threshold_q, margin=1.0).fit(
+        self.threshold_rule_ = QuantileThreshold(q=self.ae.threshold_q, margin=1.0).fit(
             s[hold], dev[hold])
         return self
 
@@ -69,7 +70,7 @@ class IsolationForestBaseline:
         return -self.iforest.score_samples(self._z(win))
 
     def thresholds(self, devices: list[str]) -> np.ndarray:
-        return self.threshold_.threshold(devices)
+        return self.threshold_rule_.threshold(devices)
 
 
 def auroc(y: np.ndarray, s: np.ndarray) -> float | None:

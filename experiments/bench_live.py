@@ -36,7 +36,8 @@ def main() -> int:
     from flockwatch.datasets.synth import host, synthesize_capture
     from flockwatch.features import WindowSpec, extract
     from flockwatch.features.live import replay_link
-    from flockwatch.models.pyfunc import Bundle, save_model
+    from flockwatch.models.bundle import Bundle
+    from flockwatch.models.pyfunc import save_model
     from flockwatch.training.baseline import fit_baseline
 
     with tempfile.TemporaryDirectory() as tmpd:

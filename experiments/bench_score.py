@@ -63,8 +63,9 @@ def train_model(tmp: Path, *, identity: bool = False, name: str = "model") -> Pa
     from flockwatch.features import WindowSpec, extract, windows
     from flockwatch.features.evidence import device_evidence
     from flockwatch.models import DeviceClassifier
+    from flockwatch.models.bundle import Bundle
     from flockwatch.models.identity import DeviceIdentifier
-    from flockwatch.models.pyfunc import Bundle, save_model
+    from flockwatch.models.pyfunc import save_model
     from flockwatch.training.baseline import fit_baseline
 
     if not (tmp / "site").is_dir():
@@ -92,7 +93,7 @@ def train_model(tmp: Path, *, identity: bool = False, name: str = "model") -> Pa
 def rest_latency(bundle_path: Path, records: list[dict[str, object]], requests: int = 300
                  ) -> np.ndarray:
     """Milliseconds per request of 100 flows to a loopback REST server (first 20 dropped)."""
-    from flockwatch.models.pyfunc import load_bundle
+    from flockwatch.models.bundle import load_bundle
     from flockwatch.serving.rest import FlockwatchServer
 
     s = socket.socket()
@@ -155,7 +156,7 @@ def main() -> int:
         # 2. pyfunc batch throughput on flow records (windows out per second).
         import mlflow
         from flockwatch.features import extract
-        from flockwatch.models.pyfunc import flows_to_pandas
+        from flockwatch.models.scoring import flows_to_pandas
 
         pyfunc = mlflow.pyfunc.load_model(str(model))
         flows = extract([tmp / "site" / "learning.pcap"]).flows

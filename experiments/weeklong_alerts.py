@@ -115,8 +115,8 @@ def explain(alerts: list[dict[str, Any]], events: Events,
 
 def run(root: Path, *, learning_days: float, epochs: int) -> dict[str, Any]:
     from flockwatch.features.output import iso_utc
+    from flockwatch.models.bundle import bundle_of
     from flockwatch.models.store import load_model
-    from flockwatch.serving.score import bundle_of
     from flockwatch.serving.score import report as score_report
     from flockwatch.training.baseline import train_baseline
 

@@ -11,125 +11,16 @@ per-device thresholds keep the false-positive rate set per device.
 
 from __future__ import annotations
 
-import io
-import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from statistics import NormalDist
 from typing import Any
 
 import numpy as np
 import polars as pl
 from flockwatch.features.windows import FEATURE_COLUMNS
 from flockwatch.models.base import check_fitted, feature_matrix
-
-
-class QuantileThreshold:
-    """Turns scores into alerts: per device, the ``q`` quantile of its held-back learning scores
-    (times ``margin``); devices with fewer than ``min_samples`` held-back windows use the pooled
-    quantile of all devices. Higher score = more anomalous.
-
-    ``tail="lognormal"`` (the default) takes the quantile of a log-normal fitted to the
-    held-back scores rather than of the scores themselves: a device has a few dozen to a few
-    hundred held-back windows, so the empirical 99.9 % quantile is just its largest score and
-    swings with one odd window, while the fitted tail uses every window. ``tail="empirical"``
-    takes the plain quantile (also the fallback when a score is not positive).
-
-    ``floor`` is the lowest threshold any device gets, in score units. Scores spread over
-    orders of magnitude between devices (a hub beaconing like clockwork reconstructs to 1e-4,
-    a camera to 1e-1), so a tail fitted to pooled or very regular scores can land anywhere;
-    the floor keeps the alert bar from dropping below a deviation that means something.
-    """
-
-    def __init__(self, *, q: float = 0.999, margin: float = 1.5, min_samples: int = 30,
-                 tail: str = "lognormal", floor: float = 0.0) -> None:
-        if tail not in ("lognormal", "empirical"):
-            raise ValueError(f"tail must be 'lognormal' or 'empirical', not {tail!r}")
-        self.q = q
-        self.margin = margin
-        self.min_samples = min_samples
-        self.tail = tail
-        self.floor = floor
-        self.thresholds_: dict[str, float] | None = None
-
-    def _quantile(self, s: np.ndarray) -> float:
-        if self.tail == "lognormal" and len(s) >= 2 and np.all(s > 0):
-            log = np.log(s)
-            return float(np.exp(log.mean() + NormalDist().inv_cdf(self.q) * log.std()))
-        return float(np.quantile(s, self.q))
-
-    def fit(self, scores: np.ndarray, devices: Sequence[str]) -> QuantileThreshold:
-        scores = np.asarray(scores, dtype=float)
-        dev = np.asarray(devices, dtype=object)
-        pooled = self._quantile(scores) * self.margin if len(scores) else 1.0
-        self.pooled_ = max(pooled, self.floor)
-        self.thresholds_ = {}
-        self.own_: list[str] = []  # devices with enough held-back windows for their own tail
-        for d in np.unique(dev):
-            s = scores[dev == d]
-            self.thresholds_[str(d)] = self.pooled_
-            if len(s) >= self.min_samples:
-                self.thresholds_[str(d)] = max(self._quantile(s) * self.margin, self.pooled_)
-                self.own_.append(str(d))
-        return self
-
-    def threshold(self, devices: Sequence[str]) -> np.ndarray:
-        check_fitted(self, "thresholds_")
-        t = self.thresholds_ or {}
-        return np.array([t.get(str(d), self.pooled_) for d in devices], dtype=float)
-
-    def describe(self) -> str:
-        how = "log-normal fit" if self.tail == "lognormal" else "empirical quantile"
-        floor = f", at least {self.floor:g}" if getattr(self, "floor", 0.0) else ""
-        return (f"per-device {self.q:.3%} quantile ({how}) of held-back learning scores "
-                f"x {self.margin}{floor}")
-
-
-@dataclass(frozen=True)
-class Deviations:
-    """Per-window anomaly scores and their most deviating features (row i, rank j):
-    ``names[index[i, j]]`` observed ``observed[i, j]``, expected ``expected[i, j]``, carrying
-    ``share[i, j]`` of the window's score."""
-
-    scores: np.ndarray
-    names: np.ndarray
-    index: np.ndarray
-    observed: np.ndarray
-    expected: np.ndarray
-    share: np.ndarray
-
-    def records(self) -> list[list[dict[str, float | str]]]:
-        """One list of ``{feature, observed, expected, share}`` per window."""
-        names = self.names.tolist()
-        return [[{"feature": names[j], "observed": o, "expected": e, "share": sh}
-                 for j, o, e, sh in zip(ji, oi, ei, si, strict=True)]
-                for ji, oi, ei, si in zip(self.index.tolist(), self.observed.tolist(),
-                                          self.expected.tolist(), self.share.tolist(),
-                                          strict=True)]
-
-    def json(self) -> pl.Series:
-        """``records()`` as one JSON string per window, built column-wise (fast for large
-        batches; equal to ``json.dumps`` of each record list after parsing)."""
-        n, k = self.index.shape
-        if k == 0:
-            return pl.Series(["[]"] * n, dtype=pl.String)
-        quoted = np.array([json.dumps(str(x)) for x in self.names.tolist()], dtype=object)
-
-        def num(a: np.ndarray) -> pl.Expr:
-            # JSON has no NaN or infinity: those become null.
-            return pl.lit(pl.Series(np.where(np.isfinite(a), a, np.nan))).fill_nan(None).cast(
-                pl.String).fill_null("null")
-
-        parts: list[pl.Expr | str] = ["["]
-        for j in range(k):
-            parts += ["," if j else "", '{"feature": ', pl.lit(pl.Series(quoted[self.index[:, j]],
-                                                                         dtype=pl.String)),
-                      ', "observed": ', num(self.observed[:, j]),
-                      ', "expected": ', num(self.expected[:, j]),
-                      ', "share": ', num(self.share[:, j]), "}"]
-        parts.append("]")
-        exprs = [pl.lit(p) if isinstance(p, str) else p for p in parts]
-        return pl.select(pl.concat_str(exprs).alias("top_features")).to_series()
+from flockwatch.models.deviations import Deviations
+from flockwatch.models.forward import forward, to_layers
+from flockwatch.models.thresholds import QuantileThreshold
 
 
 class BaselineAutoencoder:
@@ -270,21 +161,24 @@ class BaselineAutoencoder:
                 opt.step()
                 total += float(loss.detach()) * len(batch)
             self.loss_curve_.append(total / max(n, 1))
-        self.net_ = _to_layers(net.cpu().eval())
+        self.net_ = to_layers(net.cpu().eval())
         self.feature_names_ = cols
         scores = self._scores(Z)
         self.learning_scores_ = scores
-        self.threshold_ = QuantileThreshold(q=self.threshold_q, margin=self.threshold_margin,
-                                            floor=self.threshold_floor)
+        # the threshold object (``threshold_rule_``), not a number: a DeviceClassifier's
+        # ``threshold_`` is its open-set confidence bar
+        self.threshold_rule_ = QuantileThreshold(q=self.threshold_q,
+                                                 margin=self.threshold_margin,
+                                                 floor=self.threshold_floor)
         ref = hold if hold.any() else np.ones(len(dev), dtype=bool)
-        self.threshold_.fit(scores[ref], [str(d) for d in dev[ref]])
+        self.threshold_rule_.fit(scores[ref], [str(d) for d in dev[ref]])
         self.devices_ = sorted(self.device_mean_)
         names, counts = np.unique(dev, return_counts=True)
         self.learning_windows_ = {str(d): int(c) for d, c in zip(names, counts, strict=True)}
         return self
 
     def _reconstruct(self, Z: np.ndarray) -> np.ndarray:
-        return _forward(self.net_, Z)
+        return forward(self.net_, Z)
 
     def _residual(self, Z: np.ndarray) -> np.ndarray:
         """Reconstruction minus input, in the device's standard deviations."""
@@ -339,7 +233,7 @@ class BaselineAutoencoder:
 
     def thresholds(self, devices: Sequence[str]) -> np.ndarray:
         check_fitted(self, "net_")
-        return self.threshold_.threshold(devices)
+        return self.threshold_rule_.threshold(devices)
 
     def learning_status(self, devices: Sequence[str]) -> tuple[list[int | None], list[str]]:
         """Per device: its number of learning windows and its baseline's state: "learned" (a
@@ -347,8 +241,7 @@ class BaselineAutoencoder:
         site-wide threshold, and its alerts rest on a handful of windows) or "new" (not seen
         while learning)."""
         check_fitted(self, "net_")
-        counts = getattr(self, "learning_windows_", {})
-        own = getattr(self.threshold_, "own_", None)  # absent in models before 0.2.1
+        own = self.threshold_rule_.own_
         n: list[int | None] = []
         state: list[str] = []
         for d in map(str, devices):
@@ -356,62 +249,10 @@ class BaselineAutoencoder:
                 n.append(None)
                 state.append("new")
                 continue
-            n.append(counts.get(d))
-            state.append("learned" if own is None or d in own else "thin")
+            n.append(self.learning_windows_.get(d))
+            state.append("learned" if d in own else "thin")
         return n, state
 
     def known(self, devices: Sequence[str]) -> np.ndarray:
         check_fitted(self, "net_")
         return np.array([str(d) in self.device_mean_ for d in devices], dtype=bool)
-
-    def __setstate__(self, state: dict[str, object]) -> None:
-        self.__dict__.update(state)
-        net = state.get("net_")
-        if isinstance(net, tuple) and net[0] == "state_dict":  # pickled by flockwatch <= 0.1
-            import torch
-
-            module = self._build(int(net[1]))
-            module.load_state_dict(torch.load(io.BytesIO(net[2]), weights_only=True))
-            self.net_ = _to_layers(module.eval())
-
-
-#: The trained network as numpy: ("linear", W (in x out), b) or ("gelu", None, None) per
-#: layer. Scoring runs on numpy: no torch import (about a second) where a model is loaded, and
-#: for these small layers no slower than torch on a CPU.
-Layers = list[tuple[str, Any, Any]]
-
-
-def _to_layers(net: Any) -> Layers:
-    import torch
-
-    layers: Layers = []
-    for m in net:
-        if isinstance(m, torch.nn.Linear):
-            layers.append(("linear", m.weight.detach().cpu().numpy().T.copy(),
-                           m.bias.detach().cpu().numpy().copy()))
-        elif isinstance(m, torch.nn.GELU):
-            layers.append(("gelu", None, None))
-        else:
-            raise TypeError(f"unsupported layer {type(m).__name__}")
-    return layers
-
-
-def _erf(x: np.ndarray) -> np.ndarray:
-    """Error function (Abramowitz & Stegun 7.1.26; absolute error below 1.5e-7, under float32
-    resolution) so that scoring needs neither torch nor scipy."""
-    sign = np.sign(x)
-    a = np.abs(x)
-    t = 1.0 / (1.0 + 0.3275911 * a)
-    poly = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (
-        -1.453152027 + t * 1.061405429))))
-    return sign * (1.0 - poly * np.exp(-a * a))
-
-
-def _forward(layers: Layers, Z: np.ndarray) -> np.ndarray:
-    h = np.asarray(Z, dtype=np.float32)
-    for kind, w, b in layers:
-        if kind == "linear":
-            h = h @ w + b
-        else:  # exact GELU, as torch.nn.GELU()
-            h = (0.5 * h * (1.0 + _erf(h * np.float32(0.7071067811865476)))).astype(np.float32)
-    return h

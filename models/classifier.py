@@ -197,11 +197,7 @@ class DeviceClassifier:
         Higher values call more never-seen types unknown and reject more known devices."""
         if not 0.0 <= reject_quantile < 1.0:
             raise ValueError(f"reject_quantile must be in [0, 1), got {reject_quantile}")
-        conf_a = getattr(self, "calibration_confidence_", None)
-        if conf_a is None:
-            raise ValueError("this classifier was fitted before flockwatch 0.3 and keeps no "
-                             "held-out confidences to re-tune its rejection from; refit it")
-        nov_a = self.calibration_novelty_
+        conf_a, nov_a = self.calibration_confidence_, self.calibration_novelty_
         q = reject_quantile / 2
         self.reject_quantile = reject_quantile
         self.threshold_ = float(np.quantile(conf_a, q)) if len(conf_a) and q > 0 else 0.0
@@ -363,23 +359,6 @@ class DeviceClassifier:
             pl.Series("type_novelty", np.asarray(nov, dtype=float)),
         )
 
-    def explain(self, windows: pl.DataFrame, top: int = 5) -> list[list[dict[str, float | str]]]:
-        """Top feature contributions (LightGBM ``pred_contrib``) toward each predicted class."""
-        check_fitted(self, "booster_")
-        X = feature_matrix(windows, self.feature_names_)
-        contrib = np.asarray(self.booster_.predict(X, pred_contrib=True))
-        k = len(self.classes_)
-        nf = len(self.feature_names_) + 1
-        contrib = contrib.reshape(len(X), k, nf)
-        pred = self.predict_proba(windows).argmax(axis=1)
-        out = []
-        for i, c in enumerate(pred):
-            row = contrib[i, c, :-1]
-            idx = np.argsort(-np.abs(row))[:top]
-            out.append([{"feature": self.feature_names_[j], "contribution": float(row[j])}
-                        for j in idx])
-        return out
-
     def feature_importance(self) -> dict[str, float]:
         check_fitted(self, "booster_")
         gains = self.booster_.feature_importance("gain")
@@ -397,5 +376,4 @@ class DeviceClassifier:
             import lightgbm as lgb
 
             state["booster_"] = lgb.Booster(model_str=booster)
-        state.setdefault("n_jobs", None)  # fitted before n_jobs existed
         self.__dict__.update(state)

@@ -66,6 +66,14 @@ class EvidenceModel:
     never-seen vendor or cloud pulls a device away from every profile. A profile is the mean
     weighted presence vector of a type's samples."""
 
+    def __init__(self) -> None:
+        self.vocab_: dict[str, int] | None = None
+
+    def _vocab(self) -> dict[str, int]:
+        check_fitted(self, "vocab_")
+        assert self.vocab_ is not None
+        return self.vocab_
+
     def fit(self, tokens: Sequence[Sequence[str]], y: Sequence[str], classes: Sequence[str]
             ) -> EvidenceModel:
         self.classes_ = np.asarray(classes, dtype=object)
@@ -96,6 +104,7 @@ class EvidenceModel:
     def similarity(self, tokens: Sequence[Sequence[str]]) -> tuple[np.ndarray, np.ndarray]:
         """(cosine of each sample with each type's profile, whether the sample has any
         evidence at all)."""
+        vocab = self._vocab()
         n, K = len(tokens), len(self.classes_)
         sims = np.zeros((n, K))
         has = np.zeros(n, dtype=bool)
@@ -104,7 +113,7 @@ class EvidenceModel:
             if not ts:
                 continue
             has[i] = True
-            known = [self.vocab_[t] for t in ts if t in self.vocab_]
+            known = [vocab[t] for t in ts if t in vocab]
             w = self.idf_[known]
             norm2 = float((w * w).sum()) + self.unseen_idf_ ** 2 * (len(ts) - len(known))
             if known:
@@ -115,10 +124,11 @@ class EvidenceModel:
     def novelty(self, tokens: Sequence[Sequence[str]]) -> np.ndarray:
         """Share of each sample's evidence weight (squared, as in the cosine) carried by
         tokens no training type showed; 0 for a sample without evidence."""
+        vocab = self._vocab()
         out = np.zeros(len(tokens))
         for i, sample in enumerate(tokens):
             ts = set(sample)
-            known = [self.vocab_[t] for t in ts if t in self.vocab_]
+            known = [vocab[t] for t in ts if t in vocab]
             unseen = self.unseen_idf_ ** 2 * (len(ts) - len(known))
             total = float((self.idf_[known] ** 2).sum()) + unseen
             out[i] = unseen / total if total else 0.0

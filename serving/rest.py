@@ -28,7 +28,7 @@ import polars as pl
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from flockwatch.features.schema import FLOW_SCHEMA
-from flockwatch.models.pyfunc import coerce_flows, score_flows
+from flockwatch.models.scoring import coerce_flows, score_flows
 from flockwatch.serving.score import windows_json
 from starlette.exceptions import HTTPException
 

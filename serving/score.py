@@ -18,7 +18,8 @@ from flockwatch.features.hashing import file_hash
 from flockwatch.features.inventory import inventory
 from flockwatch.features.output import ISO_UTC, frame_records, iso_utc, to_json
 from flockwatch.features.windows import WindowSpec, assign_windows, parse_duration
-from flockwatch.models.pyfunc import learning_flag, score_flows
+from flockwatch.models.bundle import bundle_of
+from flockwatch.models.scoring import learning_flag, score_flows
 from flockwatch.models.store import load_model
 from flockwatch.serving.alerts import alerts_from, incidents
 
@@ -79,10 +80,6 @@ def windows_json(windows: pl.DataFrame, indent: str = "") -> str:
     if not indent:
         return "[" + ",".join(lines) + "]"
     return "[\n" + ",\n".join(indent + x for x in lines) + "\n" + indent[:-2] + "]"
-
-
-def bundle_of(model: Any) -> Any:
-    return model.unwrap_python_model().bundle
 
 
 def learnt_sources(bundle: Any, files: Iterable[str]) -> set[str]:

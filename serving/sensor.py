@@ -28,6 +28,7 @@ from flockwatch.features.flows import read_capture
 from flockwatch.features.live import RawCapture
 from flockwatch.features.schema import FLOW_SCHEMA
 from flockwatch.features.windows import WindowSpec
+from flockwatch.models.bundle import bundle_of
 from flockwatch.serving.alerts import IncidentTracker, JsonlSink, SyslogCefSink
 from flockwatch.serving.score import report
 
@@ -111,7 +112,7 @@ class Sensor:
                  inventory_db: str | Path | None = None, window_s: float | None = None,
                  state_every_s: float = 30.0) -> None:
         self.interface = interface
-        self.bundle = model.unwrap_python_model().bundle
+        self.bundle = bundle_of(model)
         self.window_s = float(window_s or self.bundle.window.length_s)
         self.spec = WindowSpec(self.window_s, align="epoch")
         self.jsonl = JsonlSink(alerts_path)

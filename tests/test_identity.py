@@ -215,7 +215,9 @@ def test_pyfunc_score_json_and_cef_carry_the_levels(sentinel, tmp_path: Path) ->
     devices and windows, and a CEF event."""
     import mlflow.pyfunc
     from flockwatch.features.windows import WindowSpec
-    from flockwatch.models.pyfunc import Bundle, flows_to_pandas, save_model
+    from flockwatch.models.bundle import Bundle
+    from flockwatch.models.pyfunc import save_model
+    from flockwatch.models.scoring import flows_to_pandas
     from flockwatch.serving.alerts import cef_line
     from flockwatch.serving.score import report
 

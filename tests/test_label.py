@@ -269,6 +269,7 @@ def test_train_and_evaluate_on_labelled_site(site, tmp_path):
     train a classifier (real LightGBM, real MLflow store) that records each capture's devices;
     evaluate predicts per (capture, device)."""
     from flockwatch.datasets.synth import HOSTS
+    from flockwatch.models.bundle import bundle_of
     from flockwatch.models.store import load_model
 
     lines = ["mac,device_type,category"] + [f"{h.mac},{h.device_type},{h.category}"
@@ -283,7 +284,7 @@ def test_train_and_evaluate_on_labelled_site(site, tmp_path):
     r = runner.invoke(app, ["train", "classifier", str(out), "--quick", "--register", "site",
                             "--early-seconds", "none", "-q"])
     assert r.exit_code == 0, r.output
-    bundle = load_model("models:/site/1").unwrap_python_model().bundle
+    bundle = bundle_of(load_model("models:/site/1"))
     caps = bundle.info["training_captures"]
     assert sorted(Path(c["path"]).name for c in caps) == ["attacks.pcap", "learning.pcap"]
     for c in caps:

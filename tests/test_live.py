@@ -92,7 +92,8 @@ def live_model(tmp_path_factory):
     from flockwatch.datasets.synth import synthesize_capture
     from flockwatch.features import extract
     from flockwatch.features.windows import WindowSpec
-    from flockwatch.models.pyfunc import Bundle, save_model
+    from flockwatch.models.bundle import Bundle
+    from flockwatch.models.pyfunc import save_model
     from flockwatch.training.baseline import fit_baseline
 
     tmp = tmp_path_factory.mktemp("live-model")

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -10,6 +13,9 @@ import pytest
 from flockwatch.features.windows import FEATURE_COLUMNS
 from flockwatch.models import BaselineAutoencoder, DeviceClassifier, NotFittedError
 from flockwatch.models.base import clone, get_params
+from flockwatch.models.identity import DeviceIdentifier, EvidenceModel
+from flockwatch.models.peers import PeerBaseline
+from flockwatch.models.thresholds import QuantileThreshold
 
 
 def synthetic_windows(n_per_class: int = 40, classes: int = 3, seed: int = 0) -> pl.DataFrame:
@@ -51,30 +57,148 @@ def est(request):
     return request.param()
 
 
-def test_params_stored_unchanged_and_clone(est):
+# -- the contract every estimator in models/ keeps ------------------------------------------
+def _peer_flows(rows: list[tuple[str, str, int, int]]) -> pl.DataFrame:
+    """Attributed UDP flows (device, local peer, service port, minute): each one opens a
+    conversation (``initiation``) and is no scan probe."""
+    t0 = pl.datetime(2026, 1, 1, time_zone="UTC")
+    df = pl.DataFrame(rows, schema=["device_id", "peer_ip", "dst_port", "minute"], orient="row")
+    return df.with_columns(
+        pl.lit("s").alias("source"), pl.lit(True).alias("peer_local"),
+        pl.lit(17).alias("protocol"), pl.lit(40000).alias("src_port"),
+        pl.lit(2).alias("packets"), pl.lit(1).alias("dst2src_packets"),
+        pl.lit(0).alias("rst_packets"), pl.lit(0).alias("syn_packets"),
+        pl.lit(0).alias("ack_packets"),
+        (t0 + pl.duration(minutes=pl.col("minute") // 5 * 5)).alias("window_start"),
+        (t0 + pl.duration(minutes=pl.col("minute") // 5 * 5 + 5)).alias("window_end"),
+    ).drop("minute")
+
+
+PEERS_LEARN = _peer_flows([("plc", "10.0.0.2", 502, 0), ("cam", "10.0.0.5", 554, 1)])
+#: the PLC's known Modbus peer, a new SSH peer of the PLC in two windows, a device never seen
+PEERS_TEST = _peer_flows([("plc", "10.0.0.2", 502, 10), ("plc", "10.0.0.3", 22, 11),
+                          ("plc", "10.0.0.3", 22, 16), ("stranger", "10.0.0.9", 80, 12)])
+
+_rng = np.random.default_rng(0)
+SCORES = np.exp(_rng.normal(-2, 0.5, 120))
+SCORE_DEVICES = [f"d{i % 3}" for i in range(120)]
+#: product evidence of each synthetic type (``synthetic_windows``): vendor, cloud, DHCP list
+TOKENS = {f"type{c}": [f"oui:Vendor{c % 2}", f"domain:cloud{c}.com", "dhcp_prl:1,3,6"]
+          for c in range(3)}
+EV_TOKENS = [TOKENS[f"type{c}"][: 2 + i % 2] for c in range(3) for i in range(4)]
+EV_LABELS = [f"type{c}" for c in range(3) for _ in range(4)]
+
+
+def _identifier_fit(est: DeviceIdentifier) -> DeviceIdentifier:
+    df = synthetic_windows()
+    # half the captures show no DHCP list: the held-out similarities spread, and the open-set
+    # bar sits below a device showing all of its type's evidence
+    evidence = {(g, lab): [TOKENS[lab][: 2 if g.endswith(("-0", "-1")) else 3]]
+                for g, lab in df.select("group", "label").unique().iter_rows()}
+    return est.fit(df, df["label"], df["group"], evidence,
+                   categories={"type0": "plug", "type1": "camera", "type2": "plug"},
+                   vendors={f"type{c}": f"Vendor{c % 2}" for c in range(3)})
+
+
+def _identifier_out(est: DeviceIdentifier) -> pl.DataFrame:
+    df = synthetic_windows(seed=1)
+    ev = df.select("source", "device_id", "label").unique().sort("device_id").with_columns(
+        pl.col("label").replace_strict(TOKENS, return_dtype=pl.List(pl.String))
+        .alias("evidence")).drop("label")
+    return est.predict_devices(df, evidence=ev).sort("source", "device_id")
+
+
+@dataclass
+class Case:
+    """One estimator: how to make it, fit it on its learning data and get its output."""
+
+    make: Callable[[], Any]
+    fit: Callable[[Any], Any]
+    output: Callable[[Any], Any]
+    shape: tuple[int, ...]  # of the output on the case's data
+
+
+N = synthetic_windows().height
+CASES = {
+    "classifier": Case(lambda: DeviceClassifier(n_estimators=60, seed=1),
+                       lambda e: fit(e, synthetic_windows()),
+                       lambda e: e.predict_proba(synthetic_windows()), (N, 3)),
+    "baseline": Case(lambda: BaselineAutoencoder(epochs=15, hidden=(16, 4), seed=1),
+                     lambda e: fit(e, synthetic_windows()),
+                     lambda e: e.score(synthetic_windows()), (N,)),
+    "threshold": Case(lambda: QuantileThreshold(q=0.99, floor=0.1),
+                      lambda e: e.fit(SCORES, SCORE_DEVICES),
+                      lambda e: e.threshold(["d0", "d1", "d2", "never-seen"]), (4,)),
+    "peers": Case(PeerBaseline, lambda e: e.fit(PEERS_LEARN),
+                  lambda e: e.new_peers(PEERS_TEST).sort("window_start"), (2, 6)),
+    "evidence": Case(EvidenceModel, lambda e: e.fit(EV_TOKENS, EV_LABELS, sorted(TOKENS)),
+                     lambda e: e.similarity([*EV_TOKENS, ["oui:Other"], []])[0],
+                     (len(EV_TOKENS) + 2, 3)),
+    "identifier": Case(lambda: DeviceIdentifier(seed=1, calibration_folds=2,
+                                                behaviour_params={"n_estimators": 30}),
+                       _identifier_fit, _identifier_out, (12, 14)),
+}
+
+
+@pytest.fixture(params=list(CASES), scope="module")
+def case(request) -> Case:
+    return CASES[request.param]
+
+
+@pytest.fixture(scope="module")
+def fitted_case(case) -> tuple[Case, Any]:
+    return case, case.fit(case.make())
+
+
+def assert_same(a: Any, b: Any) -> None:
+    if isinstance(a, pl.DataFrame):
+        assert a.equals(b), (a, b)
+    else:
+        np.testing.assert_array_equal(a, b)
+
+
+def test_params_stored_unchanged_and_clone(case):
+    est = case.make()
     params = get_params(est)
-    c = clone(est)
-    assert get_params(c) == params
+    assert get_params(clone(est)) == params
     assert all(not k.endswith("_") for k in params)
 
 
-def test_not_fitted_error(est):
-    with pytest.raises(NotFittedError):
-        output(est, synthetic_windows())
+def test_not_fitted_error(case):
+    with pytest.raises(NotFittedError, match="not fitted yet"):
+        case.output(case.make())
 
 
-def test_same_seed_same_result(est):
-    df = synthetic_windows()
-    a = output(fit(clone(est), df), df)
-    b = output(fit(clone(est), df), df)
-    np.testing.assert_allclose(a, b)
+def test_fit_returns_self_and_output_shape(fitted_case):
+    case, est = fitted_case
+    assert isinstance(est, type(case.make()))
+    assert case.output(est).shape == case.shape
 
 
-def test_pickle_round_trip(est):
-    df = synthetic_windows()
-    fitted = fit(est, df)
-    again = pickle.loads(pickle.dumps(fitted))
-    np.testing.assert_allclose(output(fitted, df), output(again, df))
+def test_same_seed_same_result(fitted_case):
+    case, est = fitted_case
+    assert_same(case.output(est), case.output(case.fit(case.make())))
+
+
+def test_pickle_round_trip(fitted_case):
+    case, est = fitted_case
+    assert_same(case.output(est), case.output(pickle.loads(pickle.dumps(est))))
+
+
+def test_peer_baseline_reports_new_peers_of_known_devices_only():
+    out = CASES["peers"].output(CASES["peers"].fit(PeerBaseline()))
+    assert out["device_id"].to_list() == ["plc", "plc"]
+    assert out["new_peers"].to_list() == [["10.0.0.3:22"], ["10.0.0.3:22"]]
+
+
+def test_identifier_answers_by_evidence():
+    """Each synthetic device's evidence names its type: the identifier answers it, with its
+    category and vendor."""
+    out = CASES["identifier"].output(CASES["identifier"].fit(CASES["identifier"].make()))
+    want = out["device_id"].str.extract(r"dev(\d)").map_elements(lambda c: f"type{c}",
+                                                                 return_dtype=pl.String)
+    assert (out["device_type"] == want).all(), out
+    assert out["vendor"].to_list() == [f"Vendor{int(c[-1]) % 2}" for c in want]
 
 
 def test_column_order_does_not_matter(est):
@@ -102,7 +226,8 @@ def test_better_than_chance(est):
 def test_mlflow_save_load_identical(est, tmp_path):
     import mlflow
     from flockwatch.features.windows import WindowSpec
-    from flockwatch.models.pyfunc import Bundle, FlockwatchModel, save_model
+    from flockwatch.models.bundle import Bundle
+    from flockwatch.models.pyfunc import FlockwatchModel, save_model
 
     df = synthetic_windows()
     fitted = fit(est, df)
@@ -113,6 +238,47 @@ def test_mlflow_save_load_identical(est, tmp_path):
     assert isinstance(loaded, FlockwatchModel)
     part = loaded.bundle.classifier or loaded.bundle.baseline
     np.testing.assert_array_equal(output(fitted, df), output(part, df))
+
+
+def test_bundle_pickles_by_its_module_and_loads(tmp_path):
+    """A bundle (and the baseline's threshold object) is pickled by its module path: what
+    this flockwatch saves, it loads, and scores the same; a bundle of another feature set or
+    a pickle that is no bundle is refused."""
+    import pickletools
+
+    import mlflow
+    from flockwatch.features.windows import FEATURE_SET_VERSION, WindowSpec
+    from flockwatch.models.bundle import (
+        Bundle,
+        bundle_of,
+        check_feature_set,
+        load_bundle,
+        save_bundle,
+    )
+    from flockwatch.models.pyfunc import save_model
+
+    df = synthetic_windows()
+    base = BaselineAutoencoder(epochs=3, hidden=(16, 4), seed=1).fit(df)
+    bundle = Bundle(window=WindowSpec(300), baseline=base)
+    save_bundle(bundle, tmp_path / "b.pkl")
+    ops = {str(arg) for _, arg, _ in pickletools.genops((tmp_path / "b.pkl").read_bytes())}
+    assert {"flockwatch.models.bundle", "Bundle", "flockwatch.models.thresholds",
+            "QuantileThreshold"} <= ops
+    again = load_bundle(tmp_path / "b.pkl")
+    assert isinstance(again, Bundle) and again.info["feature_set_version"] == FEATURE_SET_VERSION
+    np.testing.assert_array_equal(again.baseline.score(df), base.score(df))
+    save_model(bundle, tmp_path / "m")
+    loaded = bundle_of(mlflow.pyfunc.load_model(str(tmp_path / "m")))
+    np.testing.assert_array_equal(loaded.baseline.score(df), base.score(df))
+    bundle.info["feature_set_version"] = FEATURE_SET_VERSION - 1
+    with pytest.raises(ValueError, match=f"feature set v{FEATURE_SET_VERSION - 1}.*retrain"):
+        check_feature_set(bundle)
+    save_bundle(bundle, tmp_path / "old.pkl")
+    with pytest.raises(ValueError, match="retrain it"):
+        load_bundle(tmp_path / "old.pkl")
+    (tmp_path / "x.pkl").write_bytes(pickle.dumps({"window": 300}))
+    with pytest.raises(TypeError, match="not a flockwatch bundle"):
+        load_bundle(tmp_path / "x.pkl")
 
 
 def test_bad_input_types(est):
@@ -186,20 +352,13 @@ def test_classifier_rejection_retunes_without_refitting():
     assert (clf.threshold_, clf.novelty_threshold_) == fitted
     with pytest.raises(ValueError, match=r"reject_quantile must be in \[0, 1\)"):
         clf.set_reject_quantile(1.0)
-    # A pickle from before 0.3 kept no held-out figures: a clear error, thresholds untouched.
-    old = pickle.loads(pickle.dumps(clf))
-    del old.__dict__["calibration_confidence_"], old.__dict__["calibration_novelty_"]
-    with pytest.raises(ValueError, match="refit it"):
-        old.set_reject_quantile(0.1)
-    assert (old.threshold_, old.reject_quantile) == (fitted[0], 0.04)
 
 
-def test_baseline_loads_torch_state_dict_pickles():
-    """Baselines pickled with a torch state dict (flockwatch <= 0.1) still load and score the
-    same: scoring now runs the layers on numpy."""
-    import io
-
+def test_numpy_forward_pass_is_the_torch_network():
+    """Scoring runs the fitted layers on numpy (``models.forward``): the same output as the
+    torch network they came from, to float32 precision."""
     import torch
+    from flockwatch.models.forward import forward, to_layers
 
     df = synthetic_windows()
     est = BaselineAutoencoder(epochs=3, hidden=(16, 4), seed=1).fit(df)
@@ -210,25 +369,20 @@ def test_baseline_loads_torch_state_dict_pickles():
     for m, (w, b) in zip(linears, weights, strict=True):
         m.weight.data = torch.from_numpy(w.T.copy())
         m.bias.data = torch.from_numpy(b.copy())
-    buf = io.BytesIO()
-    torch.save(module.state_dict(), buf)
-    state = dict(est.__dict__)
-    state["net_"] = ("state_dict", len(est.feature_names_), buf.getvalue())
-    old = BaselineAutoencoder.__new__(BaselineAutoencoder)
-    old.__setstate__(state)
-    np.testing.assert_allclose(old.score(df), est.score(df), rtol=1e-6)
-    # And the numpy forward pass is the torch network's, to float32 precision.
+    assert all(np.array_equal(a[1], b[1]) for a, b in zip(to_layers(module), est.net_,
+                                                         strict=True) if a[0] == "linear")
     Z = np.random.default_rng(0).normal(0, 2, (50, len(est.feature_names_))).astype(np.float32)
     with torch.no_grad():
         ref = module(torch.from_numpy(Z)).numpy()
-    np.testing.assert_allclose(est._reconstruct(Z), ref, atol=1e-5)
+    np.testing.assert_allclose(forward(est.net_, Z), ref, atol=1e-5)
+    np.testing.assert_array_equal(est._reconstruct(Z), forward(est.net_, Z))
 
 
 def test_threshold_floor_holds_for_tiny_and_pooled_scores():
     """A device whose scores are all tiny (traffic like clockwork) gets the floor, not a
     threshold fitted to noise; devices too thin for their own threshold get the pooled one,
     also never below the floor; without a floor the fitted tail applies."""
-    from flockwatch.models.baseline import QuantileThreshold
+    from flockwatch.models.thresholds import QuantileThreshold
 
     rng = np.random.default_rng(0)
     tiny = np.exp(rng.normal(-9, 1.5, 200))  # ~1e-4, a very regular device
@@ -261,20 +415,7 @@ def test_baseline_learning_status():
     n, state = est.learning_status(["dev0-0", "camera", "stranger"])
     assert n == [50, 8, None]
     assert state == ["learned", "thin", "new"]
-    assert est.thresholds(["camera"])[0] == est.threshold_.pooled_
-
-
-def test_learning_status_of_baselines_saved_before_it_existed():
-    """A 0.2.0 baseline knows neither its devices' window counts nor which got a threshold of
-    their own: its known devices read "learned" with no count, unknown ones "new"."""
-    df = synthetic_windows(n_per_class=40, classes=1)
-    est = BaselineAutoencoder(epochs=2, hidden=(16, 4), seed=1).fit(df)
-    state = dict(est.__dict__)
-    del state["learning_windows_"]
-    old = BaselineAutoencoder.__new__(BaselineAutoencoder)
-    old.__setstate__(state)
-    del old.threshold_.own_
-    assert old.learning_status(["dev0-0", "stranger"]) == ([None, None], ["learned", "new"])
+    assert est.thresholds(["camera"])[0] == est.threshold_rule_.pooled_
 
 
 def test_open_set_rule_compares_at_the_calibration_precision():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from flockwatch.models.bundle import bundle_of
 from flockwatch.models.store import ModelLoadError, load_model
 from flockwatch.serving.cli import app
 from test_training import subset
@@ -42,16 +43,15 @@ def test_promote_then_load_by_alias(two_versions):
     r = runner.invoke(app, ["models", "promote", "models:/cams/1", "--alias", "champion"])
     assert r.exit_code == 0, r.output
     assert "models:/cams@champion -> version 1" in r.output
-    by_alias = load_model("models:/cams@champion").unwrap_python_model().bundle
-    v1 = load_model("models:/cams/1").unwrap_python_model().bundle
+    by_alias = bundle_of(load_model("models:/cams@champion"))
+    v1 = bundle_of(load_model("models:/cams/1"))
     assert by_alias.created == v1.created
     # Move it to version 2: the output says which version it named before.
     r = runner.invoke(app, ["models", "promote", "models:/cams/2"])
     assert r.exit_code == 0, r.output
     assert "models:/cams@champion -> version 2 (was version 1)" in r.output
-    v2 = load_model("models:/cams/2").unwrap_python_model().bundle
-    assert load_model("models:/cams@champion", use_cache=False).unwrap_python_model() \
-        .bundle.created == v2.created
+    v2 = bundle_of(load_model("models:/cams/2"))
+    assert bundle_of(load_model("models:/cams@champion", use_cache=False)).created == v2.created
     # Another alias names the versions with their aliases.
     with pytest.raises(ModelLoadError, match=r"versions: 1, 2 \(@champion\)"):
         load_model("models:/cams@staging")

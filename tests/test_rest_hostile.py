@@ -27,7 +27,7 @@ def bundle(tmp_path_factory):
     under test here, not the model)."""
     from flockwatch.datasets.synth import synthesize
     from flockwatch.features import WindowSpec, extract
-    from flockwatch.models.pyfunc import Bundle
+    from flockwatch.models.bundle import Bundle
     from flockwatch.training.baseline import fit_baseline
 
     site = tmp_path_factory.mktemp("site")

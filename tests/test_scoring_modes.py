@@ -28,8 +28,9 @@ def model(site, tmp_path_factory):
     from flockwatch.datasets.synth import HOSTS
     from flockwatch.features import WindowSpec, attribute, extract, windows
     from flockwatch.models import DeviceClassifier
+    from flockwatch.models.bundle import Bundle
     from flockwatch.models.peers import PeerBaseline
-    from flockwatch.models.pyfunc import Bundle, save_model
+    from flockwatch.models.pyfunc import save_model
     from flockwatch.training.baseline import fit_baseline, learning_record
 
     flows = extract([site / "learning.pcap"]).flows
@@ -51,7 +52,7 @@ def model(site, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def bundle(model):
-    from flockwatch.models.pyfunc import load_bundle
+    from flockwatch.models.bundle import load_bundle
 
     return load_bundle(model / "artifacts" / "bundle.pkl")
 
@@ -163,6 +164,7 @@ def test_train_baseline_learning_period_then_score_same_capture(site, tmp_path):
     scoring the same captures marks exactly the windows before the learning end, and no
     alert comes from them."""
     from flockwatch.features.hashing import file_hash
+    from flockwatch.models.bundle import bundle_of
     from flockwatch.models.store import load_model
 
     caps = [site / "learning.pcap", site / "attacks.pcap"]
@@ -170,7 +172,7 @@ def test_train_baseline_learning_period_then_score_same_capture(site, tmp_path):
     r = runner.invoke(app, ["train", "baseline", *map(str, caps), "--learning-period", "150m",
                             "--register", "lp", "--epochs", "20"])
     assert r.exit_code == 0, r.output
-    rec = load_model("models:/lp/1").unwrap_python_model().bundle.learning
+    rec = bundle_of(load_model("models:/lp/1")).learning
     assert rec["period_s"] == 9000
     start = dt.datetime.fromisoformat(rec["start"].replace("Z", "+00:00"))
     end = dt.datetime.fromisoformat(rec["end"].replace("Z", "+00:00"))
@@ -300,7 +302,7 @@ def test_unknown_device_shows_its_nearest_type(bundle, site, attack_flows):
         assert cells[cells.index(f"unknown (nearest {r['nearest_type']} "
                                  f"{r['type_confidence']:.2f})") + 1] == ""
     # The pyfunc output (what REST and `mlflow models serve` return) carries it too.
-    from flockwatch.models.pyfunc import score_flows
+    from flockwatch.models.scoring import score_flows
 
     out = score_flows(strict, attack_flows)
     assert out.filter(pl.col("unknown"))["nearest_type"].is_not_null().all()
@@ -321,7 +323,8 @@ def test_window_rows_carry_the_devices_ipv4():
     address detection from ::, DHCP from 0.0.0.0) shows the device's IPv4; a device without
     IPv4 shows its global IPv6 rather than its link-local one; never :: or 0.0.0.0."""
     from flockwatch.features import WindowSpec, conform, windows
-    from flockwatch.models.pyfunc import Bundle, score_flows
+    from flockwatch.models.bundle import Bundle
+    from flockwatch.models.scoring import score_flows
 
     hue, v6only, gw = "00:17:88:00:00:01", "00:17:88:00:00:02", "00:09:5b:00:00:09"
     flows = conform(pl.DataFrame([

@@ -30,7 +30,8 @@ def trained(site, tmp_path_factory):
     from flockwatch.datasets.synth import HOSTS
     from flockwatch.features import WindowSpec, extract
     from flockwatch.models import DeviceClassifier
-    from flockwatch.models.pyfunc import Bundle, save_model
+    from flockwatch.models.bundle import Bundle
+    from flockwatch.models.pyfunc import save_model
     from flockwatch.training.baseline import fit_baseline
 
     flows = extract([site / "learning.pcap"]).flows
@@ -51,12 +52,8 @@ def trained(site, tmp_path_factory):
 def test_pyfunc_round_trip_identical(trained, site):
     import mlflow
     from flockwatch.features import extract
-    from flockwatch.models.pyfunc import (
-        flows_to_pandas,
-        load_bundle,
-        score_flows,
-        to_records_frame,
-    )
+    from flockwatch.models.bundle import load_bundle
+    from flockwatch.models.scoring import flows_to_pandas, score_flows, to_records_frame
 
     flows = extract([site / "attacks.pcap"]).flows
     model = mlflow.pyfunc.load_model(str(trained))
@@ -345,7 +342,7 @@ def flow_records(site):
 
 
 def start_server(bundle_path, **kwargs):
-    from flockwatch.models.pyfunc import load_bundle
+    from flockwatch.models.bundle import load_bundle
     from flockwatch.serving.rest import FlockwatchServer
 
     port = free_port()
@@ -391,7 +388,7 @@ def test_rest_happy_400_413(trained, flow_records):
 
 
 def test_rest_token(trained, flow_records):
-    from flockwatch.models.pyfunc import load_bundle
+    from flockwatch.models.bundle import load_bundle
     from flockwatch.serving.rest import FlockwatchServer
 
     with pytest.raises(ValueError, match="needs --token"):

@@ -170,6 +170,7 @@ def doc_predictions(path: Path) -> list[dict[str, object]]:
 def test_evaluate_warns_when_the_model_keeps_no_record(shared_data, tmp_path):
     """A model trained before training captures were recorded: leakage cannot be checked,
     and evaluate says so in one line instead of passing its figures off as held-out."""
+    from flockwatch.models.bundle import bundle_of
     from flockwatch.models.pyfunc import save_model
     from flockwatch.models.store import load_model
 
@@ -178,7 +179,7 @@ def test_evaluate_warns_when_the_model_keeps_no_record(shared_data, tmp_path):
     r = runner.invoke(app, ["train", "classifier", str(ds), "--quick", "--register", "tiny",
                             "--early-seconds", "none"])
     assert r.exit_code == 0, r.output
-    bundle = load_model("models:/tiny/1").unwrap_python_model().bundle
+    bundle = bundle_of(load_model("models:/tiny/1"))
     assert len(bundle.info["training_captures"]) == 8
     assert all(len(c["sha256"]) == 64 for c in bundle.info["training_captures"])
     del bundle.info["training_captures"]

@@ -16,8 +16,8 @@ from flockwatch.features.hashing import file_hash
 from flockwatch.features.output import iso_utc
 from flockwatch.features.windows import WindowSpec, windows
 from flockwatch.models.baseline import BaselineAutoencoder
+from flockwatch.models.bundle import Bundle, bundle_of
 from flockwatch.models.peers import PeerBaseline
-from flockwatch.models.pyfunc import Bundle
 from flockwatch.training.tracking import log_figure, register, start_run
 
 
@@ -62,7 +62,7 @@ def classifier_from(uri: str | None) -> tuple[Any, WindowSpec | None, dict[str, 
         return None, None, {}
     from flockwatch.models.store import load_model
 
-    bundle = load_model(uri).unwrap_python_model().bundle  # type: ignore[attr-defined]
+    bundle = bundle_of(load_model(uri))
     if bundle.classifier is None:
         raise ValueError(f"{uri}: this flockwatch model has no classifier")
     return bundle.classifier, bundle.classifier_window or bundle.window, bundle.info
@@ -101,7 +101,8 @@ def train_baseline(
         mlflow.log_params({
             "window_s": window_s, "learning_period_s": learning_period_s or "all",
             "hidden": list(model.hidden), "epochs": model.epochs, "seed": seed,
-            "threshold": model.threshold_.describe(), "classifier_uri": classifier_uri or "",
+            "threshold": model.threshold_rule_.describe(),
+            "classifier_uri": classifier_uri or "",
             "sources": ", ".join(map(str, sources))[:500],
         })
         mlflow.log_metrics({"devices": len(model.devices_), "learning_windows": win.height,
@@ -109,7 +110,8 @@ def train_baseline(
                             "bad_inputs": len(result.errors)})
         for i, loss in enumerate(model.loss_curve_):
             mlflow.log_metric("train_loss", loss, step=i)
-        mlflow.log_dict({d: float(t) for d, t in (model.threshold_.thresholds_ or {}).items()},
+        mlflow.log_dict({d: float(t)
+                         for d, t in (model.threshold_rule_.thresholds_ or {}).items()},
                         "thresholds.json")
         log_figure(_score_figure(model, win), "learning_scores.png")
         peers = PeerBaseline().fit(
@@ -139,7 +141,7 @@ def _score_figure(model: BaselineAutoencoder, win: pl.DataFrame) -> Any:
     a.set(title="training loss", xlabel="epoch", ylabel="MSE", yscale="log")
     s = np.asarray(model.learning_scores_)
     b.hist(np.log10(s + 1e-6), bins=50, color="tab:blue", alpha=0.8)
-    b.axvline(np.log10(model.threshold_.pooled_), color="tab:red", ls="--",
+    b.axvline(np.log10(model.threshold_rule_.pooled_), color="tab:red", ls="--",
               label="pooled threshold")
     b.set(title="learning-period anomaly scores", xlabel="log10 score", ylabel="windows")
     b.legend()

@@ -23,9 +23,9 @@ from flockwatch.datasets.labelled import (
 )
 from flockwatch.features.windows import WindowSpec
 from flockwatch.models.base import group_folds, parallel_map
+from flockwatch.models.bundle import Bundle
 from flockwatch.models.classifier import UNKNOWN, DeviceClassifier
 from flockwatch.models.identity import DeviceIdentifier
-from flockwatch.models.pyfunc import Bundle
 from flockwatch.training.metrics import (
     classification_metrics,
     confusion_figure,

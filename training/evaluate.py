@@ -22,6 +22,7 @@ from flockwatch.datasets.labelled import (
     labelled_windows,
     load_dataset,
 )
+from flockwatch.models.bundle import bundle_of
 from flockwatch.models.store import load_model
 from flockwatch.training.classifier import device_predictions
 from flockwatch.training.metrics import classification_metrics, identity_metrics
@@ -48,7 +49,7 @@ def evaluate_dataset(dataset_dir: str | os.PathLike[str], model_uri: str, *,
     ``metrics`` cover the captures the model was not trained on; those it was trained on are
     reported apart (``seen_in_training``) with a line in ``warnings``. Raises
     ``DatasetError`` when every capture was a training capture."""
-    bundle = load_model(model_uri).unwrap_python_model().bundle  # type: ignore[attr-defined]
+    bundle = bundle_of(load_model(model_uri))
     if bundle.classifier is None:
         raise ValueError(f"{model_uri}: this flockwatch model has no device classifier")
     if reject_quantile is not None:

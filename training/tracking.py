@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from flockwatch.features.windows import parse_duration
-from flockwatch.models.pyfunc import Bundle, log_model
+from flockwatch.models.bundle import Bundle
+from flockwatch.models.pyfunc import log_model
 from flockwatch.models.store import FEATURE_SET_TAG, KIND_TAG, configure, ensure_experiment
 
 __all__ = ["parse_duration", "register", "start_run", "log_figure"]

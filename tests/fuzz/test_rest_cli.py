@@ -234,7 +234,7 @@ def served(tmp_path_factory):
     """`flockwatch serve`'s server on 127.0.0.1 with a small real baseline model."""
     from flockwatch.datasets.synth import synthesize
     from flockwatch.features import WindowSpec, extract
-    from flockwatch.models.pyfunc import Bundle
+    from flockwatch.models.bundle import Bundle
     from flockwatch.serving.rest import FlockwatchServer
     from flockwatch.training.baseline import fit_baseline
 
