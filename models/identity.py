@@ -350,7 +350,10 @@ class DeviceIdentifier:
         evidence, never rejected) and evidence novelty (``evidence_novelty``)."""
         s = np.asarray(pl.Series(similarity, dtype=pl.Float64).fill_null(np.nan).to_numpy(),
                        dtype=float)
-        out = ~np.isnan(s) & (np.nan_to_num(s, nan=np.inf) < self.threshold_)
+        # At the precision the held-out figures are kept in (float32): a similarity of
+        # 0.99999999 is 1.0 there, and must not fall below a threshold of 1.0.
+        out = ~np.isnan(s) & (np.nan_to_num(s, nan=np.inf).astype(np.float32)
+                              < np.float32(self.threshold_))
         if novelty is not None and self.reject_quantile > 0:
             nv = np.asarray(pl.Series(novelty, dtype=pl.Float64).fill_null(0.0).to_numpy(),
                             dtype=float)

@@ -324,3 +324,15 @@ def test_week_long_blink_camera_is_an_unknown_camera(sentinel) -> None:
     assert p["unknown"] and p["device_type"] == "unknown" and p["candidates"] == "[]"
     assert p["category"] == "camera" and p["category_confidence"] is None
     assert p["vendor"] == "Texas Instruments" and p["vendor_confidence"] is None
+
+
+def test_rejection_compares_at_the_calibration_precision() -> None:
+    """A device whose evidence equals a profile (similarity 1.0 in float64 arithmetic, give
+    or take a rounding) is not rejected by a threshold of 1.0 kept in float32."""
+    from flockwatch.models.identity import DeviceIdentifier
+
+    idf = DeviceIdentifier(reject_quantile=0.04)
+    idf.threshold_ = float(np.float32(1.0))
+    idf.max_novelty = 0.5
+    assert not idf.rejects([1.0 - 1e-12, 0.9999999999], [0.0, 0.0]).any()
+    assert idf.rejects([0.99], [0.0]).all()
