@@ -111,6 +111,13 @@ WindowOpt = Annotated[float, typer.Option(
     parser=duration_parser(1.0, 7 * DAY), metavar="DURATION", show_default="300s",
     help="Window length, e.g. 300s, 5m, 10s (1s to 7d).")]
 
+def check_reject_quantile(value: float | None) -> None:
+    """``--reject-quantile``, checked here once for every command that takes it (train
+    classifier, evaluate), so a share out of range reads the same wherever it is given."""
+    if value is not None and not 0.0 <= value < 1.0:
+        fail(f"--reject-quantile {value:g}: give a share in [0, 1)")
+
+
 #: A month of synthetic traffic: more is a typo, not a test site.
 MAX_SYNTH_HOURS = 31 * 24.0
 

@@ -7,7 +7,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from flockwatch.serving.commands.common import TrackingOpt, check_output, fail, warn
+from flockwatch.serving.commands.common import (
+    TrackingOpt,
+    check_output,
+    check_reject_quantile,
+    fail,
+    warn,
+)
 
 
 def evaluate(
@@ -40,6 +46,7 @@ def evaluate(
     from flockwatch.models.store import ModelLoadError, configure
     from flockwatch.training.evaluate import evaluate_dataset
 
+    check_reject_quantile(reject_quantile)
     check_output(output, "--output")
     check_output(plot, "--plot")
     configure(tracking_uri)

@@ -12,6 +12,7 @@ from flockwatch.serving.commands.common import (
     SourcesArg,
     TrackingOpt,
     WindowOpt,
+    check_reject_quantile,
     duration_parser,
     fail,
     int_parser,
@@ -78,8 +79,7 @@ def train_classifier_cmd(
             parse_duration(x) or 0.0 for x in early_seconds.split(",")]
         if any(s <= 0 for s in early):
             raise ValueError(f"--early-seconds {early_seconds!r}: give positive lengths or 'none'")
-        if not 0.0 <= reject_quantile < 1.0:
-            raise ValueError(f"--reject-quantile {reject_quantile:g}: give a share in [0, 1)")
+        check_reject_quantile(reject_quantile)
         with phases(quiet) as progress:
             out = train_classifier(dataset_dir, label_column=label_column, early_seconds=early,
                                    group_column=group_column,
