@@ -238,8 +238,8 @@ def test_alert_counts_add_up(bundle, site, attack_flows):
     """Every device row counts its alerts of every kind; the rows add up to the summary's
     total, in the report, the table and the plot's panel titles (the gateway's and the
     workstation's new-peer alerts included)."""
-    from flockwatch.serving.render import render_report
     from flockwatch.serving.plots import timeline_figure
+    from flockwatch.serving.render import render_report
     from flockwatch.serving.score import report
 
     rep = report(bundle, attack_flows, [])
