@@ -13,14 +13,14 @@ from typing import Any
 
 import polars as pl
 from flockwatch.features.attribution import attribute
-from flockwatch.features.flows import Problem, extract
+from flockwatch.features.flows import ExtractResult, Problem, expand_sources, extract
 from flockwatch.features.hashing import file_hash
 from flockwatch.features.inventory import inventory
 from flockwatch.features.output import ISO_UTC, frame_records, iso_utc, to_json
 from flockwatch.features.windows import WindowSpec, assign_windows, parse_duration
 from flockwatch.models.bundle import bundle_of
 from flockwatch.models.scoring import learning_flag, score_flows
-from flockwatch.models.store import load_model
+from flockwatch.models.store import configure, load_model
 from flockwatch.serving.alerts import alerts_from, incidents
 
 _TOP_DTYPE = pl.List(pl.Struct({"feature": pl.String, "observed": pl.Float64,
@@ -134,16 +134,73 @@ def resolve_bound(bound: TimeBound | None, start: dt.datetime | None) -> dt.date
 
 
 def score_sources(sources: Sequence[str | os.PathLike[str]], model_uri: str | None = None, *,
-                  model: Any = None, on_file: Callable[[str], None] | None = None,
+                  model: Any = None, tracking_uri: str | None = None,
+                  on_file: Callable[[str], None] | None = None,
+                  read: Callable[[Sequence[str | os.PathLike[str]]], ExtractResult] | None = None,
+                  on_load_error: Callable[[BaseException], None] | None = None,
+                  on_read: Callable[[ExtractResult], None] | None = None,
                   include_learning: bool = False, since: TimeBound | None = None,
                   until: TimeBound | None = None) -> ScoreReport:
-    """Extract, score and summarise captures, folders or Zeek logs."""
-    model = model or load_model(model_uri)
-    bundle = bundle_of(model)
-    result = extract(sources, on_file=on_file)
-    return report(bundle, result.flows, result.problems, model_uri or "",
-                  learning_sources=learnt_sources(bundle, result.files),
-                  include_learning=include_learning, since=since, until=until)
+    """Extract, score and summarise captures, folders or Zeek logs.
+
+    Without ``model``, the model loads while the captures are read (MLflow, LightGBM and torch
+    imports included: both take seconds, and NFStream's metering runs in its own processes),
+    and the captures it learnt from are found by content hash meanwhile. ``tracking_uri``:
+    point MLflow there first (in the loader; None keeps the store as configured). ``read``
+    replaces ``extract`` (the CLI's reads with a progress bar). Once both are done, a failed
+    load goes to ``on_load_error`` (default: raised), then ``on_read`` sees what was read,
+    before any scoring (the CLI stops there when nothing could be read).
+    """
+    loader = _Loader(sources, model_uri, model=model, tracking_uri=tracking_uri)
+    result = (read or (lambda srcs: extract(srcs, on_file=on_file)))(sources)
+    try:
+        model, learnt = loader.result()
+    except Exception as exc:
+        if on_load_error is None:
+            raise
+        on_load_error(exc)
+        raise
+    if on_read is not None:
+        on_read(result)
+    return report(bundle_of(model), result.flows, result.problems, model_uri or "",
+                  learning_sources=learnt, include_learning=include_learning,
+                  since=since, until=until)
+
+
+class _Loader:
+    """The model (unless given), the captures among ``sources`` it learnt from, the scoring
+    imports and the MAC vendor table, loaded in a thread; ``result`` waits for them."""
+
+    def __init__(self, sources: Sequence[str | os.PathLike[str]], model_uri: str | None, *,
+                 model: Any = None, tracking_uri: str | None = None) -> None:
+        import threading
+
+        self._sources, self._uri, self._tracking_uri = sources, model_uri, tracking_uri
+        self._model: Any = model
+        self._learnt: set[str] = set()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._load, daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        try:
+            if self._model is None:
+                if self._tracking_uri is not None:
+                    configure(self._tracking_uri)
+                self._model = load_model(self._uri)
+            files, _ = expand_sources(self._sources)
+            self._learnt = learnt_sources(bundle_of(self._model), files)
+            from flockwatch.features.oui import preload
+
+            preload()
+        except Exception as exc:  # noqa: BLE001 - raised on the caller's thread by result()
+            self._error = exc
+
+    def result(self) -> tuple[Any, set[str]]:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._model, self._learnt
 
 
 ALERT_KINDS = ("anomalous_window", "new_peer", "new_device")

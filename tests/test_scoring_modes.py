@@ -240,8 +240,8 @@ def test_alert_counts_add_up(bundle, site, attack_flows):
     """Every device row counts its alerts of every kind; the rows add up to the summary's
     total, in the report, the table and the plot's panel titles (the gateway's and the
     workstation's new-peer alerts included)."""
-    from flockwatch.serving.cli import _render_report
     from flockwatch.serving.plots import timeline_figure
+    from flockwatch.serving.render import render_report
     from flockwatch.serving.score import report
 
     rep = report(bundle, attack_flows, [])
@@ -254,7 +254,7 @@ def test_alert_counts_add_up(bundle, site, attack_flows):
     by_dev = {r["device_id"]: r for r in d.iter_rows(named=True)}
     for a in rep.alerts:
         assert a["device_id"] in by_dev
-    text = _render_report(rep)
+    text = render_report(rep)
     rows = [line.split("│") for line in text.splitlines() if line.startswith("│")]
     header = next(line for line in text.splitlines() if line.startswith("┃"))
     cols = [c.strip() for c in header.split("┃")]
@@ -282,7 +282,7 @@ def test_alert_counts_add_up(bundle, site, attack_flows):
 def test_unknown_device_shows_its_nearest_type(bundle, site, attack_flows):
     """A device ruled unknown carries the most probable known type (``nearest_type``) and
     the table shows the confidence as that type's, never beside a bare "unknown"."""
-    from flockwatch.serving.cli import _render_report
+    from flockwatch.serving.render import render_report
     from flockwatch.serving.score import report
 
     strict = copy.copy(bundle)
@@ -294,7 +294,7 @@ def test_unknown_device_shows_its_nearest_type(bundle, site, attack_flows):
     assert unknown["nearest_type"].is_in(list(strict.classifier.classes_)).all()
     assert (known["nearest_type"] == known["device_type"]).all()
     assert (rep.windows["nearest_type"].is_not_null()).all()
-    text = _render_report(rep)
+    text = render_report(rep)
     for r in unknown.iter_rows(named=True):
         line = next(x for x in text.splitlines() if r["device_id"] in x)
         cells = [c.strip() for c in line.split("│")]

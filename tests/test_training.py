@@ -141,7 +141,7 @@ def test_train_register_load_evaluate(shared_data, tmp_path):
     assert unknown["0.5"] >= sum(p["unknown"] for p in doc["predictions"])
     r = runner.invoke(app, ["evaluate", str(other), "--model", "models:/sentinel/1",
                             "--reject-quantile", "1.5"])
-    assert r.exit_code == 1 and "reject_quantile must be in [0, 1)" in r.output
+    assert r.exit_code == 1 and "--reject-quantile 1.5: give a share in [0, 1)" in r.output
     assert "Traceback" not in r.output
     # --quick: skips the report's models, and the model is the same one.
     r = runner.invoke(app, ["train", "classifier", str(train), "--register", "sentinel",
@@ -218,10 +218,13 @@ def test_bad_early_seconds(tmp_path):
 
 
 @pytest.mark.parametrize("value", ["1", "-0.1"])
-def test_bad_reject_quantile(tmp_path, value):
-    r = CliRunner().invoke(app, ["train", "classifier", str(tmp_path), "--reject-quantile", value])
-    assert r.exit_code == 1 and f"--reject-quantile {float(value):g}: give a share in [0, 1)" \
-        in r.output and "Traceback" not in r.output
+@pytest.mark.parametrize("command", [["train", "classifier"], ["evaluate", "--model", "x"]])
+def test_bad_reject_quantile(tmp_path, value, command):
+    """One check, one message, in both commands that take the option (evaluate's used to
+    come from the model, in other words), before any model or capture is read."""
+    r = CliRunner().invoke(app, [*command, str(tmp_path), "--reject-quantile", value])
+    assert r.exit_code == 1 and r.output == (f"flockwatch: error: --reject-quantile "
+                                             f"{float(value):g}: give a share in [0, 1)\n")
 
 
 def test_single_capture_label_and_wrong_mac(tmp_path, site):

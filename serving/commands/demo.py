@@ -1,19 +1,66 @@
-"""``make demo`` / ``flockwatch demo``: the whole product on a synthetic site, from nothing."""
+"""``flockwatch demo`` (and ``make demo``): the whole product on a synthetic site, from nothing.
+
+The demo trains, so it imports ``flockwatch.training``, inside its functions only: serving
+never imports training at module level.
+"""
 
 from __future__ import annotations
 
 import shutil
+import sysconfig
 import time
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from flockwatch.models.store import configure, flockwatch_home
+import typer
+from flockwatch.serving.commands.common import MAX_SYNTH_HOURS, TrackingOpt, fail, seconds_parser
+
+
+def demo(
+    hours: Annotated[float, typer.Option(
+        parser=seconds_parser(MAX_SYNTH_HOURS), metavar="HOURS",
+        help="Length of the capture with attacks.")] = 2.0,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Run everything on a synthetic site: synthesize, train, register, score, explain."""
+    from flockwatch.serving.plots import write_timeline
+    from flockwatch.serving.render import render_report
+
+    try:
+        out = run_demo(typer.echo, hours=hours, tracking_uri=tracking_uri)
+    except ValueError as exc:  # e.g. too few --hours for every attack
+        fail(f"--hours: {exc}")
+    rep = out["report"]
+    typer.echo("")
+    typer.echo(render_report(rep))
+    typer.echo("Injected attacks (ground truth) and the first alert on the attacking device:")
+    for line in attack_summary(rep, out["attacks_csv"], 120.0):
+        typer.echo(line)
+    timeline = Path(out["site"]).parent / "scores.png"
+    write_timeline(rep.windows, timeline, alerts=rep.alerts)
+    uri = out["tracking_uri"]
+    typer.echo("")
+    typer.echo(f"Done in {out['seconds']:.0f} s. MLflow store: {uri}")
+    typer.echo(f"  Score timeline (PNG):    {timeline}")
+    typer.echo(f"  Browse runs and models:  {script('mlflow')} ui --backend-store-uri {uri}")
+    typer.echo(f"  Score a capture again:   {script('flockwatch')} score "
+               f"{out['site']}/attacks.pcap")
+    typer.echo(f"  Serve the model:         {script('flockwatch')} serve --port 8080")
+
+
+def script(name: str) -> str:
+    """The command ``name`` of this install (its scripts folder, wherever that is: a virtual
+    environment, a user or a system install), or the bare name when it has none there."""
+    path = Path(sysconfig.get_path("scripts")) / name
+    return str(path) if path.exists() else name
 
 
 def run_demo(echo: Any = print, *, hours: float = 2.0, learning_hours: float = 4.0,
              window_s: float = 120.0, seed: int = 7, tracking_uri: str | None = None
              ) -> dict[str, Any]:
+    """Synthesize a site, train and register both models, score the attack capture."""
     from flockwatch.datasets.synth import ATTACK_KINDS, synthesize, synthesize_capture
+    from flockwatch.models.store import configure, flockwatch_home
     from flockwatch.training.baseline import train_baseline
     from flockwatch.training.classifier import train_classifier
 
@@ -59,9 +106,10 @@ def run_demo(echo: Any = print, *, hours: float = 2.0, learning_hours: float = 4
     echo(f"[5/5] Scoring {caps[1].path.name} with models:/flockwatch@champion: operational "
          "traffic after learning, a capture the model did not learn from, so no window of it "
          "is in the learning period")
+    from flockwatch.models.store import DEFAULT_MODEL_URI
     from flockwatch.serving.score import score_sources
 
-    report = score_sources([caps[1].path], "models:/flockwatch@champion")
+    report = score_sources([caps[1].path], DEFAULT_MODEL_URI)
     return {"report": report, "site": demo / "site", "tracking_uri": uri,
             "seconds": time.monotonic() - t0, "attacks_csv": demo / "site" / "attacks.csv"}
 

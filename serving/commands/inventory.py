@@ -1,0 +1,66 @@
+"""``flockwatch inventory``: the devices seen in captures, as a table, JSON or CSV."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from flockwatch.serving.commands.common import (
+    SourcesArg,
+    TableFormat,
+    check_output,
+    format_for,
+    report_problems,
+    require_readable,
+    require_sources,
+)
+from flockwatch.serving.progress import extract_with_progress
+
+
+def _write_table(df: Any, fmt: TableFormat, output: Path | None, title: str) -> None:
+    from flockwatch.features.output import frame_records, to_json, write_atomic
+
+    if fmt is TableFormat.json:
+        text = to_json(frame_records(df), indent=2)
+    elif fmt is TableFormat.csv:
+        import polars as pl
+
+        flat = df.with_columns(pl.col(c).list.join(";") for c, t in df.schema.items()
+                               if isinstance(t, pl.List))
+        text = flat.write_csv()
+    else:
+        from flockwatch.serving.render import render_inventory
+
+        text = render_inventory(df, title)
+    if output:
+        write_atomic(output, lambda fh: fh.write(text))
+    else:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+
+
+def inventory(
+    sources: SourcesArg = None,
+    format: Annotated[TableFormat, typer.Option("--format", "-f",
+                      help="table for people, json or csv for machines (default: the one "
+                      "-o's suffix names, else table).")] = TableFormat.table,
+    output: Annotated[Path | None, typer.Option("--output", "-o",
+                      help="Write here instead of standard output.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+) -> None:
+    """List the devices seen in captures or Zeek logs: vendor, addresses, names, protocols.
+
+    Example: flockwatch inventory plant.pcap --format json -o devices.json
+    """
+    from flockwatch.features.inventory import inventory as build_inventory
+
+    format = format_for(output, format)
+    check_output(output, "--output")
+    result = extract_with_progress(require_sources(sources), quiet=quiet)
+    require_readable(result)
+    inv = build_inventory(result.flows)
+    _write_table(inv, format, output, f"{inv.height} devices")
+    report_problems(result, quiet)
+    if result.errors:
+        raise typer.Exit(1)
