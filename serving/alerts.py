@@ -11,10 +11,8 @@ from typing import Any
 
 import polars as pl
 from flockwatch.features.output import iso_utc, to_json
+from flockwatch.serving.contract import Alert, AlertKind, Incident, Severity, TopFeature
 from flockwatch.serving.options import parse_syslog_target
-
-ALERT_FIELDS = ["kind", "severity", "device_id", "mac", "ip", "device_type", "category",
-                "vendor", "start", "end", "score", "threshold", "top_features", "message"]
 
 
 def device_name(device_id: str, r: dict[str, Any]) -> str:
@@ -27,12 +25,6 @@ def device_name(device_id: str, r: dict[str, Any]) -> str:
     if dtype == "unknown" and parts:
         return f"{device_id} ({' '.join(parts)}, model unknown)"
     return str(device_id)
-_SEVERITY_CEF = {"low": 3, "medium": 6, "high": 8}
-
-
-def _severity(score: float, threshold: float) -> str:
-    ratio = score / threshold if threshold else float("inf")
-    return "high" if ratio >= 5 else "medium" if ratio >= 2 else "low"
 
 
 def _fmt_top(top: list[dict[str, Any]], n: int = 3) -> str:
@@ -62,26 +54,27 @@ def alerts_from(scored: pl.DataFrame, known_new: set[str] | None = None,
         ident = {"category": r.get("category"), "vendor": r.get("vendor")}
         if r.get("new_device") and r["device_id"] not in seen_new:
             seen_new.add(r["device_id"])
-            alerts.append({
-                "kind": "new_device", "severity": "medium", "device_id": r["device_id"],
-                "mac": r["mac"], "ip": r["ip"], "device_type": dtype, **ident,
-                "start": _iso(r["start"]),
-                "end": _iso(r["end"]), "score": None, "threshold": None, "top_features": [],
-                "message": f"new device {name} at {r['ip'] or '?'}: not seen during learning",
-            })
+            alerts.append(Alert(
+                kind=AlertKind.NEW_DEVICE, severity=Severity.MEDIUM, device_id=r["device_id"],
+                mac=r["mac"], ip=r["ip"], device_type=dtype, **ident,
+                start=_iso(r["start"]), end=_iso(r["end"]), anomaly_score=None,
+                threshold=None, top_features=[],
+                message=f"new device {name} at {r['ip'] or '?'}: not seen during learning",
+            ).to_dict())
         if r.get("anomalous"):
             top = json.loads(r["top_features"] or "[]")
-            sev = _severity(r["anomaly_score"], r["threshold"])
-            alerts.append({
-                "kind": "anomalous_window", "severity": sev, "device_id": r["device_id"],
-                "mac": r["mac"], "ip": r["ip"], "device_type": dtype, **ident,
-                "start": _iso(r["start"]),
-                "end": _iso(r["end"]), "score": round(r["anomaly_score"], 4),
-                "threshold": round(r["threshold"], 4), "top_features": top,
-                "local_peers": local.get((r.get("source"), r["device_id"], r["start"]), []),
-                "message": f"{name} deviates from its baseline (score {r['anomaly_score']:.3g} > "
-                           f"{r['threshold']:.3g}): {_fmt_top(top)}",
-            })
+            ratio = r["anomaly_score"] / r["threshold"] if r["threshold"] else float("inf")
+            alerts.append(Alert(
+                kind=AlertKind.ANOMALOUS_WINDOW, severity=Severity.of_ratio(ratio),
+                device_id=r["device_id"], mac=r["mac"], ip=r["ip"], device_type=dtype, **ident,
+                start=_iso(r["start"]), end=_iso(r["end"]),
+                anomaly_score=round(r["anomaly_score"], 4),
+                threshold=round(r["threshold"], 4),
+                top_features=[TopFeature(**t) for t in top],
+                local_peers=local.get((r.get("source"), r["device_id"], r["start"]), []),
+                message=f"{name} deviates from its baseline (score {r['anomaly_score']:.3g} > "
+                        f"{r['threshold']:.3g}): {_fmt_top(top)}",
+            ).to_dict())
     alerts.extend(peer_alerts)
     alerts.sort(key=lambda a: (a["start"] or "", a["device_id"]))
     return alerts
@@ -102,21 +95,18 @@ def _peer_alerts(scored: pl.DataFrame, new_peers: pl.DataFrame | None) -> list[d
         dtype = r.get("device_type")
         name = device_name(r["device_id"], r)
         peers = ", ".join(r["new_peers"][:5]) + (" ..." if len(r["new_peers"]) > 5 else "")
-        out.append({
-            "kind": "new_peer", "severity": "high" if ics else "medium",
-            "device_id": r["device_id"], "mac": r["mac"], "ip": r["ip"], "device_type": dtype,
-            "category": r.get("category"), "vendor": r.get("vendor"),
-            "start": _iso(r["window_start"]), "end": _iso(r["window_end"]), "score": None,
-            "threshold": None, "top_features": [], "new_peers": r["new_peers"],
-            "message": f"{name} has local peer(s) never seen while learning (peer:service "
-                       f"port): {peers}"
-                       + (f" ({', '.join(sorted(set(ics)))})" if ics else ""),
-        })
+        out.append(Alert(
+            kind=AlertKind.NEW_PEER, severity=Severity.HIGH if ics else Severity.MEDIUM,
+            device_id=r["device_id"], mac=r["mac"], ip=r["ip"], device_type=dtype,
+            category=r.get("category"), vendor=r.get("vendor"),
+            start=_iso(r["window_start"]), end=_iso(r["window_end"]), anomaly_score=None,
+            threshold=None, top_features=[], new_peers=list(r["new_peers"]),
+            message=f"{name} has local peer(s) never seen while learning (peer:service "
+                    f"port): {peers}" + (f" ({', '.join(sorted(set(ics)))})" if ics else ""),
+        ).to_dict())
     return out
 
 
-#: Severities in rising order.
-SEVERITY_RANK = {"low": 0, "medium": 1, "high": 2}
 
 
 def _peer_addresses(alert: dict[str, Any], field: str) -> list[str]:
@@ -203,7 +193,7 @@ def incidents(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
     groups: dict[int, list[int]] = {}
     for i in order:
         groups.setdefault(find(i), []).append(i)
-    out = []
+    found: list[tuple[str, str, Incident]] = []
     for members in groups.values():
         grp = [alerts[i] for i in members]
         counts: dict[str, int] = {}
@@ -214,20 +204,21 @@ def incidents(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
         kinds: dict[str, int] = {}
         for a in grp:
             kinds[a["kind"]] = kinds.get(a["kind"], 0) + 1
-        severity = max((a["severity"] for a in grp), key=SEVERITY_RANK.__getitem__)
+        severity = max((Severity(a["severity"]) for a in grp), key=lambda x: x.rank)
         start = min((a["start"] for a in grp if a["start"]), default=None)
         end = max((a["end"] for a in grp if a["end"]), default=None)
         what = ", ".join(f"{k} x{v}" for k, v in sorted(kinds.items()))
         who = f"{len(devices)} devices" if len(devices) > 1 else devices[0]
         origin = f"; {met_by} other devices talked to {_name(grp, source)}" if met_by else ""
-        out.append({
-            "severity": severity, "start": start, "end": end, "source": source,
-            "devices": devices, "kinds": kinds, "alerts": sorted(members),
-            "message": f"{who}: {len(grp)} alert(s) ({what}){origin}",
-        })
-    out.sort(key=lambda x: (x["start"] or "", x["end"] or ""))
-    for k, inc in enumerate(out, start=1):
-        inc["id"] = k
+        found.append((start or "", end or "", Incident(
+            id=0, severity=severity, start=start, end=end, origin=source, devices=devices,
+            kinds=kinds, alerts=sorted(members),
+            message=f"{who}: {len(grp)} alert(s) ({what}){origin}")))
+    found.sort(key=lambda x: (x[0], x[1]))
+    out = []
+    for k, (_, _, inc) in enumerate(found, start=1):
+        inc.id = k
+        out.append(inc.to_dict())
     return out
 
 
@@ -291,14 +282,14 @@ def cef_line(alert: dict[str, Any], version: str | None = None) -> str:
         "cs3Label": "deviceCategory" if alert.get("category") else None,
         "cs3": alert.get("category"),
         "cs4Label": "deviceVendor" if alert.get("vendor") else None, "cs4": alert.get("vendor"),
-        "cfp1Label": "score", "cfp1": alert.get("score"),
+        "cfp1Label": "anomalyScore", "cfp1": alert.get("anomaly_score"),
         "cfp2Label": "threshold", "cfp2": alert.get("threshold"),
         "cs2Label": "topFeatures", "cs2": ",".join(t["feature"] for t in alert["top_features"]),
         "cn1Label": "incident" if alert.get("incident") else None, "cn1": alert.get("incident"),
         "msg": alert.get("message"),
     }
     ext_s = " ".join(f"{k}={esc_e(v)}" for k, v in ext.items() if v not in (None, ""))
-    sev = _SEVERITY_CEF.get(alert["severity"], 5)
+    sev = Severity(alert["severity"]).cef
     return (f"CEF:0|flockwatch|flockwatch|{version}|{sig}|{esc_h(alert['kind'])}|{sev}|{ext_s}")
 
 
@@ -348,7 +339,7 @@ class SyslogCefSink:
         return self._sock
 
     def send(self, alert: dict[str, Any]) -> None:
-        pri = 8 * 16 + {"high": 2, "medium": 4, "low": 5}.get(alert["severity"], 5)  # local0
+        pri = 8 * 16 + Severity(alert["severity"]).syslog  # local0
         ts = dt.datetime.now(dt.UTC).strftime("%b %d %H:%M:%S")
         msg = f"<{pri}>{ts} {socket.gethostname()} flockwatch: {cef_line(alert)}"
         try:

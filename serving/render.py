@@ -65,7 +65,7 @@ _COUNT_HEADERS = ("conf", "windows", "alerts", "anom.", "peer", "new")
 def render_report(rep: Any) -> str:
     """A ``ScoreReport`` for people: one line a device, then the alerts grouped into
     incidents, each with the likely source's own alerts first and a count of the rest."""
-    from flockwatch.serving.alerts import SEVERITY_RANK
+    from flockwatch.serving.contract import Severity
     from rich.table import Table
 
     t = Table(title=f"{rep.devices.height} devices")
@@ -102,8 +102,8 @@ def render_report(rep: Any) -> str:
                          f"  {inc['message']}")
             # the likely source's own alerts first, then the most severe
             shown = sorted(inc["alerts"], key=lambda i: (
-                rep.alerts[i]["device_id"] != inc["source"],
-                -SEVERITY_RANK[rep.alerts[i]["severity"]], rep.alerts[i]["start"]))[:_SHOWN]
+                rep.alerts[i]["device_id"] != inc["origin"],
+                -Severity(rep.alerts[i]["severity"]).rank, rep.alerts[i]["start"]))[:_SHOWN]
             parts += [f"      [{a['severity']:<6}] {a['start']}  {a['message']}"
                       for a in (rep.alerts[i] for i in sorted(shown))]
             if len(inc["alerts"]) > _SHOWN:

@@ -22,6 +22,13 @@ from flockwatch.models.bundle import bundle_of
 from flockwatch.models.scoring import learning_flag, score_flows
 from flockwatch.models.store import configure, load_model
 from flockwatch.serving.alerts import alerts_from, incidents
+from flockwatch.serving.contract import (
+    SCHEMA_VERSION,
+    Alert,
+    DeviceIdentity,
+    Incident,
+    json_schema,
+)
 
 _TOP_DTYPE = pl.List(pl.Struct({"feature": pl.String, "observed": pl.Float64,
                                 "expected": pl.Float64, "share": pl.Float64}))
@@ -53,6 +60,7 @@ class ScoreReport:
 
     def _document(self, windows: Any) -> dict[str, Any]:
         return {
+            "schema_version": SCHEMA_VERSION,
             "model": self.model_uri,
             "since": self.since,
             "until": self.until,
@@ -344,13 +352,17 @@ _TOP = {"type": ["array", "null"], "items": {
     "properties": {"feature": {"type": "string"}, "observed": {"type": "number"},
                    "expected": {"type": "number"}, "share": {"type": "number"}}}}
 
+#: A device's identity fields, in devices and windows alike (``DeviceIdentity``).
+_IDENTITY = json_schema(DeviceIdentity)["properties"]
+
 #: The documented shape of ``flockwatch score --format json`` (JSON Schema, draft 2020-12).
 SCORE_JSON_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
-    "required": ["model", "since", "until", "learning", "devices", "windows", "alerts",
-                 "incidents", "problems"],
+    "required": ["schema_version", "model", "since", "until", "learning", "devices", "windows",
+                 "alerts", "incidents", "problems"],
     "properties": {
+        "schema_version": {"const": SCHEMA_VERSION},
         "model": {"type": "string"},
         "since": {"oneOf": [_TIME, {"type": "null"}]},
         "until": {"oneOf": [_TIME, {"type": "null"}]},
@@ -376,12 +388,8 @@ SCORE_JSON_SCHEMA: dict[str, Any] = {
                 "applications": _STR_LIST, "industrial": {"type": "boolean"},
                 "industrial_protocols": _STR_LIST, "first_seen": _TIME, "last_seen": _TIME,
                 "flows": {"type": "integer"}, "packets": {"type": "integer"},
-                "bytes": {"type": "integer"}, "device_type": {"type": ["string", "null"]},
-                "type_confidence": _NUM, "unknown": {"type": ["boolean", "null"]},
-                "nearest_type": {"type": ["string", "null"]},
-                "category": {"type": ["string", "null"]}, "category_confidence": _NUM,
-                "oui_vendor": {"type": ["string", "null"]}, "vendor_confidence": _NUM,
-                "candidates": {"type": ["array", "null"], "items": {"type": "string"}},
+                "bytes": {"type": "integer"}, **_IDENTITY,
+                "oui_vendor": {"type": ["string", "null"]},
                 "new_device": {"type": ["boolean", "null"]},
                 "windows": {"type": "integer"}, "anomalous_windows": {"type": "integer"},
                 **{c: {"type": "integer", "minimum": 0} for c in ALERT_COUNT_COLUMNS},
@@ -397,40 +405,13 @@ SCORE_JSON_SCHEMA: dict[str, Any] = {
             "properties": {
                 "device_id": {"type": "string"}, "mac": {"type": ["string", "null"]},
                 "ip": {"type": ["string", "null"], "not": {"enum": ["::", "0.0.0.0"]}},
-                "start": _TIME, "end": _TIME, "learning": {"type": "boolean"},
-                "device_type": {"type": ["string", "null"]},
-                "type_confidence": _NUM, "unknown": {"type": ["boolean", "null"]},
-                "nearest_type": {"type": ["string", "null"]},
+                "start": _TIME, "end": _TIME, "learning": {"type": "boolean"}, **_IDENTITY,
                 "anomaly_score": _NUM, "threshold": _NUM,
                 "anomalous": {"type": ["boolean", "null"]}, "top_features": _TOP,
-                "category": {"type": ["string", "null"]}, "category_confidence": _NUM,
-                "vendor": {"type": ["string", "null"]}, "vendor_confidence": _NUM,
-                "candidates": {"type": ["array", "null"], "items": {"type": "string"}},
             }}},
-        "alerts": {"type": "array", "items": {
-            "type": "object",
-            "required": ["kind", "severity", "device_id", "mac", "start", "end", "score",
-                         "threshold", "top_features", "message"],
-            "properties": {
-                "kind": {"enum": ["anomalous_window", "new_device", "new_peer"]},
-                "severity": {"enum": ["low", "medium", "high"]},
-                "device_id": {"type": "string"}, "start": _TIME, "end": _TIME,
-                "score": _NUM, "threshold": _NUM, "top_features": _TOP,
-                "message": {"type": "string"}, "incident": {"type": "integer", "minimum": 1},
-            }}},
-        "incidents": {"type": "array", "items": {
-            "type": "object",
-            "required": ["id", "severity", "start", "end", "source", "devices", "kinds",
-                         "alerts", "message"],
-            "properties": {
-                "id": {"type": "integer", "minimum": 1},
-                "severity": {"enum": ["low", "medium", "high"]},
-                "start": _TIME, "end": _TIME, "source": {"type": ["string", "null"]},
-                "devices": _STR_LIST,
-                "kinds": {"type": "object", "additionalProperties": {"type": "integer"}},
-                "alerts": {"type": "array", "items": {"type": "integer", "minimum": 0}},
-                "message": {"type": "string"},
-            }}},
+        # generated from the typed contract (serving/contract.py)
+        "alerts": {"type": "array", "items": json_schema(Alert)},
+        "incidents": {"type": "array", "items": json_schema(Incident)},
         "problems": {"type": "array"},
     },
 }

@@ -247,7 +247,7 @@ def test_pyfunc_score_json_and_cef_carry_the_levels(sentinel, tmp_path: Path) ->
     alert = {"kind": "new_device", "severity": "medium", "device_id": dev["device_id"],
              "mac": dev["mac"], "ip": None, "device_type": dev["device_type"],
              "category": dev["category"], "vendor": dev["vendor"], "start": None, "end": None,
-             "score": None, "threshold": None, "top_features": [], "message": "m"}
+             "anomaly_score": None, "threshold": None, "top_features": [], "message": "m"}
     cef = cef_line(alert)
     assert "cs3Label=deviceCategory cs3=smart_plug" in cef and "cs4=TP-Link" in cef
 

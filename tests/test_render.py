@@ -79,7 +79,7 @@ def test_report_table_and_incidents():
     ]
     incidents = [{"id": 1, "severity": "high", "start": "2026-03-02T08:00:00Z",
                   "end": "2026-03-02T08:20:00Z", "message": "aa:01 and 1 other device",
-                  "source": "aa:01", "alerts": [0, 1, 2, 3]}]
+                  "origin": "aa:01", "alerts": [0, 1, 2, 3]}]
     devs = devices(
         device("aa:02", alerts=2, alerts_anomalous_window=1, alerts_new_peer=1,
                baseline="thin", learning_windows=3, industrial_protocols=["modbus"]),

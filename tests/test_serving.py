@@ -137,16 +137,16 @@ def test_incidents_group_a_scan_and_consecutive_windows():
     assert [(i["id"], i["alerts"]) for i in got] == [
         (1, [0, 1, 2, 3, 4]), (2, [5, 6]), (3, [7]), (4, [8, 9, 10]), (5, [11])]
     scan, tv_inc, later, brute, alone = got
-    assert scan["source"] == cam and scan["severity"] == "high"
+    assert scan["origin"] == cam and scan["severity"] == "high"
     assert scan["devices"][0] == v3 and set(scan["devices"]) == {cam, v1, v2, v3}
     assert scan["kinds"] == {"anomalous_window": 2, "new_peer": 3}
     assert "3 other devices talked to cam (10.0.0.9)" in scan["message"]
     assert (scan["start"], scan["end"]) == ("2026-01-01T00:10:00Z", "2026-01-01T00:15:00Z")
-    assert tv_inc["source"] == tv and tv_inc["end"] == "2026-01-01T00:20:00Z"
-    assert later["source"] == cam and later["severity"] == "low"
-    assert brute["source"] == "plug"
+    assert tv_inc["origin"] == tv and tv_inc["end"] == "2026-01-01T00:20:00Z"
+    assert later["origin"] == cam and later["severity"] == "low"
+    assert brute["origin"] == "plug"
     assert "2 other devices talked to plug (10.0.0.5)" in brute["message"]
-    assert alone["source"] == v1 and alone["devices"] == [v1]
+    assert alone["origin"] == v1 and alone["devices"] == [v1]
     # Order of the input does not change the grouping.
     rev = incidents(alerts[::-1])
     assert [sorted(len(alerts) - 1 - i for i in inc["alerts"]) for inc in rev] == \
@@ -216,7 +216,7 @@ def test_incident_numbers_across_batches():
     assert [a["incident"] for a in batch2] == [1, 3]
     assert [a["incident"] for a in batch3] == [4]
     tracker.assign([])
-    alert = {**batch2[0], "mac": "00:00:00:00:00:01", "score": None, "threshold": None,
+    alert = {**batch2[0], "mac": "00:00:00:00:00:01", "anomaly_score": None, "threshold": None,
              "top_features": [], "message": "m"}
     assert "cn1Label=incident cn1=1" in cef_line(alert, "0.3.0")
 

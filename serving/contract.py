@@ -1,0 +1,217 @@
+"""The typed output contract: what ``score``, the sensor, the REST API and the console say
+about alerts, incidents and each device's identity.
+
+The JSON Schema of the score report is generated from these types (``json_schema``), so the
+document and the code cannot drift apart. ``SCHEMA_VERSION`` numbers the report's shape: it
+changes whenever a field is renamed, removed or changes meaning (v1, flockwatch 0.5: alerts'
+``score`` became ``anomaly_score`` like the windows', an incident's likely origin
+``origin`` instead of ``source``, which everywhere else names the input).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+
+class Severity(enum.StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+    @property
+    def cef(self) -> int:
+        """CEF severity (0-10)."""
+        return {Severity.LOW: 3, Severity.MEDIUM: 6, Severity.HIGH: 8}[self]
+
+    @property
+    def syslog(self) -> int:
+        """Syslog severity (RFC 5424: 2 critical, 4 warning, 5 notice)."""
+        return {Severity.LOW: 5, Severity.MEDIUM: 4, Severity.HIGH: 2}[self]
+
+    @classmethod
+    def of_ratio(cls, ratio: float) -> Severity:
+        """An anomalous window's severity from its score over its threshold."""
+        return cls.HIGH if ratio >= 5 else cls.MEDIUM if ratio >= 2 else cls.LOW
+
+
+_RANK = {Severity.LOW: 0, Severity.MEDIUM: 1, Severity.HIGH: 2}
+
+
+class AlertKind(enum.StrEnum):
+    ANOMALOUS_WINDOW = "anomalous_window"
+    NEW_DEVICE = "new_device"
+    NEW_PEER = "new_peer"
+
+
+@dataclass
+class TopFeature:
+    """A feature that deviated: observed and expected (reconstructed) values, and its share of
+    the anomaly score."""
+
+    feature: str
+    observed: float
+    expected: float
+    share: float
+
+
+@dataclass
+class Alert:
+    """One alert. ``start``/``end`` are its window (ISO-8601 UTC); ``anomaly_score`` and
+    ``threshold`` are an anomalous window's; ``local_peers`` (anomalous windows) and
+    ``new_peers`` (new-peer alerts, ``ip:port``) are present only for their kind, ``incident``
+    once the alert is grouped."""
+
+    kind: AlertKind
+    severity: Severity
+    device_id: str
+    mac: str | None
+    ip: str | None
+    device_type: str | None
+    category: str | None
+    vendor: str | None
+    start: str | None
+    end: str | None
+    anomaly_score: float | None
+    threshold: float | None
+    top_features: list[TopFeature]
+    message: str
+    local_peers: list[str] | None = field(default=None, metadata={"optional": True})
+    new_peers: list[str] | None = field(default=None, metadata={"optional": True})
+    incident: int | None = field(default=None, metadata={"optional": True, "minimum": 1})
+
+    def to_dict(self) -> dict[str, Any]:
+        """The alert as the JSON lines, CEF and the report carry it: enums as their values,
+        optional fields only where set."""
+        return _to_dict(self)
+
+
+@dataclass
+class Incident:
+    """Alerts that tell one story: ``origin`` is its likely origin (an address two or more
+    devices met, else the one device alerting), ``alerts`` indexes the report's alerts."""
+
+    id: int = field(metadata={"minimum": 1})
+    severity: Severity
+    start: str | None
+    end: str | None
+    origin: str | None
+    devices: list[str]
+    kinds: dict[str, int]
+    alerts: list[int]
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+
+@dataclass
+class DeviceIdentity:
+    """What identification says of a device (``docs``: Identification): the model or
+    ``unknown``, the nearest known model, the category and vendor levels, and the prediction
+    set."""
+
+    device_type: str | None
+    type_confidence: float | None
+    unknown: bool | None
+    nearest_type: str | None
+    category: str | None
+    category_confidence: float | None
+    vendor: str | None
+    vendor_confidence: float | None
+    candidates: list[str] | None
+
+
+def _to_dict(obj: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if value is None and f.metadata.get("optional"):
+            continue
+        out[f.name] = _plain(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, enum.Enum):
+        return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+_TIME_FIELDS = {"start", "end"}
+#: ISO-8601 UTC as flockwatch writes it (``2026-01-01T00:05:00Z``, optional fraction)
+TIME_PATTERN = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$"
+
+
+def _schema_of_type(tp: Any, name: str = "") -> dict[str, Any]:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in args if a is not type(None)]
+        s = _schema_of_type(inner[0], name) if len(inner) == 1 else {
+            "anyOf": [_schema_of_type(a, name) for a in inner]}
+        if type(None) in args:
+            if "type" in s:
+                t = s["type"]
+                s = {**s, "type": [*([t] if isinstance(t, str) else t), "null"]}
+            elif "enum" in s:
+                s = {**s, "enum": [*s["enum"], None]}
+            else:
+                s = {"anyOf": [s, {"type": "null"}]}
+        return s
+    if origin is list:
+        return {"type": "array", "items": _schema_of_type(args[0])}
+    if origin is dict:
+        return {"type": "object", "additionalProperties": _schema_of_type(args[1])}
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        return {"enum": [m.value for m in tp]}
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
+        return json_schema(tp)
+    if tp is str:
+        return ({"type": "string", "pattern": TIME_PATTERN} if name in _TIME_FIELDS
+                else {"type": "string"})
+    if tp is bool:
+        return {"type": "boolean"}
+    if tp is int:
+        return {"type": "integer"}
+    if tp is float:
+        return {"type": "number"}
+    if tp is Any:
+        return {}
+    raise TypeError(f"no JSON Schema for {tp!r}")
+
+
+def json_schema(cls: type) -> dict[str, Any]:
+    """The JSON Schema of a contract dataclass, from its type hints: every field without
+    ``optional`` metadata is required; ``minimum`` metadata bounds integers."""
+    hints = typing.get_type_hints(cls)
+    props: dict[str, Any] = {}
+    required = []
+    for f in dataclasses.fields(cls):
+        s = _schema_of_type(hints[f.name], f.name)
+        if "minimum" in f.metadata:
+            s = {**s, "minimum": f.metadata["minimum"]}
+        props[f.name] = s
+        if not f.metadata.get("optional"):
+            required.append(f.name)
+    return {"type": "object", "required": required, "properties": props}
+
+
+__all__ = ["SCHEMA_VERSION", "TIME_PATTERN", "Alert", "AlertKind", "DeviceIdentity", "Incident",
+           "Severity", "TopFeature", "json_schema"]
