@@ -163,6 +163,7 @@ class LabelResult:
 def devices_in(path: Path) -> tuple[dict[str, int], list[Problem]]:
     """Flows per device (MAC) of one capture, from the flow cache that training reads too."""
     import polars as pl
+
     from flockwatch.features.attribution import attribute
 
     flows, problems = cached_flows(path)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import polars as pl
+
 from flockwatch.features.captures import is_capture_name
 from flockwatch.features.flows import Problem, read_source_file
 from flockwatch.features.hashing import file_hash

@@ -27,6 +27,7 @@ from enum import StrEnum
 from pathlib import Path
 
 import numpy as np
+
 from flockwatch.datasets.labelled import DatasetError, file_hash, load_dataset
 from flockwatch.features.output import write_atomic
 

@@ -26,6 +26,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import arg_parser, report  # noqa: E402
+
 from flockwatch.datasets.pcap import read_pcap
 from flockwatch.datasets.synth import synthesize
 from flockwatch.features import WindowSpec, extract, windows

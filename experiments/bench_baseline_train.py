@@ -19,6 +19,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import arg_parser, report  # noqa: E402
+
 from flockwatch.datasets.synth import synthesize_capture  # noqa: E402
 from flockwatch.features import FEATURE_COLUMNS, WindowSpec, extract, windows  # noqa: E402
 from flockwatch.models import BaselineAutoencoder  # noqa: E402

@@ -21,6 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import arg_parser, report  # noqa: E402
+
 from flockwatch.datasets.pcap import read_pcap  # noqa: E402
 
 BARE = """

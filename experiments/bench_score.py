@@ -155,6 +155,7 @@ def main() -> int:
             }
         # 2. pyfunc batch throughput on flow records (windows out per second).
         import mlflow
+
         from flockwatch.features import extract
         from flockwatch.models.scoring import flows_to_pandas
 

@@ -34,6 +34,7 @@ def report(name: str, results: dict[str, Any], output: str | None, *,
     """Print ``results``, write them to ``output``, log them to MLflow (experiment
     "experiments", default tracking store unless MLFLOW_TRACKING_URI says otherwise)."""
     import mlflow
+
     from flockwatch.models.store import configure, ensure_experiment
 
     configure()

@@ -45,6 +45,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import arg_parser  # noqa: E402
+
 from flockwatch.datasets.labelled import (
     LabelledDataset,
     capture_evidence,
@@ -359,6 +360,7 @@ def _labels_table(root: Path) -> dict[str, dict[str, str]]:
 def _log(name: str, results: dict[str, Any], params: dict[str, Any],
          metrics: dict[str, Any]) -> None:
     import mlflow
+
     from flockwatch.training.tracking import start_run
 
     with start_run(EXPERIMENT, None, name):

@@ -34,6 +34,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import arg_parser, report  # noqa: E402
+
 from flockwatch.datasets.labelled import (
     dataset_flows,
     early_windows,

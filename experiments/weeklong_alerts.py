@@ -37,6 +37,7 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import arg_parser, report  # noqa: E402
+
 from flockwatch.features import extract
 from flockwatch.features.attribution import attribute
 from flockwatch.features.windows import assign_windows

@@ -24,6 +24,7 @@ import struct
 from collections.abc import Iterator
 
 import polars as pl
+
 from flockwatch.features.captures import (
     _PCAPNG_SHB,
     PCAP_MAGIC,

@@ -29,6 +29,7 @@ view of it: ``device_id``, ``device_mac``, ``device_ip``, ``direction``, ``peer_
 from __future__ import annotations
 
 import polars as pl
+
 from flockwatch.features.orient import initiator_syn, service_port
 
 _V4_PRIVATE = r"^(10\.|192\.168\.|172\.(1[6-9]|2\d|3[01])\.|169\.254\.|127\.|0\.0\.0\.0$)"

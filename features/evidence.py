@@ -36,6 +36,7 @@ from __future__ import annotations
 import re
 
 import polars as pl
+
 from flockwatch.features.attribution import attribute
 from flockwatch.features.oui import vendor
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+
 from flockwatch.features.announce import attach_announcements, read_announcements
 from flockwatch.features.captures import (
     IP_LINKTYPES,

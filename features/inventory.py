@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import polars as pl
+
 from flockwatch.features.attribution import UNSPECIFIED_OR_LOOPBACK, attribute, tcp_probe
 from flockwatch.features.oui import vendor
 

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import polars as pl
+
 from flockwatch.features.errors import InputError
 from flockwatch.features.flows import IDLE_TIMEOUT_S, read_capture
 

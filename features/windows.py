@@ -21,6 +21,7 @@ import zlib
 from dataclasses import dataclass
 
 import polars as pl
+
 from flockwatch.features.attribution import attribute
 
 KEY_COLUMNS = ["source", "device_id", "window_start", "window_end"]

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+
 from flockwatch.features.errors import InputError, Problem, stat_input
 from flockwatch.features.schema import FLOW_SCHEMA, conform, empty_flows
 

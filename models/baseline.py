@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+
 from flockwatch.features.windows import FEATURE_COLUMNS
 from flockwatch.models.base import check_fitted, feature_matrix
 from flockwatch.models.deviations import Deviations

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+
 from flockwatch.features.windows import FEATURE_COLUMNS
 from flockwatch.models.base import check_fitted, feature_matrix, group_folds, parallel_map
 

@@ -53,6 +53,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+
 from flockwatch.models.base import check_fitted, group_folds
 from flockwatch.models.classifier import UNKNOWN, DeviceClassifier, _softmax
 

@@ -9,6 +9,7 @@ for a reply or the later part of a long TCP stream."""
 from __future__ import annotations
 
 import polars as pl
+
 from flockwatch.features.attribution import initiation, tcp_probe
 from flockwatch.models.base import check_fitted
 

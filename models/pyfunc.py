@@ -16,6 +16,8 @@ import mlflow
 import mlflow.pyfunc
 import pandas as pd
 import polars as pl
+from mlflow.pyfunc import PythonModel
+
 from flockwatch.features.schema import FLOW_SCHEMA
 from flockwatch.models.bundle import Bundle, load_bundle, save_bundle
 from flockwatch.models.scoring import (
@@ -25,7 +27,6 @@ from flockwatch.models.scoring import (
     score_flows,
     to_records_frame,
 )
-from mlflow.pyfunc import PythonModel
 
 
 class FlockwatchModel(PythonModel):  # type: ignore[misc]

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+
 from flockwatch.features.attribution import attribute
 from flockwatch.features.evidence import device_evidence
 from flockwatch.features.output import ISO_UTC

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from statistics import NormalDist
 
 import numpy as np
+
 from flockwatch.models.base import check_fitted
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+
 from flockwatch.features.output import iso_utc, to_json
 from flockwatch.serving.contract import Alert, AlertKind, Incident, Severity, TopFeature
 from flockwatch.serving.options import parse_syslog_target

@@ -13,6 +13,11 @@ import os
 from typing import Any
 
 import typer
+
+# typer (pinned in pyproject.toml) vendors click; its exception classes live here.
+from typer._click import exceptions as click_exc
+from typer.core import TyperGroup
+
 from flockwatch.serving.commands import (
     datasets,
     demo,
@@ -26,10 +31,6 @@ from flockwatch.serving.commands import (
     train,
 )
 from flockwatch.serving.commands.common import describe, fail
-
-# typer (pinned in pyproject.toml) vendors click; its exception classes live here.
-from typer._click import exceptions as click_exc
-from typer.core import TyperGroup
 
 
 def _param_name(exc: click_exc.BadParameter) -> str:

@@ -29,6 +29,7 @@ def fuzz_payload(data: bytes) -> None:
     """REST payload parsing: a flow table or ``PayloadError`` (a JSON 400), nothing else.
     The first byte picks the content type (odd: CSV)."""
     import polars as pl
+
     from flockwatch.features.schema import FLOW_SCHEMA
     from flockwatch.serving.rest import PayloadError, payload_flows
 

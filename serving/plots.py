@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 import polars as pl
+
 from flockwatch.features.output import atomic_path
 
 _KIND_LABELS = {"anomalous_window": "anomalous", "new_peer": "new peer",

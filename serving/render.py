@@ -65,8 +65,9 @@ _COUNT_HEADERS = ("conf", "windows", "alerts", "anom.", "peer", "new")
 def render_report(rep: Any) -> str:
     """A ``ScoreReport`` for people: one line a device, then the alerts grouped into
     incidents, each with the likely source's own alerts first and a count of the rest."""
-    from flockwatch.serving.contract import Severity
     from rich.table import Table
+
+    from flockwatch.serving.contract import Severity
 
     t = Table(title=f"{rep.devices.height} devices")
     # alerts: every alert of the device; anom., peer, new: of each kind (anomalous_window,

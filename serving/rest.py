@@ -27,10 +27,11 @@ from typing import Any
 import polars as pl
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException
+
 from flockwatch.features.schema import FLOW_SCHEMA
 from flockwatch.models.scoring import coerce_flows, score_flows
 from flockwatch.serving.score import windows_json
-from starlette.exceptions import HTTPException
 
 log = logging.getLogger("flockwatch.serve")
 DEFAULT_MAX_BYTES = 16 * 1024 * 1024

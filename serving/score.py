@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+
 from flockwatch.features.attribution import attribute
 from flockwatch.features.flows import ExtractResult, Problem, expand_sources, extract
 from flockwatch.features.hashing import file_hash

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+
 from flockwatch.features.errors import InputError
 from flockwatch.features.evidence import EvidenceMemory
 from flockwatch.features.flows import read_capture

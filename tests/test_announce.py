@@ -13,6 +13,9 @@ import struct
 import dpkt
 import polars as pl
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from flockwatch.datasets.pcap import PcapWriter, ethernet, ipv4, udp
 from flockwatch.features import InputError, conform, read_capture
 from flockwatch.features.announce import (
@@ -23,8 +26,6 @@ from flockwatch.features.announce import (
 )
 from flockwatch.features.captures import inspect_capture
 from flockwatch.features.orient import orient
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 DEV = ("00:17:88:00:00:06", "192.168.0.6")
 PC = ("00:0a:eb:00:00:05", "192.168.0.5")

@@ -5,12 +5,13 @@ import struct
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from flockwatch.datasets.pcap import PcapWriter, ethernet, ipv4, udp
 from flockwatch.features import InputError, read_capture
 from flockwatch.features.captures import inspect_capture
 from flockwatch.features.flows import read_source_file
 from flockwatch.serving.cli import app
-from typer.testing import CliRunner
 
 
 def small_pcap(path: Path, linktype: int = 1) -> Path:
@@ -92,6 +93,7 @@ def test_unknown_interface():
 def test_output_is_atomic(tmp_path, bad, monkeypatch):
     """A failure while writing leaves neither a partial file nor temp files behind."""
     import polars as pl
+
     from flockwatch.features.output import write_parquet
 
     target = tmp_path / "out" / "flows.parquet"
@@ -205,6 +207,7 @@ def test_capture_warnings_reach_the_score_json(tmp_path):
     import json
 
     import polars as pl
+
     from flockwatch.features import extract
     from flockwatch.serving.score import ScoreReport
 

@@ -12,9 +12,10 @@ import sys
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from flockwatch.datasets.pcap import PcapWriter, ethernet, ipv4, udp
 from flockwatch.serving.cli import app
-from typer.testing import CliRunner
 
 FLOCKWATCH = str(Path(sys.executable).parent / "flockwatch")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import jsonschema
 import pytest
+
 from flockwatch.serving.contract import (
     SCHEMA_VERSION,
     Alert,

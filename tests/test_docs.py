@@ -1,6 +1,7 @@
 """The README documents the contracts as the code defines them."""
 
 from conftest import REPO
+
 from flockwatch.features.schema import flow_schema_markdown
 from flockwatch.features.windows import FEATURE_COLUMNS, feature_table_markdown
 

@@ -5,6 +5,7 @@ import datetime as dt
 import numpy as np
 import polars as pl
 import pytest
+
 from flockwatch.datasets import synth
 from flockwatch.datasets.pcap import (
     TCP_ACK,

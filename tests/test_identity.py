@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
+
 from flockwatch.features.evidence import device_evidence, registered_domain, words
 
 
@@ -214,6 +215,7 @@ def test_pyfunc_score_json_and_cef_carry_the_levels(sentinel, tmp_path: Path) ->
     """The same answers through the one served model (MLflow pyfunc), the score report's
     devices and windows, and a CEF event."""
     import mlflow.pyfunc
+
     from flockwatch.features.windows import WindowSpec
     from flockwatch.models.bundle import Bundle
     from flockwatch.models.pyfunc import save_model
@@ -306,6 +308,7 @@ def test_week_long_blink_camera_is_an_unknown_camera(sentinel) -> None:
     in another lab): unknown at model level, and still a camera, by its Texas Instruments
     module's maker, without a vendor confidence."""
     from conftest import data_dir
+
     from flockwatch.features.evidence import device_evidence
     from flockwatch.features.flows import read_capture
     from flockwatch.features.windows import WindowSpec, windows

@@ -8,8 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-from flockwatch.serving.cli import app
 from typer.testing import CliRunner
+
+from flockwatch.serving.cli import app
 
 TYPES = ["Aria", "HueBridge", "Withings"]
 

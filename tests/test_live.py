@@ -40,6 +40,7 @@ def replay(ns: str, ns_if: str, pcap: Path, *extra: str) -> subprocess.Completed
 
 def test_live_extract_matches_file(veth, tmp_path):
     from conftest import data_dir
+
     from flockwatch.datasets.synth import synthesize_capture
     from flockwatch.features import extract
 

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 import pytest
+
 from flockwatch.features.windows import FEATURE_COLUMNS
 from flockwatch.models import BaselineAutoencoder, DeviceClassifier, NotFittedError
 from flockwatch.models.base import clone, get_params
@@ -225,6 +226,7 @@ def test_better_than_chance(est):
 
 def test_mlflow_save_load_identical(est, tmp_path):
     import mlflow
+
     from flockwatch.features.windows import WindowSpec
     from flockwatch.models.bundle import Bundle
     from flockwatch.models.pyfunc import FlockwatchModel, save_model
@@ -247,6 +249,7 @@ def test_bundle_pickles_by_its_module_and_loads(tmp_path):
     import pickletools
 
     import mlflow
+
     from flockwatch.features.windows import FEATURE_SET_VERSION, WindowSpec
     from flockwatch.models.bundle import (
         Bundle,
@@ -358,6 +361,7 @@ def test_numpy_forward_pass_is_the_torch_network():
     """Scoring runs the fitted layers on numpy (``models.forward``): the same output as the
     torch network they came from, to float32 precision."""
     import torch
+
     from flockwatch.models.forward import forward, to_layers
 
     df = synthetic_windows()

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_training import subset
+from typer.testing import CliRunner
+
 from flockwatch.models.bundle import bundle_of
 from flockwatch.models.store import ModelLoadError, load_model
 from flockwatch.serving.cli import app
-from test_training import subset
-from typer.testing import CliRunner
 
 
 @pytest.fixture

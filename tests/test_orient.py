@@ -7,6 +7,7 @@ import struct
 
 import polars as pl
 import pytest
+
 from flockwatch.datasets import synth
 from flockwatch.datasets.pcap import (
     TCP_ACK,

@@ -26,8 +26,9 @@ def test_cli_help_imports_no_heavy_library():
 
 
 def test_every_command_has_help():
-    from flockwatch.serving.cli import app
     from typer.testing import CliRunner
+
+    from flockwatch.serving.cli import app
 
     runner = CliRunner()
     for cmd in (["extract"], ["inventory"], ["score"], ["serve"], ["demo"], ["evaluate"],
@@ -40,6 +41,7 @@ def test_every_command_has_help():
 def test_every_option_is_explained():
     """--help explains every option of every command, not just lists it."""
     import typer.main
+
     from flockwatch.serving.cli import app
 
     missing = []

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+
 from flockwatch.serving.render import (
     labels_table,
     models_table,

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from flockwatch.datasets.synth import HOSTS
 
 #: A flow of a host of the synthetic site the model learned (so it gets an anomaly score).
@@ -243,6 +244,7 @@ def test_payload_parser_directly():
     """The function the server and the fuzz tests call: a frame of typed FLOW_SCHEMA columns,
     or PayloadError naming record and field."""
     import polars as pl
+
     from flockwatch.serving.rest import PayloadError, parse_payload, payload_flows
 
     df = parse_payload(json.dumps({"inputs": [RECORD, {**RECORD, "unknown": [1, {"x": 2}]}]})

@@ -14,9 +14,10 @@ from pathlib import Path
 import jsonschema
 import polars as pl
 import pytest
+from typer.testing import CliRunner
+
 from flockwatch.serving.cli import app
 from flockwatch.serving.score import SCORE_JSON_SCHEMA
-from typer.testing import CliRunner
 
 KINDS = ("anomalous_window", "new_peer", "new_device")
 
@@ -356,6 +357,7 @@ def test_sensor_scores_learnt_captures_as_new_traffic(bundle, site, attack_flows
     import sqlite3
 
     import mlflow
+
     from flockwatch.models.pyfunc import save_model
     from flockwatch.serving.sensor import Sensor
 

@@ -16,10 +16,11 @@ import jsonschema
 import numpy as np
 import polars as pl
 import pytest
+from typer.testing import CliRunner
+
 from flockwatch.features.windows import FEATURE_SET_VERSION
 from flockwatch.serving.cli import app
 from flockwatch.serving.score import SCORE_JSON_SCHEMA
-from typer.testing import CliRunner
 
 BIN = Path(sys.executable).parent
 
@@ -51,6 +52,7 @@ def trained(site, tmp_path_factory):
 
 def test_pyfunc_round_trip_identical(trained, site):
     import mlflow
+
     from flockwatch.features import extract
     from flockwatch.models.bundle import load_bundle
     from flockwatch.models.scoring import flows_to_pandas, score_flows, to_records_frame
@@ -225,6 +227,7 @@ def test_score_plot_timeline(trained, site, tmp_path):
     """--plot writes a PNG (atomically, next to the report); the figure has one panel per
     scored device, most alerts first, with exactly that device's scores."""
     import numpy as np
+
     from flockwatch.serving.plots import timeline_figure
     from flockwatch.serving.score import score_sources
 

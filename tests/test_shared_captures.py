@@ -4,8 +4,9 @@ import json
 
 import polars as pl
 import pytest
-from flockwatch.serving.cli import app
 from typer.testing import CliRunner
+
+from flockwatch.serving.cli import app
 
 # Folder -> the name nDPI (and so the inventory) gives the protocol.
 EXPECTED = {

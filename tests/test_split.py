@@ -9,9 +9,10 @@ import shutil
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
 from flockwatch.datasets.labelled import file_hash, load_dataset
 from flockwatch.serving.cli import app
-from typer.testing import CliRunner
 
 # Two units each (EdimaxCam, WeMoSwitch), two persons (Aria, HueSwitch), one person and one
 # unit (Lightify), and a type with too few captures to hold one out (D-LinkCam, 3 kept).

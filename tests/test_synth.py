@@ -1,10 +1,11 @@
 import hashlib
 
 import polars as pl
+from typer.testing import CliRunner
+
 from flockwatch.datasets.synth import ATTACK_KINDS, HOSTS, synthesize, synthesize_capture
 from flockwatch.features import extract, inventory
 from flockwatch.serving.cli import app
-from typer.testing import CliRunner
 
 
 def test_generator_is_deterministic(tmp_path):

@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-from flockwatch.serving.cli import app
 from typer.testing import CliRunner
+
+from flockwatch.serving.cli import app
 
 TYPES = ["Aria", "HueBridge", "WeMoLink", "Withings"]
 
@@ -41,6 +42,7 @@ def test_train_register_load_evaluate(shared_data, tmp_path):
     """The held-out route: split, train on train, evaluate on test; evaluating on captures the
     model was trained on reports them apart and warns, and on nothing but them refuses."""
     import mlflow
+
     from flockwatch.training.classifier import PHASES
 
     ds = subset(shared_data, tmp_path / "ds", TYPES)

@@ -4,9 +4,10 @@ import datetime as dt
 
 import polars as pl
 import pytest
-from flockwatch.features import FEATURE_COLUMNS, WindowSpec, attribute, conform, windows
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from flockwatch.features import FEATURE_COLUMNS, WindowSpec, attribute, conform, windows
 
 MACS = ["00:bc:99:00:00:01", "00:0a:eb:00:00:02", "00:00:54:00:00:03"]
 IPS = ["192.168.1.1", "192.168.1.2", "192.168.1.3"]

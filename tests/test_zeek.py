@@ -2,9 +2,10 @@ import json
 
 import polars as pl
 import pytest
+from typer.testing import CliRunner
+
 from flockwatch.features import FLOW_SCHEMA, InputError, read_zeek_conn
 from flockwatch.serving.cli import app
-from typer.testing import CliRunner
 
 FORMS = ["conn.log", "conn-tsv.log", "conncomma.log", "conntimelast.log"]
 

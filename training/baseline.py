@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+
 from flockwatch.features.attribution import attribute
 from flockwatch.features.flows import extract
 from flockwatch.features.hashing import file_hash

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+
 from flockwatch.datasets.labelled import (
     DatasetError,
     LabelledDataset,
@@ -381,6 +382,7 @@ def train_classifier(
     from those it has seen.
     """
     import mlflow
+
     from flockwatch.datasets.labelled import file_hash
 
     step = progress or _nothing

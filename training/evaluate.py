@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import polars as pl
+
 from flockwatch.datasets.labelled import (
     DatasetError,
     capture_evidence,

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from flockwatch.datasets.synth.attacks import ATTACK_KINDS, ATTACKERS, Attack
 from flockwatch.datasets.synth.behaviours import normal_traffic
 from flockwatch.datasets.synth.protocols import (

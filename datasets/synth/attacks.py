@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
 from flockwatch.datasets.synth.protocols import (
     dns_query,
     dns_response,

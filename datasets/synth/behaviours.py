@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import numpy as np
+
 from flockwatch.datasets.pcap import udp
 from flockwatch.datasets.synth.protocols import (
     S7_COTP_CC,

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
+
 from flockwatch.serving.options import check_number, parse_duration_bounded, parse_port, show
 from flockwatch.serving.progress import console
 

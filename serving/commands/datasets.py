@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from flockwatch.serving.commands.common import (
     MAX_SYNTH_HOURS,
     ScoreFormat,

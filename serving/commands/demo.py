@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
 from flockwatch.serving.commands.common import MAX_SYNTH_HOURS, TrackingOpt, fail, seconds_parser
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
 from flockwatch.serving.commands.common import (
     DAY,
     SUFFIX_FORMATS,

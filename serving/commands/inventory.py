@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
 from flockwatch.serving.commands.common import (
     SourcesArg,
     TableFormat,

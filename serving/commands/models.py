@@ -6,6 +6,7 @@ import sys
 from typing import Annotated
 
 import typer
+
 from flockwatch.serving.commands.common import ScoreFormat, TrackingOpt, fail
 
 app = typer.Typer(help="Registered models: list them, promote a version to an alias "

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+
 from flockwatch.serving.commands.common import ModelOpt, PortOpt, TrackingOpt, fail, seconds_parser
 from flockwatch.serving.options import show
 

@@ -21,10 +21,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hypothesis import strategies as st
+
 from flockwatch.datasets.pcap import TCP_ACK, TCP_PSH, TCP_SYN, ethernet, ipv4, tcp, udp
 from flockwatch.features.flows import read_source_file
 from flockwatch.features.zeek import REQUIRED
-from hypothesis import strategies as st
 
 T0 = 1_700_000_000
 _SEVERITIES = {"error", "warning", "notice"}

@@ -17,6 +17,9 @@ import os
 import string
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from flockwatch.features.schema import FLOW_SCHEMA
 from flockwatch.serving.fuzz_targets import (
     fuzz_duration,
@@ -24,8 +27,6 @@ from flockwatch.serving.fuzz_targets import (
     fuzz_payload,
     fuzz_syslog_target,
 )
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 #: Per test, never a global profile: other fuzz files keep their own settings.
 FUZZ = settings(max_examples=int(os.environ.get("FLOCKWATCH_FUZZ_EXAMPLES", "150")),
