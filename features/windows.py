@@ -395,6 +395,44 @@ def feature_table_markdown() -> str:
     return "\n".join(rows)
 
 
+def feature_families_markdown() -> str:
+    """The feature columns as a Markdown table, one row per family (for docs/features.md).
+
+    One row per column would be 206 rows of which 96 differ only by a bucket number; a family
+    row names its columns by pattern and lists what varies, and every column is in one row.
+    """
+    name_meaning = FEATURE_DESCRIPTIONS["name_token_00"].replace(
+        "into bucket 0", f"into one of {N_NAME_BUCKETS} buckets")
+    fp_meaning = FEATURE_DESCRIPTIONS["fingerprint_00"].replace(
+        "into bucket 0", f"into one of {N_FINGERPRINT_BUCKETS} buckets")
+    families: list[tuple[str, list[str], str]] = [
+        ("app_{application}_share", [f"app_{a.lower()}_share" for a in APPLICATIONS],
+         "share of flows nDPI names the application (master protocol); applications: "
+         + ", ".join(APPLICATIONS)),
+        ("cat_{category}_share", [f"cat_{c.lower()}_share" for c in CATEGORIES],
+         "share of flows in the nDPI category; categories: " + ", ".join(CATEGORIES)),
+        ("port_{port}_share", [f"port_{p}_share" for p in SERVICE_PORTS],
+         "share of flows whose responder port is the port; ports: "
+         + ", ".join(str(p) for p in SERVICE_PORTS)),
+        (f"name_token_00 .. name_token_{N_NAME_BUCKETS - 1:02d}",
+         [f"name_token_{b:02d}" for b in range(N_NAME_BUCKETS)], name_meaning),
+        (f"fingerprint_00 .. fingerprint_{N_FINGERPRINT_BUCKETS - 1:02d}",
+         [f"fingerprint_{b:02d}" for b in range(N_FINGERPRINT_BUCKETS)], fp_meaning),
+    ]
+    family_of = {col: i for i, (_, cols, _) in enumerate(families) for col in cols}
+    rows = ["| columns | count | meaning |", "|---|---|---|"]
+    written: set[int] = set()
+    for col, meaning in FEATURE_DESCRIPTIONS.items():
+        i = family_of.get(col)
+        if i is None:
+            rows.append(f"| `{col}` | 1 | {meaning} |")
+        elif i not in written:
+            written.add(i)
+            pattern, cols, family_meaning = families[i]
+            rows.append(f"| `{pattern}` | {len(cols)} | {family_meaning} |")
+    return "\n".join(rows)
+
+
 #: The longest duration accepted anywhere (a year and a day): longer ones overflow datetime
 #: arithmetic, and no window, learning period or capture is that long.
 MAX_DURATION_S = 366 * 86400.0
