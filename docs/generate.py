@@ -36,7 +36,7 @@ def _feature_count() -> str:
 
     return (
         f"The {len(FEATURE_COLUMNS)} feature columns (`flockwatch.features.FEATURE_COLUMNS`, "
-        f"feature set version {FEATURE_SET_VERSION}), in order:"
+        f"feature set version {FEATURE_SET_VERSION}), by family:"
     )
 
 
