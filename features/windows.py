@@ -389,7 +389,7 @@ def empty_windows() -> pl.DataFrame:
 
 
 def feature_table_markdown() -> str:
-    """The feature columns as a Markdown table (used for the README)."""
+    """The feature columns as a Markdown table, a row each (docs/features.md has families)."""
     rows = ["| feature | meaning |", "|---|---|"]
     rows += [f"| `{k}` | {v} |" for k, v in FEATURE_DESCRIPTIONS.items()]
     return "\n".join(rows)
