@@ -390,9 +390,75 @@ def empty_windows() -> pl.DataFrame:
 
 
 def feature_table_markdown() -> str:
-    """The feature columns as a Markdown table (used for the README)."""
+    """The feature columns as a Markdown table, a row each (docs/features.md has families)."""
     rows = ["| feature | meaning |", "|---|---|"]
     rows += [f"| `{k}` | {v} |" for k, v in FEATURE_DESCRIPTIONS.items()]
+    return "\n".join(rows)
+
+
+def feature_families_markdown() -> str:
+    """The feature columns as a Markdown table by family (for docs/features.md).
+
+    One row per column would be 206 rows of which 96 differ only by a bucket number: a
+    pattern row stands for the columns that differ only in what they name (an application, a
+    port, a hash bucket), the other columns keep a row each under their family, and every
+    column is in exactly one row.
+    """
+    scalar_families = {
+        "volume": ["log_flows", "log_packets", "log_bytes", "log_bytes_out", "log_bytes_in",
+                   "out_byte_share", "out_flow_share", "log_bytes_per_s", "log_flows_per_min"],
+        "packets and flows": ["mean_packet_size", "mean_packet_size_std", "max_packet_size",
+                              "min_packet_size", "log_packets_per_flow",
+                              "log_mean_flow_duration", "log_max_flow_duration"],
+        "timing": ["log_mean_piat", "log_std_piat", "log_flow_iat_mean", "flow_iat_cv",
+                   "periodic_flow_share"],
+        "transport": ["tcp_share", "udp_share", "icmp_share", "other_l4_share"],
+        "TCP flags": ["syn_ratio", "rst_ratio", "fin_ratio", "psh_ratio",
+                      "unanswered_out_share"],
+        "peers and names": ["log_distinct_ports", "log_distinct_names", "log_peers",
+                            "log_local_peers", "log_remote_peers", "local_flow_share"],
+        "applications": ["app_other_share"],
+        "ports": ["port_other_low_share", "port_other_high_share"],
+    }
+    name_meaning = FEATURE_DESCRIPTIONS["name_token_00"].replace(
+        "into bucket 0", f"into one of {N_NAME_BUCKETS} buckets")
+    fp_meaning = FEATURE_DESCRIPTIONS["fingerprint_00"].replace(
+        "into bucket 0", f"into one of {N_FINGERPRINT_BUCKETS} buckets")
+    patterns: dict[str, tuple[str, list[str], str]] = {
+        "applications": (
+            "app_{application}_share", [f"app_{a.lower()}_share" for a in APPLICATIONS],
+            "share of flows nDPI names the application (master protocol), its name in lower "
+            "case: " + ", ".join(APPLICATIONS)),
+        "nDPI categories": (
+            "cat_{category}_share", [f"cat_{c.lower()}_share" for c in CATEGORIES],
+            "share of flows in the nDPI category, its name in lower case: "
+            + ", ".join(CATEGORIES)),
+        "ports": (
+            "port_{port}_share", [f"port_{p}_share" for p in SERVICE_PORTS],
+            "share of flows whose responder port is the port: "
+            + ", ".join(str(p) for p in SERVICE_PORTS)),
+        "host-name words": (
+            f"name_token_00 .. name_token_{N_NAME_BUCKETS - 1:02d}",
+            [f"name_token_{b:02d}" for b in range(N_NAME_BUCKETS)], name_meaning),
+        "fingerprints": (
+            f"fingerprint_00 .. fingerprint_{N_FINGERPRINT_BUCKETS - 1:02d}",
+            [f"fingerprint_{b:02d}" for b in range(N_FINGERPRINT_BUCKETS)], fp_meaning),
+    }
+    rows = ["| family | columns | count | meaning |", "|---|---|---|---|"]
+    placed: list[str] = []
+    order = ["volume", "packets and flows", "timing", "transport", "TCP flags",
+             "peers and names", "applications", "nDPI categories", "ports", "host-name words",
+             "fingerprints"]
+    for family in order:
+        for col in scalar_families.get(family, []):
+            rows.append(f"| {family} | `{col}` | 1 | {FEATURE_DESCRIPTIONS[col]} |")
+            placed.append(col)
+        if family in patterns:
+            pattern, cols, meaning = patterns[family]
+            rows.append(f"| {family} | `{pattern}` | {len(cols)} | {meaning} |")
+            placed += cols
+    if sorted(placed) != sorted(FEATURE_COLUMNS):  # a new feature needs a family
+        raise ValueError("feature families do not cover every feature column exactly once")
     return "\n".join(rows)
 
 
