@@ -1,6 +1,7 @@
 """IoT Sentinel device-type identification, evaluated by capture (session) separation.
 
-Reproduces the README's classifier figures and logs them to MLflow. One classifier per fold is
+Reproduces the classifier figures of docs/results.md and logs them to MLflow. One classifier
+per fold is
 trained the way `flockwatch train classifier` trains (whole 300 s windows plus the first 10,
 30 and 60 s of each training capture) and evaluated on captures it never saw:
 - session-separated k-fold CV (whole captures held out per type), repeated with different

@@ -12,7 +12,7 @@ An alert is explained when
   behind its hub), or of a labelled device among the alert's peers, falls in the alert's window
   or the window length before it (a cause comes before its effect); or
 - the alert's device talked to 192.168.2.50 in that window: a host of another subnet, seen
-  nowhere else in the week, that pings three devices on 12 March (README, "Behavioural
+  nowhere else in the week, that pings three devices on 12 March (docs/results.md, "Behavioural
   baselines").
 
 Target: <= 0.3 unexplained alerts per device per day. The events are many (the Blink sync

@@ -19,7 +19,7 @@ UTC_MS = pl.Datetime("ms", "UTC")
 #: pass of its own, ``features.announce``): caches of flow tables are keyed by it.
 EXTRACTION_VERSION = 3
 
-#: Column name -> (polars dtype, description). The README's flow-schema table is generated
+#: Column name -> (polars dtype, description). The flow-schema table of docs/flows.md is generated
 #: from this mapping (see ``flow_schema_markdown``), so the two cannot drift apart.
 FLOW_COLUMNS: dict[str, tuple[pl.DataType, str]] = {
     "source": (pl.String(), "capture file, interface or Zeek log the flow came from"),
@@ -95,7 +95,7 @@ def conform(df: pl.DataFrame) -> pl.DataFrame:
 
 
 def flow_schema_markdown() -> str:
-    """The flow schema as a Markdown table (used for the README)."""
+    """The flow schema as a Markdown table (docs/flows.md, `make docs`)."""
     lines = ["| column | type | meaning |", "|---|---|---|"]
     for name, (dtype, doc) in FLOW_COLUMNS.items():
         lines.append(f"| `{name}` | {dtype} | {doc} |")

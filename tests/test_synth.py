@@ -39,7 +39,7 @@ def test_seed_0_site_is_byte_identical_to_the_pinned_one(tmp_path):
         f"synthetic site bytes changed: {', '.join(changed)}. A refactoring must not change "
         "them: find the reordered draw or payload. If the generator change is deliberate (or a "
         "numpy upgrade changed its random streams), re-pin PINNED with these values, say so in "
-        "the commit, and re-run the README figures measured on the synthetic site: "
+        "the commit, and re-run the docs/results.md figures measured on the synthetic site: "
         f"{ {name: got[name] for name in changed} }")
 
 

@@ -29,7 +29,7 @@ def score(
     model: ModelOpt = None,
     format: Annotated[ScoreFormat, typer.Option(
         "--format", "-f", help="table: inventory and alerts, grouped into incidents, to read; "
-        "json: the whole report (devices, windows, alerts, incidents; schema in the README).")
+        "json: the whole report (devices, windows, alerts, incidents; schema in docs/scoring.md).")
     ] = ScoreFormat.table,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Write the report to this file (atomically) instead of stdout.")
