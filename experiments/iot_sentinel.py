@@ -1,9 +1,8 @@
 """IoT Sentinel device-type identification, evaluated by capture (session) separation.
 
 Reproduces the classifier figures of docs/results.md and logs them to MLflow. One classifier
-per fold is
-trained the way `flockwatch train classifier` trains (whole 300 s windows plus the first 10,
-30 and 60 s of each training capture) and evaluated on captures it never saw:
+per fold is trained the way `flockwatch train classifier` trains (whole 300 s windows plus the
+first 10, 30 and 60 s of each training capture) and evaluated on captures it never saw:
 - session-separated k-fold CV (whole captures held out per type), repeated with different
   fold assignments (mean and spread): macro F1, accuracy, per-class F1, the same with the
   same-vendor families merged, how many known captures the open-set rule rejects, and the
