@@ -11,6 +11,7 @@ import struct
 from pathlib import Path
 
 from flockwatch.features.captures import PCAP_MAGIC
+from flockwatch.features.output import atomic_path
 
 BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
 
@@ -84,11 +85,8 @@ class PcapWriter:
     def write(self, path: str | os.PathLike[str]) -> int:
         """Write atomically; returns the number of packets."""
         self.packets.sort(key=lambda p: p[0])
-        target = Path(path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.part")
         rec = struct.Struct("<IIII")
-        with tmp.open("wb") as fh:
+        with atomic_path(path) as tmp, tmp.open("wb") as fh:
             fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, self.snaplen, self.linktype))
             chunks = []
             for ts, frame in self.packets:
@@ -102,7 +100,6 @@ class PcapWriter:
                     fh.write(b"".join(chunks))
                     chunks = []
             fh.write(b"".join(chunks))
-        os.replace(tmp, target)
         return len(self.packets)
 
 

@@ -33,6 +33,7 @@ from flockwatch.datasets.synth.protocols import (
 )
 from flockwatch.datasets.synth.site import GATEWAY, HOSTS, Host, host
 from flockwatch.datasets.synth.traffic import Traffic
+from flockwatch.features.output import atomic_path
 
 __all__ = [
     "ATTACKERS", "ATTACK_KINDS", "DEFAULT_START", "GATEWAY", "HOSTS", "Attack", "Host",
@@ -119,9 +120,7 @@ def synthesize(output: str | os.PathLike[str], *, hours: float = 2.0, seed: int 
 
 
 def _write_csv(path: Path, header: list[str], rows: list[list[object]]) -> None:
-    tmp = path.with_name(f".{path.name}.part")
-    with tmp.open("w", newline="") as fh:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(header)
         w.writerows(rows)
-    os.replace(tmp, path)
