@@ -5,15 +5,8 @@ from __future__ import annotations
 import polars as pl
 
 from flockwatch.features.attribution import UNSPECIFIED_OR_LOOPBACK, attribute, tcp_probe
+from flockwatch.features.industrial import INDUSTRIAL_PROTOCOLS
 from flockwatch.features.oui import vendor
-
-#: nDPI application names of industrial / building-automation / utility protocols.
-INDUSTRIAL_PROTOCOLS = frozenset({
-    "Modbus", "DNP3", "IEC60870", "S7Comm", "S7CommPlus", "BACnet", "EthernetIP", "OPC-UA",
-    "IEC62056", "IEEE-C37118", "ISO9506-1-MMS", "MELSEC", "FINS", "HART-IP", "BeckhoffADS",
-    "KNXnet_IP", "CNP-IP", "Ether-S-Bus", "ANSI_C1222", "PROFINET_IO", "IEC61850", "GOOSE",
-    "RTPS", "Fox", "CIP", "Omron", "CodeSys", "PCWorx", "Niagara",
-})
 
 INVENTORY_COLUMNS = [
     "device_id", "mac", "vendor", "ips", "hostnames", "server_names", "protocols",

@@ -13,9 +13,6 @@ import polars as pl
 from flockwatch.features.attribution import initiation, tcp_probe
 from flockwatch.models.base import check_fitted
 
-#: Service ports of industrial protocols: a new peer there is a high-severity alert.
-INDUSTRIAL_PORTS = {102: "S7comm", 502: "Modbus", 2404: "IEC 104", 20000: "DNP3",
-                    44818: "EtherNet/IP", 47808: "BACnet", 4840: "OPC UA", 34962: "PROFINET"}
 _KEY = ["device_id", "peer_ip", "port"]
 
 

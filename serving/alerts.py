@@ -82,7 +82,7 @@ def alerts_from(scored: pl.DataFrame, known_new: set[str] | None = None,
 
 
 def _peer_alerts(scored: pl.DataFrame, new_peers: pl.DataFrame | None) -> list[dict[str, Any]]:
-    from flockwatch.models.peers import INDUSTRIAL_PORTS
+    from flockwatch.features.industrial import INDUSTRIAL_PORTS
 
     if new_peers is None or new_peers.height == 0:
         return []
