@@ -220,7 +220,7 @@ def write_labels(result: LabelResult, out_dir: str | os.PathLike[str]) -> Path:
     w.writerows(label_rows(result, out_dir))
     text = buf.getvalue()
     target = Path(out_dir) / "labels.csv"
-    write_atomic(target, lambda fh: fh.write(text))  # type: ignore[func-returns-value]
+    write_atomic(target, lambda fh: fh.write(text))
     return target
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import io
+import operator
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -192,7 +193,7 @@ def write_split(split: DatasetSplit, out_dir: str | os.PathLike[str]) -> tuple[P
             w.writerow({**r, "path": _relative(split.root / r["path"], folder)})
         text = buf.getvalue()
         target = folder / "labels.csv"
-        write_atomic(target, lambda fh, text=text: fh.write(text))  # type: ignore[misc]
+        write_atomic(target, operator.methodcaller("write", text))
         written.append(target)
     return written[0], written[1]
 

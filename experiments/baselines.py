@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -60,7 +61,7 @@ class IsolationForestBaseline:
         self.iforest = IsolationForest(n_estimators=200, random_state=self.seed).fit(Z[~hold])
         s = self.score(w)
         self.threshold_rule_ = QuantileThreshold(q=self.ae.threshold_q, margin=1.0).fit(
-            s[hold], dev[hold])
+            s[hold], [str(d) for d in dev[hold]])
         return self
 
     def _z(self, win: pl.DataFrame) -> np.ndarray:
@@ -68,7 +69,7 @@ class IsolationForestBaseline:
         return self.ae._standardise(X, win["device_id"].to_list())
 
     def score(self, win: pl.DataFrame) -> np.ndarray:
-        return -self.iforest.score_samples(self._z(win))
+        return np.asarray(-self.iforest.score_samples(self._z(win)))
 
     def thresholds(self, devices: list[str]) -> np.ndarray:
         return self.threshold_rule_.threshold(devices)
@@ -80,13 +81,14 @@ def auroc(y: np.ndarray, s: np.ndarray) -> float | None:
     return float(roc_auc_score(y, s)) if 0 < y.sum() < len(y) else None
 
 
-def evaluate(models: dict[str, object], learn: pl.DataFrame, test: pl.DataFrame,
-             positive: np.ndarray, normal: np.ndarray) -> dict[str, dict[str, object]]:
-    out: dict[str, dict[str, object]] = {}
+def evaluate(models: dict[str, BaselineAutoencoder | IsolationForestBaseline],
+             learn: pl.DataFrame, test: pl.DataFrame, positive: np.ndarray, normal: np.ndarray
+             ) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
     devs = test["device_id"].to_list()
     for name, m in models.items():
-        s = m.score(test)  # type: ignore[attr-defined]
-        alert = s > m.thresholds(devs)  # type: ignore[attr-defined]
+        s = m.score(test)
+        alert = s > m.thresholds(devs)
         out[name] = {
             "auroc": auroc(positive[positive | normal].astype(int), s[positive | normal]),
             "detection_rate": float(alert[positive].mean()) if positive.any() else None,
@@ -96,7 +98,8 @@ def evaluate(models: dict[str, object], learn: pl.DataFrame, test: pl.DataFrame,
     return out
 
 
-def fit_models(learn: pl.DataFrame, seed: int) -> tuple[dict[str, object], float]:
+def fit_models(learn: pl.DataFrame, seed: int
+               ) -> tuple[dict[str, BaselineAutoencoder | IsolationForestBaseline], float]:
     t = time.monotonic()
     ae = BaselineAutoencoder(seed=seed).fit(learn)
     fit_s = time.monotonic() - t
@@ -104,7 +107,7 @@ def fit_models(learn: pl.DataFrame, seed: int) -> tuple[dict[str, object], float
         fit_s
 
 
-def synthetic(quick: bool, seed: int) -> dict[str, object]:
+def synthetic(quick: bool, seed: int) -> dict[str, dict[str, Any]]:
     window = 120.0
     with tempfile.TemporaryDirectory() as tmp:
         synthesize(tmp, hours=2.0, learning_hours=3.0 if quick else 8.0, seed=seed)
@@ -163,7 +166,7 @@ def _attack_labels(win: pl.DataFrame, attacks: list[tuple[float, str, str]]) -> 
     return y
 
 
-def modbus(data: Path, seed: int) -> dict[str, object] | str:
+def modbus(data: Path, seed: int) -> dict[str, dict[str, Any]] | str:
     """The first attack in these captures comes 11 s in, so there is no attack-free beginning
     worth the name: the models learn from the attack-free windows of the first half of
     moving_two_files and score its second half and the whole characterization capture."""
@@ -212,7 +215,10 @@ def long_term(data: Path, seed: int, learn_days: int = 2) -> dict[str, object] |
     flows = extract(caps).flows
     spec = WindowSpec(300.0)
     out: dict[str, object] = {}
-    learn_parts, test_parts, learn_att, test_att = [], [], [], []
+    learn_parts: list[pl.DataFrame] = []
+    test_parts: list[pl.DataFrame] = []
+    learn_att: list[pl.DataFrame] = []
+    test_att: list[pl.DataFrame] = []
     for src in flows["source"].unique().sort().to_list():
         f = flows.filter(pl.col("source") == src)
         cut = pl.lit(f["first_seen"].min()) + pl.duration(days=learn_days)

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -163,10 +164,10 @@ def main() -> int:
         flows = extract([tmp / "site" / "learning.pcap"]).flows
         # Many sites' worth of devices: replicate with distinct device addresses and times.
         reps = []
-        for k in range(40):
+        for i in range(40):
             reps.append(flows.with_columns(
-                (pl.col("src_mac").str.slice(0, 15) + pl.lit(f"{k:02x}")).alias("src_mac"),
-                pl.lit(f"site-{k}").alias("source")))
+                (pl.col("src_mac").str.slice(0, 15) + pl.lit(f"{i:02x}")).alias("src_mac"),
+                pl.lit(f"site-{i}").alias("source")))
         big_pl = pl.concat(reps)
         big = flows_to_pandas(big_pl)  # timestamps as epoch ms
         # The same flows with timezone-naive datetimes: MLflow checks untyped columns value by
@@ -206,7 +207,7 @@ def main() -> int:
                 batch[k].append(time.perf_counter() - t)
                 rest[k].append(rest_latency(models[k] / "artifacts" / "bundle.pkl", records,
                                             requests=170))
-        cost = {}
+        cost: dict[str, Any] = {}
         for k in models:
             all_lat = np.concatenate(rest[k])
             cost[k] = {"batch_seconds": round(min(batch[k]), 3),
@@ -221,7 +222,7 @@ def main() -> int:
         res["identity_cost"] = cost
     flat = {f"{k}.{m}": v for k, d in res.items() if isinstance(d, dict)
             for m, v in d.items() if isinstance(v, (int, float))}
-    flat.update({f"identity_cost.{k}.{m}": v for k, d in res["identity_cost"].items()
+    flat.update({f"identity_cost.{k}.{m}": v for k, d in cost.items()
                  if isinstance(d, dict) for m, v in d.items()})
     report("bench_score", res, args.output, params={"packets": args.packets}, metrics=flat)
     return 0

@@ -36,7 +36,7 @@ import sys
 import time
 import warnings
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -459,8 +459,10 @@ def main() -> int:
     sweep = []
     for shift in SITE_SHIFTS:
         point: dict[str, Any] = {"site_shift": shift}
-        for name, make in (("same_lab_cv", lambda: cv_folds),
-                           ("person", lambda: [(tr, te) for _, tr, te in ps])):
+        makers: tuple[tuple[str, Callable[[], list[tuple[list[str], list[str]]]]], ...] = (
+            ("same_lab_cv", lambda: cv_folds),
+            ("person", lambda: [(tr, te) for _, tr, te in ps]))
+        for name, make in makers:
             if shift not in sweep_preds[name]:
                 sweep_preds[name][shift] = _run_folds(data, make(), site_shift=shift)
             s = scores(sweep_preds[name][shift], data)

@@ -183,6 +183,7 @@ def main() -> int:
     results["train_seconds_cached"] = round(time.monotonic() - t2, 1)
 
     summary = results["session_separated"]
+    assert first_cv is not None, "--repeats is at least 1"
     report("iot_sentinel" + ("-quick" if args.quick else ""), results, args.output,
            params={"folds": folds, "repeats": repeats, "window_s": args.window,
                    "quick": args.quick, "captures": len(ds.captures)},

@@ -31,7 +31,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import polars as pl
 
@@ -130,8 +130,8 @@ def run(root: Path, *, learning_days: float, epochs: int) -> dict[str, Any]:
     result = extract([root])
     flows = result.flows
     rep = score_report(bundle, flows, result.problems, trained["model_uri"])
-    learning_end = flows["first_seen"].min() + dt.timedelta(seconds=period_s)
-    last = flows["last_seen"].max()
+    learning_end = cast(dt.datetime, flows["first_seen"].min()) + dt.timedelta(seconds=period_s)
+    last = cast(dt.datetime, flows["last_seen"].max())
     days = (last - learning_end).total_seconds() / 86400
     end_iso = iso_utc(learning_end)
     after = [a for a in rep.alerts if a["start"] >= end_iso]

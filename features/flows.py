@@ -29,7 +29,8 @@ from flockwatch.features.captures import (
     is_capture_name,
     write_repaired,
 )
-from flockwatch.features.errors import InputError, Problem, stat_input
+from flockwatch.features.errors import InputError, stat_input
+from flockwatch.features.errors import Problem as Problem  # re-exported: ExtractResult.problems
 from flockwatch.features.orient import orient
 from flockwatch.features.schema import FLOW_SCHEMA, conform, empty_flows
 from flockwatch.features.zeek import looks_like_zeek, read_zeek_conn

@@ -33,7 +33,7 @@ class OutputError(OSError):
         super().__init__(f"{os.fspath(path)}: {problem}")
         self.path = os.fspath(path)
         self.problem = problem
-        self.errno = errno  # type: ignore[assignment]
+        self.errno = errno
 
 
 def _nearest_existing(path: Path) -> Path:
@@ -121,8 +121,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
-def write_atomic(path: str | os.PathLike[str], writer: Callable[[IO[str]], None]) -> None:
-    """Write text through ``writer(fh)`` to ``path`` atomically."""
+def write_atomic(path: str | os.PathLike[str], writer: Callable[[IO[str]], object]) -> None:
+    """Write text through ``writer(fh)`` to ``path`` atomically (its return value, such as
+    ``fh.write``'s count, is ignored)."""
     with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as fh:
         writer(fh)
 

@@ -20,8 +20,8 @@ def check_fitted(est: object, attr: str) -> None:
         raise NotFittedError(f"{type(est).__name__} is not fitted yet: call fit() first")
 
 
-def group_folds(labels: Sequence[str], groups: Sequence[str], n_folds: int, seed: int = 0
-                ) -> np.ndarray:
+def group_folds(labels: Sequence[object] | np.ndarray, groups: Sequence[object] | np.ndarray,
+                n_folds: int, seed: int = 0) -> np.ndarray:
     """Fold number per row: every group in one fold, each label's groups spread over folds."""
     labels_a = np.asarray(labels, dtype=object)
     groups_a = np.asarray(groups, dtype=object)
@@ -50,7 +50,7 @@ def feature_matrix(windows: pl.DataFrame | object, columns: Sequence[str]) -> np
     """The named feature columns as float64, in ``columns`` order (input order is irrelevant)."""
     if not isinstance(windows, pl.DataFrame):
         try:
-            windows = pl.from_pandas(windows)  # type: ignore[arg-type]
+            windows = pl.from_pandas(windows)
         except Exception:
             raise TypeError(f"expected a polars or pandas DataFrame of windows, got "
                             f"{type(windows).__name__}") from None

@@ -158,7 +158,7 @@ class BaselineAutoencoder:
                 batch = train[perm[i:i + self.batch_size]]
                 opt.zero_grad()
                 loss = torch.mean((net(batch) - batch) ** 2)
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]  # torch leaves it unannotated
                 opt.step()
                 total += float(loss.detach()) * len(batch)
             self.loss_curve_.append(total / max(n, 1))
@@ -188,7 +188,7 @@ class BaselineAutoencoder:
         return diff
 
     def _scores(self, Z: np.ndarray) -> np.ndarray:
-        return np.square(self._residual(Z)).mean(axis=1, dtype=np.float64)
+        return np.asarray(np.square(self._residual(Z)).mean(axis=1, dtype=np.float64))
 
     # -- scoring ---------------------------------------------------------------------------
     def score(self, windows: pl.DataFrame) -> np.ndarray:

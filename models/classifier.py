@@ -17,7 +17,7 @@ UNKNOWN = "unknown"
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
+    return np.asarray(e / e.sum(axis=1, keepdims=True))
 
 
 class DeviceClassifier:
@@ -87,7 +87,8 @@ class DeviceClassifier:
             "num_threads": 1, "force_row_wise": True,
         }
 
-    def fit(self, windows: pl.DataFrame, y: Sequence[str], groups: Sequence[str] | None = None,
+    def fit(self, windows: pl.DataFrame, y: Sequence[str] | pl.Series,
+            groups: Sequence[str] | pl.Series | None = None,
             *, units: Sequence[str] | None = None,
             on_step: Callable[[str, int, int], None] | None = None) -> DeviceClassifier:
         """Learn from windows with labels ``y``; ``groups`` (capture ids) keep splits honest.
@@ -209,7 +210,7 @@ class DeviceClassifier:
     @staticmethod
     def _balanced_weights(yi: np.ndarray, n: int) -> np.ndarray:
         counts = np.bincount(yi, minlength=n).astype(float)
-        return (len(yi) / (n * np.maximum(counts, 1)))[yi]
+        return np.asarray((len(yi) / (n * np.maximum(counts, 1)))[yi])
 
     @staticmethod
     def _fit_temperature(raw: np.ndarray, yi: np.ndarray) -> float:

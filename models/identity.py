@@ -49,7 +49,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import polars as pl
@@ -190,7 +190,8 @@ class DeviceIdentifier:
         self.behaviour_: DeviceClassifier | None = None
 
     # -- fitting ---------------------------------------------------------------------------
-    def fit(self, windows: pl.DataFrame, y: Sequence[str], groups: Sequence[str],
+    def fit(self, windows: pl.DataFrame, y: Sequence[str] | pl.Series,
+            groups: Sequence[str] | pl.Series,
             evidence: Mapping[tuple[str, str], Sequence[Sequence[str]]], *,
             categories: Mapping[str, str | None] | None = None,
             vendors: Mapping[str, str | None] | None = None,
@@ -234,7 +235,7 @@ class DeviceIdentifier:
         if all(cat_y) and len(set(cat_y)) >= 2:
             self.category_model_ = DeviceClassifier(
                 seed=self.seed, n_jobs=self.n_jobs, calibration_folds=self.calibration_folds,
-                **params).fit(windows, cat_y, groups)
+                **params).fit(windows, cast("list[str]", cat_y), groups)  # all(cat_y): no None
         step("category model", 1, 1)
 
         # Cross-fitted evidence similarities of every group's whole-capture sample.
@@ -294,7 +295,7 @@ class DeviceIdentifier:
             v = self.vendors_.get(Gy[i])
             for t in ss[0]:
                 if t.startswith("oui:") and v:
-                    self.oui_vendors_.setdefault(t[4:], Counter())[v] += 1  # type: ignore[index]
+                    self.oui_vendors_.setdefault(t[4:], Counter())[v] += 1
         self.oui_vendors_ = {k: dict(c) for k, c in self.oui_vendors_.items()}
         self.calibration_groups_ = len(rows)
         step("prediction sets", 1, 1)
@@ -317,7 +318,7 @@ class DeviceIdentifier:
         K = pb.shape[1]
         pe = np.where(has[:, None], _softmax(self.sharpness_ * sims), 1.0 / K)
         p = pe * ((1.0 - self.site_shift) * pb + self.site_shift / K)
-        return p / p.sum(axis=1, keepdims=True)
+        return np.asarray(p / p.sum(axis=1, keepdims=True))
 
     def set_coverage(self, coverage: float) -> DeviceIdentifier:
         """Re-tune the prediction sets without refitting."""
@@ -359,7 +360,7 @@ class DeviceIdentifier:
             nv = np.asarray(pl.Series(novelty, dtype=pl.Float64).fill_null(0.0).to_numpy(),
                             dtype=float)
             out |= ~np.isnan(s) & (nv > self.max_novelty)
-        return out
+        return np.asarray(out, dtype=bool)
 
     # -- prediction ------------------------------------------------------------------------
     def predict_devices(self, windows: pl.DataFrame,

@@ -16,7 +16,7 @@ import mlflow
 import mlflow.pyfunc
 import pandas as pd
 import polars as pl
-from mlflow.pyfunc import PythonModel
+from mlflow.pyfunc.model import PythonModel
 
 from flockwatch.features.schema import FLOW_SCHEMA
 from flockwatch.models.bundle import Bundle, load_bundle, save_bundle
@@ -29,7 +29,7 @@ from flockwatch.models.scoring import (
 )
 
 
-class FlockwatchModel(PythonModel):  # type: ignore[misc]
+class FlockwatchModel(PythonModel):
     """The MLflow pyfunc wrapper around a ``Bundle``."""
 
     def load_context(self, context):  # type: ignore[no-untyped-def]
@@ -50,7 +50,7 @@ def signature() -> Any:
         if isinstance(dtype, pl.Datetime):
             # datetimes (aware or naive), ISO-8601 strings or epoch milliseconds: predict
             # normalises them to UTC, so MLflow must not coerce (its datetime is naive only).
-            return AnyType()
+            return AnyType()  # type: ignore[no-untyped-call]  # MLflow leaves it unannotated
         if dtype in (pl.Int8, pl.Int16, pl.Int32):
             return "integer"
         if dtype == pl.Int64:

@@ -5,6 +5,7 @@ null. What the pyfunc, the REST server, ``score`` and the sensor all run; no MLf
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Collection
 from typing import Any
 
@@ -133,7 +134,7 @@ def learning_flag(bundle: Any, learning_sources: Collection[str],
     """True for a window of one of ``learning_sources`` (captures the baseline learnt from)
     that starts before the learning end; False everywhere for other sources and for models
     without a learning record."""
-    end = getattr(bundle, "learning_end", lambda: None)()
+    end: dt.datetime | None = getattr(bundle, "learning_end", lambda: None)()
     if end is None or not learning_sources:
         return pl.lit(False)
     return pl.col("source").is_in(list(learning_sources)) & (pl.col(start) < end)

@@ -8,6 +8,7 @@ The work itself never prints: it calls back (``on_start``, ``on_file``, ``progre
 from __future__ import annotations
 
 import contextlib
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ def reading(quiet: bool = False) -> Iterator[tuple[Callable[[int], None], Callab
         yield start, tick
 
 
-def extract_with_progress(sources: Sequence[Path | str], quiet: bool = False,
+def extract_with_progress(sources: Sequence[str | os.PathLike[str]], quiet: bool = False,
                           **kwargs: Any) -> Any:
     """``features.flows.extract`` with the reading bar."""
     from flockwatch.features.flows import extract

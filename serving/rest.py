@@ -324,7 +324,7 @@ async def _read_body(request: Request, settings: Settings) -> bytes | JSONRespon
         length = int(declared)
     elif "chunked" not in request.headers.get("transfer-encoding", "").lower():
         return _error(411, "LENGTH_REQUIRED", "Content-Length required", close=True)
-    def too_large(close: bool) -> Any:
+    def too_large(close: bool) -> JSONResponse:
         size = length if length is not None else f"more than {limit}"
         return _error(413, "REQUEST_TOO_LARGE",
                       f"request of {size} bytes exceeds the limit of {limit}", close=close)

@@ -342,7 +342,8 @@ def new_peers(bundle: Any, assigned: pl.DataFrame) -> pl.DataFrame | None:
     the model learnt its devices' peers."""
     if getattr(bundle, "peers", None) is None or assigned.height == 0:
         return None
-    return bundle.peers.new_peers(assigned)
+    peers: pl.DataFrame = bundle.peers.new_peers(assigned)
+    return peers
 
 
 _STR_LIST = {"type": "array", "items": {"type": "string"}}

@@ -61,7 +61,8 @@ def run_demo(echo: Any = print, *, hours: float = 2.0, learning_hours: float = 4
              ) -> dict[str, Any]:
     """Synthesize a site, train and register both models, score the attack capture."""
     from flockwatch.datasets.synth import ATTACK_KINDS, synthesize, synthesize_capture
-    from flockwatch.models.store import configure, flockwatch_home
+    from flockwatch.features.home import flockwatch_home
+    from flockwatch.models.store import configure
     from flockwatch.training.baseline import train_baseline
     from flockwatch.training.classifier import train_classifier
 
