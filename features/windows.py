@@ -374,6 +374,12 @@ def _fingerprints(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
 
 
 def empty_windows() -> pl.DataFrame:
+    """An empty window table with every column (built once: 215 columns cost ~7 ms)."""
+    return _empty_windows()
+
+
+@functools.lru_cache(maxsize=1)
+def _empty_windows() -> pl.DataFrame:
     schema: dict[str, pl.DataType] = {
         "source": pl.String(),
         "device_id": pl.String(),

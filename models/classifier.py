@@ -319,11 +319,14 @@ class DeviceClassifier:
         calibrated on devices' aggregated windows: see ``predict_devices``)."""
         return self.decide(self.predict_proba(windows))[0]
 
-    def device_proba(self, windows: pl.DataFrame, by: Sequence[str] = ("source", "device_id")
+    def device_proba(self, windows: pl.DataFrame, by: Sequence[str] = ("source", "device_id"),
+                     X: np.ndarray | None = None, *, novelty: bool = True
                      ) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
         """Per device (the ``by`` columns, in order of first appearance): the mean of its
-        windows' probabilities (columns follow ``classes_``) and its novelty."""
-        X = feature_matrix(windows, self.feature_names_)
+        windows' probabilities (columns follow ``classes_``) and its novelty (zeros with
+        ``novelty=False``). ``X``: the windows' feature matrix, when the caller has it."""
+        if X is None:
+            X = feature_matrix(windows, self.feature_names_)
         p = self.predict_proba(windows, X)
         keys = windows.select(list(by)).with_row_index("_row")
         groups = keys.group_by(list(by), maintain_order=True).agg(pl.col("_row"))
@@ -331,7 +334,13 @@ class DeviceClassifier:
             dev_of = np.empty(len(p), dtype=np.int64)
             dev_of[groups["_row"].explode().to_numpy()] = np.repeat(
                 np.arange(groups.height), groups["_row"].list.len().to_numpy())
-            agg, nov = self._aggregate(p, X, dev_of, groups.height)
+            if novelty:
+                agg, nov = self._aggregate(p, X, dev_of, groups.height)
+            else:
+                agg = np.zeros((groups.height, p.shape[1]))
+                np.add.at(agg, dev_of, p)
+                agg /= np.bincount(dev_of, minlength=groups.height)[:, None]
+                nov = np.zeros(groups.height)
         else:
             agg, nov = np.zeros((0, len(self.classes_))), np.zeros(0)
         return groups.drop("_row"), agg, nov

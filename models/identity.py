@@ -54,7 +54,7 @@ from typing import Any, cast
 import numpy as np
 import polars as pl
 
-from flockwatch.models.base import check_fitted, group_folds
+from flockwatch.models.base import check_fitted, feature_matrix, group_folds
 from flockwatch.models.classifier import UNKNOWN, DeviceClassifier, _softmax
 
 
@@ -373,7 +373,8 @@ class DeviceIdentifier:
         (``features.evidence.device_evidence``); devices without a row have none."""
         check_fitted(self, "behaviour_")
         assert self.behaviour_ is not None
-        keys, pb, nov = self.behaviour_.device_proba(windows, by)
+        X = feature_matrix(windows, self.behaviour_.feature_names_)
+        keys, pb, nov = self.behaviour_.device_proba(windows, by, X)
         n, K = keys.height, len(self.classes_)
         toks: list[list[str]] = [[] for _ in range(n)]
         if evidence is not None and evidence.height and n:
@@ -403,7 +404,8 @@ class DeviceIdentifier:
         cat, cat_conf = self._level(p, self._cat_A, self.category_values_)
         ven, ven_conf = self._level(p, self._ven_A, self.vendor_values_)
         if unknown.any():
-            cat, cat_conf = self._unknown_categories(windows, by, p, unknown, cat, cat_conf)
+            cat, cat_conf = self._unknown_categories(windows, X, by, keys, p, unknown, cat,
+                                                     cat_conf)
             cat, cat_conf = self._hinted_categories(toks, unknown, cat, cat_conf)
             ven, ven_conf = self._unknown_vendors(toks, unknown, ven, ven_conf)
         return keys.with_columns(
@@ -431,7 +433,8 @@ class DeviceIdentifier:
         j = q.argmax(axis=1)
         return [values[k] for k in j], [float(x) for x in q.max(axis=1)]
 
-    def _unknown_categories(self, windows: pl.DataFrame, by: Sequence[str], p: np.ndarray,
+    def _unknown_categories(self, windows: pl.DataFrame, X: np.ndarray, by: Sequence[str],
+                            keys: pl.DataFrame, p: np.ndarray,
                             unknown: np.ndarray, cat: list[str | None],
                             conf: list[float | None]) -> tuple[list[str | None],
                                                                list[float | None]]:
@@ -444,12 +447,25 @@ class DeviceIdentifier:
             return cat, conf
         q = p @ self._cat_A
         if self.category_model_ is not None:
-            _, pc, _ = self.category_model_.device_proba(windows, by)
+            # only the unknown devices' windows: the category model costs a LightGBM pass
+            unk = keys.with_row_index("_i").filter(pl.Series(unknown))
+            at = windows.select(*by).with_row_index("_r").join(
+                unk.select(*by), on=list(by), how="semi")["_r"].to_numpy()
+            cm = self.category_model_
+            assert self.behaviour_ is not None
+            Xc = X if cm.feature_names_ == self.behaviour_.feature_names_ else feature_matrix(
+                windows, cm.feature_names_)
+            sub_keys, pc, _ = cm.device_proba(windows.select(*by)[at], by, Xc[at],
+                                              novelty=False)
+            rows = sub_keys.join(unk, on=list(by), how="left")["_i"].to_numpy()
             pos = {str(c): j for j, c in enumerate(self.category_model_.classes_)}
             cols = [pos.get(v) for v in self.category_values_]
-            qc = np.stack([pc[:, j] if j is not None else np.zeros(len(pc)) for j in cols],
-                          axis=1)
-            q = 0.5 * q + 0.5 * qc
+            qc = np.zeros_like(q)
+            for k, j in enumerate(cols):
+                if j is not None:
+                    qc[rows, k] = pc[:, j]
+            q = q.copy()
+            q[rows] = 0.5 * q[rows] + 0.5 * qc[rows]
         for i in np.flatnonzero(unknown):
             j = int(q[i].argmax())
             cat[i], conf[i] = self.category_values_[j], float(q[i, j])
