@@ -20,6 +20,14 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return np.asarray(e / e.sum(axis=1, keepdims=True))
 
 
+def _mean_by(p: np.ndarray, dev_of: np.ndarray, n_dev: int) -> np.ndarray:
+    """Mean of the rows of ``p`` per device (``dev_of``: device index of each row)."""
+    agg = np.zeros((n_dev, p.shape[1]))
+    np.add.at(agg, dev_of, p)
+    agg /= np.maximum(np.bincount(dev_of, minlength=n_dev), 1)[:, None]
+    return agg
+
+
 class DeviceClassifier:
     """LightGBM device-type classifier with temperature calibration and an "unknown" decision.
 
@@ -256,10 +264,7 @@ class DeviceClassifier:
         probabilities, and its novelty, the median distance of its windows to the device's
         predicted type (robust to a few odd windows), computed per class for all devices at
         once."""
-        sizes = np.bincount(dev_of, minlength=n_dev)
-        agg = np.zeros((n_dev, p.shape[1]))
-        np.add.at(agg, dev_of, p)
-        agg /= np.maximum(sizes, 1)[:, None]
+        agg = _mean_by(p, dev_of, n_dev)
         win_nov = self._novelty(X, agg.argmax(axis=1)[dev_of])
         nov = pl.DataFrame({"d": dev_of, "n": win_nov}).group_by("d").agg(
             pl.col("n").median()).sort("d")["n"].to_numpy()
@@ -272,10 +277,7 @@ class DeviceClassifier:
             return np.array([], dtype=object), np.zeros((0, p.shape[1] if p.ndim == 2 else 0),
                                                         dtype=np.float32)
         groups, dev_of = np.unique(g.astype(str), return_inverse=True)
-        agg = np.zeros((len(groups), p.shape[1]))
-        np.add.at(agg, dev_of, p)
-        agg /= np.bincount(dev_of, minlength=len(groups))[:, None]
-        return groups.astype(object), agg.astype(np.float32)
+        return groups.astype(object), _mean_by(p, dev_of, len(groups)).astype(np.float32)
 
     def _group_stats(self, p: np.ndarray, X: np.ndarray, yi: np.ndarray, g: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
@@ -337,10 +339,7 @@ class DeviceClassifier:
             if novelty:
                 agg, nov = self._aggregate(p, X, dev_of, groups.height)
             else:
-                agg = np.zeros((groups.height, p.shape[1]))
-                np.add.at(agg, dev_of, p)
-                agg /= np.bincount(dev_of, minlength=groups.height)[:, None]
-                nov = np.zeros(groups.height)
+                agg, nov = _mean_by(p, dev_of, groups.height), np.zeros(groups.height)
         else:
             agg, nov = np.zeros((0, len(self.classes_))), np.zeros(0)
         return groups.drop("_row"), agg, nov
@@ -348,20 +347,10 @@ class DeviceClassifier:
     def predict_devices(self, windows: pl.DataFrame, by: Sequence[str] = ("source", "device_id")
                         ) -> pl.DataFrame:
         """Aggregate windows' probabilities per device: one decision per device."""
-        X = feature_matrix(windows, self.feature_names_)
-        p = self.predict_proba(windows, X)
-        keys = windows.select(list(by)).with_row_index("_row")
-        groups = keys.group_by(list(by), maintain_order=True).agg(pl.col("_row"))
-        if groups.height:
-            dev_of = np.empty(len(p), dtype=np.int64)
-            dev_of[groups["_row"].explode().to_numpy()] = np.repeat(
-                np.arange(groups.height), groups["_row"].list.len().to_numpy())
-            agg, nov = self._aggregate(p, X, dev_of, groups.height)
-        else:
-            agg, nov = np.zeros((0, len(self.classes_))), np.zeros(0)
+        groups, agg, nov = self.device_proba(windows, by)
         label, conf, unknown = self.decide(agg, nov)
         closest = self.classes_[agg.argmax(axis=1)] if len(agg) else np.array([], dtype=object)
-        return groups.drop("_row").with_columns(
+        return groups.with_columns(
             pl.Series("device_type", label.tolist(), dtype=pl.String),
             pl.Series("type_confidence", conf.astype(float)),
             pl.Series("unknown", unknown.astype(bool)),
