@@ -210,6 +210,21 @@ def dataset_flows(ds: LabelledDataset, *, workers: int | None = None,
     return out, problems
 
 
+def within(flows: pl.DataFrame, start_s: float | None, end_s: float | None) -> pl.DataFrame:
+    """The flows of each source starting from ``start_s`` and before ``end_s`` seconds after
+    the source's first flow (None: no bound), both bounds measured from the same start."""
+    if start_s is None and end_s is None:
+        return flows
+    t = pl.col("first_seen")
+    t0 = t.min().over("source")
+    keep = pl.lit(True)
+    if start_s is not None:
+        keep = keep & (t >= t0 + pl.duration(seconds=start_s))
+    if end_s is not None:
+        keep = keep & (t < t0 + pl.duration(seconds=end_s))
+    return flows.filter(keep)
+
+
 def labelled_windows(ds: LabelledDataset, flows: dict[Path, pl.DataFrame], spec: WindowSpec,
                      *, max_seconds: float | None = None, after_seconds: float | None = None,
                      strict: bool = True) -> pl.DataFrame:
@@ -228,11 +243,7 @@ def labelled_windows(ds: LabelledDataset, flows: dict[Path, pl.DataFrame], spec:
         raise DatasetError(f"{ds.root}: no windows (captures without flows?)")
     allf = pl.concat([flows[p].with_columns(pl.lit(str(p)).alias("source")) for p in paths],
                      how="vertical_relaxed")
-    t0 = pl.col("first_seen").min().over("source")
-    if max_seconds is not None:
-        allf = allf.filter(pl.col("first_seen") < t0 + pl.duration(seconds=max_seconds))
-    if after_seconds is not None:
-        allf = allf.filter(pl.col("first_seen") >= t0 + pl.duration(seconds=after_seconds))
+    allf = within(allf, after_seconds, max_seconds)
     per_source = windows(allf, spec).partition_by("source", as_dict=True, maintain_order=True)
     frames = []
     for c in ds.captures:
@@ -297,12 +308,7 @@ def capture_evidence(flows: dict[Path, pl.DataFrame], start_s: float | None = No
         return pl.DataFrame(schema={"capture": pl.String, "device_id": pl.String,
                                     "evidence": pl.List(pl.String)})
     allf = pl.concat(parts, how="vertical_relaxed")
-    t0 = pl.col("first_seen").min().over("source")
-    if start_s is not None:
-        allf = allf.filter(pl.col("first_seen") >= t0 + pl.duration(seconds=start_s))
-    if end_s is not None:
-        allf = allf.filter(pl.col("first_seen") < t0 + pl.duration(seconds=end_s))
-    return device_evidence(allf).rename({"source": "capture"})
+    return device_evidence(within(allf, start_s, end_s)).rename({"source": "capture"})
 
 
 def labelled_evidence(ds: LabelledDataset, flows: dict[Path, pl.DataFrame],

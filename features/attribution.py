@@ -90,6 +90,23 @@ def tcp_probe() -> pl.Expr:
     )
 
 
+def master_application() -> pl.Expr:
+    """nDPI's master protocol of a flow (``TLS`` of ``TLS.Amazon``; ``Unknown`` for none)."""
+    return pl.col("application").fill_null("Unknown").str.split(".").list.first()
+
+
+def self_named() -> pl.Expr:
+    """An attributed flow whose ``server_name`` is the device's own name: a DHCP host name
+    on the client's side (port 68, DHCPv6 546; a server's ACK repeats the client's name, so
+    whoever sent it, the client owns it), or an mDNS, NetBIOS or LLMNR name the device sent.
+    Every other name is one the device asked for."""
+    master = master_application()
+    my_port = pl.when(pl.col("direction") == "out").then("src_port").otherwise("dst_port")
+    dhcp_client = ((master == "DHCP") & (my_port == 68)) | ((master == "DHCPV6") & (my_port == 546))
+    return pl.when(master.is_in(["DHCP", "DHCPV6"])).then(dhcp_client).otherwise(
+        (pl.col("direction") == "out") & master.is_in(["MDNS", "NetBIOS", "LLMNR"]))
+
+
 def initiation() -> pl.Expr:
     """A flow that opens a conversation: TCP with the initiator's SYN, UDP unless it looks
     like a reply (from a service port to one that is not), any other protocol (ICMP, ...) as

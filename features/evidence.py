@@ -37,8 +37,9 @@ import re
 
 import polars as pl
 
-from flockwatch.features.attribution import attribute
+from flockwatch.features.attribution import attribute, master_application, self_named
 from flockwatch.features.oui import vendor
+from flockwatch.features.windows import ADDRESS_LIKE, GENERIC_NAME_LABELS
 
 EVIDENCE_KINDS: dict[str, str] = {
     "oui": "the MAC prefix's manufacturer (never the address)",
@@ -55,16 +56,17 @@ EVIDENCE_KINDS: dict[str, str] = {
     "ja4": "TLS client fingerprint (JA4) of the device's own sessions",
 }
 
-#: Words that say nothing about the product (every name has them), and words that are
-#: addresses, numbers or serials: a hex string with a digit, or any word with 5+ digits.
-_GENERIC = frozenset({
-    "com", "net", "org", "www", "local", "arpa", "in", "addr", "io", "co", "de", "uk", "cn",
-    "gov", "edu",
-    "api", "pool", "ntp", "time", "http", "https", "the", "and", "for", "linux", "upnp",
-    "mozilla", "compatible", "version", "device", "devices", "urn", "schemas", "service",
-    "tcp", "udp", "dns", "sd", "lan", "home", "localdomain", "ip", "ipv6", "ipv4",
+#: Words that say nothing about the product: the generic labels the window features drop
+#: (``GENERIC_NAME_LABELS``) and more that every product's strings share; addresses,
+#: numbers and serials (``ADDRESS_LIKE``: a hex string with a digit) and words with 5+ digits
+#: are dropped too.
+_GENERIC = frozenset(GENERIC_NAME_LABELS) | frozenset({
+    "gov", "edu", "api", "pool", "ntp", "time", "http", "https", "the", "and", "for",
+    "linux", "upnp", "mozilla", "compatible", "version", "device", "devices", "urn",
+    "schemas", "service", "tcp", "udp", "dns", "sd", "lan", "home", "localdomain", "ip",
+    "ipv6", "ipv4",
 })
-_ADDRESS_LIKE = re.compile(r"^([0-9]+|[0-9a-f]*[0-9][0-9a-f]*)$")
+_ADDRESS_LIKE = re.compile(ADDRESS_LIKE)
 _MANY_DIGITS = re.compile(r"(\D*\d){5,}")
 _SPLIT = re.compile(r"[^0-9a-z]+")
 _IP_LITERAL = re.compile(r"^(\d{1,3}(\.\d{1,3}){3}|[0-9a-f:]*:[0-9a-f:]*)$")
@@ -109,21 +111,18 @@ def device_evidence(flows: pl.DataFrame, attributed: pl.DataFrame | None = None,
         return pl.DataFrame(schema=schema)
     if "announcements" not in att.columns:
         att = att.with_columns(pl.lit(None, dtype=pl.String).alias("announcements"))
-    master = pl.col("application").fill_null("Unknown").str.split(".").list.first()
+    master = master_application()
     out_ = pl.col("direction") == "out"
-    my_port = pl.when(out_).then(pl.col("src_port")).otherwise(pl.col("dst_port"))
     dhcp = master.is_in(["DHCP", "DHCPV6"])
-    dhcp_client = ((master == "DHCP") & (my_port == 68)) | ((master == "DHCPV6") & (my_port == 546))
-    self_named = pl.when(dhcp).then(dhcp_client).otherwise(
-        out_ & master.is_in(["MDNS", "NetBIOS", "LLMNR"]))
+    own_name = self_named()
     asked = out_ & ~dhcp & ~master.is_in(["MDNS", "NetBIOS", "LLMNR", "SSDP"])
     tls = master.is_in(["TLS", "QUIC", "DTLS"])
     cols = list(by)
     att = att.select(
         *cols, "device_mac",
-        pl.when(self_named).then(pl.col("server_name")).alias("_host"),
+        pl.when(own_name).then(pl.col("server_name")).alias("_host"),
         pl.when(asked).then(pl.col("server_name")).alias("_asked"),
-        pl.when(dhcp & dhcp_client).then(pl.col("client_fingerprint")).alias("_prl"),
+        pl.when(dhcp & own_name).then(pl.col("client_fingerprint")).alias("_prl"),
         pl.when(out_ & tls).then(pl.col("client_fingerprint")).alias("_ja4"),
         pl.when(out_).then(pl.col("user_agent")).alias("_ua"),
         pl.col("announcements"),

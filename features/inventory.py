@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import polars as pl
 
-from flockwatch.features.attribution import UNSPECIFIED_OR_LOOPBACK, attribute, tcp_probe
+from flockwatch.features.attribution import (
+    UNSPECIFIED_OR_LOOPBACK,
+    attribute,
+    self_named,
+    tcp_probe,
+)
 from flockwatch.features.industrial import INDUSTRIAL_PROTOCOLS
 from flockwatch.features.oui import vendor
 
@@ -28,11 +33,7 @@ def inventory(flows: pl.DataFrame, attributed: pl.DataFrame | None = None) -> pl
     if att.height == 0:
         return empty_inventory()
     parts = pl.col("application").fill_null("Unknown").str.split(".")
-    master = parts.list.first()
-    my_port = pl.when(pl.col("direction") == "out").then("src_port").otherwise("dst_port")
-    dhcp_client = ((master == "DHCP") & (my_port == 68)) | ((master == "DHCPV6") & (my_port == 546))
-    self_named = pl.when(master.is_in(["DHCP", "DHCPV6"])).then(dhcp_client).otherwise(
-        (pl.col("direction") == "out") & master.is_in(["MDNS", "NetBIOS", "LLMNR"]))
+    own_name = self_named()
     l4 = pl.col("protocol").replace_strict(
         {6: "TCP", 17: "UDP", 1: "ICMP", 58: "ICMPv6", 2: "IGMP"}, default="IP",
         return_dtype=pl.String,
@@ -52,8 +53,8 @@ def inventory(flows: pl.DataFrame, attributed: pl.DataFrame | None = None) -> pl
         pl.col("device_mac").drop_nulls().first().alias("mac"),
         pl.col("device_ip").filter(~pl.col("device_ip").str.contains(UNSPECIFIED_OR_LOOPBACK))
         .drop_nulls().unique().sort().alias("ips"),
-        pl.col("server_name").filter(self_named).drop_nulls().unique().sort().alias("hostnames"),
-        pl.col("server_name").filter(~self_named).drop_nulls().unique().sort()
+        pl.col("server_name").filter(own_name).drop_nulls().unique().sort().alias("hostnames"),
+        pl.col("server_name").filter(~own_name).drop_nulls().unique().sort()
         .alias("server_names"),
         pl.concat_list("_l4", pl.col("_parts").list.first())
         .list.explode(keep_nulls=False, empty_as_null=False)

@@ -48,7 +48,7 @@ N_NAME_BUCKETS = 64
 #: or more digits (IP literals such as SSDP's 239.255.255.250, reverse lookups, and the MAC
 #: or serial numbers in DHCP and mDNS host names, e.g. dcs-935l-b0c554255b0e, keq0817541:
 #: identity, not behaviour), and words nearly every name has.
-_ADDRESS_LIKE = r"^([0-9]+|[0-9a-f]*[0-9][0-9a-f]*)$"
+ADDRESS_LIKE = r"^([0-9]+|[0-9a-f]*[0-9][0-9a-f]*)$"
 GENERIC_NAME_LABELS = ["com", "net", "org", "www", "local", "arpa", "in", "addr", "io", "co",
                        "de", "uk", "cn"]
 N_FINGERPRINT_BUCKETS = 32
@@ -358,7 +358,7 @@ def _name_tokens(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
         pl.col("server_name").str.to_lowercase()
         .str.replace_all(r"([0-9a-f]{2}[:-]){5}[0-9a-f]{2}", " ")  # MAC addresses
         .str.replace_all(r"[^a-z0-9]+", " ").str.strip_chars().str.split(" ").alias("tok")
-    ).explode("tok").filter(~pl.col("tok").str.contains(_ADDRESS_LIKE)
+    ).explode("tok").filter(~pl.col("tok").str.contains(ADDRESS_LIKE)
                             & (pl.col("tok").str.count_matches(r"[0-9]") < 5)
                             & ~pl.col("tok").is_in(GENERIC_NAME_LABELS))
     tokens = names.join(words, on="server_name").select(*keys, "tok")
