@@ -7,7 +7,7 @@ import csv
 import hashlib
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -312,27 +312,34 @@ def capture_evidence(flows: dict[Path, pl.DataFrame], start_s: float | None = No
 
 
 def labelled_evidence(ds: LabelledDataset, flows: dict[Path, pl.DataFrame],
-                      views: dict[str, tuple[float | None, float | None]] | None = None
+                      views: dict[str, tuple[float | None, float | None]] | None = None,
+                      tables: Mapping[str, pl.DataFrame] | None = None
                       ) -> dict[tuple[str, str], list[list[str]]]:
     """Product evidence of each labelled device, keyed ``(group, label)``: a token list per
     view of its capture (``EVIDENCE_VIEWS``; the whole capture first). Views that hold no
     flow of the device are left out; devices of one label in one group (or, without a
-    ``mac``, every device of the capture) are pooled."""
+    ``mac``, every device of the capture) are pooled. ``tables``: ``capture_evidence`` of
+    some views, by view name, where the caller has them already."""
     views = views or EVIDENCE_VIEWS
-    per_view = []
-    for start_s, end_s in views.values():
-        ev = capture_evidence(flows, start_s, end_s)
-        per_view.append({(c, d): ts for c, d, ts in ev.iter_rows()})
+    per_view: list[dict[str, dict[str, list[str]]]] = []  # capture -> device -> tokens
+    for name, (start_s, end_s) in views.items():
+        ev = (tables or {}).get(name)
+        if ev is None:
+            ev = capture_evidence(flows, start_s, end_s)
+        table: dict[str, dict[str, list[str]]] = {}
+        for cap, dev, ts in ev.iter_rows():
+            table.setdefault(cap, {})[dev] = ts
+        per_view.append(table)
     out: dict[tuple[str, str], list[list[str]]] = {}
     for c in ds.captures:
         key = (str(c.group), c.label)
         mine = []
         for table in per_view:
+            devices = table.get(str(c.path), {})
             if c.mac:
-                toks = table.get((str(c.path), c.mac))
+                toks = devices.get(c.mac)
             else:
-                pooled = [ts for (cap, _), ts in table.items() if cap == str(c.path)]
-                toks = sorted({t for ts in pooled for t in ts}) if pooled else None
+                toks = sorted({t for ts in devices.values() for t in ts}) if devices else None
             if toks is not None:
                 mine.append(list(toks))
         if not mine:

@@ -68,7 +68,9 @@ def identity_data(ds: LabelledDataset, flows: dict[Any, pl.DataFrame],
         sets[f"first_{s:g}s"] = capture_evidence(flows, None, s)
     for s in after_seconds:
         sets[f"after_{s:g}s"] = capture_evidence(flows, s, None)
-    return Identity(labelled_evidence(ds, flows),
+    # the training views are slices the sets have already computed: not extracted twice
+    done = {"whole": sets["all"], **{k: v for k, v in sets.items() if k != "all"}}
+    return Identity(labelled_evidence(ds, flows, tables=done),
                     {c.label: c.category for c in ds.captures},
                     {c.label: c.vendor for c in ds.captures}, sets)
 
