@@ -169,7 +169,7 @@ def devices_in(path: Path) -> tuple[dict[str, int], list[Problem]]:
     flows, problems = cached_flows(path)
     if flows.height == 0:
         return {}, problems
-    att = attribute(flows).filter(pl.col("device_mac").is_not_null())
+    att = attribute(flows).filter(pl.col("mac").is_not_null())
     counts = att.group_by("device_id").len()
     return {str(k): int(v) for k, v in counts.iter_rows()}, problems
 

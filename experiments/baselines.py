@@ -49,7 +49,7 @@ class IsolationForestBaseline:
     def fit(self, win: pl.DataFrame) -> IsolationForestBaseline:
         from sklearn.ensemble import IsolationForest
 
-        w = win.sort("window_start")
+        w = win.sort("start")
         Z = self._z(w)
         dev = np.asarray(w["device_id"].to_list(), dtype=object)
         hold = np.zeros(len(dev), dtype=bool)
@@ -118,7 +118,7 @@ def synthetic(quick: bool, seed: int) -> dict[str, dict[str, Any]]:
     models, fit_s = fit_models(learn, seed)
     any_attack = np.zeros(test.height, dtype=bool)
     positive = np.zeros(test.height, dtype=bool)
-    ws, we = test["window_start"], test["window_end"]
+    ws, we = test["start"], test["end"]
     dev = np.asarray(test["device_id"].to_list())
     for r in truth.iter_rows(named=True):
         overlap = ((ws < r["end"]) & (we > r["start"])).to_numpy()
@@ -133,7 +133,7 @@ def synthetic(quick: bool, seed: int) -> dict[str, dict[str, Any]]:
                 ws < r["end"] + dt.timedelta(seconds=2 * window)).to_numpy()
             hits = np.flatnonzero(mine & alert)
             if hits.size:
-                first = test["window_start"][int(hits[0])]
+                first = test["start"][int(hits[0])]
                 delay = int(((first - r["start"]).total_seconds()) // window) + 1
                 per_attack[r["kind"]] = {"detected": True, "delay_windows": max(0, delay)}
             else:
@@ -157,9 +157,9 @@ def _attack_packets(pcap: Path, labels: Path) -> tuple[float, list[tuple[float, 
 
 
 def _attack_labels(win: pl.DataFrame, attacks: list[tuple[float, str, str]]) -> np.ndarray:
-    ws = win["window_start"].dt.epoch("ms").to_numpy() / 1000
-    we = win["window_end"].dt.epoch("ms").to_numpy() / 1000
-    ip = np.asarray(win["device_ip"].to_list())
+    ws = win["start"].dt.epoch("ms").to_numpy() / 1000
+    we = win["end"].dt.epoch("ms").to_numpy() / 1000
+    ip = np.asarray(win["ip"].to_list())
     y = np.zeros(win.height, dtype=bool)
     for t, a, b in attacks:
         y |= (ws <= t) & (t < we) & ((ip == a) | (ip == b))
@@ -182,15 +182,15 @@ def modbus(data: Path, seed: int) -> dict[str, dict[str, Any]] | str:
         win = windows(extract([root / f"{name}.pcap"]).flows, spec)
         y = _attack_labels(win, attacks)
         ts = pl.lit(t0 * 1000).cast(pl.Int64).cast(pl.Datetime("ms", "UTC"))
-        early = win.select(pl.col("window_end") <= ts + pl.duration(seconds=95)).to_series()
+        early = win.select(pl.col("end") <= ts + pl.duration(seconds=95)).to_series()
         parts.append((win, y, early.to_numpy() if name == names[0] else np.zeros(len(y), bool)))
     win_all = pl.concat([p[0] for p in parts])
     y_all = np.concatenate([p[1] for p in parts])
     early_all = np.concatenate([p[2] for p in parts])
     # Drop learning windows of any device that coincide with attack traffic.
-    attack_times = win_all.filter(pl.Series(y_all)).select("source", "window_start").unique()
+    attack_times = win_all.filter(pl.Series(y_all)).select("source", "start").unique()
     tainted = win_all.join(attack_times.with_columns(pl.lit(True).alias("_t")),
-                           on=["source", "window_start"], how="left")["_t"].fill_null(False)
+                           on=["source", "start"], how="left")["_t"].fill_null(False)
     learn_mask = early_all & ~tainted.to_numpy()
     learn = win_all.filter(pl.Series(learn_mask))
     test_mask = ~early_all
@@ -233,15 +233,15 @@ def long_term(data: Path, seed: int, learn_days: int = 2) -> dict[str, object] |
     # product raises a new-peer alert for those whatever the score (e.g. on 12 March a host
     # of another subnet, 192.168.2.50, seen nowhere else in the week, pings three devices).
     peers = PeerBaseline().fit(pl.concat(learn_att))
-    new = peers.new_peers(pl.concat(test_att)).select("source", "device_id", "window_start")
+    new = peers.new_peers(pl.concat(test_att)).select("source", "device_id", "start")
     flagged = test.join(new.with_columns(pl.lit(True).alias("_new")),
-                        on=["source", "device_id", "window_start"], how="left")
+                        on=["source", "device_id", "start"], how="left")
     new_peer = flagged["_new"].fill_null(False).to_numpy()
     t = time.monotonic()
     models, fit_s = fit_models(learn, seed)
     normal = np.ones(test.height, dtype=bool)
     res = evaluate(models, learn, test, np.zeros(test.height, dtype=bool), normal)
-    day = (test["window_start"].dt.date()).to_numpy()
+    day = (test["start"].dt.date()).to_numpy()
     devices = test["device_id"].to_numpy()
     for m in res.values():
         alert = m.pop("_alert")

@@ -45,7 +45,7 @@ def main() -> int:
         t0 = np.datetime64("2026-03-02T00:00:00", "ms")
         frames.append(pl.DataFrame(X, schema=FEATURE_COLUMNS).with_columns(
             pl.lit(f"device-{k:02d}").alias("device_id"),
-            pl.Series("window_start", t0 + np.arange(per_device) * np.timedelta64(300, "s"))
+            pl.Series("start", t0 + np.arange(per_device) * np.timedelta64(300, "s"))
             .dt.replace_time_zone("UTC"),
         ))
     win = pl.concat(frames)

@@ -137,7 +137,7 @@ def run(root: Path, *, learning_days: float, epochs: int) -> dict[str, Any]:
     after = [a for a in rep.alerts if a["start"] >= end_iso]
     assigned = assign_windows(attribute(flows), bundle.window)
     ping = assigned.filter(pl.col("peer_ip") == PING_HOST).select(
-        "device_id", pl.col("window_start").map_elements(iso_utc, return_dtype=pl.String)
+        "device_id", pl.col("start").map_elements(iso_utc, return_dtype=pl.String)
     ).unique()
     labels = pl.read_csv(root / "labels.csv")
     events = Events(load_events(root), labels, bundle.window.length_s)

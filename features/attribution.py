@@ -21,7 +21,7 @@ The rule (applied per source, i.e. per capture, interface or log):
    seeing it from its own side (``direction`` ``out`` when the device initiated it).
 
 The output has one row per (flow, credited device) with the flow's columns plus the device's
-view of it: ``device_id``, ``device_mac``, ``device_ip``, ``direction``, ``peer_ip``,
+view of it: ``device_id``, ``mac``, ``ip``, ``direction``, ``peer_ip``,
 ``peer_mac``, ``peer_port``, ``peer_local``, ``bytes_out``, ``bytes_in``, ``packets_out``,
 ``packets_in``.
 """
@@ -66,8 +66,8 @@ def _sides(flows: pl.DataFrame) -> pl.DataFrame:
         out, inn = ("src2dst", "dst2src") if me == "src" else ("dst2src", "src2dst")
         return f.select(
             *common,
-            pl.col(f"{me}_mac").alias("device_mac"),
-            pl.col(f"{me}_ip").alias("device_ip"),
+            pl.col(f"{me}_mac").alias("mac"),
+            pl.col(f"{me}_ip").alias("ip"),
             pl.lit(direction).alias("direction"),
             pl.col(f"{other}_ip").alias("peer_ip"),
             pl.col(f"{other}_mac").alias("peer_mac"),
@@ -122,45 +122,45 @@ def initiation() -> pl.Expr:
 def attribute(flows: pl.DataFrame) -> pl.DataFrame:
     """Credit each flow to the local device(s) it involves (see the module docstring)."""
     sides = _sides(flows)
-    v4 = _is_v4(pl.col("device_ip"))
+    v4 = _is_v4(pl.col("ip"))
     # Per source: does the site use private IPv4 at all?
     sides = sides.with_columns(
-        (v4 & pl.col("device_ip").str.contains(_V4_PRIVATE)).any().over("source")
+        (v4 & pl.col("ip").str.contains(_V4_PRIVATE)).any().over("source")
         .alias("_site_private"),
     )
-    v4_local = pl.col("device_ip").str.contains(_V4_PRIVATE) | ~pl.col("_site_private")
+    v4_local = pl.col("ip").str.contains(_V4_PRIVATE) | ~pl.col("_site_private")
     sides = sides.with_columns(
-        pl.when(v4).then(v4_local).otherwise(pl.col("device_ip").str.contains(_V6_LOCAL))
+        pl.when(v4).then(v4_local).otherwise(pl.col("ip").str.contains(_V6_LOCAL))
         .alias("_ip_local"),
-        _mac_unicast(pl.col("device_mac")).alias("_mac_unicast"),
-        _ip_special(pl.col("device_ip")).alias("_ip_special"),
+        _mac_unicast(pl.col("mac")).alias("_mac_unicast"),
+        _ip_special(pl.col("ip")).alias("_ip_special"),
     )
     # Gateways: MACs that carry remote IPv4 addresses, or many IPv4 addresses.
     v4_sides = sides.filter(
         pl.col("_mac_unicast") & v4 & ~pl.col("_ip_special")
-        & ~pl.col("device_ip").str.contains(UNSPECIFIED_OR_LOOPBACK)
+        & ~pl.col("ip").str.contains(UNSPECIFIED_OR_LOOPBACK)
     )
     gateways = (
-        v4_sides.group_by("source", "device_mac")
+        v4_sides.group_by("source", "mac")
         .agg(
             (~pl.col("_ip_local")).any().alias("remote"),
-            pl.col("device_ip").n_unique().alias("n_ip"),
+            pl.col("ip").n_unique().alias("n_ip"),
         )
         .filter(pl.col("remote") | (pl.col("n_ip") >= 4))
-        .select("source", "device_mac", pl.lit(True).alias("_gateway"))
+        .select("source", "mac", pl.lit(True).alias("_gateway"))
     )
-    sides = sides.join(gateways, on=["source", "device_mac"], how="left").with_columns(
+    sides = sides.join(gateways, on=["source", "mac"], how="left").with_columns(
         pl.col("_gateway").fill_null(False)
     )
     # The subnets (/24) of the hosts: a gateway's own addresses lie in one of them.
-    net = pl.col("device_ip").str.replace(r"\.\d+$", "")
-    host_nets = v4_sides.join(gateways, on=["source", "device_mac"], how="anti").filter(
+    net = pl.col("ip").str.replace(r"\.\d+$", "")
+    host_nets = v4_sides.join(gateways, on=["source", "mac"], how="anti").filter(
         pl.col("_ip_local")).select("source", net.alias("_net"), pl.lit(True).alias("_own")
                                     ).unique()
     sides = sides.with_columns(pl.when(v4).then(net).alias("_net")).join(
         host_nets, on=["source", "_net"], how="left").with_columns(
         pl.col("_own").fill_null(False))
-    has_l2 = pl.col("device_mac").is_not_null()
+    has_l2 = pl.col("mac").is_not_null()
     l2_device = (
         pl.col("_mac_unicast")
         & ~pl.col("_ip_special")
@@ -171,7 +171,7 @@ def attribute(flows: pl.DataFrame) -> pl.DataFrame:
         )
     )
     l3_device = (~pl.col("_ip_special") & pl.col("_ip_local")
-                 & ~pl.col("device_ip").str.contains(UNSPECIFIED_OR_LOOPBACK))
+                 & ~pl.col("ip").str.contains(UNSPECIFIED_OR_LOOPBACK))
     credited = sides.filter(pl.when(has_l2).then(l2_device).otherwise(l3_device))
     # Peer locality, from the same rule seen from the other side.
     peer_v4 = _is_v4(pl.col("peer_ip"))
@@ -179,7 +179,7 @@ def attribute(flows: pl.DataFrame) -> pl.DataFrame:
         pl.col("peer_ip").str.contains(_V4_PRIVATE) | ~pl.col("_site_private")
     ).otherwise(pl.col("peer_ip").str.contains(_V6_LOCAL) | pl.col("peer_ip").is_null())
     return credited.with_columns(
-        pl.coalesce(pl.col("device_mac"), pl.col("device_ip")).alias("device_id"),
+        pl.coalesce(pl.col("mac"), pl.col("ip")).alias("device_id"),
         peer_local.fill_null(False).alias("peer_local"),
     ).drop("_site_private", "_ip_local", "_mac_unicast", "_ip_special", "_gateway", "_net",
            "_own")

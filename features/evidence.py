@@ -119,7 +119,7 @@ def device_evidence(flows: pl.DataFrame, attributed: pl.DataFrame | None = None,
     tls = master.is_in(["TLS", "QUIC", "DTLS"])
     cols = list(by)
     att = att.select(
-        *cols, "device_mac",
+        *cols, "mac",
         pl.when(own_name).then(pl.col("server_name")).alias("_host"),
         pl.when(asked).then(pl.col("server_name")).alias("_asked"),
         pl.when(dhcp & own_name).then(pl.col("client_fingerprint")).alias("_prl"),
@@ -129,7 +129,7 @@ def device_evidence(flows: pl.DataFrame, attributed: pl.DataFrame | None = None,
         out_.alias("_out"),
     )
     g = att.group_by(cols).agg(
-        pl.col("device_mac").drop_nulls().first(),
+        pl.col("mac").drop_nulls().first(),
         pl.col("_host").drop_nulls().unique(),
         pl.col("_asked").drop_nulls().unique(),
         pl.col("_prl").drop_nulls().unique(),
@@ -148,7 +148,7 @@ def device_evidence(flows: pl.DataFrame, attributed: pl.DataFrame | None = None,
 
 def _tokens(r: dict[str, object]) -> set[str]:
     toks: set[str] = set()
-    v = vendor(r.get("device_mac"))  # type: ignore[arg-type]
+    v = vendor(r.get("mac"))  # type: ignore[arg-type]
     if v and not v.startswith("("):
         toks.add(f"oui:{v}")
     for h in r["_host"]:  # type: ignore[attr-defined]

@@ -50,8 +50,8 @@ def inventory(flows: pl.DataFrame, attributed: pl.DataFrame | None = None) -> pl
         pl.element().filter(pl.element().is_in(list(INDUSTRIAL_PROTOCOLS)))
     )
     inv = att.group_by("device_id").agg(
-        pl.col("device_mac").drop_nulls().first().alias("mac"),
-        pl.col("device_ip").filter(~pl.col("device_ip").str.contains(UNSPECIFIED_OR_LOOPBACK))
+        pl.col("mac").drop_nulls().first(),
+        pl.col("ip").filter(~pl.col("ip").str.contains(UNSPECIFIED_OR_LOOPBACK))
         .drop_nulls().unique().sort().alias("ips"),
         pl.col("server_name").filter(own_name).drop_nulls().unique().sort().alias("hostnames"),
         pl.col("server_name").filter(~own_name).drop_nulls().unique().sort()

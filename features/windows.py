@@ -24,9 +24,9 @@ import polars as pl
 
 from flockwatch.features.attribution import attribute
 
-KEY_COLUMNS = ["source", "device_id", "window_start", "window_end"]
+KEY_COLUMNS = ["source", "device_id", "start", "end"]
 #: Non-feature facts carried with each window (conserved totals, identities for reports).
-META_COLUMNS = ["device_mac", "device_ip", "packets", "bytes", "flows"]
+META_COLUMNS = ["mac", "ip", "packets", "bytes", "flows"]
 
 APPLICATIONS = [
     "DNS", "DHCP", "DHCPV6", "NTP", "MDNS", "SSDP", "LLMNR", "NetBIOS", "HTTP", "TLS", "QUIC",
@@ -150,7 +150,7 @@ def ip_rank(ip: pl.Expr) -> pl.Expr:
     """How well an address names a device to a person, best first: 0 a unicast IPv4, 1 a
     global or unique-local IPv6, 2 an IPv6 link-local or a loopback address; null for none
     (missing, or the unspecified ``0.0.0.0`` and ``::`` of a DHCP or duplicate-address probe,
-    which every device sends). Windows (``device_ip``) and scored rows (``ip``) carry the best
+    which every device sends). Windows (``ip``) and scored rows (``ip``) carry the best
     one, so an operator sees the IPv4 address they know a device by."""
     v6 = ip.str.contains(":")
     return (
@@ -172,14 +172,14 @@ def _log1p(e: pl.Expr) -> pl.Expr:
 
 
 def assign_windows(attributed: pl.DataFrame, spec: WindowSpec) -> pl.DataFrame:
-    """Add ``window_start``/``window_end`` to attributed flows."""
+    """Add ``start``/``end`` to attributed flows."""
     length_ms = int(round(spec.length_s * 1000))
     t = pl.col("first_seen").dt.epoch("ms")
     origin = t.min().over("source") if spec.align == "source" else pl.lit(0, pl.Int64)
     start = origin + ((t - origin) // length_ms) * length_ms
     return attributed.with_columns(
-        start.cast(pl.Datetime("ms", "UTC")).alias("window_start"),
-        (start + length_ms).cast(pl.Datetime("ms", "UTC")).alias("window_end"),
+        start.cast(pl.Datetime("ms", "UTC")).alias("start"),
+        (start + length_ms).cast(pl.Datetime("ms", "UTC")).alias("end"),
     )
 
 
@@ -202,7 +202,7 @@ def window_features(att: pl.DataFrame) -> pl.DataFrame:
         cat.alias("_cat"),
         pl.col("dst_port").fill_null(0).alias("_svc_port"),
         (pl.col("last_seen") - pl.col("first_seen")).dt.total_milliseconds().alias("_dur_ms"),
-        ip_rank(pl.col("device_ip")).alias("_ip_rank"),
+        ip_rank(pl.col("ip")).alias("_ip_rank"),
     )
     win = att.group_by(keys).agg(_aggregations())
     win = win.with_columns(_derived())
@@ -221,11 +221,11 @@ def _aggregations() -> list[pl.Expr]:
     known_apps = list(APPLICATIONS)
     tcp = pl.col("protocol") == 6
     return [
-        pl.col("device_mac").first(),
+        pl.col("mac").first(),
         # the address to show for the device: its IPv4 where it has one (see ``ip_rank``);
         # the least of equals, so that row order does not matter
-        pl.coalesce(*(pl.col("device_ip").filter(pl.col("_ip_rank") == r).min()
-                      for r in range(3))).alias("device_ip"),
+        pl.coalesce(*(pl.col("ip").filter(pl.col("_ip_rank") == r).min()
+                      for r in range(3))).alias("ip"),
         pl.col("packets").sum().alias("packets"),
         pl.col("bytes").sum().alias("bytes"),
         pl.len().alias("flows"),
@@ -383,10 +383,10 @@ def _empty_windows() -> pl.DataFrame:
     schema: dict[str, pl.DataType] = {
         "source": pl.String(),
         "device_id": pl.String(),
-        "window_start": pl.Datetime("ms", "UTC"),
-        "window_end": pl.Datetime("ms", "UTC"),
-        "device_mac": pl.String(),
-        "device_ip": pl.String(),
+        "start": pl.Datetime("ms", "UTC"),
+        "end": pl.Datetime("ms", "UTC"),
+        "mac": pl.String(),
+        "ip": pl.String(),
         "packets": pl.Int64(),
         "bytes": pl.Int64(),
         "flows": pl.UInt32(),

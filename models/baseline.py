@@ -116,7 +116,7 @@ class BaselineAutoencoder:
     # -- fitting ---------------------------------------------------------------------------
     def fit(self, windows: pl.DataFrame) -> BaselineAutoencoder:
         """Learn normal behaviour from learning-period windows (needs ``device_id`` and,
-        for the time-ordered hold-back, ``window_start``)."""
+        for the time-ordered hold-back, ``start``)."""
         import torch
 
         cols = list(self.feature_columns or FEATURE_COLUMNS)
@@ -125,7 +125,7 @@ class BaselineAutoencoder:
                             f"{type(windows).__name__}")
         if windows.height < 2:
             raise ValueError(f"need at least 2 learning windows, got {windows.height}")
-        w = windows.sort("window_start") if "window_start" in windows.columns else windows
+        w = windows.sort("start") if "start" in windows.columns else windows
         X = feature_matrix(w, cols)
         dev_list = [str(d) for d in w["device_id"].to_list()]
         dev = np.asarray(dev_list, dtype=object)

@@ -47,7 +47,7 @@ class PeerBaseline:
             self._pairs(attributed)
             .filter(pl.col("device_id").is_in(list(self.devices_)) & initiation())
             .join(self.known_.lazy(), on=_KEY, how="anti")
-            .group_by("source", "device_id", "window_start", "window_end")
+            .group_by("source", "device_id", "start", "end")
             .agg((pl.col("peer_ip") + ":" + pl.col("port").cast(pl.String)).unique().sort()
                  .alias("new_peers"),
                  pl.col("port").unique().sort().alias("ports"))

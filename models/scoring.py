@@ -130,7 +130,7 @@ def _device_ip(ip: pl.Expr) -> pl.Expr:
 
 
 def learning_flag(bundle: Any, learning_sources: Collection[str],
-                  start: str = "window_start") -> pl.Expr:
+                  start: str = "start") -> pl.Expr:
     """True for a window of one of ``learning_sources`` (captures the baseline learnt from)
     that starts before the learning end; False everywhere for other sources and for models
     without a learning record."""
@@ -147,9 +147,9 @@ def score_windows(bundle: Bundle, win: pl.DataFrame, *, top: int = 5,
     n = win.height
     learning = learning_flag(bundle, learning_sources)
     out = win.select(
-        "source", "device_id", pl.col("device_mac").alias("mac"),
-        _device_ip(pl.col("device_ip")).alias("ip"),
-        pl.col("window_start").alias("start"), pl.col("window_end").alias("end"),
+        "source", "device_id", "mac",
+        _device_ip(pl.col("ip")).alias("ip"),
+        "start", "end",
         learning.alias("learning"),
     )
     null_f = pl.Series([None] * n, dtype=pl.Float64)

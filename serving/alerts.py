@@ -91,7 +91,7 @@ def _peer_alerts(scored: pl.DataFrame, new_peers: pl.DataFrame | None) -> list[d
         ["source", "device_id"])
     out = []
     for r in new_peers.join(info, on=["source", "device_id"], how="left").sort(
-            "window_start").iter_rows(named=True):
+            "start").iter_rows(named=True):
         ics = [INDUSTRIAL_PORTS[p] for p in r["ports"] if p in INDUSTRIAL_PORTS]
         dtype = r.get("device_type")
         name = device_name(r["device_id"], r)
@@ -100,7 +100,7 @@ def _peer_alerts(scored: pl.DataFrame, new_peers: pl.DataFrame | None) -> list[d
             kind=AlertKind.NEW_PEER, severity=Severity.HIGH if ics else Severity.MEDIUM,
             device_id=r["device_id"], mac=r["mac"], ip=r["ip"], device_type=dtype,
             category=r.get("category"), vendor=r.get("vendor"),
-            start=_iso(r["window_start"]), end=_iso(r["window_end"]), anomaly_score=None,
+            start=_iso(r["start"]), end=_iso(r["end"]), anomaly_score=None,
             threshold=None, top_features=[], new_peers=list(r["new_peers"]),
             message=f"{name} has local peer(s) never seen while learning (peer:service "
                     f"port): {peers}" + (f" ({', '.join(sorted(set(ics)))})" if ics else ""),

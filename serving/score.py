@@ -256,13 +256,13 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
     scored = score_flows(bundle, flows, attributed=att, assigned=assigned, window=window,
                          learning_sources=learning_sources, evidence_memory=evidence_memory)
     if lo is not None:
-        assigned = assigned.filter(pl.col("window_end") > lo)
+        assigned = assigned.filter(pl.col("end") > lo)
         scored = scored.filter(pl.col("end") > lo)
     if hi is not None:
-        assigned = assigned.filter(pl.col("window_start") < hi)
+        assigned = assigned.filter(pl.col("start") < hi)
         scored = scored.filter(pl.col("start") < hi)
     if lo is not None or hi is not None:
-        att = assigned.drop("window_start", "window_end")
+        att = assigned.drop("start", "end")
     inv = inventory(flows, att)
     peers = new_peers(bundle, assigned)
     # Alerts come from the operational windows only, unless asked otherwise.
@@ -326,13 +326,13 @@ def window_peers(scored: pl.DataFrame, assigned: pl.DataFrame, limit: int = 20
     most ``limit``): who it was talking to when it deviated, which ties a scanner to its
     victims (``serving.alerts.incidents``)."""
     keys = scored.filter(pl.col("anomalous").fill_null(False)).select(
-        "source", "device_id", pl.col("start").alias("window_start"))
+        "source", "device_id", "start")
     return (
         assigned.filter(pl.col("peer_local") & pl.col("peer_ip").is_not_null())
-        .join(keys, on=["source", "device_id", "window_start"], how="semi")
-        .group_by("source", "device_id", "window_start", "peer_ip").agg(pl.len().alias("n"))
+        .join(keys, on=["source", "device_id", "start"], how="semi")
+        .group_by("source", "device_id", "start", "peer_ip").agg(pl.len().alias("n"))
         .sort(["n", "peer_ip"], descending=[True, False])
-        .group_by("source", "device_id", "window_start", maintain_order=True)
+        .group_by("source", "device_id", "start", maintain_order=True)
         .agg(pl.col("peer_ip").head(limit).alias("local_peers"))
     )
 

@@ -32,7 +32,7 @@ def synthetic_windows(n_per_class: int = 40, classes: int = 3, seed: int = 0) ->
     df = pl.DataFrame(rows)
     start = pl.datetime(2026, 1, 1, time_zone="UTC") + pl.duration(
         seconds=pl.int_range(0, df.height) * 300)
-    return df.with_columns(start.alias("window_start"), pl.lit("s").alias("source"))
+    return df.with_columns(start.alias("start"), pl.lit("s").alias("source"))
 
 
 def fit(est, df):
@@ -70,8 +70,8 @@ def _peer_flows(rows: list[tuple[str, str, int, int]]) -> pl.DataFrame:
         pl.lit(2).alias("packets"), pl.lit(1).alias("dst2src_packets"),
         pl.lit(0).alias("rst_packets"), pl.lit(0).alias("syn_packets"),
         pl.lit(0).alias("ack_packets"),
-        (t0 + pl.duration(minutes=pl.col("minute") // 5 * 5)).alias("window_start"),
-        (t0 + pl.duration(minutes=pl.col("minute") // 5 * 5 + 5)).alias("window_end"),
+        (t0 + pl.duration(minutes=pl.col("minute") // 5 * 5)).alias("start"),
+        (t0 + pl.duration(minutes=pl.col("minute") // 5 * 5 + 5)).alias("end"),
     ).drop("minute")
 
 
@@ -131,7 +131,7 @@ CASES = {
                       lambda e: e.fit(SCORES, SCORE_DEVICES),
                       lambda e: e.threshold(["d0", "d1", "d2", "never-seen"]), (4,)),
     "peers": Case(PeerBaseline, lambda e: e.fit(PEERS_LEARN),
-                  lambda e: e.new_peers(PEERS_TEST).sort("window_start"), (2, 6)),
+                  lambda e: e.new_peers(PEERS_TEST).sort("start"), (2, 6)),
     "evidence": Case(EvidenceModel, lambda e: e.fit(EV_TOKENS, EV_LABELS, sorted(TOKENS)),
                      lambda e: e.similarity([*EV_TOKENS, ["oui:Other"], []])[0],
                      (len(EV_TOKENS) + 2, 3)),

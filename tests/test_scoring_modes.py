@@ -340,8 +340,8 @@ def test_window_rows_carry_the_devices_ipv4():
         _flow(3, v6only, "2001:db8::5", gw, "2001:db8::1"),
     ]))
     w = windows(flows, WindowSpec(60))
-    by = {(r["device_id"], r["window_start"].second + 60 * r["window_start"].minute):
-          r["device_ip"] for r in w.iter_rows(named=True)}
+    by = {(r["device_id"], r["start"].second + 60 * r["start"].minute):
+          r["ip"] for r in w.iter_rows(named=True)}
     assert by[(hue, 1)] == "fe80::217:88ff:fe00:1"  # the window's own best address
     assert by[(hue, 61)] == "192.168.1.7"  # not 0.0.0.0, whichever flow came first
     assert by[(v6only, 1)] == "2001:db8::5"

@@ -38,7 +38,7 @@ def read(capture: Path = CAPTURE) -> dict[str, object]:
     flows = flows.with_columns(pl.lit(capture.name).alias("source"))
     keys = ["first_seen", "src_ip", "src_port", "dst_ip", "dst_port", "protocol", "last_seen"]
     flows = flows.sort(keys)
-    win = windows(flows, WindowSpec(WINDOW_S)).sort("device_id", "window_start")
+    win = windows(flows, WindowSpec(WINDOW_S)).sort("device_id", "start")
     inv = inventory(flows).sort("device_id")
     ev = device_evidence(flows).sort("device_id")
     return {"flows": flows, "windows": win, "inventory": inv, "evidence": ev}
