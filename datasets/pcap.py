@@ -12,6 +12,7 @@ from pathlib import Path
 
 from flockwatch.features.captures import PCAP_MAGIC
 from flockwatch.features.output import atomic_path
+from flockwatch.features.pcapfile import PcapStream
 
 BROADCAST_MAC = "ff:ff:ff:ff:ff:ff"
 
@@ -85,21 +86,10 @@ class PcapWriter:
     def write(self, path: str | os.PathLike[str]) -> int:
         """Write atomically; returns the number of packets."""
         self.packets.sort(key=lambda p: p[0])
-        rec = struct.Struct("<IIII")
-        with atomic_path(path) as tmp, tmp.open("wb") as fh:
-            fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, self.snaplen, self.linktype))
-            chunks = []
+        with atomic_path(path) as tmp, tmp.open("wb") as fh, \
+                PcapStream(fh, self.linktype, self.snaplen) as out:
             for ts, frame in self.packets:
-                sec = int(ts)
-                usec = int(round((ts - sec) * 1e6))
-                if usec >= 1_000_000:
-                    sec, usec = sec + 1, usec - 1_000_000
-                chunks.append(rec.pack(sec, usec, len(frame), len(frame)))
-                chunks.append(frame)
-                if len(chunks) > 20000:
-                    fh.write(b"".join(chunks))
-                    chunks = []
-            fh.write(b"".join(chunks))
+                out.write(ts, frame)
         return len(self.packets)
 
 

@@ -13,7 +13,6 @@ Usage: .venv/bin/python experiments/bench_extract.py [--packets 500000] [--repea
 
 from __future__ import annotations
 
-import struct
 import subprocess
 import sys
 import tempfile
@@ -23,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import arg_parser, report  # noqa: E402
 
 from flockwatch.datasets.pcap import read_pcap  # noqa: E402
+from flockwatch.features.pcapfile import PcapStream  # noqa: E402
 
 BARE = """
 import resource, sys, time, nfstream
@@ -81,16 +81,12 @@ def build_capture(data: Path, target: int, dest: Path) -> int:
     packets.sort(key=lambda x: x[0])
     span = packets[-1][0] - packets[0][0] + 3600
     n = 0
-    with dest.open("wb") as fh:
-        fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+    with dest.open("wb") as fh, PcapStream(fh) as out:
         rep = 0
         while n < target:
             shift = rep * span
             for ts, frame in packets:
-                t = ts + shift
-                sec = int(t)
-                fh.write(struct.pack("<IIII", sec, int((t - sec) * 1e6), len(frame), len(frame)))
-                fh.write(frame)
+                out.write(ts + shift, frame)
             n += len(packets)
             rep += 1
     return n

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from flockwatch.features.errors import InputError, stat_input
+from flockwatch.features.pcapfile import pcap_header, record_header
 
 CAPTURE_SUFFIXES = (".pcap", ".pcapng", ".cap", ".dmp")
 
@@ -484,15 +485,15 @@ def write_repaired(path: str | os.PathLike[str], info: CaptureInfo,
                 if part is None:
                     target = Path(folder) / f"{len(parts)}.{info.format}"
                     part = parts[linktype] = (target, target.open("wb"), [])
-                    part[1].write(_pcap_header(bo, linktype) if pcap
+                    part[1].write(pcap_header(linktype, MAX_CAPLEN, bo) if pcap
                                   else _pcapng_header(linktype))
                     counts[linktype] = 0
                 counts[linktype] += 1
                 payload = mm[data:data + caplen]
                 wire = max(wire, caplen)
                 if pcap:
-                    part[2].append(struct.pack(bo + "IIII", last[0] % 2**32, last[1], caplen,
-                                               wire) + payload)
+                    part[2].append(record_header(last[0] % 2**32, last[1], caplen, wire, bo)
+                                   + payload)
                 else:
                     ts = last[0] * 10**6 + last[1]
                     blen = 32 + caplen + (-caplen % 4)
@@ -509,10 +510,6 @@ def write_repaired(path: str | os.PathLike[str], info: CaptureInfo,
                 out.close()
     return [RepairedPart(target, lt & 0x0FFFFFFF, counts[lt])
             for lt, (target, _, _) in parts.items()]
-
-
-def _pcap_header(bo: str, linktype: int) -> bytes:
-    return struct.pack(bo + "IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, MAX_CAPLEN, linktype)
 
 
 def _pcapng_header(linktype: int) -> bytes:

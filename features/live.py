@@ -25,13 +25,13 @@ import polars as pl
 
 from flockwatch.features.errors import InputError
 from flockwatch.features.flows import IDLE_TIMEOUT_S, read_capture
+from flockwatch.features.pcapfile import ETHERNET, PcapStream
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
 PACKET_MR_PROMISC = 1
 PACKET_STATISTICS = 6
-_REC = struct.Struct("<IIII")
 
 
 def check_interface(interface: str) -> None:
@@ -79,12 +79,9 @@ class RawCapture:
     def capture_until(self, path: str | os.PathLike[str], deadline: float,
                       should_stop: Callable[[], bool] | None = None) -> int:
         """Capture into a pcap at ``path``; returns the number of frames written."""
-        n = 0
         buf = bytearray(self.snaplen)
         view = memoryview(buf)
-        out: list[bytes] = []
-        with open(path, "wb") as fh:
-            fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, self.snaplen, 1))
+        with open(path, "wb") as fh, PcapStream(fh, ETHERNET, self.snaplen) as out:
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0 or (should_stop is not None and should_stop()):
@@ -99,15 +96,8 @@ class RawCapture:
                         break
                     if addr[2] == socket.PACKET_OUTGOING:
                         continue  # each frame once, as it arrives on the link
-                    ts = time.time()
-                    sec = int(ts)
-                    out.append(_REC.pack(sec, int((ts - sec) * 1e6), size, size))
-                    out.append(bytes(view[:size]))
-                    n += 1
-                    if len(out) >= 4096:
-                        fh.write(b"".join(out))
-                        out.clear()
-            fh.write(b"".join(out))
+                    out.write(time.time(), bytes(view[:size]))
+            n = out.packets
         self.packets += n
         self._stats()
         return n
