@@ -126,10 +126,10 @@ def run(root: Path, *, learning_days: float, epochs: int) -> dict[str, Any]:
     trained = train_baseline([root], learning_period_s=period_s, experiment="experiments",
                              epochs=epochs)
     t_train = time.monotonic() - t_start
-    bundle = bundle_of(load_model(trained["model_uri"], use_cache=False))
+    bundle = bundle_of(load_model(trained.model_uri, use_cache=False))
     result = extract([root])
     flows = result.flows
-    rep = score_report(bundle, flows, result.problems, trained["model_uri"])
+    rep = score_report(bundle, flows, result.problems, trained.model_uri)
     learning_end = cast(dt.datetime, flows["first_seen"].min()) + dt.timedelta(seconds=period_s)
     last = cast(dt.datetime, flows["last_seen"].max())
     days = (last - learning_end).total_seconds() / 86400
@@ -190,7 +190,7 @@ def run(root: Path, *, learning_days: float, epochs: int) -> dict[str, Any]:
         "unexplained_alerts": [
             {k: a.get(k) for k in ("kind", "device_id", "start", "message")}
             for a, w in zip(after, why, strict=True) if w is None][:50],
-        "model_uri": trained["model_uri"],
+        "model_uri": trained.model_uri,
         "seconds": {"train": round(t_train, 1),
                     "total": round(time.monotonic() - t_start, 1)},
     }

@@ -132,6 +132,37 @@ class DeviceIdentity:
     candidates: list[str] | None
 
 
+class FindingKind(enum.StrEnum):
+    """Risks that a device's traffic shows (``docs``: Risk findings)."""
+
+    CLEARTEXT_CREDENTIALS = "cleartext_credentials"
+    OBSOLETE_TLS = "obsolete_tls"
+    BAD_CERTIFICATE = "bad_certificate"
+    REMOTE_ACCESS_EXPOSED = "remote_access_exposed"
+    INDUSTRIAL_WRITE = "industrial_write"
+    INDUSTRIAL_REMOTE = "industrial_remote"
+
+
+@dataclass
+class Finding:
+    """A risk seen in a device's traffic, unlike an alert a fact, not a deviation from its
+    baseline. ``flows`` names the evidence flows (``src:port -> dst:port/proto``); the
+    ``message`` says that a secret was seen, never the secret."""
+
+    kind: FindingKind
+    severity: Severity
+    device_id: str
+    mac: str | None
+    ip: str | None
+    first_seen: str
+    last_seen: str
+    flows: list[str]
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+
 def _to_dict(obj: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(obj):
@@ -154,7 +185,7 @@ def _plain(value: Any) -> Any:
     return value
 
 
-_TIME_FIELDS = {"start", "end"}
+_TIME_FIELDS = {"start", "end", "first_seen", "last_seen"}
 #: ISO-8601 UTC as flockwatch writes it (``2026-01-01T00:05:00Z``, optional fraction)
 TIME_PATTERN = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$"
 
@@ -213,5 +244,5 @@ def json_schema(cls: type) -> dict[str, Any]:
     return {"type": "object", "required": required, "properties": props}
 
 
-__all__ = ["SCHEMA_VERSION", "TIME_PATTERN", "Alert", "AlertKind", "DeviceIdentity", "Incident",
-           "Severity", "TopFeature", "json_schema"]
+__all__ = ["SCHEMA_VERSION", "TIME_PATTERN", "Alert", "AlertKind", "DeviceIdentity", "Finding",
+           "FindingKind", "Incident", "Severity", "TopFeature", "json_schema"]

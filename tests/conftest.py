@@ -9,6 +9,22 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def small_pcap(path: Path, linktype: int = 1,
+               a: tuple[str, str] = ("02:00:00:00:00:01", "192.168.0.2"),
+               b: tuple[str, str] = ("02:00:00:00:00:02", "192.168.0.3")) -> Path:
+    """A three-packet capture of one DNS-like UDP flow from host ``a`` (MAC, IP) to ``b``:
+    the tiny valid input of the tests whose subject is an error, not the traffic."""
+    from flockwatch.datasets.pcap import PcapWriter, ethernet, ipv4, udp
+
+    w = PcapWriter(linktype=linktype)
+    for i in range(3):
+        w.add(1_700_000_000 + i, ethernet(a[0], b[0], ipv4(a[1], b[1], 17, udp(
+            a[1], b[1], 5000, 53, b"x" * 20))))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    w.write(path)
+    return path
+
+
 def data_dir() -> Path:
     return Path(os.environ.get("FLOCKWATCH_DATA") or REPO.parent / "shared" / "data")
 

@@ -5,24 +5,14 @@ import struct
 from pathlib import Path
 
 import pytest
+from conftest import small_pcap
 from typer.testing import CliRunner
 
-from flockwatch.datasets.pcap import PcapWriter, ethernet, ipv4, udp
+from flockwatch.datasets.pcap import ethernet, ipv4, udp
 from flockwatch.features import InputError, read_capture
 from flockwatch.features.captures import inspect_capture
 from flockwatch.features.flows import read_source_file
 from flockwatch.serving.cli import app
-
-
-def small_pcap(path: Path, linktype: int = 1) -> Path:
-    w = PcapWriter(linktype=linktype)
-    for i in range(3):
-        frame = ethernet("02:00:00:00:00:01", "02:00:00:00:00:02",
-                         ipv4("192.168.0.2", "192.168.0.3", 17,
-                              udp("192.168.0.2", "192.168.0.3", 5000, 53, b"x" * 20)))
-        w.add(1_700_000_000 + i, frame)
-    w.write(path)
-    return path
 
 
 @pytest.fixture

@@ -12,23 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import small_pcap
 from typer.testing import CliRunner
 
-from flockwatch.datasets.pcap import PcapWriter, ethernet, ipv4, udp
 from flockwatch.serving.cli import app
 
 FLOCKWATCH = str(Path(sys.executable).parent / "flockwatch")
-
-
-def small_pcap(path: Path) -> Path:
-    w = PcapWriter(linktype=1)
-    for i in range(3):
-        w.add(1_700_000_000 + i, ethernet(
-            "02:00:00:00:00:01", "02:00:00:00:00:02",
-            ipv4("192.168.0.2", "192.168.0.3", 17,
-                 udp("192.168.0.2", "192.168.0.3", 5000, 53, b"x" * 20))))
-    w.write(path)
-    return path
 
 
 @pytest.fixture

@@ -10,6 +10,8 @@ from flockwatch.serving.contract import (
     Alert,
     AlertKind,
     DeviceIdentity,
+    Finding,
+    FindingKind,
     Incident,
     Severity,
     TopFeature,
@@ -73,3 +75,19 @@ def test_schema_version_is_in_the_report_schema() -> None:
     assert SCORE_JSON_SCHEMA["properties"]["schema_version"] == {"const": SCHEMA_VERSION}
     assert "schema_version" in SCORE_JSON_SCHEMA["required"]
     assert SCORE_JSON_SCHEMA["properties"]["alerts"]["items"] == json_schema(Alert)
+
+
+def test_finding_schema_and_dict() -> None:
+    f = Finding(FindingKind.CLEARTEXT_CREDENTIALS, Severity.HIGH, "aa:01", "aa:01",
+                "192.168.1.2", "2026-01-01T00:05:00Z", "2026-01-01T00:06:00Z",
+                ["192.168.1.9:40000 -> 192.168.1.2:23/tcp"], "Telnet login in clear text")
+    d = f.to_dict()
+    assert d["kind"] == "cleartext_credentials" and d["severity"] == "high"
+    schema = json_schema(Finding)
+    assert schema["required"] == ["kind", "severity", "device_id", "mac", "ip", "first_seen",
+                                  "last_seen", "flows", "message"]
+    jsonschema.validate(d, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**d, "first_seen": "today"}, schema)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**d, "kind": "bad_vibes"}, schema)

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import small_pcap
 from typer.testing import CliRunner
 
 from flockwatch.serving.cli import app
@@ -225,16 +226,13 @@ def test_normalise_mac():
         assert normalise_mac(text) is None, text
 
 
-def test_load_dataset_refuses_a_device_labelled_twice(tmp_path, site):
+def test_load_dataset_refuses_a_device_labelled_twice(tmp_path):
     """One labelled device per row: the same (capture, MAC) twice, or a MAC-less row beside
     rows of the same capture, would count windows twice; both are refused by row."""
     from flockwatch.datasets.labelled import DatasetError, load_dataset
 
     ds = tmp_path / "ds"
-    import shutil
-
-    ds.mkdir()
-    shutil.copy(site / "learning.pcap", ds / "a.pcap")
+    small_pcap(ds / "a.pcap")
     write(ds / "labels.csv", "path,device_type,mac\na.pcap,plc,00:00:54:81:00:81\n"
                              "a.pcap,hmi,00:00:bc:91:00:91\na.pcap,plc,00-00-54-81-00-81\n")
     with pytest.raises(DatasetError, match=r"row 4: MAC 00:00:54:81:00:81 of capture "
@@ -246,7 +244,7 @@ def test_load_dataset_refuses_a_device_labelled_twice(tmp_path, site):
         load_dataset(ds)
 
 
-def test_single_capture_type_with_two_devices_is_refused(tmp_path, site):
+def test_single_capture_type_with_two_devices_is_refused(tmp_path):
     """Two devices of one type in one capture are one capture of that type: capture-separated
     validation cannot hold it out (counted per row, the check let it through)."""
     from flockwatch.datasets.synth import HOSTS
@@ -257,9 +255,9 @@ def test_single_capture_type_with_two_devices_is_refused(tmp_path, site):
     rows = [f"learning.pcap,ip_camera,{h.mac}" for h in cams]
     rows += [f"learning.pcap,plc,{plcs[0].mac}", f"attacks.pcap,plc,{plcs[1].mac}"]
     ds = tmp_path / "ds"
-    write(ds / "labels.csv", "path,device_type,mac\n" + "\n".join(
-        r.replace("learning.pcap", str(site / "learning.pcap")).replace(
-            "attacks.pcap", str(site / "attacks.pcap")) for r in rows) + "\n")
+    small_pcap(ds / "learning.pcap")
+    small_pcap(ds / "attacks.pcap")
+    write(ds / "labels.csv", "path,device_type,mac\n" + "\n".join(rows) + "\n")
     r = CliRunner().invoke(app, ["train", "classifier", str(ds), "--quick"])
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert "label(s) ip_camera have a single capture" in r.output

@@ -16,6 +16,7 @@ import jsonschema
 import numpy as np
 import polars as pl
 import pytest
+from conftest import small_pcap
 from typer.testing import CliRunner
 
 from flockwatch.features.windows import FEATURE_SET_VERSION
@@ -270,13 +271,13 @@ def test_score_real_shared_captures(trained, shared_data, tmp_path):
     assert all(w["anomaly_score"] is None for w in doc["windows"])
 
 
-def test_score_without_model_says_how_to_train(site):
-    r = CliRunner().invoke(app, ["score", str(site / "attacks.pcap")])
+def test_score_without_model_says_how_to_train(tmp_path):
+    r = CliRunner().invoke(app, ["score", str(small_pcap(tmp_path / "x.pcap"))])
     assert r.exit_code == 1
     assert "no model registered yet" in r.output and "flockwatch demo" in r.output
 
 
-def test_score_refuses_model_of_older_feature_set(trained, tmp_path, site):
+def test_score_refuses_model_of_older_feature_set(trained, tmp_path):
     """A model trained on another feature set (e.g. v2, whose host-name words kept MAC
     suffixes) is refused with a one-line error, never fed windows it was not trained on."""
     import pickle
@@ -290,28 +291,28 @@ def test_score_refuses_model_of_older_feature_set(trained, tmp_path, site):
     bundle = pickle.loads(pkl.read_bytes())
     bundle.info["feature_set_version"] = FEATURE_SET_VERSION - 1
     pkl.write_bytes(pickle.dumps(bundle))
-    r = CliRunner().invoke(app, ["score", str(site / "attacks.pcap"), "-m", str(old)])
+    r = CliRunner().invoke(app, ["score", str(small_pcap(tmp_path / "x.pcap")), "-m", str(old)])
     assert r.exit_code == 1 and "Traceback" not in r.output
     assert (f"trained on feature set v{FEATURE_SET_VERSION - 1}; this flockwatch computes "
             f"v{FEATURE_SET_VERSION}: retrain it") in r.output
 
 
-def test_score_rejects_non_flockwatch_model(tmp_path, site):
+def test_score_rejects_non_flockwatch_model(tmp_path):
     import mlflow
+
+    cap = str(small_pcap(tmp_path / "x.pcap"))
 
     class Other(mlflow.pyfunc.PythonModel):
         def predict(self, context, model_input, params=None):
             return model_input
 
     mlflow.pyfunc.save_model(str(tmp_path / "other"), python_model=Other())
-    r = CliRunner().invoke(app, ["score", str(site / "attacks.pcap"), "-m",
-                                 str(tmp_path / "other")])
+    r = CliRunner().invoke(app, ["score", cap, "-m", str(tmp_path / "other")])
     assert r.exit_code == 1 and "not a flockwatch model" in r.output
-    r = CliRunner().invoke(app, ["score", str(site / "attacks.pcap"), "-m", "models:/nope/3"])
+    r = CliRunner().invoke(app, ["score", cap, "-m", "models:/nope/3"])
     assert r.exit_code == 1 and "models:/nope/3" in r.output and "Traceback" not in r.output
     # A local path without a model fails before any capture is read.
-    r = CliRunner().invoke(app, ["score", str(site / "attacks.pcap"), "-m",
-                                 str(tmp_path / "nowhere")])
+    r = CliRunner().invoke(app, ["score", cap, "-m", str(tmp_path / "nowhere")])
     assert r.exit_code == 1 and "no MLflow model here" in r.output and "reading" not in r.output
 
 

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+from conftest import small_pcap
 from typer.testing import CliRunner
 
 from flockwatch.serving.cli import app
@@ -229,13 +230,11 @@ def test_bad_reject_quantile(tmp_path, value, command):
                                              f"{float(value):g}: give a share in [0, 1)\n")
 
 
-def test_single_capture_label_and_wrong_mac(tmp_path, site):
-    import shutil
-
+def test_single_capture_label_and_wrong_mac(tmp_path):
     ds = tmp_path / "ds"
-    ds.mkdir()
-    shutil.copy(site / "learning.pcap", ds / "a.pcap")
-    shutil.copy(site / "learning.pcap", ds / "b.pcap")
+    for name in ("a.pcap", "b.pcap"):  # an HMI polling a PLC, three packets
+        small_pcap(ds / name, a=("00:00:bc:91:00:91", "192.168.10.91"),
+                   b=("00:00:54:81:00:81", "192.168.10.81"))
     write(ds / "labels.csv", "path,device_type,mac\na.pcap,plc,00:00:54:81:00:81\n"
                              "b.pcap,plc,00:00:54:81:00:81\na.pcap,hmi,00:00:bc:91:00:91\n")
     r = CliRunner().invoke(app, ["train", "classifier", str(ds)])
@@ -254,7 +253,7 @@ def test_single_capture_label_and_wrong_mac(tmp_path, site):
     assert not mlflow.MlflowClient().search_registered_models()  # nothing half-registered
 
 
-def test_evaluate_bad_model_uri(tmp_path, site):
+def test_evaluate_bad_model_uri(tmp_path):
     write(tmp_path / "ds" / "labels.csv", "path,device_type\n")
     r = CliRunner().invoke(app, ["evaluate", str(tmp_path / "ds"), "--model", "models:/ghost/1"])
     assert r.exit_code == 1 and "models:/ghost/1" in r.output and "Traceback" not in r.output

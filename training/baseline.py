@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from flockwatch.features.windows import WindowSpec, windows
 from flockwatch.models.baseline import BaselineAutoencoder
 from flockwatch.models.bundle import Bundle, bundle_of
 from flockwatch.models.peers import PeerBaseline
+from flockwatch.training.result import TrainResult
 from flockwatch.training.tracking import log_figure, register, start_run
 
 
@@ -88,7 +90,7 @@ def train_baseline(
     register_name: str | None = None, promote: bool = False,
     experiment: str = "flockwatch-baseline", tracking_uri: str | None = None, seed: int = 0,
     epochs: int = 80, on_file: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+) -> TrainResult:
     """Learn baselines from captures, log the run to MLflow, register the pyfunc model."""
     import mlflow
 
@@ -125,10 +127,10 @@ def train_baseline(
                               "learning": learning})
         if classifier_info.get("training_captures") is not None:
             bundle.info["training_captures"] = classifier_info["training_captures"]
-        out = register(bundle, register_name, promote)
-    out.update({"devices": len(model.devices_), "windows": win.height, "learning": learning,
-                "problems": [str(p) for p in result.problems]})
-    return out
+        reg = register(bundle, register_name, promote)
+    return TrainResult("baseline", **asdict(reg), devices=len(model.devices_),
+                       windows=win.height, learning=learning,
+                       problems=tuple(str(p) for p in result.problems))
 
 
 def _score_figure(model: BaselineAutoencoder, win: pl.DataFrame) -> Any:

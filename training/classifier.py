@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from collections import Counter
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
@@ -32,6 +32,7 @@ from flockwatch.training.metrics import (
     confusion_figure,
     identity_metrics,
 )
+from flockwatch.training.result import TrainResult
 from flockwatch.training.tracking import log_figure, register, start_run
 
 
@@ -363,7 +364,7 @@ def train_classifier(
     on_file: Callable[[str], None] | None = None, early_seconds: Sequence[float] = (10, 30, 60),
     reject_quantile: float = 0.04, quick: bool = False, progress: ProgressFn | None = None,
     n_jobs: int | None = None, coverage: float = 0.95, site_shift: float = 0.8,
-) -> dict[str, Any]:
+) -> TrainResult:
     """Train on a labelled capture set; log params, metrics, figures and lineage; register.
 
     ``early_seconds``: the first seconds of each capture also train the model (as windows of
@@ -499,11 +500,11 @@ def train_classifier(
         bundle = Bundle(window=spec, classifier=clf, label_column=label_column,
                         info={"kind": "classifier", "classes": labels,
                               "training_captures": training_captures})
-        out = register(bundle, register_name, promote)
+        reg = register(bundle, register_name, promote)
         step("logging to MLflow", 1, 1)
-    out.update({"metrics": metrics, "open_set": osr, "classes": labels, "quick": quick,
-                "predictions": 0 if preds is None else preds.height})
-    return out
+    return TrainResult("classifier", **asdict(reg), metrics=metrics, open_set=osr,
+                       classes=tuple(labels), quick=quick,
+                       predictions=0 if preds is None else preds.height)
 
 
 def _safe(label: str) -> str:

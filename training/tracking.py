@@ -8,6 +8,7 @@ from flockwatch.features.windows import parse_duration
 from flockwatch.models.bundle import Bundle
 from flockwatch.models.pyfunc import log_model
 from flockwatch.models.store import FEATURE_SET_TAG, KIND_TAG, configure, ensure_experiment
+from flockwatch.training.result import Registered
 
 __all__ = ["parse_duration", "register", "start_run", "log_figure"]
 
@@ -28,24 +29,23 @@ def log_figure(fig: Any, name: str) -> None:
     plt.close(fig)
 
 
-def register(bundle: Bundle, name: str | None, promote: bool) -> dict[str, Any]:
+def register(bundle: Bundle, name: str | None, promote: bool) -> Registered:
     """Log the model to the active run; register under ``name``; set ``champion`` if asked."""
     import mlflow
 
     info = log_model(bundle, registered_model_name=name)
-    result: dict[str, Any] = {"run_id": mlflow.active_run().info.run_id,  # type: ignore[union-attr]
-                              "model_uri": info.model_uri}
-    if name:
-        version = info.registered_model_version
-        result["version"] = version
-        result["model_uri"] = f"models:/{name}/{version}"
-        # What `flockwatch models list` shows without downloading each model.
-        client = mlflow.MlflowClient()
-        for key, value in ((KIND_TAG, bundle.info.get("kind")),
-                           (FEATURE_SET_TAG, bundle.info.get("feature_set_version"))):
-            if value is not None:
-                client.set_model_version_tag(name, str(version), key, str(value))
-        if promote:
-            mlflow.MlflowClient().set_registered_model_alias(name, "champion", str(version))
-            result["champion_uri"] = f"models:/{name}@champion"
-    return result
+    run_id = mlflow.active_run().info.run_id  # type: ignore[union-attr]
+    if not name:
+        return Registered(run_id, info.model_uri)
+    version = str(info.registered_model_version)
+    # What `flockwatch models list` shows without downloading each model.
+    client = mlflow.MlflowClient()
+    for key, value in ((KIND_TAG, bundle.info.get("kind")),
+                       (FEATURE_SET_TAG, bundle.info.get("feature_set_version"))):
+        if value is not None:
+            client.set_model_version_tag(name, version, key, str(value))
+    champion = None
+    if promote:
+        client.set_registered_model_alias(name, "champion", version)
+        champion = f"models:/{name}@champion"
+    return Registered(run_id, f"models:/{name}/{version}", version, champion)

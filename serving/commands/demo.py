@@ -91,16 +91,16 @@ def run_demo(echo: Any = print, *, hours: float = 2.0, learning_hours: float = 4
     echo("[3/5] Training the device-type classifier (LightGBM), logged to MLflow")
     clf = train_classifier(lab, register_name="flockwatch-classifier", tracking_uri=uri,
                            seed=seed, open_set_classes=3)
-    m = clf["metrics"]
+    m = clf.metrics
     echo(f"      capture-separated CV: macro F1 {m['macro_f1']:.3f}, accuracy {m['accuracy']:.3f}"
-         f"  -> {clf['model_uri']}")
+         f"  -> {clf.model_uri}")
     echo(f"[4/5] Learning behavioural baselines ({window_s:g} s windows) and registering "
          "models:/flockwatch@champion")
-    base = train_baseline([caps[0].path], window_s=window_s, classifier_uri=clf["model_uri"],
+    base = train_baseline([caps[0].path], window_s=window_s, classifier_uri=clf.model_uri,
                           register_name="flockwatch", promote=True, tracking_uri=uri, seed=seed)
-    echo(f"      {base['devices']} devices, {base['windows']} learning windows -> "
-         f"{base['model_uri']} (champion)")
-    lrn = base["learning"]
+    echo(f"      {base.devices} devices, {base.windows} learning windows -> "
+         f"{base.model_uri} (champion)")
+    lrn = base.learning
     echo(f"      learning period: {lrn['start']} .. {lrn['end']}, all of "
          + ", ".join(c["name"] for c in lrn["captures"]))
     echo(f"      ({learning_hours:g} h is a demo's learning period: every device's baseline is "

@@ -92,13 +92,13 @@ def train_classifier_cmd(
                                    site_shift=site_shift)
     except (DatasetError, ValueError) as exc:
         fail(str(exc))
-    m = out["metrics"]
+    m = out.metrics
     if quick:
-        typer.echo(f"--quick: {len(out['classes'])} classes; no cross-validation or open-set "
+        typer.echo(f"--quick: {len(out.classes)} classes; no cross-validation or open-set "
                    "figures (train without --quick for them)")
     else:
         typer.echo(f"capture-separated CV: macro F1 {m['macro_f1']:.3f}, accuracy "
-                   f"{m['accuracy']:.3f} over {len(out['classes'])} classes")
+                   f"{m['accuracy']:.3f} over {len(out.classes)} classes")
         if "set_coverage" in m:
             typer.echo(f"  category right {m['category_accuracy']:.3f}, vendor right "
                        f"{m['vendor_accuracy']:.3f}; prediction sets: coverage "
@@ -111,13 +111,13 @@ def train_classifier_cmd(
     lates = [f"{v:.3f}" for k, v in m.items() if k.startswith("macro_f1_after_")]
     if lates:
         typer.echo(f"macro F1 on each capture's part after its first minute: {lates[0]}")
-    if out.get("open_set"):
-        o = out["open_set"]
+    if out.open_set:
+        o = out.open_set
         typer.echo(f"open set: {o['unknown_rate']:.1%} of left-out types unknown, "
                    f"{o['known_rejected_rate']:.1%} of known rejected, "
                    f"AUROC {o['unknown_auroc']:.3f}")
-    typer.echo(f"run {out['run_id']}")
-    typer.echo(out.get("champion_uri") or out["model_uri"])
+    typer.echo(f"run {out.run_id}")
+    typer.echo(out.uri)
 
 
 @app.command("baseline")
@@ -157,7 +157,7 @@ def train_baseline_cmd(
                                  on_file=lambda _: prog.advance(task))
     except (ModelLoadError, ValueError) as exc:
         fail(str(exc))
-    for p in out["problems"]:
+    for p in out.problems:
         typer.echo(f"  input: {one_line(p)}", err=True)
-    typer.echo(f"{out['devices']} devices, {out['windows']} learning windows; run {out['run_id']}")
-    typer.echo(out.get("champion_uri") or out["model_uri"])
+    typer.echo(f"{out.devices} devices, {out.windows} learning windows; run {out.run_id}")
+    typer.echo(out.uri)
