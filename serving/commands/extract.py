@@ -51,14 +51,14 @@ def extract(
                                                                                  "csv"):
         fail(f"--output {show(output)}: write a .parquet or .csv file (the suffix says which)")
     check_output(output, "--output")
+    kwargs = {"idle_timeout": idle_timeout} if idle_timeout else {}  # else IDLE_TIMEOUT_S
     if interface:
         try:
-            flows = capture_interface(interface, duration, idle_timeout=idle_timeout or 120)
+            flows = capture_interface(interface, duration, **kwargs)
         except InputError as exc:
             fail(exc)
         result = ExtractResult(flows=flows, files=[interface])
     else:
-        kwargs = {"idle_timeout": idle_timeout} if idle_timeout else {}
         result = extract_with_progress(require_sources(sources), quiet=quiet, **kwargs)
         require_readable(result)
     flows = result.flows
