@@ -51,10 +51,10 @@ def extract(
                                                                                  "csv"):
         fail(f"--output {show(output)}: write a .parquet or .csv file (the suffix says which)")
     check_output(output, "--output")
-    kwargs = {"idle_timeout": idle_timeout} if idle_timeout else {}  # else IDLE_TIMEOUT_S
-    if interface:
+    kwargs: dict[str, int] = {"idle_timeout": idle_timeout} if idle_timeout else {}
+    if interface:  # without --idle-timeout, both take features.flows.IDLE_TIMEOUT_S
         try:
-            flows = capture_interface(interface, duration, **kwargs)
+            flows = capture_interface(interface, duration, **kwargs)  # type: ignore[arg-type]
         except InputError as exc:
             fail(exc)
         result = ExtractResult(flows=flows, files=[interface])
