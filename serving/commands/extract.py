@@ -43,7 +43,7 @@ def extract(
     Example: flockwatch extract site.pcap captures/ -o flows.parquet
     """
     from flockwatch.features.errors import InputError
-    from flockwatch.features.flows import ExtractResult
+    from flockwatch.features.flows import IDLE_TIMEOUT_S, ExtractResult
     from flockwatch.features.live import capture_interface
     from flockwatch.features.output import atomic_path
 
@@ -51,15 +51,15 @@ def extract(
                                                                                  "csv"):
         fail(f"--output {show(output)}: write a .parquet or .csv file (the suffix says which)")
     check_output(output, "--output")
-    kwargs: dict[str, int] = {"idle_timeout": idle_timeout} if idle_timeout else {}
-    if interface:  # without --idle-timeout, both take features.flows.IDLE_TIMEOUT_S
+    idle = idle_timeout or IDLE_TIMEOUT_S
+    if interface:
         try:
-            flows = capture_interface(interface, duration, **kwargs)  # type: ignore[arg-type]
+            flows = capture_interface(interface, duration, idle_timeout=idle)
         except InputError as exc:
             fail(exc)
         result = ExtractResult(flows=flows, files=[interface])
     else:
-        result = extract_with_progress(require_sources(sources), quiet=quiet, **kwargs)
+        result = extract_with_progress(require_sources(sources), quiet=quiet, idle_timeout=idle)
         require_readable(result)
     flows = result.flows
     if output:
