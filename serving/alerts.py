@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import collections
 import datetime as dt
 import functools
 import json
+import logging
+import os
+import select
 import socket
+import time
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +19,8 @@ import polars as pl
 from flockwatch.features.output import iso_utc, to_json
 from flockwatch.serving.contract import Alert, AlertKind, Incident, Severity, TopFeature
 from flockwatch.serving.options import parse_syslog_target
+
+log = logging.getLogger("flockwatch.alerts")
 
 
 def device_name(device_id: str, r: dict[str, Any]) -> str:
@@ -287,6 +294,8 @@ def cef_line(alert: dict[str, Any], version: str | None = None) -> str:
         "cfp2Label": "threshold", "cfp2": alert.get("threshold"),
         "cs2Label": "topFeatures", "cs2": ",".join(t["feature"] for t in alert["top_features"]),
         "cn1Label": "incident" if alert.get("incident") else None, "cn1": alert.get("incident"),
+        "cs5Label": "modelVersion" if alert.get("model_version") else None,
+        "cs5": alert.get("model_version"),
         "msg": alert.get("message"),
     }
     ext_s = " ".join(f"{k}={esc_e(v)}" for k, v in ext.items() if v not in (None, ""))
@@ -295,7 +304,8 @@ def cef_line(alert: dict[str, Any], version: str | None = None) -> str:
 
 
 class JsonlSink:
-    """Appends alerts as JSON lines, flushed per write."""
+    """Appends alerts as JSON lines, flushed per write; ``sync`` makes them durable (the
+    sensor calls it once per window, so a crash or power cut loses at most the open one)."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -306,21 +316,48 @@ class JsonlSink:
         self._fh.write(to_json(alert) + "\n")
         self._fh.flush()
 
+    def sync(self) -> None:
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+
     def close(self) -> None:
+        self.sync()
         self._fh.close()
 
 
-class SyslogCefSink:
-    """CEF over syslog (RFC 3164 framing), UDP or TCP. Failures are counted, never raised."""
+#: alerts a TCP syslog sink holds while its collector is unreachable
+SYSLOG_BUFFER = 10_000
 
-    def __init__(self, target: str, protocol: str = "udp") -> None:
+
+class SyslogCefSink:
+    """CEF over syslog (RFC 3164 framing), UDP or TCP. Failures are counted, never raised.
+
+    Over TCP, an alert that cannot be delivered is kept, up to ``buffer`` alerts (then the
+    oldest are dropped and counted in ``overflow``), and everything kept is sent, in order,
+    once the collector answers again; reconnects back off from 1 s to 30 s, so an
+    unreachable collector does not slow scoring. Over UDP nothing can tell a lost datagram,
+    so nothing is kept. Syslog collectors never write back: a readable socket means that the
+    collector closed it, and the alert goes over a new connection instead of into a socket
+    that would drop it."""
+
+    def __init__(self, target: str, protocol: str = "udp", buffer: int = SYSLOG_BUFFER) -> None:
         # Checked here, at start: a bad port must not surface at the first alert.
         t = parse_syslog_target(target, protocol)
         self.target = t
         self.addr = (t.host, t.port)
         self.protocol = t.protocol.value
-        self.failures = 0
+        self.failures = 0  # alerts that could not be delivered when sent
+        self.overflow = 0  # alerts dropped from a full buffer
         self._sock: socket.socket | None = None
+        self._pending: collections.deque[bytes] = collections.deque()
+        self._buffer = max(1, buffer)
+        self._retry_at = 0.0
+        self._backoff = 0.0
+
+    @property
+    def pending(self) -> int:
+        """Alerts waiting for the collector."""
+        return len(self._pending)
 
     def _socket(self) -> socket.socket:
         if self._sock is None:
@@ -337,24 +374,66 @@ class SyslogCefSink:
                     sock.close()
                     raise
                 self._sock = sock
+        elif self.protocol == "tcp" and select.select([self._sock], [], [], 0)[0]:
+            self._drop_socket()  # closed by the collector (EOF or reset)
+            return self._socket()
         return self._sock
+
+    def _drop_socket(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
 
     def send(self, alert: dict[str, Any]) -> None:
         pri = 8 * 16 + Severity(alert["severity"]).syslog  # local0
         ts = dt.datetime.now(dt.UTC).strftime("%b %d %H:%M:%S")
         msg = f"<{pri}>{ts} {socket.gethostname()} flockwatch: {cef_line(alert)}"
         try:
-            s = self._socket()
-            if self.protocol == "tcp":
-                s.sendall(msg.encode() + b"\n")
-            else:
-                s.send(msg.encode())
-        except (OSError, UnicodeError):  # gaierror is an OSError; IDNA failures are not
+            data = msg.encode()
+        except UnicodeError:
             self.failures += 1
-            if self._sock is not None:
-                self._sock.close()
-                self._sock = None
+            return
+        if self.protocol == "tcp":
+            if len(self._pending) >= self._buffer:
+                self._pending.popleft()
+                self.overflow += 1
+                if self.overflow in (1, 10, 100) or self.overflow % 1000 == 0:
+                    log.warning("syslog %s:%s unreachable: %d alert(s) dropped from a full "
+                                "buffer of %d", *self.addr, self.overflow, self._buffer)
+            self._pending.append(data + b"\n")
+            if not self.flush():
+                self.failures += 1
+            return
+        try:
+            self._socket().send(data)
+        except OSError:  # gaierror is an OSError
+            self.failures += 1
+            self._drop_socket()
+
+    def flush(self) -> bool:
+        """Send what the TCP buffer holds; True when it is empty. Waits for no collector: a
+        reconnect is tried at most once per back-off period."""
+        if not self._pending:
+            return True
+        if time.monotonic() < self._retry_at:
+            return False
+        try:
+            sock = self._socket()
+            while self._pending:
+                sock.sendall(self._pending[0])
+                self._pending.popleft()
+        except (OSError, UnicodeError):  # IDNA failures of the host name are not OSErrors
+            self._drop_socket()
+            self._backoff = min(30.0, max(1.0, 2 * self._backoff))
+            self._retry_at = time.monotonic() + self._backoff
+            return False
+        if self._backoff:
+            log.info("syslog %s:%s reachable again; buffered alerts sent", *self.addr)
+        self._backoff = 0.0
+        return True
 
     def close(self) -> None:
+        self._retry_at = 0.0
+        self.flush()  # a last try; what is left is counted by the caller
         if self._sock is not None:
             self._sock.close()

@@ -70,7 +70,7 @@ class Alert:
     """One alert. ``start``/``end`` are its window (ISO-8601 UTC); ``anomaly_score`` and
     ``threshold`` are an anomalous window's; ``local_peers`` (anomalous windows) and
     ``new_peers`` (new-peer alerts, ``ip:port``) are present only for their kind, ``incident``
-    once the alert is grouped."""
+    once the alert is grouped, ``model_version`` where a registry version scored it."""
 
     kind: AlertKind
     severity: Severity
@@ -89,6 +89,8 @@ class Alert:
     local_peers: list[str] | None = field(default=None, metadata={"optional": True})
     new_peers: list[str] | None = field(default=None, metadata={"optional": True})
     incident: int | None = field(default=None, metadata={"optional": True, "minimum": 1})
+    #: the registry version of the model that scored it (the live sensor's alerts)
+    model_version: str | None = field(default=None, metadata={"optional": True})
 
     def to_dict(self) -> dict[str, Any]:
         """The alert as the JSON lines, CEF and the report carry it: enums as their values,

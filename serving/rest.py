@@ -476,23 +476,6 @@ def _protocol_class(read_timeout: float) -> type[asyncio.Protocol]:
     return DeadlineH11Protocol
 
 
-def resolve_version(uri: str) -> str | None:
-    """The registry version a ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` URI names
-    (None for folders and runs, or when the registry cannot say)."""
-    if not uri.startswith("models:/"):
-        return None
-    name, _, ref = uri.removeprefix("models:/").partition("/")
-    if "@" in name:
-        name, _, alias = name.partition("@")
-        try:
-            from mlflow import MlflowClient
-
-            return str(MlflowClient().get_model_version_by_alias(name, alias).version)
-        except Exception:  # registry down: the sensor serves its cached copy
-            return None
-    return ref or None
-
-
 class FlockwatchServer:
     """``flockwatch serve``: the app on uvicorn, on ``sock`` or a socket bound at
     construction (a busy or forbidden address fails at once, naming it)."""

@@ -5,6 +5,12 @@ Capture runs in the main thread into one pcap chunk per window (aligned to the c
 thread meters each closed chunk with NFStream and scores it with the model while the next chunk
 fills, so no packet is skipped between windows. SIGTERM/SIGINT close the current chunk early,
 score it, flush every sink and exit 0.
+
+With a registry model (``models:/NAME@ALIAS``) and ``refresh_s``, a third thread polls the
+alias; a new version is loaded beside the running one and swapped in between two chunks, so
+each window is scored once, by one version, and every alert names it (``model_version``).
+What the sensor has learnt itself (devices announced as new, incident numbers, product
+evidence) is the sensor's, not the model's, and carries over.
 """
 
 from __future__ import annotations
@@ -47,11 +53,17 @@ class Counters:
     drops: int = 0
     chunks: int = 0
     syslog_failures: int = 0
+    syslog_pending: int = 0
+    syslog_overflow: int = 0
+    model_version: str | None = None
+    model_swaps: int = 0
     started: float = field(default_factory=time.monotonic)
 
     def line(self) -> str:
         return (f"packets={self.packets} flows={self.flows} windows={self.windows} "
-                f"alerts={self.alerts} drops={self.drops} syslog_failures={self.syslog_failures}")
+                f"alerts={self.alerts} drops={self.drops} syslog_failures={self.syslog_failures}"
+                f" syslog_pending={self.syslog_pending} syslog_overflow={self.syslog_overflow}"
+                f" model_version={self.model_version or '-'}")
 
 
 class Inventory:
@@ -111,16 +123,22 @@ class Sensor:
     def __init__(self, interface: str, model: Any, *, alerts_path: str | Path,
                  syslog: str | None = None, syslog_protocol: str = "udp",
                  inventory_db: str | Path | None = None, window_s: float | None = None,
-                 state_every_s: float = 30.0) -> None:
+                 state_every_s: float = 30.0, model_uri: str | None = None,
+                 model_version: str | None = None, refresh_s: float = 0.0) -> None:
         self.interface = interface
         self.bundle = bundle_of(model)
+        self.model_uri = model_uri
+        self.refresh_s = refresh_s
+        self._next_model: tuple[Any, str] | None = None  # (bundle, version), to swap in
+        self._refused: set[str] = set()  # versions that failed to load: not tried again
+        self._model_lock = threading.Lock()
         self.window_s = float(window_s or self.bundle.window.length_s)
         self.spec = WindowSpec(self.window_s, align="epoch")
         self.jsonl = JsonlSink(alerts_path)
         self.syslog = SyslogCefSink(syslog, syslog_protocol) if syslog else None
         self.inventory = Inventory(inventory_db) if inventory_db else None
         self.state_every_s = state_every_s
-        self.counters = Counters()
+        self.counters = Counters(model_version=model_version)
         self.stop = threading.Event()
         self._chunks: queue.Queue[Path | None] = queue.Queue()
         self._seen_new: set[str] = set()
@@ -133,8 +151,60 @@ class Sensor:
         # continues mid-stream, where nDPI cannot name it again.
         self._apps = pl.DataFrame(schema={k: FLOW_SCHEMA[k] for k in (*_FLOW_KEY, *_APP_COLS)})
 
+    # -- model updates (refresher thread) ---------------------------------------------------
+    def check_model(self) -> bool:
+        """Load the version the alias names now, if it is new; True when one is ready to swap
+        in. A version that fails to load (or does not fit the sensor's windows) is logged once
+        and the running model keeps scoring."""
+        from flockwatch.models.store import ModelLoadError, load_model, resolve_version
+
+        if not self.model_uri:
+            return False
+        version = resolve_version(self.model_uri)
+        with self._model_lock:
+            waiting = self._next_model[1] if self._next_model else None
+        if version is None or version in (self.counters.model_version, waiting) \
+                or version in self._refused:
+            return False
+        name = self.model_uri.removeprefix("models:/").partition("@")[0].partition("/")[0]
+        try:
+            bundle = bundle_of(load_model(f"models:/{name}/{version}"))
+        except ModelLoadError as exc:
+            self._refused.add(version)
+            log.warning("model version %s not loaded, version %s keeps scoring: %s", version,
+                        self.counters.model_version, exc)
+            return False
+        if bundle.window.length_s != self.window_s:
+            self._refused.add(version)
+            log.warning("model version %s learnt %g s windows, this sensor scores %g s ones: "
+                        "not swapped in (restart the sensor to use it)", version,
+                        bundle.window.length_s, self.window_s)
+            return False
+        with self._model_lock:
+            self._next_model = (bundle, version)
+        log.info("model version %s loaded; swapping it in at the next window", version)
+        return True
+
+    def _swap_model(self) -> None:
+        with self._model_lock:
+            nxt, self._next_model = self._next_model, None
+        if nxt is None:
+            return
+        old = self.counters.model_version
+        self.bundle, self.counters.model_version = nxt
+        self.counters.model_swaps += 1
+        log.info("model: version %s -> %s (%s)", old, nxt[1], self.model_uri)
+
+    def _refresher(self) -> None:
+        while not self.stop.wait(self.refresh_s):
+            try:
+                self.check_model()
+            except Exception:  # never let a registry hiccup end the sensor
+                log.exception("model refresh failed")
+
     # -- processing (worker thread) ---------------------------------------------------------
     def _process(self, chunk: Path) -> None:
+        self._swap_model()  # between two windows: each is scored by one version
         try:
             flows, _ = read_capture(chunk)
         except InputError as exc:
@@ -149,10 +219,14 @@ class Sensor:
                      evidence_memory=self._evidence)
         self._seen_new.update(a["device_id"] for a in rep.alerts if a["kind"] == "new_device")
         self._incidents.assign(rep.alerts)  # across chunks, not report()'s per-chunk ids
+        version = self.counters.model_version
         for a in rep.alerts:
+            if version is not None:
+                a["model_version"] = version
             self.jsonl.send(a)
             if self.syslog:
                 self.syslog.send(a)
+        self.jsonl.sync()  # durable per window
         if self.inventory:
             self.inventory.update(rep.devices)
         scored, alerts = rep.windows, rep.alerts
@@ -160,7 +234,13 @@ class Sensor:
         c.flows += flows.height
         c.windows += scored.height
         c.alerts += len(alerts)
-        c.syslog_failures = self.syslog.failures if self.syslog else 0
+
+    def _count_syslog(self) -> None:
+        if self.syslog:
+            self.syslog.flush()  # a collector back since the last window gets what waited
+            c = self.counters
+            c.syslog_failures, c.syslog_pending = self.syslog.failures, self.syslog.pending
+            c.syslog_overflow = self.syslog.overflow
 
     def _carry_applications(self, flows: pl.DataFrame) -> pl.DataFrame:
         known = flows.filter(pl.col("application") != "Unknown").select(*_FLOW_KEY, *_APP_COLS)
@@ -181,6 +261,7 @@ class Sensor:
                 self._process(chunk)
             except Exception:  # keep sensing; the failure is logged with its cause
                 log.exception("scoring chunk %s failed", chunk.name)
+            self._count_syslog()
 
     # -- capture (main thread) -------------------------------------------------------------
     def _open(self) -> RawCapture | None:
@@ -194,6 +275,8 @@ class Sensor:
     def run(self, *, max_seconds: float | None = None) -> Counters:
         worker = threading.Thread(target=self._worker, name="scorer", daemon=True)
         worker.start()
+        if self.refresh_s > 0 and self.model_uri and self.model_uri.startswith("models:/"):
+            threading.Thread(target=self._refresher, name="model-refresh", daemon=True).start()
         end = time.monotonic() + max_seconds if max_seconds else None
         last_state = time.monotonic()
         cap: RawCapture | None = None
@@ -234,6 +317,11 @@ class Sensor:
         self.jsonl.close()
         if self.syslog:
             self.syslog.close()
+            self._count_syslog()
+            if self.syslog.pending:
+                log.warning("syslog %s:%s unreachable at exit: %d alert(s) not delivered "
+                            "(all are in %s)", *self.syslog.addr, self.syslog.pending,
+                            self.jsonl.path)
         if self.inventory:
             self.inventory.close()
         log.info("stopped: %s", self.counters.line())

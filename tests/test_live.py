@@ -192,3 +192,103 @@ def test_sensor_survives_lost_interface_and_dead_syslog(veth, tmp_path, live_mod
     assert "no such network interface" in err and "retrying" in err
     assert "syslog_failures=" in err and "syslog_failures=0" not in err.splitlines()[-1]
     assert "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_sensor_swaps_promoted_model_and_survives_syslog_outage(veth, tmp_path, live_model):
+    """While `sense` runs: a newly promoted version is swapped in without a restart (later
+    alerts name it), and the TCP syslog collector goes away and comes back: every alert in
+    the file reaches it, in order."""
+    from test_sensor_updates import Collector, free_port
+
+    from flockwatch.models.bundle import load_bundle
+    from flockwatch.models.store import promote
+    from flockwatch.training.tracking import register, start_run
+
+    model_path, attack_path = live_model
+    bundle = load_bundle(model_path / "artifacts" / "bundle.pkl")
+    for v in (1, 2):
+        with start_run("live", None, f"v{v}"):
+            register(bundle, "live", promote=v == 1)
+    port = free_port()
+    collector = Collector(port)
+    ns, host_if, ns_if = veth
+    alerts = tmp_path / "alerts.jsonl"
+    proc = subprocess.Popen(
+        [str(BIN / "flockwatch"), "sense", "-i", host_if, "--model", "models:/live@champion",
+         "--model-refresh", "1s", "--alerts", str(alerts), "--syslog", f"127.0.0.1:{port}",
+         "--syslog-protocol", "tcp", "--state-every", "2"], stderr=subprocess.PIPE, text=True)
+
+    def lines() -> list[dict]:
+        return [json.loads(x) for x in alerts.read_text().splitlines()] if alerts.exists() else []
+
+    def wait(cond, timeout: float = 60.0) -> None:
+        end = time.time() + timeout
+        while not cond() and time.time() < end:
+            time.sleep(0.3)
+
+    try:
+        time.sleep(3.0)
+        replay(ns, ns_if, attack_path, "--multiplier", "4")
+        wait(lambda: any(a["kind"] == "anomalous_window" for a in lines()))
+        n1 = len(lines())
+        assert n1 and all(a["model_version"] == "1" for a in lines())
+        collector.close()  # the collector goes away ...
+        promote("models:/live/2")  # ... and a new version is promoted meanwhile
+        time.sleep(12.0)  # a poll, and a window boundary to swap at
+        replay(ns, ns_if, attack_path, "--multiplier", "4")
+        wait(lambda: any(a["kind"] == "anomalous_window" for a in lines()[n1:]))
+        assert all(a["model_version"] == "2" for a in lines()[n1:])
+        back = Collector(port)  # ... and comes back: what waited is delivered
+        total = len(lines())
+        wait(lambda: len(collector.lines) + len(back.lines) >= total, timeout=90.0)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "model: version 1 -> 2 (models:/live@champion)" in err
+    sent = lines()
+    received = [ln for ln in collector.lines + back.lines if "CEF:0|flockwatch|" in ln]
+    assert len(received) == len(sent), (len(received), len(sent))
+    unescaped = [ln.rsplit("msg=", 1)[1].replace("\\=", "=").replace("\\\\", "\\")
+                 for ln in received]
+    assert unescaped == [a["message"].replace("\n", " ") for a in sent]
+    assert all(f"cs5Label=modelVersion cs5={a['model_version']}" in ln
+               for ln, a in zip(received, sent, strict=True))
+    back.close()
+
+
+@pytest.mark.slow
+def test_sensor_killed_loses_at_most_the_open_window(veth, tmp_path, live_model):
+    """kill -9 between windows: every alert of the windows scored before it is in the file,
+    as whole JSON lines (written and synced per window)."""
+    import re
+
+    model_path, attack_path = live_model
+    ns, host_if, ns_if = veth
+    alerts = tmp_path / "alerts.jsonl"
+    proc = subprocess.Popen(
+        [str(BIN / "flockwatch"), "sense", "-i", host_if, "--model", str(model_path),
+         "--alerts", str(alerts), "--state-every", "1"], stderr=subprocess.PIPE, text=True)
+    err_lines: list[str] = []
+    reader = threading.Thread(target=lambda: err_lines.extend(proc.stderr), daemon=True)
+    reader.start()
+    try:
+        time.sleep(3.0)
+        replay(ns, ns_if, attack_path, "--multiplier", "4")
+        end = time.time() + 60
+        logged = 0
+        while time.time() < end and not logged:
+            counts = [int(m[1]) for ln in list(err_lines)
+                      if (m := re.search(r"state: .* alerts=(\d+)", ln))]
+            logged = max(counts, default=0)
+            time.sleep(0.3)
+        assert logged, "no window with alerts was scored"
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+        reader.join(timeout=10)
+    text = alerts.read_text()
+    assert text.endswith("\n")
+    written = [json.loads(x) for x in text.splitlines()]  # no half-written line
+    assert len(written) >= logged

@@ -41,6 +41,11 @@ def sense(
     state_every: Annotated[float, typer.Option(
         parser=seconds_parser(DAY), metavar="SECONDS",
         help="Log counters every N seconds.")] = 30.0,
+    model_refresh: Annotated[float, typer.Option(
+        parser=duration_parser(0.0, 7 * DAY), metavar="DURATION",
+        help="Poll the registry alias this often and swap a newly promoted version in at the "
+        "next window, without a restart, e.g. 5m; 0 never (a model folder is never "
+        "polled).")] = 300.0,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Watch a live interface: score each window as it closes, alert on deviations.
@@ -52,7 +57,13 @@ def sense(
     from flockwatch.features.errors import InputError
     from flockwatch.features.live import check_interface
     from flockwatch.features.windows import parse_duration
-    from flockwatch.models.store import ModelLoadError, configure, load_model
+    from flockwatch.models.store import (
+        DEFAULT_MODEL_URI,
+        ModelLoadError,
+        configure,
+        load_model,
+        resolve_version,
+    )
     from flockwatch.serving.options import parse_syslog_target
     from flockwatch.serving.sensor import run_sensor
 
@@ -69,8 +80,11 @@ def sense(
     configure(tracking_uri)
     try:
         check_interface(interface)
-        m = load_model(model)
+        uri = model or DEFAULT_MODEL_URI
+        m = load_model(uri)
         counters = run_sensor(interface, m, alerts_path=alerts, syslog=syslog,
+                              model_uri=uri, model_version=resolve_version(uri),
+                              refresh_s=parse_duration(model_refresh) or 0.0,
                               syslog_protocol=syslog_protocol.value, inventory_db=inventory_db,
                               window_s=parse_duration(window), state_every_s=state_every,
                               max_seconds=duration)

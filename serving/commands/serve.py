@@ -33,12 +33,8 @@ def serve(
         check_host(host)
     except ValueError as exc:
         fail(f"--host: {exc}")
-    from flockwatch.serving.rest import (
-        FlockwatchServer,
-        bind_socket,
-        is_loopback,
-        resolve_version,
-    )
+    from flockwatch.models.store import resolve_version
+    from flockwatch.serving.rest import FlockwatchServer, bind_socket, is_loopback
 
     if not is_loopback(host) and not token:
         fail(f"--host {show(host)}: serving beyond loopback needs --token (or FLOCKWATCH_TOKEN)")
