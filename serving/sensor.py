@@ -40,6 +40,8 @@ from flockwatch.serving.alerts import IncidentTracker, JsonlSink, SyslogCefSink
 from flockwatch.serving.score import report
 
 log = logging.getLogger("flockwatch.sensor")
+#: closed windows kept on disk while scoring catches up (an hour of 1-minute windows)
+MAX_BACKLOG = 60
 _FLOW_KEY = ("src_ip", "dst_ip", "src_port", "dst_port", "protocol")
 _APP_COLS = ("application", "application_category")
 
@@ -52,6 +54,9 @@ class Counters:
     alerts: int = 0
     drops: int = 0
     chunks: int = 0
+    backlog: int = 0  # closed windows waiting to be scored
+    behind_s: float = 0.0  # how long the last window scored had waited
+    windows_dropped: int = 0  # closed windows given up, the backlog being full
     syslog_failures: int = 0
     syslog_pending: int = 0
     syslog_overflow: int = 0
@@ -61,7 +66,9 @@ class Counters:
 
     def line(self) -> str:
         return (f"packets={self.packets} flows={self.flows} windows={self.windows} "
-                f"alerts={self.alerts} drops={self.drops} syslog_failures={self.syslog_failures}"
+                f"alerts={self.alerts} drops={self.drops} backlog={self.backlog} "
+                f"behind_s={self.behind_s:.1f} windows_dropped={self.windows_dropped} "
+                f"syslog_failures={self.syslog_failures}"
                 f" syslog_pending={self.syslog_pending} syslog_overflow={self.syslog_overflow}"
                 f" model_version={self.model_version or '-'}")
 
@@ -124,7 +131,8 @@ class Sensor:
                  syslog: str | None = None, syslog_protocol: str = "udp",
                  inventory_db: str | Path | None = None, window_s: float | None = None,
                  state_every_s: float = 30.0, model_uri: str | None = None,
-                 model_version: str | None = None, refresh_s: float = 0.0) -> None:
+                 model_version: str | None = None, refresh_s: float = 0.0,
+                 max_backlog: int = MAX_BACKLOG) -> None:
         self.interface = interface
         self.bundle = bundle_of(model)
         self.model_uri = model_uri
@@ -140,7 +148,9 @@ class Sensor:
         self.state_every_s = state_every_s
         self.counters = Counters(model_version=model_version)
         self.stop = threading.Event()
-        self._chunks: queue.Queue[Path | None] = queue.Queue()
+        # Closed chunks waiting to be scored, with the time each closed: the backlog on disk.
+        self._chunks: queue.Queue[tuple[Path, float] | None] = queue.Queue()
+        self.max_backlog = max(1, max_backlog)
         self._seen_new: set[str] = set()
         # Product evidence of every device over all chunks so far: identification rests on
         # everything observed, not on the one window where a device did its DHCP exchange.
@@ -252,11 +262,34 @@ class Sensor:
             100_000)
         return out
 
+    def _enqueue(self, chunk: Path) -> None:
+        """Queue a closed chunk for scoring. Scoring that falls behind leaves chunks on disk;
+        beyond ``max_backlog`` the oldest is given up, counted and logged, never silently."""
+        while self._chunks.qsize() >= self.max_backlog:
+            try:
+                item = self._chunks.get_nowait()
+            except queue.Empty:
+                break
+            if item is None:  # never drop the end marker
+                self._chunks.put(None)
+                break
+            item[0].unlink(missing_ok=True)
+            self.counters.windows_dropped += 1
+            log.warning("scoring is %d windows behind: window %s given up unscored "
+                        "(%d so far; raise --max-backlog or give the sensor more CPU)",
+                        self.max_backlog, item[0].name, self.counters.windows_dropped)
+        self._chunks.put((chunk, time.time()))
+        self.counters.backlog = self._chunks.qsize()
+
     def _worker(self) -> None:
         while True:
-            chunk = self._chunks.get()
-            if chunk is None:
+            item = self._chunks.get()
+            if item is None:
+                self.counters.backlog = 0
                 return
+            chunk, closed = item
+            self.counters.behind_s = max(0.0, time.time() - closed)
+            self.counters.backlog = self._chunks.qsize()
             try:
                 self._process(chunk)
             except Exception:  # keep sensing; the failure is logged with its cause
@@ -301,12 +334,12 @@ class Sensor:
                     log.warning("capture on %s failed (%s); retrying", self.interface, exc)
                     cap.close()
                     cap = None
-                    self._chunks.put(chunk)
+                    self._enqueue(chunk)
                     continue
                 self.counters.packets = cap.packets
                 self.counters.drops = cap.dropped
                 self.counters.chunks += 1
-                self._chunks.put(chunk)
+                self._enqueue(chunk)
                 if time.monotonic() - last_state >= self.state_every_s:
                     log.info("state: %s", self.counters.line())
                     last_state = time.monotonic()

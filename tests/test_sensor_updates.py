@@ -227,3 +227,30 @@ def test_cef_carries_the_model_version() -> None:
 
     assert "cs5Label=modelVersion cs5=7" in cef_line({**ALERT, "model_version": "7"}, "0.5")
     assert "cs5" not in cef_line(ALERT, "0.5")
+
+
+def test_backlog_is_bounded_and_what_is_given_up_is_counted(tmp_path, caplog):
+    """Scoring that falls behind keeps closed windows on disk up to --max-backlog; beyond it
+    the oldest are given up, counted and logged, never silently."""
+    from flockwatch.features.windows import WindowSpec
+    from flockwatch.models.bundle import Bundle
+    from flockwatch.models.pyfunc import save_model
+    from flockwatch.models.store import load_model
+    from flockwatch.serving.sensor import Sensor
+
+    save_model(Bundle(window=WindowSpec(10.0)), tmp_path / "model")  # inventory only
+    sensor = Sensor("unused0", load_model(str(tmp_path / "model")),
+                    alerts_path=tmp_path / "a.jsonl", max_backlog=2)
+    chunks = [small_pcap(tmp_path / f"chunk-{k}.pcap") for k in range(5)]
+    with caplog.at_level("WARNING", logger="flockwatch.sensor"):
+        for c in chunks:  # no worker: nothing is scored
+            sensor._enqueue(c)
+    c = sensor.counters
+    assert (c.backlog, c.windows_dropped) == (2, 3)
+    assert [p.exists() for p in chunks] == [False, False, False, True, True]  # oldest gone
+    assert caplog.text.count("given up unscored") == 3
+    assert "backlog=2" in c.line() and "windows_dropped=3" in c.line()
+    sensor._chunks.put(None)
+    sensor._worker()  # the two kept are scored, in order, and the lag is reported
+    assert c.backlog == 0 and c.behind_s >= 0.0 and not any(p.exists() for p in chunks)
+    sensor.jsonl.close()

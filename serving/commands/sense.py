@@ -16,6 +16,7 @@ from flockwatch.serving.commands.common import (
     check_output,
     duration_parser,
     fail,
+    int_parser,
     seconds_parser,
 )
 from flockwatch.serving.options import SyslogProtocol
@@ -46,6 +47,10 @@ def sense(
         help="Poll the registry alias this often and swap a newly promoted version in at the "
         "next window, without a restart, e.g. 5m; 0 never (a model folder is never "
         "polled).")] = 300.0,
+    max_backlog: Annotated[int, typer.Option(
+        parser=int_parser(1, 100_000), metavar="N",
+        help="Closed windows kept on disk while scoring catches up; beyond it the oldest is "
+        "given up, counted (windows_dropped) and logged.")] = 60,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Watch a live interface: score each window as it closes, alert on deviations.
@@ -85,6 +90,7 @@ def sense(
         counters = run_sensor(interface, m, alerts_path=alerts, syslog=syslog,
                               model_uri=uri, model_version=resolve_version(uri),
                               refresh_s=parse_duration(model_refresh) or 0.0,
+                              max_backlog=max_backlog,
                               syslog_protocol=syslog_protocol.value, inventory_db=inventory_db,
                               window_s=parse_duration(window), state_every_s=state_every,
                               max_seconds=duration)
