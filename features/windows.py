@@ -342,7 +342,7 @@ def _hashed_shares(tokens: pl.DataFrame, att: pl.DataFrame, keys: list[str], pre
     # Hash each distinct token once, not per flow.
     vocab = tokens.select(pl.col("tok").unique())
     vocab = vocab.with_columns(pl.Series(
-        "bucket", [zlib.crc32(t.encode()) % n for t in vocab["tok"].to_list()], dtype=pl.Int32))
+        "bucket", [token_bucket(t, n) for t in vocab["tok"].to_list()], dtype=pl.Int32))
     return tokens.join(vocab, on="tok").group_by(keys).agg(_bucket_shares(prefix, n))
 
 
@@ -351,7 +351,9 @@ def _bucket_shares(prefix: str, n: int) -> list[pl.Expr]:
     return [(pl.col("bucket") == b).mean().alias(f"{prefix}{b:02d}") for b in range(n)]
 
 
-def _name_tokens(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+def name_token_rows(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """``keys`` + ``tok``: the words of each flow's DNS/SNI/host name that the
+    ``name_token_NN`` features count (one row per flow and word)."""
     names = att.filter(pl.col("server_name").is_not_null()).select(*keys, "server_name")
     # Split each distinct name once (a site asks for few names, in many flows).
     words = names.select(pl.col("server_name").unique()).with_columns(
@@ -361,16 +363,30 @@ def _name_tokens(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     ).explode("tok").filter(~pl.col("tok").str.contains(ADDRESS_LIKE)
                             & (pl.col("tok").str.count_matches(r"[0-9]") < 5)
                             & ~pl.col("tok").is_in(GENERIC_NAME_LABELS))
-    tokens = names.join(words, on="server_name").select(*keys, "tok")
-    return _hashed_shares(tokens, att, keys, "name_token_", N_NAME_BUCKETS)
+    return names.join(words, on="server_name").select(*keys, "tok")
 
 
-def _fingerprints(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    fps = pl.concat([
+def fingerprint_rows(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """``keys`` + ``tok``: the client fingerprints and user agents that the
+    ``fingerprint_NN`` features count (nulls included; ``_hashed_shares`` drops them)."""
+    return pl.concat([
         att.select(*keys, pl.col("client_fingerprint").alias("tok")),
         att.select(*keys, pl.col("user_agent").alias("tok")),
     ])
-    return _hashed_shares(fps, att, keys, "fingerprint_", N_FINGERPRINT_BUCKETS)
+
+
+def token_bucket(tok: str, n: int) -> int:
+    """The hash bucket of a word or fingerprint: CRC32, stable across runs and versions."""
+    return zlib.crc32(tok.encode()) % n
+
+
+def _name_tokens(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    return _hashed_shares(name_token_rows(att, keys), att, keys, "name_token_", N_NAME_BUCKETS)
+
+
+def _fingerprints(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    return _hashed_shares(fingerprint_rows(att, keys), att, keys, "fingerprint_",
+                          N_FINGERPRINT_BUCKETS)
 
 
 def empty_windows() -> pl.DataFrame:

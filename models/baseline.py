@@ -11,17 +11,25 @@ per-device thresholds keep the false-positive rate set per device.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from flockwatch.features.explain import feature_range
 from flockwatch.features.windows import FEATURE_COLUMNS
 from flockwatch.models.base import check_fitted, feature_matrix
 from flockwatch.models.deviations import Deviations
 from flockwatch.models.forward import forward, to_layers
 from flockwatch.models.thresholds import QuantileThreshold
+
+
+@functools.lru_cache(maxsize=4)
+def _bounds(names: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    r = np.array([feature_range(n) for n in names], dtype=np.float64).reshape(-1, 2)
+    return r[:, 0], r[:, 1]
 
 
 class BaselineAutoencoder:
@@ -220,6 +228,10 @@ class BaselineAutoencoder:
         dev_rows = inv[:, None]
         sd_i, mu_i = sd[dev_rows, idx], mu[dev_rows, idx]
         expected = (Z[rows, idx] + diff[rows, idx]).astype(np.float64) * sd_i + mu_i
+        # a reconstruction may stray out of the feature's range (a share below 0): what is
+        # shown as expected stays inside it
+        lo, hi = _bounds(tuple(self.feature_names_))
+        expected = np.clip(expected, lo[idx], hi[idx])
         share = err[rows, idx] / np.maximum(err.sum(axis=1, keepdims=True, dtype=np.float64),
                                             1e-12)
         return Deviations(scores, names, idx, np.round(X[rows, idx], 4),

@@ -27,6 +27,9 @@ class Bundle:
     baseline: Any | None = None
     #: ``PeerBaseline`` of local (device, peer, port) pairs seen while learning
     peers: Any | None = None
+    #: per device, the host-name words and fingerprints it showed while learning
+    #: (``features.explain.vocabulary``): alerts mark the ones never seen
+    vocabulary: dict[str, frozenset[str]] | None = None
     label_column: str = "device_type"
     created: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
     info: dict[str, Any] = field(default_factory=dict)

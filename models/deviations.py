@@ -9,6 +9,14 @@ from dataclasses import dataclass
 import numpy as np
 import polars as pl
 
+from flockwatch.features.explain import (
+    describe,
+    feature_label,
+    hashed_family,
+    is_learnt,
+    window_tokens,
+)
+
 
 @dataclass(frozen=True)
 class Deviations:
@@ -55,3 +63,49 @@ class Deviations:
         parts.append("]")
         exprs = [pl.lit(p) if isinstance(p, str) else p for p in parts]
         return pl.select(pl.concat_str(exprs).alias("top_features")).to_series()
+
+
+#: values of a hashed feature listed per top feature
+MAX_VALUES = 10
+
+
+def explain_windows(out: pl.DataFrame, assigned: pl.DataFrame,
+                    vocabulary: dict[str, frozenset[str]] | None) -> pl.DataFrame:
+    """Anomalous windows' ``top_features`` as a person reads them: each gets ``label`` and
+    ``text`` (the values in the feature's units), and a hashed feature the words or
+    fingerprints that fell into its bucket in that window (``values``) and those the device
+    never showed while learning (``new_values``, when the model kept a ``vocabulary``).
+    Only anomalous windows: they are the ones that become alerts, and the others are many."""
+    if "anomalous" not in out.columns:
+        return out
+    mask = out["anomalous"].fill_null(False)
+    rows = mask.arg_true().to_list()
+    if not rows:
+        return out
+    keys = ["source", "device_id", "start", "end"]
+    flagged = out[rows].select(*keys, "top_features")
+    toks = window_tokens(assigned.join(flagged.select(keys), on=keys, how="semi"), keys)
+    found: dict[tuple[object, ...], list[str]] = {}
+    for *key, feature, tok in toks.iter_rows():
+        found.setdefault((*key, feature), []).append(tok)
+    top = out["top_features"].to_list()
+    for i, r in zip(rows, flagged.iter_rows(named=True), strict=True):
+        items = json.loads(r["top_features"] or "[]")
+        learnt = None if vocabulary is None else vocabulary.get(r["device_id"], frozenset())
+        for t in items:
+            f = t["feature"]
+            t["label"] = feature_label(f)
+            t["text"] = describe(f, t["observed"], t["expected"])
+            if hashed_family(f) is None:
+                continue
+            values = found.get((*(r[k] for k in keys), f), [])
+            t["values"] = values[:MAX_VALUES]
+            shown = ", ".join(values[:5]) + (" ..." if len(values) > 5 else "")
+            t["text"] = f"{t['label']}: {shown or 'none'}"
+            if learnt is not None:
+                new = [v for v in values if not is_learnt(f, v, learnt)]
+                t["new_values"] = new[:MAX_VALUES]
+                if new:
+                    t["text"] += f" (never seen while learning: {', '.join(new[:5])})"
+        top[i] = json.dumps(items)
+    return out.with_columns(pl.Series("top_features", top, dtype=pl.String))

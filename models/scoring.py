@@ -18,6 +18,7 @@ from flockwatch.features.output import ISO_UTC
 from flockwatch.features.schema import conform
 from flockwatch.features.windows import WindowSpec, assign_windows, ip_rank, window_features
 from flockwatch.models.bundle import Bundle
+from flockwatch.models.deviations import explain_windows
 
 OUTPUT_COLUMNS = [
     "source", "device_id", "mac", "ip", "start", "end", "device_type", "type_confidence",
@@ -115,8 +116,9 @@ def score_flows(bundle: Bundle, flows: pl.DataFrame, *, top: int = 5,
         evidence = device_evidence(flows, att)
         if evidence_memory is not None:
             evidence = evidence_memory.merge(evidence)
-    return score_windows(bundle, win, top=top, classifier_windows=cwin,
-                         learning_sources=learning_sources, evidence=evidence)
+    out = score_windows(bundle, win, top=top, classifier_windows=cwin,
+                        learning_sources=learning_sources, evidence=evidence)
+    return explain_windows(out, assigned, getattr(bundle, "vocabulary", None))
 
 
 def _device_ip(ip: pl.Expr) -> pl.Expr:

@@ -36,7 +36,10 @@ def device_name(device_id: str, r: dict[str, Any]) -> str:
 
 
 def _fmt_top(top: list[dict[str, Any]], n: int = 3) -> str:
-    return ", ".join(f"{t['feature']} {t['observed']:g} (expected {t['expected']:g})"
+    """The deviating features as a person reads them (``features.explain``), ``; ``-joined."""
+    from flockwatch.features.explain import describe
+
+    return "; ".join(t.get("text") or describe(t["feature"], t["observed"], t["expected"])
                      for t in top[:n])
 
 

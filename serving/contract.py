@@ -56,13 +56,20 @@ class AlertKind(enum.StrEnum):
 
 @dataclass
 class TopFeature:
-    """A feature that deviated: observed and expected (reconstructed) values, and its share of
-    the anomaly score."""
+    """A feature that deviated: observed and expected (reconstructed, within the feature's
+    range) values, and its share of the anomaly score. For a person (``features.explain``):
+    ``label`` and ``text`` in the feature's units; for a hashed feature the words or
+    fingerprints in its bucket in that window (``values``) and those the device never showed
+    while learning (``new_values``, when the model can say)."""
 
     feature: str
     observed: float
     expected: float
     share: float
+    label: str | None = field(default=None, metadata={"optional": True})
+    text: str | None = field(default=None, metadata={"optional": True})
+    values: list[str] | None = field(default=None, metadata={"optional": True})
+    new_values: list[str] | None = field(default=None, metadata={"optional": True})
 
 
 @dataclass
@@ -179,7 +186,7 @@ def _plain(value: Any) -> Any:
     if isinstance(value, enum.Enum):
         return value.value
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        return _to_dict(value)
     if isinstance(value, list):
         return [_plain(v) for v in value]
     if isinstance(value, dict):

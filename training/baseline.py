@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 
 from flockwatch.features.attribution import attribute
+from flockwatch.features.explain import vocabulary
 from flockwatch.features.flows import extract
 from flockwatch.features.hashing import file_hash
 from flockwatch.features.output import iso_utc
@@ -117,12 +118,13 @@ def train_baseline(
                          for d, t in (model.threshold_rule_.thresholds_ or {}).items()},
                         "thresholds.json")
         log_figure(_score_figure(model, win), "learning_scores.png")
-        peers = PeerBaseline().fit(
-            attribute(learning_prefix(result.flows, learning_period_s)))
+        learnt_att = attribute(learning_prefix(result.flows, learning_period_s))
+        peers = PeerBaseline().fit(learnt_att)
         mlflow.log_metric("known_local_peers", peers.known_.height)  # type: ignore[union-attr]
         learning = learning_record(result.flows, learning_period_s)
         bundle = Bundle(window=WindowSpec(window_s), classifier=classifier,
                         classifier_window=cwin, baseline=model, peers=peers,
+                        vocabulary=vocabulary(learnt_att),
                         info={"kind": "baseline", "devices": len(model.devices_),
                               "learning": learning})
         if classifier_info.get("training_captures") is not None:
