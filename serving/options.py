@@ -28,6 +28,13 @@ class SyslogProtocol(StrEnum):
     tcp = "tcp"
 
 
+class CaptureTool(StrEnum):
+    """How the live sensor takes packets off the interface (``serving.sensor.CAPTURES``)."""
+
+    tcpdump = "tcpdump"
+    socket = "socket"
+
+
 def show(value: object) -> str:
     """A user-supplied name or value quoted, with control characters and newlines escaped, so
     it can never split or hide inside a one-line message (``'a\\nb'``)."""

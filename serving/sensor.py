@@ -32,7 +32,7 @@ import polars as pl
 from flockwatch.features.errors import InputError
 from flockwatch.features.evidence import EvidenceMemory
 from flockwatch.features.flows import read_capture
-from flockwatch.features.live import RawCapture
+from flockwatch.features.live import ProcessCapture, RawCapture
 from flockwatch.features.schema import FLOW_SCHEMA
 from flockwatch.features.windows import WindowSpec
 from flockwatch.models.bundle import bundle_of
@@ -42,6 +42,11 @@ from flockwatch.serving.score import report
 log = logging.getLogger("flockwatch.sensor")
 #: closed windows kept on disk while scoring catches up (an hour of 1-minute windows)
 MAX_BACKLOG = 60
+#: how packets are taken off the interface: tcpdump (libpcap's TPACKET_V3 ring) cut into
+#: windows by a process of its own, or the AF_PACKET socket read in the sensor's Python, kept
+#: for comparison (bench_live.py)
+CAPTURES: dict[str, type[RawCapture] | type[ProcessCapture]] = {
+    "tcpdump": ProcessCapture, "socket": RawCapture}
 _FLOW_KEY = ("src_ip", "dst_ip", "src_port", "dst_port", "protocol")
 _APP_COLS = ("application", "application_category")
 
@@ -132,8 +137,11 @@ class Sensor:
                  inventory_db: str | Path | None = None, window_s: float | None = None,
                  state_every_s: float = 30.0, model_uri: str | None = None,
                  model_version: str | None = None, refresh_s: float = 0.0,
-                 max_backlog: int = MAX_BACKLOG) -> None:
+                 max_backlog: int = MAX_BACKLOG, capture: str = "tcpdump") -> None:
         self.interface = interface
+        if capture not in CAPTURES:
+            raise ValueError(f"capture must be one of {', '.join(CAPTURES)}, got {capture!r}")
+        self.capture = capture
         self.bundle = bundle_of(model)
         self.model_uri = model_uri
         self.refresh_s = refresh_s
@@ -297,13 +305,15 @@ class Sensor:
             self._count_syslog()
 
     # -- capture (main thread) -------------------------------------------------------------
-    def _open(self) -> RawCapture | None:
+    def _open(self) -> RawCapture | ProcessCapture | None:
         try:
-            return RawCapture(self.interface)
+            cap = CAPTURES[self.capture](self.interface)
         except InputError as exc:
             log.warning("%s; retrying in 2 s", exc)
             self.stop.wait(2.0)
             return None
+        log.info("capturing on %s", self.interface)  # packets count from here
+        return cap
 
     def run(self, *, max_seconds: float | None = None) -> Counters:
         worker = threading.Thread(target=self._worker, name="scorer", daemon=True)
@@ -312,8 +322,9 @@ class Sensor:
             threading.Thread(target=self._refresher, name="model-refresh", daemon=True).start()
         end = time.monotonic() + max_seconds if max_seconds else None
         last_state = time.monotonic()
-        cap: RawCapture | None = None
-        log.info("sensing %s: %g s windows, alerts -> %s%s", self.interface, self.window_s,
+        cap: RawCapture | ProcessCapture | None = None
+        log.info("sensing %s (%s): %g s windows, alerts -> %s%s", self.interface, self.capture,
+                 self.window_s,
                  self.jsonl.path, f", CEF -> {self.syslog.addr}" if self.syslog else "")
         with tempfile.TemporaryDirectory(prefix="flockwatch-sensor-") as tmp:
             k = 0

@@ -280,3 +280,13 @@ def test_atomic_writer_names_the_path(tmp_path):
     with pytest.raises(OSError) as err:  # still an OSError for callers that catch those
         write_atomic("/proc/x/y.json", lambda fh: fh.write("x"))
     assert "/proc/x/y.json" in str(err.value)
+
+
+def test_sense_without_tcpdump_is_one_line(tmp_path):
+    """`sense` checks for its capture tool at start, before any model is loaded."""
+    p = subprocess.run([FLOCKWATCH, "sense", "-i", "lo", "--alerts", str(tmp_path / "a.jsonl")],
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "PATH": str(tmp_path)})  # no tcpdump on it
+    assert p.returncode == 1 and p.stdout == ""
+    assert p.stderr == ("flockwatch: error: 'tcpdump': not found: live capture needs it "
+                        "(apt-get install tcpdump)\n")

@@ -24,8 +24,9 @@ KEY = ["src_ip", "dst_ip", "src_port", "dst_port", "protocol"]
 def veth():
     from flockwatch.features.live import ReplayLinkError, replay_link
 
-    if not shutil.which("tcpreplay") or not shutil.which("ip"):
-        pytest.skip("live tests need tcpreplay and iproute2 (apt-get install tcpreplay)")
+    if not all(shutil.which(t) for t in ("tcpreplay", "tcpdump", "ip")):
+        pytest.skip("live tests need tcpreplay, tcpdump and iproute2 (apt-get install "
+                    "tcpreplay tcpdump)")
     try:
         with replay_link() as link:
             yield link
@@ -60,6 +61,36 @@ def test_live_extract_matches_file(veth, tmp_path):
     assert live.height > 0
     assert set(live.select(KEY).rows()) == set(file.select(KEY).rows())
     assert live["packets"].sum() == file["packets"].sum()
+
+
+class Sense:
+    """`flockwatch sense` as a subprocess: its stderr read as it comes; ``started()`` waits
+    until it captures (start-up takes seconds: imports, the model, the capture process)."""
+
+    def __init__(self, *args: str) -> None:
+        self.proc = subprocess.Popen([str(BIN / "flockwatch"), "sense", *args],
+                                     stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=lambda: self.lines.extend(self.proc.stderr or ()),
+                                        daemon=True)
+        self._reader.start()
+
+    def started(self, timeout: float = 120.0) -> None:
+        end = time.time() + timeout
+        while not any("capturing on" in ln for ln in self.lines):
+            assert self.proc.poll() is None, "".join(self.lines)
+            assert time.time() < end, "sense did not start capturing"
+            time.sleep(0.1)
+
+    def stop(self, sig: int = signal.SIGTERM) -> str:
+        self.proc.send_signal(sig)
+        self.proc.wait(timeout=60)
+        self._reader.join(timeout=10)
+        return "".join(self.lines)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode
 
 
 class UdpListener:
@@ -116,13 +147,12 @@ def test_sensor_alerts_on_replayed_attack(veth, tmp_path, live_model):
     ns, host_if, ns_if = veth
     alerts = tmp_path / "alerts.jsonl"
     listener = UdpListener()
-    proc = subprocess.Popen(
-        [str(BIN / "flockwatch"), "sense", "-i", host_if, "--model", str(model_path),
-         "--alerts", str(alerts), "--syslog", f"127.0.0.1:{listener.port}",
-         "--inventory-db", str(tmp_path / "inv.sqlite"), "--state-every", "5"],
-        stderr=subprocess.PIPE, text=True)
+    sense = Sense("-i", host_if, "--model", str(model_path),
+                  "--alerts", str(alerts), "--syslog", f"127.0.0.1:{listener.port}",
+                  "--inventory-db", str(tmp_path / "inv.sqlite"), "--state-every", "5")
+    proc = sense.proc
     try:
-        time.sleep(3.0)
+        sense.started()
         t_replay = time.time()
         seen_at = None
         rp = threading.Thread(target=replay, args=(ns, ns_if, attack_path), daemon=True)
@@ -137,8 +167,7 @@ def test_sensor_alerts_on_replayed_attack(veth, tmp_path, live_model):
             time.sleep(0.2)
         rp.join(timeout=120)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        err = sense.stop()
         listener.close()
     assert proc.returncode == 0, err
     assert "stopped: packets=" in err and "drops=0" in err
@@ -170,13 +199,12 @@ def test_sensor_survives_lost_interface_and_dead_syslog(veth, tmp_path, live_mod
     closed_port = s.getsockname()[1]
     s.close()  # nothing listens there
     alerts = tmp_path / "alerts.jsonl"
-    proc = subprocess.Popen(
-        [str(BIN / "flockwatch"), "sense", "-i", host_if, "--model", str(model_path),
-         "--alerts", str(alerts), "--syslog", f"127.0.0.1:{closed_port}",
-         "--syslog-protocol", "tcp", "--window", "5s", "--state-every", "2"],
-        stderr=subprocess.PIPE, text=True)
+    sense = Sense("-i", host_if, "--model", str(model_path),
+                  "--alerts", str(alerts), "--syslog", f"127.0.0.1:{closed_port}",
+                  "--syslog-protocol", "tcp", "--window", "5s", "--state-every", "2")
+    proc = sense.proc
     try:
-        time.sleep(3.0)
+        sense.started()
         replay(ns, ns_if, attack_path, "--multiplier", "8")
         deadline = time.time() + 40
         while time.time() < deadline and not (alerts.exists() and alerts.read_text().strip()):
@@ -186,8 +214,7 @@ def test_sensor_survives_lost_interface_and_dead_syslog(veth, tmp_path, live_mod
         time.sleep(5.0)
         assert proc.poll() is None, "the sensor died when its interface went away"
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        err = sense.stop()
     assert proc.returncode == 0, err
     assert "no such network interface" in err and "retrying" in err
     assert "syslog_failures=" in err and "syslog_failures=0" not in err.splitlines()[-1]
@@ -214,10 +241,10 @@ def test_sensor_swaps_promoted_model_and_survives_syslog_outage(veth, tmp_path, 
     collector = Collector(port)
     ns, host_if, ns_if = veth
     alerts = tmp_path / "alerts.jsonl"
-    proc = subprocess.Popen(
-        [str(BIN / "flockwatch"), "sense", "-i", host_if, "--model", "models:/live@champion",
-         "--model-refresh", "1s", "--alerts", str(alerts), "--syslog", f"127.0.0.1:{port}",
-         "--syslog-protocol", "tcp", "--state-every", "2"], stderr=subprocess.PIPE, text=True)
+    sense = Sense("-i", host_if, "--model", "models:/live@champion",
+                  "--model-refresh", "1s", "--alerts", str(alerts), "--syslog", f"127.0.0.1:{port}",
+                  "--syslog-protocol", "tcp", "--state-every", "2")
+    proc = sense.proc
 
     def lines() -> list[dict]:
         return [json.loads(x) for x in alerts.read_text().splitlines()] if alerts.exists() else []
@@ -228,7 +255,7 @@ def test_sensor_swaps_promoted_model_and_survives_syslog_outage(veth, tmp_path, 
             time.sleep(0.3)
 
     try:
-        time.sleep(3.0)
+        sense.started()
         replay(ns, ns_if, attack_path, "--multiplier", "4")
         wait(lambda: any(a["kind"] == "anomalous_window" for a in lines()))
         n1 = len(lines())
@@ -243,8 +270,7 @@ def test_sensor_swaps_promoted_model_and_survives_syslog_outage(veth, tmp_path, 
         total = len(lines())
         wait(lambda: len(collector.lines) + len(back.lines) >= total, timeout=90.0)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        err = sense.stop()
     assert proc.returncode == 0, err
     assert "model: version 1 -> 2 (models:/live@champion)" in err
     sent = lines()
@@ -267,27 +293,21 @@ def test_sensor_killed_loses_at_most_the_open_window(veth, tmp_path, live_model)
     model_path, attack_path = live_model
     ns, host_if, ns_if = veth
     alerts = tmp_path / "alerts.jsonl"
-    proc = subprocess.Popen(
-        [str(BIN / "flockwatch"), "sense", "-i", host_if, "--model", str(model_path),
-         "--alerts", str(alerts), "--state-every", "1"], stderr=subprocess.PIPE, text=True)
-    err_lines: list[str] = []
-    reader = threading.Thread(target=lambda: err_lines.extend(proc.stderr), daemon=True)
-    reader.start()
+    sense = Sense("-i", host_if, "--model", str(model_path),
+                  "--alerts", str(alerts), "--state-every", "1")
     try:
-        time.sleep(3.0)
+        sense.started()
         replay(ns, ns_if, attack_path, "--multiplier", "4")
         end = time.time() + 60
         logged = 0
         while time.time() < end and not logged:
-            counts = [int(m[1]) for ln in list(err_lines)
+            counts = [int(m[1]) for ln in list(sense.lines)
                       if (m := re.search(r"state: .* alerts=(\d+)", ln))]
             logged = max(counts, default=0)
             time.sleep(0.3)
         assert logged, "no window with alerts was scored"
     finally:
-        proc.kill()
-        proc.wait(timeout=30)
-        reader.join(timeout=10)
+        sense.stop(signal.SIGKILL)
     text = alerts.read_text()
     assert text.endswith("\n")
     written = [json.loads(x) for x in text.splitlines()]  # no half-written line

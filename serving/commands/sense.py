@@ -19,7 +19,7 @@ from flockwatch.serving.commands.common import (
     int_parser,
     seconds_parser,
 )
-from flockwatch.serving.options import SyslogProtocol
+from flockwatch.serving.options import CaptureTool, SyslogProtocol
 
 
 def sense(
@@ -51,6 +51,11 @@ def sense(
         parser=int_parser(1, 100_000), metavar="N",
         help="Closed windows kept on disk while scoring catches up; beyond it the oldest is "
         "given up, counted (windows_dropped) and logged.")] = 60,
+    capture: Annotated[CaptureTool, typer.Option(
+        case_sensitive=False,
+        help="tcpdump: libpcap's kernel ring in a process of its own (needs tcpdump); socket: "
+        "an AF_PACKET socket read in Python, which drops packets sooner.")]
+    = CaptureTool.tcpdump,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Watch a live interface: score each window as it closes, alert on deviations.
@@ -60,7 +65,7 @@ def sense(
     import logging
 
     from flockwatch.features.errors import InputError
-    from flockwatch.features.live import check_interface
+    from flockwatch.features.live import check_interface, tcpdump_path
     from flockwatch.features.windows import parse_duration
     from flockwatch.models.store import (
         DEFAULT_MODEL_URI,
@@ -79,6 +84,11 @@ def sense(
         except ValueError as exc:
             fail(f"--syslog: {exc}")
     check_output(alerts, "--alerts", append=True)
+    if capture is CaptureTool.tcpdump:
+        try:
+            tcpdump_path()
+        except InputError as exc:
+            fail(exc)
     check_output(inventory_db, "--inventory-db")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s",
                         stream=sys.stderr)
@@ -90,7 +100,7 @@ def sense(
         counters = run_sensor(interface, m, alerts_path=alerts, syslog=syslog,
                               model_uri=uri, model_version=resolve_version(uri),
                               refresh_s=parse_duration(model_refresh) or 0.0,
-                              max_backlog=max_backlog,
+                              max_backlog=max_backlog, capture=capture.value,
                               syslog_protocol=syslog_protocol.value, inventory_db=inventory_db,
                               window_s=parse_duration(window), state_every_s=state_every,
                               max_seconds=duration)
