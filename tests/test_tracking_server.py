@@ -327,3 +327,36 @@ def test_wrong_password_and_busy_port(postgres: str, server: Server, tmp_path: P
                               "--port", port, timeout=60))
     assert line == (f"flockwatch: error: --host 127.0.0.1 --port {port}: cannot listen there "
                     "(Address already in use)")
+
+
+def test_demo_next_steps_name_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    """After `demo --tracking-uri http://...`, the commands it suggests reach that server
+    (they said `mlflow ui --backend-store-uri http://...` and a bare `score`)."""
+    from flockwatch.serving.commands.demo import next_steps
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    url = "http://127.0.0.1:5000"
+    browse, score, serve = next_steps(url, Path("site"), Path("t.png"))[1:]
+    assert browse.endswith(f"open {url}")
+    assert score.endswith(f"score site/attacks.pcap --tracking-uri {url}")
+    assert serve.endswith(f"serve --port 8080 --tracking-uri {url}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", url)
+    assert "--tracking-uri" not in "".join(next_steps(url, Path("site"), Path("t.png")))
+    local = next_steps("sqlite:///h/mlflow.db", Path("site"), Path("t.png"))
+    assert "ui --backend-store-uri sqlite:///h/mlflow.db" in local[1]
+    assert "--tracking-uri" not in "".join(local)
+
+
+@pytest.mark.parametrize(("uri", "shown"), [
+    ("postgresql://fw:p%40ss@db:5432/mlflow", "postgresql://fw:***@db:5432/mlflow"),
+    ("postgresql://fw@db:5432/mlflow", "postgresql://fw@db:5432/mlflow"),
+    ("postgresql://db:5432/mlflow", "postgresql://db:5432/mlflow"),
+    ("postgresql+psycopg://fw:x@db/m?sslmode=require&password=y",
+     "postgresql+psycopg://fw:***@db/m?sslmode=require&password=***"),
+    ("https://user:token@mlflow.lan/", "https://user:***@mlflow.lan/"),
+    ("sqlite:////srv/mlflow.db", "sqlite:////srv/mlflow.db"),
+])
+def test_mask_uri(uri: str, shown: str) -> None:
+    from flockwatch.models.store import mask_uri
+
+    assert mask_uri(uri) == shown
