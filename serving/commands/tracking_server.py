@@ -114,7 +114,7 @@ def tracking_server(
         help="Server worker processes (MLflow's own default is 4).")] = 2,
     mlflow_args: Annotated[list[str] | None, typer.Argument(
         metavar="[-- MLFLOW_SERVER_OPTION...]", show_default=False,
-        help="Passed on to `mlflow server` as given, after `--` (e.g. -- --allowed-hosts "
+        help="Passed on to mlflow server as given, after -- (e.g. -- --allowed-hosts "
         "mlflow.lan:5000 when clients reach it by a name).")] = None,
 ) -> None:
     """Run a shared MLflow tracking server (runs, registry, artifacts) over PostgreSQL.
