@@ -135,8 +135,8 @@ def tracking_server(
     except ValueError as exc:
         fail(f"--host: {exc}")
     try:
-        dest = artifacts_location(artifacts_destination)
         check_backend_store(backend_store_uri)
+        dest = artifacts_location(artifacts_destination)  # made only once the store answers
     except ValueError as exc:
         fail(str(exc))
     # A busy port fails now, in one line, not in the server's log after its start-up.
