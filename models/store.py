@@ -22,6 +22,74 @@ class ModelLoadError(ValueError):
     """A model URI that does not exist or is not a flockwatch model (one-line message)."""
 
 
+class TrackingUnreachable(ModelLoadError):
+    """An MLflow tracking server that does not answer (one-line message naming its URI)."""
+
+
+#: How long a client waits for a tracking server's ``/health`` before calling it unreachable.
+PROBE_TIMEOUT_S = 5.0
+#: MLflow's HTTP client retries a failed request 7 times with a backoff factor of 2 (minutes,
+#: sized for rate-limited hosted services); a self-hosted server that is down should be said
+#: so in seconds. Used only where the environment does not set them.
+HTTP_CLIENT_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+                        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+_USERINFO_PASSWORD = re.compile(r"^([A-Za-z][\w+.-]*://[^/:@]*:)[^/]*@")
+_QUERY_PASSWORD = re.compile(r"(?i)([?&]password=)[^&#]*")
+
+
+def mask_uri(uri: str) -> str:
+    """``uri`` with its password (``user:PASSWORD@`` or ``?password=``) shown as ``***``:
+    error lines and logs name a store without giving its secret away."""
+    return _QUERY_PASSWORD.sub(r"\1***", _USERINFO_PASSWORD.sub(r"\1***@", uri))
+
+
+def is_http(uri: str | None) -> bool:
+    return bool(uri) and str(uri).lower().startswith(("http://", "https://"))
+
+
+def _unreachable_reason(exc: BaseException, timeout: float) -> str:
+    import requests
+
+    if isinstance(exc, requests.Timeout):
+        return f"no answer within {timeout:g} s"
+    text = str(exc)
+    for needle, reason in (("Connection refused", "connection refused"),
+                           ("NameResolution", "host name not found"),
+                           ("Name or service not known", "host name not found"),
+                           ("No route to host", "no route to host"),
+                           ("Network is unreachable", "network unreachable"),
+                           ("SSLError", "TLS handshake failed"),
+                           ("CERTIFICATE_VERIFY_FAILED", "TLS certificate not trusted")):
+        if needle in text or needle in type(exc).__name__:
+            return reason
+    first = (text.strip().splitlines() or [type(exc).__name__])[0]
+    return first[:200]
+
+
+def check_tracking_server(uri: str | None, timeout: float = PROBE_TIMEOUT_S) -> None:
+    """Raise ``TrackingUnreachable`` when ``uri`` is an MLflow server's address and its
+    ``/health`` does not answer within ``timeout``; nothing for local stores. One short
+    request instead of MLflow's retry loop: a server that is down is said so at once, and a
+    sensor falls back to its cached model without waiting."""
+    if uri is None or not is_http(uri):
+        return
+    import requests
+
+    cert = os.environ.get("MLFLOW_TRACKING_SERVER_CERT_PATH")
+    insecure = os.environ.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() in ("1", "true")
+    try:
+        answer = requests.get(uri.rstrip("/") + "/health", timeout=timeout,
+                              verify=False if insecure else (cert or True))
+    except requests.RequestException as exc:
+        raise TrackingUnreachable(f"{mask_uri(uri)}: MLflow tracking server unreachable "
+                                  f"({_unreachable_reason(exc, timeout)})") from None
+    if answer.status_code >= 500:
+        raise TrackingUnreachable(f"{mask_uri(uri)}: MLflow tracking server unavailable "
+                                  f"(/health answered HTTP {answer.status_code})")
+
+
 def default_tracking_uri() -> str:
     """``MLFLOW_TRACKING_URI`` if set, else a SQLite store under ``FLOCKWATCH_HOME``."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
@@ -41,6 +109,9 @@ def configure(tracking_uri: str | None = None) -> str:
     for name in ("mlflow", "alembic", "mlflow.store.db.utils"):
         logging.getLogger(name).setLevel(logging.ERROR)
     uri = tracking_uri or default_tracking_uri()
+    if is_http(uri):
+        for name, value in HTTP_CLIENT_DEFAULTS.items():
+            os.environ.setdefault(name, value)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     return uri
@@ -79,7 +150,9 @@ def load_model(uri: str | None = None, *, use_cache: bool = True) -> object:
     """Load a flockwatch pyfunc model from the registry, a run, or an explicit local path.
 
     A copy of registry models is kept under FLOCKWATCH_HOME/model-cache, and used when the
-    registry cannot be reached (a sensor keeps working from its last model).
+    registry cannot be reached (a sensor keeps working from its last model). A tracking server
+    that is down is found by one short probe, so that fallback takes seconds, not MLflow's
+    minutes of retries.
     """
     import mlflow
 
@@ -88,6 +161,8 @@ def load_model(uri: str | None = None, *, use_cache: bool = True) -> object:
         return _check(uri, _load(uri, uri))
     cache = _cache_dir(uri)
     try:
+        check_tracking_server(mlflow.get_registry_uri() if uri.startswith("models:")
+                              else mlflow.get_tracking_uri())
         path = mlflow.artifacts.download_artifacts(artifact_uri=uri)
     except Exception as exc:  # registry down, or the model does not exist
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
@@ -97,6 +172,8 @@ def load_model(uri: str | None = None, *, use_cache: bool = True) -> object:
             logging.getLogger("flockwatch").warning(
                 "model registry unavailable (%s); using cached copy %s", msg, cache)
             return _check(uri, _load(uri, str(cache)))
+        if isinstance(exc, TrackingUnreachable):
+            raise ModelLoadError(f"{msg}; no cached copy of {uri} to fall back on") from None
         hint = _registry_hint(uri)
         if hint:
             raise ModelLoadError(hint) from None
@@ -255,16 +332,17 @@ def _registry_errors(fn: Callable[..., T]) -> Callable[..., T]:
 
     @functools.wraps(fn)
     def wrapped(*args: Any, **kwargs: Any) -> T:
+        import mlflow
+
         try:
+            check_tracking_server(mlflow.get_registry_uri())
             return fn(*args, **kwargs)
         except ModelLoadError:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure of the registry client
-            import mlflow
-
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ModelLoadError(f"{mlflow.get_tracking_uri()}: the model registry failed: "
-                                 f"{first}") from None
+            raise ModelLoadError(f"{mask_uri(mlflow.get_registry_uri())}: the model registry "
+                                 f"failed: {first}") from None
 
     return wrapped
 

@@ -28,6 +28,7 @@ from flockwatch.serving.commands import (
     score,
     sense,
     serve,
+    tracking_server,
     train,
 )
 from flockwatch.serving.commands.common import describe, fail
@@ -118,7 +119,7 @@ app = typer.Typer(
 )
 # The commands, in the order `flockwatch --help` lists them; the groups after them.
 for command in (extract.extract, inventory.inventory, evaluate.evaluate, score.score,
-                serve.serve, demo.demo, sense.sense):
+                serve.serve, demo.demo, sense.sense, tracking_server.tracking_server):
     app.command()(command)
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(train.app, name="train")

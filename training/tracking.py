@@ -7,7 +7,13 @@ from typing import Any
 from flockwatch.features.windows import parse_duration
 from flockwatch.models.bundle import Bundle
 from flockwatch.models.pyfunc import log_model
-from flockwatch.models.store import FEATURE_SET_TAG, KIND_TAG, configure, ensure_experiment
+from flockwatch.models.store import (
+    FEATURE_SET_TAG,
+    KIND_TAG,
+    check_tracking_server,
+    configure,
+    ensure_experiment,
+)
 from flockwatch.training.result import Registered
 
 __all__ = ["parse_duration", "register", "start_run", "log_figure"]
@@ -16,7 +22,7 @@ __all__ = ["parse_duration", "register", "start_run", "log_figure"]
 def start_run(experiment: str, tracking_uri: str | None, run_name: str) -> Any:
     import mlflow
 
-    configure(tracking_uri)
+    check_tracking_server(configure(tracking_uri))
     exp_id = ensure_experiment(experiment)
     return mlflow.start_run(experiment_id=exp_id, run_name=run_name)
 

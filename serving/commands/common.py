@@ -137,7 +137,8 @@ class ScoreFormat(StrEnum):
 TrackingOpt = Annotated[
     str | None,
     typer.Option("--tracking-uri", envvar="MLFLOW_TRACKING_URI",
-                 help="MLflow tracking URI (default: SQLite store under FLOCKWATCH_HOME)."),
+                 help="MLflow tracking URI: http://HOST:PORT of a shared flockwatch "
+                 "tracking-server, or a local store (default: SQLite under FLOCKWATCH_HOME)."),
 ]
 ModelOpt = Annotated[
     str | None,

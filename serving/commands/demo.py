@@ -6,6 +6,7 @@ never imports training at module level.
 
 from __future__ import annotations
 
+import os
 import shutil
 import sysconfig
 import time
@@ -39,14 +40,23 @@ def demo(
         typer.echo(line)
     timeline = Path(out["site"]).parent / "scores.png"
     write_timeline(rep.windows, timeline, alerts=rep.alerts)
-    uri = out["tracking_uri"]
     typer.echo("")
-    typer.echo(f"Done in {out['seconds']:.0f} s. MLflow store: {uri}")
-    typer.echo(f"  Score timeline (PNG):    {timeline}")
-    typer.echo(f"  Browse runs and models:  {script('mlflow')} ui --backend-store-uri {uri}")
-    typer.echo(f"  Score a capture again:   {script('flockwatch')} score "
-               f"{out['site']}/attacks.pcap")
-    typer.echo(f"  Serve the model:         {script('flockwatch')} serve --port 8080")
+    typer.echo(f"Done in {out['seconds']:.0f} s. MLflow store: {out['tracking_uri']}")
+    for line in next_steps(out["tracking_uri"], Path(out["site"]), timeline):
+        typer.echo(line)
+
+
+def next_steps(uri: str, site: Path, timeline: Path) -> list[str]:
+    """What to run after the demo. On a tracking server the UI is the server's own page, and
+    the later commands need its URI unless MLFLOW_TRACKING_URI names it."""
+    remote = uri.lower().startswith(("http://", "https://"))
+    store = (f" --tracking-uri {uri}"
+             if remote and uri != os.environ.get("MLFLOW_TRACKING_URI") else "")
+    browse = f"open {uri}" if remote else f"{script('mlflow')} ui --backend-store-uri {uri}"
+    return [f"  Score timeline (PNG):    {timeline}",
+            f"  Browse runs and models:  {browse}",
+            f"  Score a capture again:   {script('flockwatch')} score {site}/attacks.pcap{store}",
+            f"  Serve the model:         {script('flockwatch')} serve --port 8080{store}"]
 
 
 def script(name: str) -> str:

@@ -73,9 +73,11 @@ def train_classifier_cmd(
     """
     from flockwatch.datasets.labelled import DatasetError
     from flockwatch.features.windows import parse_duration
+    from flockwatch.models.store import check_tracking_server
     from flockwatch.training.classifier import train_classifier
 
     try:
+        check_tracking_server(tracking_uri)  # a server that is down fails before the training
         early = [] if early_seconds.strip().lower() in ("", "none") else [
             parse_duration(x) or 0.0 for x in early_seconds.split(",")]
         if any(s <= 0 for s in early):
@@ -142,10 +144,11 @@ def train_baseline_cmd(
     Example: flockwatch train baseline week1/ --learning-period 5d --register flockwatch --promote
     """
     from flockwatch.features.windows import parse_duration
-    from flockwatch.models.store import ModelLoadError
+    from flockwatch.models.store import ModelLoadError, check_tracking_server
     from flockwatch.training.baseline import train_baseline
 
     try:
+        check_tracking_server(tracking_uri)  # a server that is down fails before the training
         with counting_files("reading") as prog:
             task = prog.add_task("", total=None)
             out = train_baseline(require_sources(sources),
