@@ -41,7 +41,7 @@ PER_PAGE = 50
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "nosniff",
-                    "Referrer-Policy": "no-referrer", "X-Frame-Options": "DENY",
+                    "Referrer-Policy": "same-origin", "X-Frame-Options": "DENY",
                     "Cache-Control": "no-store"}
 
 
