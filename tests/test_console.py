@@ -140,7 +140,7 @@ def tab(chrome):
 
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Screenshots of each tab: $FLOCKWATCH_ARTIFACTS, else a temp folder."""
+    """Screenshots of each page: $FLOCKWATCH_ARTIFACTS, else a temp folder."""
     env = os.environ.get("FLOCKWATCH_ARTIFACTS")
     d = Path(env) if env else tmp_path_factory.mktemp("console-artifacts")
     d.mkdir(parents=True, exist_ok=True)
@@ -190,7 +190,7 @@ def test_console_only_without_a_model(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_api_devices_filters_and_pages(served: Served, demo: dict[str, Any]) -> None:
     rep = demo["rep"]
-    status, tab, _ = served.get("/api/devices?limit=5&sort=alerts&order=desc")
+    status, page, _ = served.get("/api/devices?limit=5&sort=alerts&order=desc")
     assert status == 200 and page["total"] == rep.devices.height and len(page["items"]) == 5
     counts = [d["alerts"] for d in page["items"]]
     assert counts == sorted(counts, reverse=True)

@@ -92,18 +92,18 @@ def network_map(snap: Snapshot, group_by: str = "category", open_alerts: set[str
         gx, gy = cx + outer * math.cos(angle), cy + outer * math.sin(angle)
         grp = members[name]
         groups.append((name, gx, gy - (ring if len(grp) > 1 else 0) - 18))
-        for ni, (nid, d) in enumerate(grp):
+        for ni, (nid, dev) in enumerate(grp):
             a = 2 * math.pi * ni / len(grp)
             r = 0 if len(grp) == 1 else ring
             x, y = gx + r * math.cos(a), gy + r * math.sin(a)
-            if d is not None:
-                ips = d.get("ips") or []
-                label = (d.get("hostnames") or [None])[0] or (ips[0] if ips else nid)
-                title = " ".join(x for x in [nid, d.get("device_type") or "unknown type",
+            if dev is not None:
+                ips = dev.get("ips") or []
+                label = (dev.get("hostnames") or [None])[0] or (ips[0] if ips else nid)
+                title = " ".join(x for x in [nid, dev.get("device_type") or "unknown type",
                                              ", ".join(ips)] if x)
                 node = Node(nid, str(label)[:40], name, x, y, nid in open_alerts,
-                            bool(d.get("industrial") or d.get("industrial_protocols")), True,
-                            title)
+                            bool(dev.get("industrial") or dev.get("industrial_protocols")),
+                            True, title)
                 for ip in ips:
                     pos[ip] = (x, y)
             else:

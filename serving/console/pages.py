@@ -144,6 +144,7 @@ def router(source: Source, decisions: Decisions, model_info: dict[str, Any],
         marks = decisions.load()
         alerts = visible_alerts(snap, marks, Filters(device=device_id), include_expected=True)
         wins = snap.windows.get(device_id, [])
+        series: dict[str, Any]
         if wins:
             series = {"t": [_epoch(w["start"]) for w in wins],
                       "score": [w.get("anomaly_score") for w in wins],
