@@ -39,6 +39,11 @@ def demo(
         typer.echo(line)
     timeline = Path(out["site"]).parent / "scores.png"
     write_timeline(rep.windows, timeline, alerts=rep.alerts)
+    from flockwatch.features.output import atomic_path
+
+    scored = Path(out["site"]).parent / "score.json"  # what the console shows
+    with atomic_path(scored) as tmp:
+        tmp.write_text(rep.to_json(), encoding="utf-8")
     uri = out["tracking_uri"]
     typer.echo("")
     typer.echo(f"Done in {out['seconds']:.0f} s. MLflow store: {uri}")
@@ -47,6 +52,8 @@ def demo(
     typer.echo(f"  Score a capture again:   {script('flockwatch')} score "
                f"{out['site']}/attacks.pcap")
     typer.echo(f"  Serve the model:         {script('flockwatch')} serve --port 8080")
+    typer.echo(f"  Browse it in the console: {script('flockwatch')} serve --report {scored}"
+               "  (then open http://127.0.0.1:8080/)")
 
 
 def script(name: str) -> str:
