@@ -68,7 +68,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         xss.write_text(score_sources([evil], DEFAULT_MODEL_URI, tracking_uri=uri).to_json())
     attacks = [r.split(",") for r in (out["site"] / "attacks.csv").read_text().splitlines()[1:]]
     return {"report": report, "xss": xss, "rep": out["report"], "attacks": attacks,
-            "home": home}
+            "home": home, "uri": uri, "site": out["site"], "evil": evil}
 
 
 class Served:
@@ -484,3 +484,49 @@ def test_browser_off_loopback_refuses_then_logs_in(demo: dict[str, Any], tab,
         assert tab.evaluate("document.cookie") == ""  # script cannot read the token
     finally:
         srv.close()
+
+
+# -- the HTML report ---------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_score_html_is_one_offline_file(demo: dict[str, Any], tmp_path: Path, tab,
+                                        artifacts: Path) -> None:
+    """`flockwatch score --html` over the demo's attack capture: one file, nothing loaded from
+    anywhere, within 5 MB, every page reachable by its anchors and the charts drawn."""
+    import re
+
+    out = tmp_path / "report.html"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FLOCKWATCH_HOME", str(demo["home"]))
+        r = CliRunner().invoke(app, ["score", str(demo["site"] / "attacks.pcap"), "--html",
+                                     str(out), "-o", str(tmp_path / "r.json"), "-q",
+                                     "--tracking-uri", demo["uri"]])
+    assert r.exit_code == 0, r.output
+    html = out.read_text()
+    assert len(html.encode()) <= 5 * 1024 * 1024
+    assert not re.search(r"""(src|href)=["']?(https?:|//|/static)""", html)
+    assert "Content-Security-Policy" in html
+    rep = demo["rep"]
+    tab.goto(out.as_uri())
+    rows = tab.locator("#inventory tbody tr.device")
+    assert rows.count() == rep.devices.height
+    rows.first.locator("a").click()
+    assert tab.locator("section.page:visible .chart canvas").count() == 1
+    tab.screenshot(path=str(artifacts / "html-device.png"))
+    tab.click("header nav a[href='#incidents']")
+    assert tab.locator("#incidents tbody tr.incident").count() == len(rep.incidents)
+    tab.locator("#incidents tbody tr.incident a").first.click()
+    assert tab.locator("section.page:visible article.alert").count() >= 1
+    assert tab.locator("form.mark").count() == 0  # nothing that needs a server
+    tab.click("header nav a[href='#map']")
+    assert tab.locator("section.page:visible svg.netmap").count() == 1
+    assert not tab.errors, tab.errors
+    # traffic values stay text in the file too
+    evil = tmp_path / "xss.html"
+    from flockwatch.serving.console.html_report import render_html
+
+    evil.write_text(render_html(json.loads(demo["xss"].read_text())))
+    tab.goto(evil.as_uri())
+    assert EVIL_HOST in tab.locator("#inventory").inner_text()
+    assert tab.dialogs == []
+    assert "<script>alert" not in evil.read_text()

@@ -128,6 +128,11 @@ def load_report(path: Path) -> Snapshot:
         raise ValueError(f"{path}: not a flockwatch score report (expected the JSON of "
                          "`flockwatch score --format json`, with devices, windows, alerts "
                          "and incidents)")
+    return snapshot_of(doc, str(path))
+
+
+def snapshot_of(doc: dict[str, Any], origin: str) -> Snapshot:
+    """A score report's JSON document -> a ``Snapshot``."""
     windows: dict[str, list[dict[str, Any]]] = {}
     for w in doc["windows"]:
         windows.setdefault(w["device_id"], []).append(w)
@@ -135,7 +140,7 @@ def load_report(path: Path) -> Snapshot:
         ws.sort(key=lambda w: w["start"] or "")
     snap = Snapshot(devices=list(doc["devices"]), windows=windows, alerts=list(doc["alerts"]),
                     incidents=list(doc["incidents"]), model=str(doc.get("model") or ""),
-                    origin=str(path), has_windows=True)
+                    origin=origin, has_windows=True)
     _annotate(snap)
     return snap
 

@@ -22,6 +22,7 @@ from flockwatch.serving.console.data import (
     SORTABLE,
     Decisions,
     Filters,
+    Snapshot,
     Source,
     paginate,
     parse_time,
@@ -45,12 +46,21 @@ SECURITY_HEADERS = {"Content-Security-Policy": CSP, "X-Content-Type-Options": "n
                     "Cache-Control": "no-store"}
 
 
-def environment() -> Any:
+def environment(static: bool = False) -> Any:
+    """The templates' environment: links between pages are server paths, or with ``static``
+    anchors inside one self-contained file (``flockwatch score --html``)."""
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
                              autoescape=True,
                              trim_blocks=True, lstrip_blocks=True)
+    env.globals["static"] = static
+    if static:
+        env.filters["devlink"] = lambda v: "#device-" + urllib.parse.quote(str(v), safe="")
+        env.filters["inclink"] = lambda v: f"#incident-{int(v)}"
+    else:
+        env.filters["devlink"] = lambda v: "/devices/" + urllib.parse.quote(str(v), safe="")
+        env.filters["inclink"] = lambda v: f"/incidents/{int(v)}"
     env.filters["pct"] = lambda v: "" if v is None else f"{100 * float(v):.0f}%"
     env.filters["num"] = _num
     env.filters["when"] = _when
@@ -141,29 +151,8 @@ def router(source: Source, decisions: Decisions, model_info: dict[str, Any],
         d = snap.by_id.get(device_id)
         if d is None:
             raise HTTPException(404, f"no device {device_id!r}")
-        marks = decisions.load()
-        alerts = visible_alerts(snap, marks, Filters(device=device_id), include_expected=True)
-        wins = snap.windows.get(device_id, [])
-        series: dict[str, Any]
-        if wins:
-            series = {"t": [_epoch(w["start"]) for w in wins],
-                      "score": [w.get("anomaly_score") for w in wins],
-                      "threshold": [w.get("threshold") for w in wins],
-                      "alerting": [bool(w.get("anomalous")) and not w.get("learning")
-                                   for w in wins],
-                      "end": [_epoch(w["end"]) for w in wins], "from": "windows"}
-        else:  # a sensor keeps no windows: the alerting windows' scores are what it has
-            scored = [a for a in alerts if a.get("anomaly_score") is not None]
-            series = {"t": [_epoch(a["start"]) for a in scored],
-                      "score": [a["anomaly_score"] for a in scored],
-                      "threshold": [a["threshold"] for a in scored],
-                      "alerting": [True for _ in scored],
-                      "end": [_epoch(a["end"]) for a in scored], "from": "alerts"}
-        top = next((w["top_features"] for w in reversed(wins) if w.get("anomalous")
-                    and w.get("top_features")), None)
-        return render(request, "device.html", d=d, alerts=alerts, series=series,
-                      windows=len(wins), anomalous=sum(series["alerting"]),
-                      peers=peers_of(snap, d), top=top or [], back=request.url.path)
+        return render(request, "device.html", **device_context(snap, decisions.load(), d),
+                      chart_id="chart", back=request.url.path)
 
     @pages.get("/incidents", response_class=HTMLResponse)
     def incident_list(request: Request) -> Response:
@@ -239,6 +228,35 @@ def router(source: Source, decisions: Decisions, model_info: dict[str, Any],
         return resp
 
     return pages
+
+
+def device_context(snap: Snapshot, marks: dict[str, dict[str, Any]], d: dict[str, Any]
+                   ) -> dict[str, Any]:
+    """What the device page shows of ``d``: its alerts, the chart's series (each scored
+    window, or a sensor's alerting windows), its peers and the last top deviating features."""
+    device_id = d["device_id"]
+    alerts = visible_alerts(snap, marks, Filters(device=device_id), include_expected=True)
+    wins = snap.windows.get(device_id, [])
+    series: dict[str, Any]
+    if wins:
+        series = {"t": [_epoch(w["start"]) for w in wins],
+                  "score": [w.get("anomaly_score") for w in wins],
+                  "threshold": [w.get("threshold") for w in wins],
+                  "alerting": [bool(w.get("anomalous")) and not w.get("learning")
+                               for w in wins],
+                  "end": [_epoch(w["end"]) for w in wins], "from": "windows"}
+    else:  # a sensor keeps no windows: the alerting windows' scores are what it has
+        scored = [a for a in alerts if a.get("anomaly_score") is not None]
+        series = {"t": [_epoch(a["start"]) for a in scored],
+                  "score": [a["anomaly_score"] for a in scored],
+                  "threshold": [a["threshold"] for a in scored],
+                  "alerting": [True for _ in scored],
+                  "end": [_epoch(a["end"]) for a in scored], "from": "alerts"}
+    top = next((w["top_features"] for w in reversed(wins) if w.get("anomalous")
+                and w.get("top_features")), None)
+    return {"d": d, "alerts": alerts, "series": series, "windows": len(wins),
+            "anomalous": sum(series["alerting"]), "peers": peers_of(snap, d),
+            "top": top or []}
 
 
 async def _form(request: Request) -> dict[str, str]:

@@ -1,11 +1,18 @@
 // flockwatch console: the one script file (the CSP allows no inline script). It draws the
-// anomaly-score chart of a device page from the JSON block the server rendered.
+// anomaly-score chart of each element with class "chart" from the JSON block that its
+// data-series attribute names (rendered by the server, never run).
 (function () {
   "use strict";
-  var holder = document.getElementById("chart");
-  var block = document.getElementById("series");
-  if (!holder || !block || typeof uPlot === "undefined") { return; }
-  var s = JSON.parse(block.textContent);
+  if (typeof uPlot === "undefined") { return; }
+  var holders = document.querySelectorAll(".chart[data-series]");
+  for (var k = 0; k < holders.length; k++) {
+    var block = document.getElementById(holders[k].getAttribute("data-series"));
+    if (block) { draw(holders[k], JSON.parse(block.textContent)); }
+  }
+})();
+
+function draw(holder, s) {
+  "use strict";
   var alerting = s.alerting;
   var marks = s.score.map(function (v, i) { return alerting[i] ? v : null; });
   function bands(u) {
@@ -22,7 +29,7 @@
     ctx.restore();
   }
   var opts = {
-    width: Math.max(320, holder.clientWidth || 900),
+    width: Math.max(320, holder.clientWidth || 1100),
     height: 280,
     scales: { x: { time: true } },
     tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); },
@@ -39,6 +46,8 @@
   var chart = new uPlot(opts, [s.t, s.score, s.threshold, marks], holder);
   holder.setAttribute("data-drawn", String(s.t.length));
   window.addEventListener("resize", function () {
-    chart.setSize({ width: Math.max(320, holder.clientWidth), height: 280 });
+    if (holder.clientWidth) {
+      chart.setSize({ width: Math.max(320, holder.clientWidth), height: 280 });
+    }
   });
-})();
+}
