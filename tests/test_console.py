@@ -513,12 +513,12 @@ def test_score_html_is_one_offline_file(demo: dict[str, Any], tmp_path: Path, ta
     rows.first.locator("a").click()
     assert tab.locator("section.page:visible .chart canvas").count() == 1
     tab.screenshot(path=str(artifacts / "html-device.png"))
-    tab.click("header nav a[href='#incidents']")
+    tab.click("header nav a[href='#page-incidents']")
     assert tab.locator("#incidents tbody tr.incident").count() == len(rep.incidents)
     tab.locator("#incidents tbody tr.incident a").first.click()
     assert tab.locator("section.page:visible article.alert").count() >= 1
     assert tab.locator("form.mark").count() == 0  # nothing that needs a server
-    tab.click("header nav a[href='#map']")
+    tab.click("header nav a[href='#page-map']")
     assert tab.locator("section.page:visible svg.netmap").count() == 1
     assert not tab.errors, tab.errors
     # traffic values stay text in the file too
@@ -530,3 +530,24 @@ def test_score_html_is_one_offline_file(demo: dict[str, Any], tmp_path: Path, ta
     assert EVIL_HOST in tab.locator("#inventory").inner_text()
     assert tab.dialogs == []
     assert "<script>alert" not in evil.read_text()
+
+
+@pytest.mark.slow
+def test_bench_console_runs_small(demo: dict[str, Any], tmp_path: Path) -> None:
+    """experiments/bench_console.py (the 10,000-device figures), small: it grows the report,
+    serves it and times what it says it times."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, str(Path(__file__).parents[1] / "experiments"
+                                            / "bench_console.py"), "--devices", "300",
+                        "--runs", "2", "--report", str(demo["report"]), "--output", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["devices"] == 300 and res["alerts"] > len(demo["rep"].alerts)
+    assert set(res["served"]) == {"first_page", "by_alerts", "category", "ping"}
+    assert all(v["p50_ms"] > 0 for v in res["served"].values())
+    if CHROMIUM.exists():
+        assert res["rendered"]["rows"] == 50

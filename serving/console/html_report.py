@@ -28,8 +28,8 @@ from flockwatch.serving.console.pages import HERE, device_context, environment
 #: Shows one page at a time: the targeted section, else the inventory (the last section).
 _PAGING_CSS = """
 section.page { display: none; }
-section.page:target, section.page#inventory { display: block; }
-section.page:target ~ section.page#inventory { display: none; }
+section.page:target, section.page#page-inventory { display: block; }
+section.page:target ~ section.page#page-inventory { display: none; }
 """
 
 
