@@ -18,8 +18,8 @@ from typing import Any
 
 from flockwatch.serving.console.data import (
     Filters,
-    sort_devices,
     snapshot_of,
+    sort_devices,
     visible_incidents,
 )
 from flockwatch.serving.console.netmap import network_map
