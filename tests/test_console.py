@@ -327,6 +327,14 @@ def test_sensor_files_are_followed_as_the_sensor_writes(demo: dict[str, Any],
     finally:
         srv.close()
         inv.close()
+    # alerts alone: the devices they name are listed from what the alerts say
+    srv = Served(SensorSource(None, path))
+    try:
+        devs = srv.get("/api/devices?limit=1000")[1]["items"]
+        assert {d["device_id"] for d in devs} == {a["device_id"] for a in rep.alerts[:6]}
+        assert all(d["alerts"] >= 1 and d["first_seen"] for d in devs)
+    finally:
+        srv.close()
 
 
 @pytest.mark.slow

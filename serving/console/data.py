@@ -227,7 +227,9 @@ class SensorSource:
             changed = self._read_devices() | self._read_alerts()
             if self._snap is None or changed:
                 alerts = [dict(a) for a in self._alerts]
-                snap = Snapshot(devices=[dict(d) for d in self._devices], windows={},
+                devices = [dict(d) for d in self._devices]
+                devices += _alerting_devices(alerts, {d["device_id"] for d in devices})
+                snap = Snapshot(devices=devices, windows={},
                                 alerts=alerts, incidents=sensor_incidents(alerts),
                                 model="", origin=self.description, has_windows=False)
                 _annotate(snap)
@@ -261,6 +263,25 @@ def _sensor_device(r: dict[str, Any]) -> dict[str, Any]:
         "vendor_confidence": r.get("vendor_confidence"), "candidates": candidates,
         "baseline": r.get("status"), "windows": None, "anomalous_windows": None,
     }
+
+
+def _alerting_devices(alerts: list[dict[str, Any]], known: set[str]) -> list[dict[str, Any]]:
+    """Devices that alerts name but the inventory does not hold (no ``--inventory-db``, or a
+    device the sensor has not written yet): what their alerts say of them."""
+    out: dict[str, dict[str, Any]] = {}
+    for a in alerts:
+        did = a["device_id"]
+        if did in known:
+            continue
+        d = out.setdefault(did, _sensor_device({"device_id": did, "mac": a.get("mac"),
+                                                "ip": a.get("ip"), "vendor": a.get("vendor"),
+                                                "device_type": a.get("device_type"),
+                                                "category": a.get("category")}))
+        if a.get("start") and (d["first_seen"] is None or a["start"] < d["first_seen"]):
+            d["first_seen"] = a["start"]
+        if a.get("end") and (d["last_seen"] is None or a["end"] > d["last_seen"]):
+            d["last_seen"] = a["end"]
+    return list(out.values())
 
 
 def sensor_incidents(alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
