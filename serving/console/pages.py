@@ -33,9 +33,9 @@ from flockwatch.serving.console.data import (
 )
 from flockwatch.serving.console.netmap import network_map
 from flockwatch.serving.contract import AlertKind, Severity
+from flockwatch.serving.rest import CONSOLE_COOKIE as COOKIE
 
 HERE = Path(__file__).parent
-COOKIE = "flockwatch_token"
 PER_PAGE = 50
 #: No inline script or style, nothing from elsewhere: sensors run offline, and traffic
 #: values that slipped through escaping still could not run.
