@@ -22,11 +22,13 @@ import os
 import socket
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import polars as pl
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException
 
 from flockwatch.features.schema import FLOW_SCHEMA
@@ -303,6 +305,8 @@ class Settings:
     read_timeout: float = READ_TIMEOUT_S
     #: threads that parse and score (default: the CPUs, at most 4)
     workers: int = 0
+    #: where the console keeps "expected" decisions (default: beside the data)
+    decisions_path: Path | None = None
 
 
 def _error(status: int, code: str, message: str, *, close: bool = False) -> JSONResponse:
@@ -354,30 +358,55 @@ async def _read_body(request: Request, settings: Settings) -> bytes | JSONRespon
     return b"".join(chunks)
 
 
-def create_app(bundle: Any, settings: Settings) -> FastAPI:
-    """The FastAPI app: MLflow's scoring protocol over ``bundle``."""
+def create_app(bundle: Any, settings: Settings, source: Any = None) -> FastAPI:
+    """The FastAPI app: MLflow's scoring protocol over ``bundle`` (None: a console without a
+    model, where ``/invocations`` answers 503), and with ``source`` (a
+    ``serving.console.Source``) the console and its API."""
     import anyio.to_thread
 
     workers = settings.workers or min(4, os.cpu_count() or 1)
     limiter = anyio.CapacityLimiter(workers)
     expected = f"Bearer {settings.token}".encode() if settings.token else None
 
+    cookie_token = settings.token.encode() if settings.token else None
+
     def authorised(request: Request) -> None:
-        if expected is None:
+        """The bearer token (API clients), or the console's login cookie (browsers)."""
+        if expected is None or request.url.path == "/login":
             return
         got = request.headers.get("authorization", "").encode("latin-1", "replace")
-        if not hmac.compare_digest(got, expected):
-            raise HTTPException(401, "missing or wrong bearer token")
+        if hmac.compare_digest(got, expected):
+            return
+        cookie = request.cookies.get(CONSOLE_COOKIE)
+        if cookie is not None and cookie_token is not None and hmac.compare_digest(
+                cookie.encode("utf-8", "replace"), cookie_token):
+            return
+        raise HTTPException(401, "missing or wrong bearer token")
 
-    # No /docs or /openapi.json yet: the console issue adds them behind the token.
-    app = FastAPI(title="flockwatch", dependencies=[Depends(authorised)], docs_url=None,
-                  redoc_url=None, openapi_url=None)
+    # The OpenAPI document is served by a route of its own below, behind the token (FastAPI's
+    # own is not); no /docs: Swagger UI loads from a CDN, and sensors run offline.
+    app = FastAPI(title="flockwatch", version=_version(), dependencies=[Depends(authorised)],
+                  docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Any:
-        codes = {401: "UNAUTHORIZED", 404: "NOT_FOUND", 405: "METHOD_NOT_ALLOWED"}
-        message = f"no route {request.url.path}" if exc.status_code == 404 else str(exc.detail)
+        codes = {401: "UNAUTHORIZED", 403: "FORBIDDEN", 404: "NOT_FOUND",
+                 405: "METHOD_NOT_ALLOWED"}
+        page = _is_page(request)
+        if exc.status_code == 401 and page and source is not None:
+            from urllib.parse import quote
+
+            return RedirectResponse(f"/login?next={quote(request.url.path)}", status_code=303)
+        message = (f"no route {request.url.path}" if exc.status_code == 404
+                   and exc.detail in (None, "Not Found") else str(exc.detail))
         return _error(exc.status_code, codes.get(exc.status_code, "ERROR"), message)
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_query(request: Request, exc: RequestValidationError) -> Any:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e.get('loc', ())[1:]) or 'request'}: {e.get('msg')}"
+            for e in exc.errors()[:5])
+        return _error(400, "BAD_REQUEST", problems[:500])
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> Any:
@@ -386,7 +415,8 @@ def create_app(bundle: Any, settings: Settings) -> FastAPI:
 
     health = {"status": "ok", "model_uri": settings.model_uri,
               "model_version": settings.model_version,
-              "feature_set_version": getattr(bundle, "info", {}).get("feature_set_version")}
+              "feature_set_version": getattr(bundle, "info", {}).get("feature_set_version")
+              if bundle is not None else None}
 
     @app.get("/ping")
     async def ping() -> dict[str, str]:
@@ -417,6 +447,9 @@ def create_app(bundle: Any, settings: Settings) -> FastAPI:
 
     @app.post("/invocations")
     async def invocations(request: Request) -> Any:
+        if bundle is None:
+            return _error(503, "NO_MODEL", "no model loaded: this server shows a console only "
+                          "(start it with --model to score)")
         body = await _read_body(request, settings)
         if not isinstance(body, bytes):
             return body
@@ -425,7 +458,42 @@ def create_app(bundle: Any, settings: Settings) -> FastAPI:
                                                       limiter=limiter)
         return Response(text, status_code=status, media_type="application/json")
 
+    if source is not None:
+        from flockwatch.serving.console import attach
+
+        attach(app, source, {"served_model": settings.model_uri or None,
+                             "served_model_version": settings.model_version,
+                             "feature_set_version": health["feature_set_version"]},
+               settings.token, settings.decisions_path)
+
+    @app.get("/api/openapi.json", include_in_schema=False)
+    async def openapi() -> dict[str, Any]:
+        return app.openapi()
+
     return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError
+    from importlib.metadata import version as dist_version
+
+    try:
+        return dist_version("flockwatch")
+    except PackageNotFoundError:
+        return "0"
+
+
+#: The console's login cookie (its value is the token; HttpOnly, SameSite=Strict).
+CONSOLE_COOKIE = "flockwatch_token"
+_PROTOCOL_PATHS = ("/invocations", "/ping", "/health", "/version")
+
+
+def _is_page(request: Request) -> bool:
+    """A browser asking for a console page (not the API, not the scoring protocol)."""
+    path = request.url.path
+    return (request.method == "GET" and not path.startswith(("/api/", "/static/"))
+            and path not in _PROTOCOL_PATHS
+            and "text/html" in request.headers.get("accept", ""))
 
 
 def _protocol_class(read_timeout: float) -> type[asyncio.Protocol]:
@@ -484,7 +552,8 @@ class FlockwatchServer:
                  token: str | None = None, max_bytes: int = DEFAULT_MAX_BYTES,
                  model_uri: str = "", model_version: str | None = None,
                  read_timeout: float = READ_TIMEOUT_S, workers: int = 0,
-                 max_connections: int = 512, sock: socket.socket | None = None) -> None:
+                 max_connections: int = 512, sock: socket.socket | None = None,
+                 source: Any = None, decisions_path: Path | None = None) -> None:
         import uvicorn
 
         if not is_loopback(host) and not token:
@@ -492,8 +561,8 @@ class FlockwatchServer:
                              "FLOCKWATCH_TOKEN)")
         self.settings = Settings(token=token, max_bytes=max_bytes, model_uri=model_uri,
                                  model_version=model_version, read_timeout=read_timeout,
-                                 workers=workers)
-        self.app = create_app(bundle, self.settings)
+                                 workers=workers, decisions_path=decisions_path)
+        self.app = create_app(bundle, self.settings, source)
         self.socket = sock if sock is not None else bind_socket(host, port)
         self.host, self.port = host, int(self.socket.getsockname()[1])
         config = uvicorn.Config(self.app, http=_protocol_class(read_timeout), ws="none",

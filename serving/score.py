@@ -303,6 +303,8 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
             alerts[i]["incident"] = inc["id"]
     devices = devices.join(alert_counts(alerts), on="device_id", how="left").with_columns(
         pl.col(ALERT_COUNT_COLUMNS).fill_null(0))
+    devices = devices.join(device_peers(assigned), on="device_id", how="left").with_columns(
+        pl.col("local_peers").fill_null([]))
     return ScoreReport(devices, scored, alerts, problems, model_uri, grouped,
                        learning=_learning_summary(bundle, scored, include_learning),
                        since=None if lo is None else iso_utc(lo),
@@ -334,6 +336,18 @@ def window_peers(scored: pl.DataFrame, assigned: pl.DataFrame, limit: int = 20
         .sort(["n", "peer_ip"], descending=[True, False])
         .group_by("source", "device_id", "start", maintain_order=True)
         .agg(pl.col("peer_ip").head(limit).alias("local_peers"))
+    )
+
+
+def device_peers(assigned: pl.DataFrame, limit: int = 50) -> pl.DataFrame:
+    """Each device's local peers over the input, most flows first (at most ``limit``): the
+    console's device page and network map draw them."""
+    return (
+        assigned.filter(pl.col("peer_local") & pl.col("peer_ip").is_not_null())
+        .group_by("device_id", "peer_ip").agg(pl.len().alias("n"))
+        .sort(["n", "peer_ip"], descending=[True, False])
+        .group_by("device_id", maintain_order=True)
+        .agg(pl.col("peer_ip").head(limit).cast(pl.String).alias("local_peers"))
     )
 
 
@@ -382,7 +396,8 @@ SCORE_JSON_SCHEMA: dict[str, Any] = {
                          "category_confidence", "oui_vendor", "vendor_confidence",
                          "candidates", "new_device", "windows",
                          "anomalous_windows", "learning_windows", "baseline", "alerts",
-                         "alerts_anomalous_window", "alerts_new_peer", "alerts_new_device"],
+                         "alerts_anomalous_window", "alerts_new_peer", "alerts_new_device",
+                         "local_peers"],
             "properties": {
                 "device_id": {"type": "string"}, "mac": {"type": ["string", "null"]},
                 "vendor": {"type": ["string", "null"]}, "ips": _STR_LIST,
@@ -396,6 +411,7 @@ SCORE_JSON_SCHEMA: dict[str, Any] = {
                 "windows": {"type": "integer"}, "anomalous_windows": {"type": "integer"},
                 **{c: {"type": "integer", "minimum": 0} for c in ALERT_COUNT_COLUMNS},
                 "learning_windows": {"type": ["integer", "null"]},
+                "local_peers": _STR_LIST,
                 "baseline": {"enum": ["learned", "thin", "new", None]},
             }}},
         "windows": {"type": "array", "items": {

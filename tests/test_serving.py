@@ -470,3 +470,7 @@ def test_demo_end_to_end():
     assert "models:/flockwatch@champion" in out and "mlflow ui --backend-store-uri" in out
     png = Path(next(x for x in out.splitlines() if "Score timeline" in x).split()[-1])
     assert png.read_bytes()[:4] == b"\x89PNG"
+    # it ends with the console command, over the report it wrote
+    console = next(x for x in out.splitlines() if "in the console" in x).split()
+    report = Path(console[console.index("--report") + 1])
+    assert json.loads(report.read_text())["incidents"]

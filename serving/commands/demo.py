@@ -40,23 +40,32 @@ def demo(
         typer.echo(line)
     timeline = Path(out["site"]).parent / "scores.png"
     write_timeline(rep.windows, timeline, alerts=rep.alerts)
+    from flockwatch.features.output import atomic_path
+
+    scored = Path(out["site"]).parent / "score.json"  # what the console shows
+    with atomic_path(scored) as tmp:
+        tmp.write_text(rep.to_json(), encoding="utf-8")
     typer.echo("")
     typer.echo(f"Done in {out['seconds']:.0f} s. MLflow store: {out['tracking_uri']}")
-    for line in next_steps(out["tracking_uri"], Path(out["site"]), timeline):
+    for line in next_steps(out["tracking_uri"], Path(out["site"]), timeline, scored):
         typer.echo(line)
 
 
-def next_steps(uri: str, site: Path, timeline: Path) -> list[str]:
+def next_steps(uri: str, site: Path, timeline: Path, scored: Path | None = None) -> list[str]:
     """What to run after the demo. On a tracking server the UI is the server's own page, and
     the later commands need its URI unless MLFLOW_TRACKING_URI names it."""
     remote = uri.lower().startswith(("http://", "https://"))
     store = (f" --tracking-uri {uri}"
              if remote and uri != os.environ.get("MLFLOW_TRACKING_URI") else "")
     browse = f"open {uri}" if remote else f"{script('mlflow')} ui --backend-store-uri {uri}"
-    return [f"  Score timeline (PNG):    {timeline}",
-            f"  Browse runs and models:  {browse}",
-            f"  Score a capture again:   {script('flockwatch')} score {site}/attacks.pcap{store}",
-            f"  Serve the model:         {script('flockwatch')} serve --port 8080{store}"]
+    steps = [f"  Score timeline (PNG):    {timeline}",
+             f"  Browse runs and models:  {browse}",
+             f"  Score a capture again:   {script('flockwatch')} score {site}/attacks.pcap{store}",
+             f"  Serve the model:         {script('flockwatch')} serve --port 8080{store}"]
+    if scored is not None:
+        steps.append(f"  Browse it in the console: {script('flockwatch')} serve --report {scored}"
+                     "  (then open http://127.0.0.1:8080/)")
+    return steps
 
 
 def script(name: str) -> str:

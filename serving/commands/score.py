@@ -37,6 +37,10 @@ def score(
     plot: Annotated[Path | None, typer.Option(
         "--plot", help="Also write a PNG timeline: each device's anomaly score against its "
         "threshold, alerting windows in red (the devices with most alerts first).")] = None,
+    html: Annotated[Path | None, typer.Option(
+        "--html", help="Also write the console's pages for this report (inventory, devices "
+        "with their score charts, incidents, network map) as one self-contained HTML file, "
+        "to read offline or mail around.")] = None,
     include_learning: Annotated[bool, typer.Option(
         "--include-learning", help="Also raise alerts in the learning period: windows of the "
         "captures the model learnt from, before its learning ended (marked learning either "
@@ -69,6 +73,7 @@ def score(
     format = format_for(output, format)
     check_output(output, "--output")
     check_output(plot, "--plot")
+    check_output(html, "--html")
     try:
         check_local_model(model)  # a wrong path fails now, not after reading the captures
         lo = parse_time_bound(since, "--since")
@@ -96,6 +101,15 @@ def score(
         write_timeline(rep.windows, plot, alerts=rep.alerts)
         if not quiet:
             typer.echo(f"score timeline -> {plot}", err=True)
+    if html:
+        from flockwatch.serving.console.html_report import report_html
+
+        title = "flockwatch: " + ", ".join(Path(s).name for s in srcs[:3]) + (
+            f" and {len(srcs) - 3} more" if len(srcs) > 3 else "")
+        page = report_html(rep, title)
+        write_atomic(html, lambda fh: fh.write(page))
+        if not quiet:
+            typer.echo(f"HTML report ({len(page.encode()) / 1e6:.1f} MB) -> {html}", err=True)
     if output:
         write_atomic(output, lambda fh: fh.write(text))
         if not quiet:
