@@ -191,7 +191,7 @@ def read_capture(
         streamer = _streamer(source, n_meters=n_meters, idle_timeout=idle_timeout,
                              active_timeout=active_timeout)
         try:
-            return list(flow_batches(streamer, name)), None
+            return list(flow_batches(streamer, name)), None  # type: ignore[arg-type]
         except ValueError as exc:  # a file libpcap refuses: a repaired copy may still do
             return [], str(exc)
 
