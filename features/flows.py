@@ -141,11 +141,12 @@ def _rows_to_frame(rows: list[tuple[object, ...]], source: str) -> pl.DataFrame:
 BATCH_FLOWS = 16_384
 
 
-def flow_batches(streamer: Iterable[object], source: str, size: int = BATCH_FLOWS
+def flow_batches(streamer: Iterable[object], source: str, size: int | None = None
                  ) -> Iterator[pl.DataFrame]:
     """NFStream's flows as ``FLOW_SCHEMA`` frames of ``size`` flows, in the order it emits
     them. A flow held as a tuple of Python objects costs about five times its row in a frame:
     converting a batch at a time keeps that cost to one batch, not the whole capture."""
+    size = size or BATCH_FLOWS
     rows: list[tuple[object, ...]] = []
     for flow in streamer:
         rows.append(_GET(flow))

@@ -366,6 +366,8 @@ class ScoredParts:
     inventory: pl.DataFrame
     new_peers: pl.DataFrame | None
     peer_counts: pl.DataFrame
+    #: how many parts the flows were scored in
+    parts: int = 1
 
 
 def _segments(flows: pl.DataFrame, origins: pl.DataFrame, step_ms: int, align: str,
@@ -465,7 +467,7 @@ def score_parts(bundle: Any, flows: pl.DataFrame, *, window: WindowSpec | None =
         scored = scored.filter(pl.col("start") < until)
     return ScoredParts(scored, merge_inventories(inv_parts),
                        pl.concat(peer_parts) if peer_parts else None,
-                       pl.concat(count_parts))
+                       pl.concat(count_parts), len(win_parts))
 
 
 def new_peers(bundle: Any, assigned: pl.DataFrame) -> pl.DataFrame | None:
