@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 
@@ -141,3 +142,23 @@ def test_walks_that_give_back_pages_read_the_same(monkeypatch, tmp_path):
     assert after[0] == before[0]
     assert after[1].equals(before[1])
     assert after[2] == before[2]
+
+
+def test_deviations_in_batches_are_the_deviations_of_one_batch(bundles, site_flows,
+                                                               monkeypatch):
+    """Each window scores the same in batches as in one: numpy's float32 matrix product gives
+    a row the same result in any batch of several rows (one row takes another BLAS path)."""
+    import flockwatch.models.baseline as mb
+
+    baseline = bundles["plain"].baseline
+    win = windows(site_flows, WindowSpec(300))
+    # many more windows than a batch: the site's, repeated with their features scaled
+    many = pl.concat([win.with_columns(pl.col(baseline.feature_names_) * (1 + i / 50))
+                      for i in range(12)])
+    one = baseline.deviations(many)
+    monkeypatch.setattr(mb, "DEVIATION_BATCH", 97)
+    assert many.height > 4 * 97
+    split = baseline.deviations(many)
+    for field in ("scores", "index", "observed", "expected", "share"):
+        assert np.array_equal(getattr(split, field), getattr(one, field)), field
+    assert split.json().equals(one.json())
