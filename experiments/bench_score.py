@@ -15,8 +15,17 @@
    classifier alone and one whose classifier is the ``DeviceIdentifier``, alternately, in
    the same run; ratios of batch throughput and of REST p50/p99 (target: no loss beyond 5 %).
 
+5. Peak memory against capture size (``--memory`` runs this part alone): `flockwatch score`
+   and bare NFStream iteration (every flow read, none kept) on captures of 0.78, 1.55 and
+   3.1 M packets, each in a fresh process; the peak is the largest resident set of the
+   process and its NFStream meters (``RUSAGE_CHILDREN``). Target: the largest capture's peak
+   within 1.2x the smallest's. The captures replay the shared ones back to back with gaps
+   over an hour cut to an hour (``build_replay_capture``): ``build_capture`` repeats their
+   whole 6-year span, which puts a 3.1 M-packet capture past 2038, where pcap time wraps.
+
 The model is trained here on a synthetic site (classifier + baseline, 300 s windows).
 Usage: .venv/bin/python experiments/bench_score.py [--packets 500000] [--no-capture]
+       .venv/bin/python experiments/bench_score.py --memory [--memory-packets 780000,3100000]
 """
 
 from __future__ import annotations
@@ -55,6 +64,87 @@ subprocess.run([sys.executable, "-c", sys.argv[2], sys.argv[1]], check=True,
 dt = time.perf_counter() - t
 print(dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, 0)
 """
+
+
+# Bare NFStream iterating a capture's flows, as flockwatch reads them, keeping none: the
+# floor of any reader's memory (NFStream's own flow cache and its meter processes).
+BARE_ITER = """
+import sys, time, nfstream
+t = time.perf_counter()
+n = sum(1 for _ in nfstream.NFStreamer(source=sys.argv[1], statistical_analysis=True,
+                                       n_dissections=20))
+print(time.perf_counter() - t, 0, n)
+"""
+PEAK = """
+import resource, sys, time, subprocess
+t = time.perf_counter()
+out = subprocess.run(sys.argv[2:], check=True, capture_output=True, text=True).stdout
+dt = time.perf_counter() - t
+rows = out.strip().splitlines()[-1].split()[-1] if out.strip() else "0"
+print(dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, rows)
+"""
+
+
+def build_replay_capture(data: Path, target: int, dest: Path, max_gap_s: float = 3600.0) -> int:
+    """``target`` packets of the shared Ethernet captures, in time order, gaps longer than
+    ``max_gap_s`` cut to it, repeated one after another (each repeat ``max_gap_s`` after the
+    last) until there are enough."""
+    import struct
+
+    from bench_extract import ethernet_packets
+
+    sources = sorted((data / "iot-sentinel").rglob("*.pcap")) + sorted(
+        (data / "long-term-iot").rglob("*.pcap")) + sorted((data / "modbus-scada").glob("*.pcap"))
+    packets = sorted((p for src in sources for p in ethernet_packets(src)), key=lambda x: x[0])
+    if not packets:
+        raise SystemExit(f"no Ethernet pcaps under {data}")
+    timed: list[tuple[float, bytes]] = []
+    cut, prev = 0.0, packets[0][0]
+    for ts, frame in packets:
+        cut += max(0.0, ts - prev - max_gap_s)
+        prev = ts
+        timed.append((ts - cut, frame))
+    span = timed[-1][0] - timed[0][0] + max_gap_s
+    n = 0
+    with dest.open("wb") as fh:
+        fh.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
+        rep = 0
+        while n < target:
+            for ts, frame in timed[:target - n]:
+                t = ts + rep * span
+                sec = int(t)
+                fh.write(struct.pack("<IIII", sec, int((t - sec) * 1e6), len(frame), len(frame)))
+                fh.write(frame)
+            n += min(len(timed), target - n)
+            rep += 1
+    return n
+
+
+def memory_by_size(data: Path, tmp: Path, model: Path, sizes: list[int]) -> dict[str, Any]:
+    """Part 5: peak memory of `flockwatch score` and of bare NFStream iteration by capture
+    size, each size's runs alternating, every run a fresh process."""
+    flockwatch = str(Path(sys.executable).parent / "flockwatch")
+    rows: list[dict[str, Any]] = []
+    for size in sizes:
+        cap = tmp / f"replay-{size}.pcap"
+        n = build_replay_capture(data, size, cap)
+        bare = run(PEAK, str(cap), sys.executable, "-c", BARE_ITER, str(cap))
+        ours = run(PEAK, str(cap), flockwatch, "score", str(cap), "--model", str(model),
+                   "--format", "json", "-o", str(tmp / "mem.json"), "-q")
+        doc = json.loads((tmp / "mem.json").read_text())
+        rows.append({"packets": n, "mb": round(cap.stat().st_size / 1e6), "flows": bare[2],
+                     "windows": len(doc["windows"]),
+                     "bare_peak_mb": round(bare[1] / 1024), "score_peak_mb": round(ours[1] / 1024),
+                     "bare_seconds": round(bare[0], 1), "score_seconds": round(ours[0], 1)})
+        cap.unlink()
+    first, last = rows[0], rows[-1]
+    return {"sizes": rows,
+            "score_peak_ratio_largest_to_smallest": round(last["score_peak_mb"]
+                                                          / first["score_peak_mb"], 3),
+            "bare_peak_ratio_largest_to_smallest": round(last["bare_peak_mb"]
+                                                         / first["bare_peak_mb"], 3),
+            "score_over_bare_seconds": [round(r["score_seconds"] / r["bare_seconds"], 3)
+                                        for r in rows]}
 
 
 def train_model(tmp: Path, *, identity: bool = False, name: str = "model") -> Path:
@@ -124,8 +214,25 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--no-capture", action="store_true",
                     help="skip part 1 (score vs bare NFStream on a 500k-packet capture)")
+    ap.add_argument("--memory", action="store_true",
+                    help="run part 5 alone: peak memory of score by capture size")
+    ap.add_argument("--memory-packets", default="780000,1550000,3100000",
+                    help="capture sizes of part 5, in packets, comma-separated")
     args = ap.parse_args()
     res: dict[str, object] = {}
+    if args.memory:
+        if not Path(args.data).is_dir():
+            print(f"skipped: no shared captures at {args.data}")
+            return 0
+        with tempfile.TemporaryDirectory() as tmpd:
+            tmp = Path(tmpd)
+            sizes = [int(x) for x in args.memory_packets.split(",")]
+            res["memory_by_size"] = memory_by_size(Path(args.data), tmp, train_model(tmp), sizes)
+        mem = res["memory_by_size"]
+        assert isinstance(mem, dict)
+        report("bench_score_memory", res, args.output, params={"sizes": args.memory_packets},
+               metrics={k: v for k, v in mem.items() if isinstance(v, float)})
+        return 0
     with tempfile.TemporaryDirectory() as tmpd:
         tmp = Path(tmpd)
         model = train_model(tmp)

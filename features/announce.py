@@ -28,6 +28,7 @@ import polars as pl
 from flockwatch.features.captures import (
     _PCAPNG_SHB,
     PCAP_MAGIC,
+    Trim,
     _pcap_records,
     _pcapng_records,
     _Walk,
@@ -113,7 +114,11 @@ def _pcap_candidates(mm: mmap.mmap, magic: bytes) -> Iterator[tuple[int, ...]]:
     ports_at, ports = _PORTS_AT, _PORTS
     size = len(mm)
     off = 24
+    trim = Trim(mm)
+    trim_at = trim.at
     while off + 16 <= size:
+        if off >= trim_at:
+            trim_at = trim(off)
         caplen = caplen_at(mm, off + 8)[0]
         d = off + 16
         if d + caplen > size:

@@ -28,6 +28,8 @@ view of it: ``device_id``, ``mac``, ``ip``, ``direction``, ``peer_ip``,
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import polars as pl
 
 from flockwatch.features.orient import initiator_syn, service_port
@@ -119,27 +121,58 @@ def initiation() -> pl.Expr:
             .otherwise(True))
 
 
-def attribute(flows: pl.DataFrame) -> pl.DataFrame:
-    """Credit each flow to the local device(s) it involves (see the module docstring)."""
-    sides = _sides(flows)
+@dataclass(frozen=True)
+class AttributionContext:
+    """What attribution decides for a whole source before it credits any flow: whether the
+    site uses private IPv4 at all (rule 2), its gateway MACs (rule 3) and the /24 subnets of
+    its hosts, where a gateway's own addresses lie. Each is a decision over every flow of the
+    source, and none needs more than the flows' endpoints (source, MAC, IP), so it is taken
+    once over a whole capture and then applied to any part of it (``attribute(part,
+    context)``): scoring a capture part by part credits each flow as scoring it whole does."""
+
+    site_private: pl.DataFrame  # source, _site_private
+    gateways: pl.DataFrame  # source, mac, _gateway
+    host_nets: pl.DataFrame  # source, _net, _own
+
+
+def _endpoints(flows: pl.DataFrame) -> pl.DataFrame:
+    """Both endpoints of every flow: ``source``, ``mac``, ``ip``."""
+    return pl.concat([
+        flows.select("source", pl.col(f"{me}_mac").alias("mac"), pl.col(f"{me}_ip").alias("ip"))
+        for me in ("src", "dst")])
+
+
+_NET = pl.col("ip").str.replace(r"\.\d+$", "")
+
+
+def _v4_sides(sides: pl.DataFrame) -> pl.DataFrame:
+    """The sides whose address may tell a gateway: unicast MAC, a device's own IPv4."""
+    return sides.filter(
+        pl.col("_mac_unicast") & _is_v4(pl.col("ip")) & ~pl.col("_ip_special")
+        & ~pl.col("ip").str.contains(UNSPECIFIED_OR_LOOPBACK))
+
+
+def _locality(sides: pl.DataFrame) -> pl.DataFrame:
     v4 = _is_v4(pl.col("ip"))
-    # Per source: does the site use private IPv4 at all?
-    sides = sides.with_columns(
-        (v4 & pl.col("ip").str.contains(_V4_PRIVATE)).any().over("source")
-        .alias("_site_private"),
-    )
     v4_local = pl.col("ip").str.contains(_V4_PRIVATE) | ~pl.col("_site_private")
-    sides = sides.with_columns(
+    return sides.with_columns(
         pl.when(v4).then(v4_local).otherwise(pl.col("ip").str.contains(_V6_LOCAL))
         .alias("_ip_local"),
         _mac_unicast(pl.col("mac")).alias("_mac_unicast"),
         _ip_special(pl.col("ip")).alias("_ip_special"),
     )
+
+
+def attribution_context(flows: pl.DataFrame) -> AttributionContext:
+    """The per-source decisions of attribution over all of ``flows`` (``AttributionContext``)."""
+    ends = _endpoints(flows).unique(maintain_order=True)
+    v4 = _is_v4(pl.col("ip"))
+    # Per source: does the site use private IPv4 at all?
+    private = ends.group_by("source").agg(
+        (v4 & pl.col("ip").str.contains(_V4_PRIVATE)).any().alias("_site_private"))
+    ends = _locality(ends.join(private, on="source", how="left", maintain_order="left"))
     # Gateways: MACs that carry remote IPv4 addresses, or many IPv4 addresses.
-    v4_sides = sides.filter(
-        pl.col("_mac_unicast") & v4 & ~pl.col("_ip_special")
-        & ~pl.col("ip").str.contains(UNSPECIFIED_OR_LOOPBACK)
-    )
+    v4_sides = _v4_sides(ends)
     gateways = (
         v4_sides.group_by("source", "mac")
         .agg(
@@ -149,16 +182,28 @@ def attribute(flows: pl.DataFrame) -> pl.DataFrame:
         .filter(pl.col("remote") | (pl.col("n_ip") >= 4))
         .select("source", "mac", pl.lit(True).alias("_gateway"))
     )
-    sides = sides.join(gateways, on=["source", "mac"], how="left").with_columns(
-        pl.col("_gateway").fill_null(False)
-    )
     # The subnets (/24) of the hosts: a gateway's own addresses lie in one of them.
-    net = pl.col("ip").str.replace(r"\.\d+$", "")
     host_nets = v4_sides.join(gateways, on=["source", "mac"], how="anti").filter(
-        pl.col("_ip_local")).select("source", net.alias("_net"), pl.lit(True).alias("_own")
+        pl.col("_ip_local")).select("source", _NET.alias("_net"), pl.lit(True).alias("_own")
                                     ).unique()
-    sides = sides.with_columns(pl.when(v4).then(net).alias("_net")).join(
-        host_nets, on=["source", "_net"], how="left").with_columns(
+    return AttributionContext(private, gateways, host_nets)
+
+
+def attribute(flows: pl.DataFrame, context: AttributionContext | None = None) -> pl.DataFrame:
+    """Credit each flow to the local device(s) it involves (see the module docstring).
+
+    ``context`` carries the per-source decisions (``attribution_context``) when ``flows``
+    are part of a larger input; by default they are taken over ``flows`` themselves.
+    """
+    ctx = attribution_context(flows) if context is None else context
+    sides = _sides(flows)
+    v4 = _is_v4(pl.col("ip"))
+    sides = _locality(sides.join(ctx.site_private, on="source", how="left",
+                                 maintain_order="left"))
+    sides = sides.join(ctx.gateways, on=["source", "mac"], how="left",
+                       maintain_order="left").with_columns(pl.col("_gateway").fill_null(False))
+    sides = sides.with_columns(pl.when(v4).then(_NET).alias("_net")).join(
+        ctx.host_nets, on=["source", "_net"], how="left", maintain_order="left").with_columns(
         pl.col("_own").fill_null(False))
     has_l2 = pl.col("mac").is_not_null()
     l2_device = (

@@ -89,6 +89,35 @@ _SHORT_IDB = "too short to describe an interface left out (its packets skipped)"
 _UNITS = {_TRAILER: "block", _OPTIONS: "interface description", _BIG: "block",
           _SHORT_IDB: "interface description"}
 
+#: Bytes of a mapped capture a walk passes between two releases of its pages (``Trim``).
+TRIM_BYTES = 32 * 1024 * 1024
+_DONTNEED: int | None = getattr(mmap, "MADV_DONTNEED", None)
+
+
+class Trim:
+    """Gives back the pages of a mapped capture that a walk has passed.
+
+    Every walk reads the whole mapping, and the pages it touched stay in the process's
+    resident set until the mapping closes: without this, the peak memory of ``extract`` and
+    ``score`` grew by the size of the capture (a 680 MB capture, 680 MB), for data read once.
+    The page cache keeps the pages either way, so a later pass reads them as fast.
+    Walks call it as ``if off >= trim.at: trim(off)``: one comparison a record.
+    """
+
+    __slots__ = ("at", "done", "mm")
+
+    def __init__(self, mm: mmap.mmap) -> None:
+        self.mm, self.at, self.done = mm, TRIM_BYTES, 0
+
+    def __call__(self, off: int) -> int:
+        """Release the pages before ``off`` (records from ``off`` on are still to be read)."""
+        upto = off - off % mmap.PAGESIZE
+        if upto > self.done and _DONTNEED is not None:
+            self.mm.madvise(_DONTNEED, self.done, upto - self.done)
+            self.done = upto
+        self.at = off + TRIM_BYTES
+        return self.at
+
 
 @dataclass(frozen=True)
 class Repair:
@@ -253,7 +282,11 @@ def _inspect_pcap(name: str, mm: mmap.mmap, magic: bytes, walk: bool = True) -> 
     unpack = struct.Struct(bo + _pcap_record_format(bo)).unpack_from
     off, packets = 24, 0
     clock, hi = 0, -1  # seconds up to ``hi`` need no judging: the clock is set, none pending
+    trim = Trim(mm)
+    trim_at = trim.at
     while off < size:
+        if off >= trim_at:
+            trim_at = trim(off)
         if off + 16 > size:
             w.halt(off, "cut")
             break
@@ -292,7 +325,10 @@ def _pcap_records(mm: mmap.mmap, magic: bytes, w: _Walk) -> Iterator[_Record]:
     hdr = struct.Struct(bo + _pcap_record_format(bo))
     size = len(mm)
     off = 24
+    trim = Trim(mm)
     while off < size:
+        if off >= trim.at:
+            trim(off)
         if off + 16 > size:
             return w.halt(off, "cut")
         sec, frac, caplen, wire = hdr.unpack_from(mm, off)
@@ -351,7 +387,10 @@ def _pcapng_records(mm: mmap.mmap, w: _Walk, linktypes: list[int]) -> Iterator[_
     bo = "<"
     ifaces: list[_Iface | None] = []
     first: _Iface | None = None
+    trim = Trim(mm)
     while off < size:
+        if off >= trim.at:
+            trim(off)
         if off + 12 > size:
             return w.halt(off, "cut")
         if mm[off:off + 4] == _PCAPNG_SHB:  # a new section: its own byte order, interfaces

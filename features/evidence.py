@@ -146,6 +146,19 @@ def device_evidence(flows: pl.DataFrame, attributed: pl.DataFrame | None = None,
     return pl.DataFrame(rows, schema=schema)
 
 
+def merge_evidence(parts: list[pl.DataFrame], by: tuple[str, ...] = ("source", "device_id")
+                   ) -> pl.DataFrame:
+    """The evidence of a whole input from its parts' (``device_evidence`` of each): a
+    device's tokens over everything are the union of its tokens in each part (presence
+    only, see the module docstring)."""
+    parts = [p for p in parts if p.height]
+    if len(parts) <= 1:
+        return parts[0] if parts else pl.DataFrame(schema={**{k: pl.String() for k in by},
+                                                            "evidence": pl.List(pl.String)})
+    return pl.concat(parts).group_by(list(by)).agg(
+        pl.col("evidence").explode().drop_nulls().unique().sort())
+
+
 def _tokens(r: dict[str, object]) -> set[str]:
     toks: set[str] = set()
     v = vendor(r.get("mac"))  # type: ignore[arg-type]
@@ -263,4 +276,4 @@ class EvidenceMemory:
 
 
 __all__ = ["CATEGORY_WORDS", "EVIDENCE_KINDS", "EvidenceMemory", "category_hints",
-           "device_evidence", "registered_domain", "words"]
+           "device_evidence", "merge_evidence", "registered_domain", "words"]

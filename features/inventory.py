@@ -78,6 +78,33 @@ def inventory(flows: pl.DataFrame, attributed: pl.DataFrame | None = None) -> pl
     return inv.select(INVENTORY_COLUMNS).sort("device_id")
 
 
+_LIST_COLUMNS = ["ips", "hostnames", "server_names", "protocols", "applications",
+                 "industrial_protocols", "sources"]
+
+
+def merge_inventories(parts: list[pl.DataFrame]) -> pl.DataFrame:
+    """The inventory of a whole input from its parts' (``inventory`` of each): lists as sets,
+    counts summed, first and last seen as the least and the greatest. Each column of an
+    inventory is such an aggregate, so this equals ``inventory`` over all the flows."""
+    parts = [p for p in parts if p.height]
+    if not parts:
+        return empty_inventory()
+    if len(parts) == 1:
+        return parts[0]
+    inv = pl.concat(parts).group_by("device_id").agg(
+        pl.col("mac").drop_nulls().first(),
+        pl.col("vendor").drop_nulls().first(),
+        *[pl.col(c).explode().drop_nulls().unique().sort() for c in _LIST_COLUMNS],
+        pl.col("industrial").any(),
+        pl.col("first_seen").min(),
+        pl.col("last_seen").max(),
+        pl.col("flows").sum().cast(pl.UInt32),
+        pl.col("packets").sum(),
+        pl.col("bytes").sum(),
+    )
+    return inv.select(INVENTORY_COLUMNS).sort("device_id")
+
+
 def empty_inventory() -> pl.DataFrame:
     lst = pl.List(pl.String)
     ts = pl.Datetime("ms", "UTC")

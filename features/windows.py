@@ -171,16 +171,33 @@ def _log1p(e: pl.Expr) -> pl.Expr:
     return e.cast(pl.Float64).fill_null(0.0).clip(lower_bound=0.0).log1p()
 
 
-def assign_windows(attributed: pl.DataFrame, spec: WindowSpec) -> pl.DataFrame:
-    """Add ``start``/``end`` to attributed flows."""
+def assign_windows(attributed: pl.DataFrame, spec: WindowSpec,
+                   origins: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Add ``start``/``end`` to attributed flows.
+
+    ``origins`` (``window_origins`` of the whole input) when ``attributed`` is part of it:
+    windows aligned to the source start where the whole source starts, not the part.
+    """
     length_ms = int(round(spec.length_s * 1000))
     t = pl.col("first_seen").dt.epoch("ms")
-    origin = t.min().over("source") if spec.align == "source" else pl.lit(0, pl.Int64)
+    if spec.align == "source" and origins is not None:
+        attributed = attributed.join(origins, on="source", how="left", maintain_order="left")
+        origin = pl.col("_origin")
+    else:
+        origin = t.min().over("source") if spec.align == "source" else pl.lit(0, pl.Int64)
     start = origin + ((t - origin) // length_ms) * length_ms
-    return attributed.with_columns(
+    out = attributed.with_columns(
         start.cast(pl.Datetime("ms", "UTC")).alias("start"),
         (start + length_ms).cast(pl.Datetime("ms", "UTC")).alias("end"),
     )
+    return out.drop("_origin") if "_origin" in out.columns else out
+
+
+def window_origins(attributed: pl.DataFrame) -> pl.DataFrame:
+    """Where each source's windows start (``align="source"``): its first attributed flow, as
+    ``source`` and ``_origin`` (epoch milliseconds). Parts' origins combine by their least."""
+    return attributed.group_by("source").agg(
+        pl.col("first_seen").dt.epoch("ms").min().alias("_origin"))
 
 
 def windows(flows: pl.DataFrame, spec: WindowSpec | None = None) -> pl.DataFrame:

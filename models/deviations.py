@@ -14,7 +14,6 @@ from flockwatch.features.explain import (
     feature_label,
     hashed_family,
     is_learnt,
-    window_tokens,
 )
 
 
@@ -69,13 +68,14 @@ class Deviations:
 MAX_VALUES = 10
 
 
-def explain_windows(out: pl.DataFrame, assigned: pl.DataFrame,
+def explain_windows(out: pl.DataFrame, tokens: pl.DataFrame,
                     vocabulary: dict[str, frozenset[str]] | None) -> pl.DataFrame:
     """Anomalous windows' ``top_features`` as a person reads them: each gets ``label`` and
     ``text`` (the values in the feature's units), and a hashed feature the words or
     fingerprints that fell into its bucket in that window (``values``) and those the device
     never showed while learning (``new_values``, when the model kept a ``vocabulary``).
-    Only anomalous windows: they are the ones that become alerts, and the others are many."""
+    Only anomalous windows: they are the ones that become alerts, and the others are many.
+    ``tokens`` is ``features.explain.window_tokens`` of (at least) those windows' flows."""
     if "anomalous" not in out.columns:
         return out
     mask = out["anomalous"].fill_null(False)
@@ -84,7 +84,7 @@ def explain_windows(out: pl.DataFrame, assigned: pl.DataFrame,
         return out
     keys = ["source", "device_id", "start", "end"]
     flagged = out[rows].select(*keys, "top_features")
-    toks = window_tokens(assigned.join(flagged.select(keys), on=keys, how="semi"), keys)
+    toks = tokens.join(flagged.select(keys), on=keys, how="semi").select(*keys, "feature", "tok")
     found: dict[tuple[object, ...], list[str]] = {}
     for *key, feature, tok in toks.iter_rows():
         found.setdefault((*key, feature), []).append(tok)

@@ -14,9 +14,16 @@ import polars as pl
 
 from flockwatch.features.attribution import attribute
 from flockwatch.features.evidence import device_evidence
+from flockwatch.features.explain import window_tokens
 from flockwatch.features.output import ISO_UTC
 from flockwatch.features.schema import conform
-from flockwatch.features.windows import WindowSpec, assign_windows, ip_rank, window_features
+from flockwatch.features.windows import (
+    KEY_COLUMNS,
+    WindowSpec,
+    assign_windows,
+    ip_rank,
+    window_features,
+)
 from flockwatch.models.bundle import Bundle
 from flockwatch.models.deviations import explain_windows
 
@@ -118,7 +125,11 @@ def score_flows(bundle: Bundle, flows: pl.DataFrame, *, top: int = 5,
             evidence = evidence_memory.merge(evidence)
     out = score_windows(bundle, win, top=top, classifier_windows=cwin,
                         learning_sources=learning_sources, evidence=evidence)
-    return explain_windows(out, assigned, getattr(bundle, "vocabulary", None))
+    if bundle.baseline is None or not out["anomalous"].fill_null(False).any():
+        return out
+    flagged = out.filter(pl.col("anomalous").fill_null(False)).select(KEY_COLUMNS)
+    tokens = window_tokens(assigned.join(flagged, on=KEY_COLUMNS, how="semi"), KEY_COLUMNS)
+    return explain_windows(out, tokens, getattr(bundle, "vocabulary", None))
 
 
 def _device_ip(ip: pl.Expr) -> pl.Expr:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 from collections import Counter
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -13,14 +14,24 @@ from typing import Any
 
 import polars as pl
 
-from flockwatch.features.attribution import attribute
+from flockwatch.features.attribution import attribute, attribution_context
+from flockwatch.features.evidence import device_evidence, merge_evidence
+from flockwatch.features.explain import window_tokens
 from flockwatch.features.flows import ExtractResult, Problem, expand_sources, extract
 from flockwatch.features.hashing import file_hash
-from flockwatch.features.inventory import inventory
+from flockwatch.features.inventory import inventory, merge_inventories
 from flockwatch.features.output import ISO_UTC, frame_records, iso_utc, to_json
-from flockwatch.features.windows import WindowSpec, assign_windows, parse_duration
+from flockwatch.features.windows import (
+    KEY_COLUMNS,
+    WindowSpec,
+    assign_windows,
+    parse_duration,
+    window_features,
+    window_origins,
+)
 from flockwatch.models.bundle import bundle_of
-from flockwatch.models.scoring import learning_flag, score_flows
+from flockwatch.models.deviations import explain_windows
+from flockwatch.models.scoring import learning_flag, score_windows
 from flockwatch.models.store import configure, load_model
 from flockwatch.serving.alerts import alerts_from, incidents
 from flockwatch.serving.contract import (
@@ -230,11 +241,18 @@ def alert_counts(alerts: list[dict[str, Any]]) -> pl.DataFrame:
     })
 
 
+#: Flows scored at a time: ``report`` cuts its input at window boundaries into parts of about
+#: this many flows, so that attribution's and the window features' intermediate tables (several
+#: times the flows' size) are a part's, not the whole input's. None or 0: one part.
+SEGMENT_FLOWS = 25_000
+
+
 def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri: str = "", *,
            window: WindowSpec | None = None, known_new: set[str] | None = None,
            learning_sources: Collection[str] = (), include_learning: bool = False,
            since: TimeBound | None = None, until: TimeBound | None = None,
-           evidence_memory: Any | None = None) -> ScoreReport:
+           evidence_memory: Any | None = None,
+           segment_flows: int | None = SEGMENT_FLOWS) -> ScoreReport:
     """Score flows into the inventory, the scored windows and the alerts.
 
     ``window`` overrides the bundle's window alignment; ``known_new`` lists devices already
@@ -243,9 +261,10 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
     ``learning`` and raise no alert unless ``include_learning``. ``since``/``until`` keep the
     windows that overlap that range (``parse_time_bound``); windows are cut as for the whole
     input, so a window scores the same with or without a range.
+
+    The flows are scored in parts of about ``segment_flows`` flows cut at window boundaries
+    (``score_parts``); the report is the same for any part size.
     """
-    att = attribute(flows)
-    assigned = assign_windows(att, window or bundle.window)  # for scoring and new peers
     t0 = flows["first_seen"].min() if flows.height else None
     lo = resolve_bound(since, t0)  # type: ignore[arg-type]
     hi = resolve_bound(until, t0)  # type: ignore[arg-type]
@@ -253,18 +272,10 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
         raise ValueError(f"--since {iso_utc(lo)} is not before --until {iso_utc(hi)}")
     # The whole input is scored, so the classifier's windows and device decisions are those of
     # the whole input; the range then selects windows, flows and the inventory.
-    scored = score_flows(bundle, flows, attributed=att, assigned=assigned, window=window,
-                         learning_sources=learning_sources, evidence_memory=evidence_memory)
-    if lo is not None:
-        assigned = assigned.filter(pl.col("end") > lo)
-        scored = scored.filter(pl.col("end") > lo)
-    if hi is not None:
-        assigned = assigned.filter(pl.col("start") < hi)
-        scored = scored.filter(pl.col("start") < hi)
-    if lo is not None or hi is not None:
-        att = assigned.drop("start", "end")
-    inv = inventory(flows, att)
-    peers = new_peers(bundle, assigned)
+    parts = score_parts(bundle, flows, window=window, learning_sources=learning_sources,
+                        evidence_memory=evidence_memory, since=lo, until=hi,
+                        segment_flows=segment_flows)
+    scored, inv, peers = parts.scored, parts.inventory, parts.new_peers
     # Alerts come from the operational windows only, unless asked otherwise.
     alerting = scored
     if not include_learning:
@@ -296,15 +307,15 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
     devices = devices.with_columns(pl.Series("learning_windows", n, dtype=pl.Int64),
                                    pl.Series("baseline", state, dtype=pl.String))
     alerts = alerts_from(alerting, known_new, new_peers=peers,
-                         window_peers=window_peers(alerting, assigned))
+                         window_peers=top_peers(alerting, parts.peer_counts))
     grouped = incidents(alerts)
     for inc in grouped:
         for i in inc["alerts"]:
             alerts[i]["incident"] = inc["id"]
     devices = devices.join(alert_counts(alerts), on="device_id", how="left").with_columns(
         pl.col(ALERT_COUNT_COLUMNS).fill_null(0))
-    devices = devices.join(device_peers(assigned), on="device_id", how="left").with_columns(
-        pl.col("local_peers").fill_null([]))
+    devices = devices.join(device_peers(parts.peer_counts), on="device_id",
+                           how="left").with_columns(pl.col("local_peers").fill_null([]))
     return ScoreReport(devices, scored, alerts, problems, model_uri, grouped,
                        learning=_learning_summary(bundle, scored, include_learning),
                        since=None if lo is None else iso_utc(lo),
@@ -327,28 +338,158 @@ def window_peers(scored: pl.DataFrame, assigned: pl.DataFrame, limit: int = 20
     """The local peers of each anomalous window's device in that window, most flows first (at
     most ``limit``): who it was talking to when it deviated, which ties a scanner to its
     victims (``serving.alerts.incidents``)."""
+    return top_peers(scored, peer_counts(assigned), limit)
+
+
+def peer_counts(assigned: pl.DataFrame) -> pl.DataFrame:
+    """Flows per window and local peer (``source``, ``device_id``, ``start``, ``peer_ip``,
+    ``n``): what ``top_peers`` needs of a window's flows once its score is known."""
+    return (
+        assigned.filter(pl.col("peer_local") & pl.col("peer_ip").is_not_null())
+        .group_by("source", "device_id", "start", "peer_ip").agg(pl.len().alias("n"))
+    )
+
+
+def top_peers(scored: pl.DataFrame, counts: pl.DataFrame, limit: int = 20) -> pl.DataFrame:
+    """``window_peers`` from ``peer_counts``."""
     keys = scored.filter(pl.col("anomalous").fill_null(False)).select(
         "source", "device_id", "start")
     return (
-        assigned.filter(pl.col("peer_local") & pl.col("peer_ip").is_not_null())
-        .join(keys, on=["source", "device_id", "start"], how="semi")
-        .group_by("source", "device_id", "start", "peer_ip").agg(pl.len().alias("n"))
+        counts.join(keys, on=["source", "device_id", "start"], how="semi")
         .sort(["n", "peer_ip"], descending=[True, False])
         .group_by("source", "device_id", "start", maintain_order=True)
         .agg(pl.col("peer_ip").head(limit).alias("local_peers"))
     )
 
 
-def device_peers(assigned: pl.DataFrame, limit: int = 50) -> pl.DataFrame:
-    """Each device's local peers over the input, most flows first (at most ``limit``): the
-    console's device page and network map draw them."""
+def device_peers(counts: pl.DataFrame, limit: int = 50) -> pl.DataFrame:
+    """Each device's local peers over the input (``peer_counts`` of every window), most flows
+    first (at most ``limit``): the console's device page and network map draw them."""
     return (
-        assigned.filter(pl.col("peer_local") & pl.col("peer_ip").is_not_null())
-        .group_by("device_id", "peer_ip").agg(pl.len().alias("n"))
+        counts.group_by("device_id", "peer_ip").agg(pl.col("n").sum())
         .sort(["n", "peer_ip"], descending=[True, False])
         .group_by("device_id", maintain_order=True)
         .agg(pl.col("peer_ip").head(limit).cast(pl.String).alias("local_peers"))
     )
+
+
+@dataclass
+class ScoredParts:
+    """What ``report`` needs of the flows, gathered part by part (``score_parts``)."""
+
+    scored: pl.DataFrame
+    inventory: pl.DataFrame
+    new_peers: pl.DataFrame | None
+    peer_counts: pl.DataFrame
+    #: how many parts the flows were scored in
+    parts: int = 1
+
+
+def _segments(flows: pl.DataFrame, origins: pl.DataFrame, step_ms: int, align: str,
+              target: int) -> pl.Series:
+    """Each flow's part: whole blocks of ``step_ms`` from its source's window origin (every
+    window of every spec lies in one block), consecutive blocks gathered into parts of about
+    ``target`` flows."""
+    t = pl.col("first_seen").dt.epoch("ms")
+    if align == "source":
+        block = ((t - pl.col("_origin")) // step_ms).clip(lower_bound=0).fill_null(0)
+        keyed = flows.select("source", "first_seen").join(
+            origins, on="source", how="left", maintain_order="left").select(
+            "source", block.alias("_b"))
+    else:
+        keyed = flows.select("source", (t // step_ms).alias("_b"))
+    blocks = keyed.group_by("source", "_b").len().sort("source", "_b").with_columns(
+        ((pl.col("len").cum_sum() - pl.col("len")) // target).alias("_seg"))
+    return keyed.join(blocks, on=["source", "_b"], how="left", maintain_order="left")["_seg"]
+
+
+def score_parts(bundle: Any, flows: pl.DataFrame, *, window: WindowSpec | None = None,
+                learning_sources: Collection[str] = (), evidence_memory: Any | None = None,
+                since: dt.datetime | None = None, until: dt.datetime | None = None,
+                segment_flows: int | None = SEGMENT_FLOWS) -> ScoredParts:
+    """Score ``flows`` as ``score_flows`` does, part by part, and gather the inventory, the
+    new peers and the peer counts of the windows in ``since``..``until``.
+
+    What the parts share is decided over the whole input first, from columns of the flows
+    only: attribution's per-source decisions (``attribution_context``) and each source's
+    window origin. Parts are cut at boundaries common to every window spec in use, so each
+    window's flows lie in one part, in their order; a part's windows are exactly the whole
+    input's. The device-level answers (the classifier's decision over a device's windows, its
+    evidence, the inventory) are then taken from all windows, or merged as sets and sums.
+    """
+    spec = window or bundle.window
+    cspec = None
+    if bundle.classifier is not None and bundle.classifier_window not in (None, bundle.window):
+        cspec = bundle.classifier_window
+    evidence_wanted = hasattr(bundle.classifier, "evidence_")
+    ctx = attribution_context(flows)
+    step = int(round(spec.length_s * 1000))
+    if cspec is not None:
+        step = math.lcm(step, int(round(cspec.length_s * 1000)))
+    one = (not segment_flows or flows.height <= segment_flows
+           or (cspec is not None and cspec.align != spec.align))
+    origins = None
+    if spec.align == "source" or (cspec is not None and cspec.align == "source"):
+        # the first attributed flow of each source, over slices of the input
+        size = segment_flows or flows.height or 1
+        origins = pl.concat([window_origins(attribute(flows.slice(i, size), ctx))
+                             for i in range(0, max(flows.height, 1), size)]
+                            ).group_by("source").agg(pl.col("_origin").min())
+    if one:
+        seg = pl.Series("_seg", [0] * flows.height, dtype=pl.Int64)
+    else:
+        seg = _segments(flows, origins if origins is not None else pl.DataFrame(
+            schema={"source": pl.String, "_origin": pl.Int64}), step, spec.align,
+            int(segment_flows or 1))
+    win_parts, cwin_parts, ev_parts, inv_parts, peer_parts, count_parts = [], [], [], [], [], []
+    explain = getattr(bundle, "baseline", None) is not None
+    tok_parts = []
+    for k in (seg.unique().sort().to_list() if flows.height else [0]):
+        part = flows if one else flows.filter(seg == k)
+        att = attribute(part, ctx)
+        assigned = assign_windows(att, spec, origins)
+        win_parts.append(window_features(assigned))
+        if explain:  # what fell into each hashed feature: an alert names it
+            tok_parts.append(window_tokens(assigned, KEY_COLUMNS))
+        if cspec is not None:
+            cwin_parts.append(window_features(assign_windows(att, cspec, origins)))
+        if evidence_wanted:
+            # over everything the input shows of each device, not window by window
+            ev_parts.append(device_evidence(part, att))
+        if since is not None:
+            assigned = assigned.filter(pl.col("end") > since)
+        if until is not None:
+            assigned = assigned.filter(pl.col("start") < until)
+        if since is not None or until is not None:
+            att = assigned.drop("start", "end")
+        inv_parts.append(inventory(part, att))
+        peers = new_peers(bundle, assigned)
+        if peers is not None:
+            peer_parts.append(peers)
+        count_parts.append(peer_counts(assigned))
+        del part, att, assigned
+    win = pl.concat(win_parts).sort(KEY_COLUMNS) if len(win_parts) > 1 else win_parts[0]
+    cwin = None
+    if cspec is not None:
+        cwin = (pl.concat(cwin_parts).sort(KEY_COLUMNS) if len(cwin_parts) > 1
+                else cwin_parts[0])
+    evidence = None
+    if evidence_wanted:
+        evidence = merge_evidence(ev_parts)
+        if evidence_memory is not None:
+            evidence = evidence_memory.merge(evidence)
+    scored = score_windows(bundle, win, classifier_windows=cwin,
+                           learning_sources=learning_sources, evidence=evidence)
+    if explain:
+        scored = explain_windows(scored, pl.concat(tok_parts),
+                                 getattr(bundle, "vocabulary", None))
+    if since is not None:
+        scored = scored.filter(pl.col("end") > since)
+    if until is not None:
+        scored = scored.filter(pl.col("start") < until)
+    return ScoredParts(scored, merge_inventories(inv_parts),
+                       pl.concat(peer_parts) if peer_parts else None,
+                       pl.concat(count_parts), len(win_parts))
 
 
 def new_peers(bundle: Any, assigned: pl.DataFrame) -> pl.DataFrame | None:

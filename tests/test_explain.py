@@ -68,13 +68,13 @@ def test_bucket_members_and_never_seen_words() -> None:
            {"feature": "port_443_share", "observed": 1.0, "expected": 0.3, "share": 0.2}]
     out = att.select(keys).unique().with_columns(
         pl.lit(True).alias("anomalous"), pl.lit(json.dumps(top)).alias("top_features"))
-    got = json.loads(explain_windows(out, att, learnt)["top_features"][0])
+    got = json.loads(explain_windows(out, toks, learnt)["top_features"][0])
     assert "transfer" in got[0]["values"] and "transfer" in got[0]["new_values"]
     assert "never seen while learning" in got[0]["text"] and "transfer" in got[0]["text"]
     assert got[1]["text"] == "share of flows to port 443: 100% (expected 30%)"
     assert "values" not in got[1]
     # A model without a vocabulary lists the words and cannot say which are new.
-    got = json.loads(explain_windows(out, att, None)["top_features"][0])
+    got = json.loads(explain_windows(out, toks, None)["top_features"][0])
     assert "transfer" in got[0]["values"] and "new_values" not in got[0]
 
 
@@ -91,10 +91,12 @@ def scored_site(site):
     model, _ = fit_baseline(learn, window_s=300.0, epochs=30)
     bundle = Bundle(window=WindowSpec(300.0), baseline=model,
                     vocabulary=vocabulary(attribute(learn)))
-    return score_flows(bundle, extract([site / "attacks.pcap"]).flows)
+    attacks = extract([site / "attacks.pcap"]).flows
+    return score_flows(bundle, attacks), bundle, attacks
 
 
 def test_scored_alert_windows_read_as_text(scored_site) -> None:
+    scored_site, _, _ = scored_site
     flagged = scored_site.filter(pl.col("anomalous"))
     assert flagged.height > 0
     hashed_new = 0
@@ -114,3 +116,19 @@ def test_scored_alert_windows_read_as_text(scored_site) -> None:
         for t in json.loads(raw):
             lo, hi = feature_range(t["feature"])
             assert lo <= t["expected"] <= hi, t
+
+
+def test_report_alerts_read_as_text_scored_whole_or_in_parts(scored_site) -> None:
+    """``score``'s report (scored in parts) explains its alerts as the pyfunc does."""
+    from flockwatch.serving.score import report
+
+    scored, bundle, attacks = scored_site
+    whole = report(bundle, attacks, [])
+    parts = report(bundle, attacks, [], segment_flows=2_000)
+    assert whole.to_json() == parts.to_json()
+    windows = {(w["device_id"], w["start"]): w for w in whole.alerts
+               if w["kind"] == "anomalous_window"}
+    assert windows
+    for a in windows.values():
+        assert all(t["text"] for t in a["top_features"])
+        assert "expected" in a["message"] or "never seen" in a["message"]
