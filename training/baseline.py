@@ -87,12 +87,18 @@ def train_baseline(
     learning_period_s: float | None = None, classifier_uri: str | None = None,
     register_name: str | None = None, promote: bool = False,
     experiment: str = "flockwatch-baseline", tracking_uri: str | None = None, seed: int = 0,
-    epochs: int = 80, on_file: Callable[[str], None] | None = None,
+    epochs: int = 80, on_file: Callable[[str], None] | None = None, client: Any = None,
 ) -> dict[str, Any]:
-    """Learn baselines from captures, log the run to MLflow, register the pyfunc model."""
+    """Learn baselines from captures, log the run to MLflow, register the pyfunc model.
+    ``client``: read the captures on that Dask cluster (``features.cluster``)."""
     import mlflow
 
-    result = extract(sources, on_file=on_file)
+    if client is not None:
+        from flockwatch.features.cluster import extract_on
+
+        result = extract_on(client, sources, on_file=on_file)
+    else:
+        result = extract(sources, on_file=on_file)
     if result.flows.height == 0:
         raise ValueError("no flows in the given sources: " + "; ".join(map(str, result.problems)))
     classifier, cwin, classifier_info = classifier_from(classifier_uri)

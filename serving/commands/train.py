@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from flockwatch.serving.commands.cluster import ClusterOpt, cluster_session
 from flockwatch.serving.commands.common import (
     SourcesArg,
     TrackingOpt,
@@ -66,6 +67,11 @@ def train_classifier_cmd(
         "each on one thread (two LightGBM trainings at once crashed).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     tracking_uri: TrackingOpt = None,
+    cluster: ClusterOpt = None,
+    dask_min_windows: Annotated[int | None, typer.Option(
+        min=0, metavar="N", help="With --cluster: from this many training windows on, the "
+        "final fits go through LightGBM's Dask interface (default 1000000; docs/scaling.md)."
+    )] = None,
 ) -> None:
     """Train a device-type classifier on labelled captures; log and register it in MLflow.
 
@@ -81,7 +87,7 @@ def train_classifier_cmd(
         if any(s <= 0 for s in early):
             raise ValueError(f"--early-seconds {early_seconds!r}: give positive lengths or 'none'")
         check_reject_quantile(reject_quantile)
-        with phases(quiet) as progress:
+        with cluster_session(cluster, quiet) as client, phases(quiet) as progress:
             out = train_classifier(dataset_dir, label_column=label_column, early_seconds=early,
                                    group_column=group_column,
                                    window_s=parse_duration(window) or 300.0, n_folds=folds,
@@ -89,7 +95,8 @@ def train_classifier_cmd(
                                    experiment=experiment, tracking_uri=tracking_uri, seed=seed,
                                    reject_quantile=reject_quantile, quick=quick,
                                    progress=progress, n_jobs=jobs, coverage=coverage,
-                                   site_shift=site_shift)
+                                   site_shift=site_shift, client=client,
+                                   dask_min_windows=dask_min_windows)
     except (DatasetError, ValueError) as exc:
         fail(str(exc))
     m = out["metrics"]
@@ -136,6 +143,7 @@ def train_baseline_cmd(
                                         help="Autoencoder training epochs.")] = 80,
     seed: Annotated[int, typer.Option(help="Random seed: same data and seed, same model.")] = 0,
     tracking_uri: TrackingOpt = None,
+    cluster: ClusterOpt = None,
 ) -> None:
     """Learn each device's normal behaviour from captures; log and register the model.
 
@@ -146,7 +154,7 @@ def train_baseline_cmd(
     from flockwatch.training.baseline import train_baseline
 
     try:
-        with counting_files("reading") as prog:
+        with cluster_session(cluster) as client, counting_files("reading") as prog:
             task = prog.add_task("", total=None)
             out = train_baseline(require_sources(sources),
                                  window_s=parse_duration(window) or 300.0,
@@ -154,7 +162,7 @@ def train_baseline_cmd(
                                  classifier_uri=classifier, register_name=register,
                                  promote=promote, experiment=experiment,
                                  tracking_uri=tracking_uri, seed=seed, epochs=epochs,
-                                 on_file=lambda _: prog.advance(task))
+                                 on_file=lambda _: prog.advance(task), client=client)
     except (ModelLoadError, ValueError) as exc:
         fail(str(exc))
     for p in out["problems"]:

@@ -1,0 +1,72 @@
+"""Training on a Dask cluster: which path a fit takes, and LightGBM's Dask interface.
+
+With ``--cluster``, captures are read (and the flow cache filled) by the workers
+(``datasets.labelled.dataset_flows``) and window features computed there
+(``features.cluster.windows_on``) for every window set. The classifier's models then train:
+
+- in this process, as without a cluster, when the training windows (whole captures, their
+  first seconds and their steady state together) number fewer than ``DASK_MIN_WINDOWS``: on a
+  few hundred thousand windows one LightGBM process is faster than any cluster, and the model
+  is bit for bit the in-process one;
+- from ``DASK_MIN_WINDOWS`` on, the final fits on every window (behaviour and category
+  models) go through ``lightgbm.dask.DaskLGBMClassifier``: the window matrix is cut into one
+  partition a worker and the workers train one model together (LightGBM's data-parallel tree
+  learner), then ``.to_local()`` gives an ordinary booster, pickled into the same pyfunc, so
+  sensors cannot tell the difference. The cross-fitting folds (early stopping, calibration,
+  rejection thresholds) stay in this process: LightGBM's Dask interface has no early stopping.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+#: Training windows from which the final fits go through LightGBM's Dask interface
+#: (module docstring). A window is 206 float64 features, ~1.6 KB: a million is ~1.6 GB of
+#: matrix, where one single-threaded fit takes minutes and a cluster's workers share it.
+DASK_MIN_WINDOWS = 1_000_000
+
+# DeviceClassifier._params -> DaskLGBMClassifier keyword arguments (the rest pass as they are)
+_RENAMED = {"min_data_in_leaf": "min_child_samples", "feature_fraction": "colsample_bytree",
+            "bagging_fraction": "subsample", "bagging_freq": "subsample_freq",
+            "lambda_l2": "reg_lambda", "seed": "random_state", "num_threads": "n_jobs"}
+
+
+def dask_trainer(client: Any) -> Any:
+    """A ``models.classifier.Trainer`` fitting with ``DaskLGBMClassifier`` on ``client``'s
+    workers, one partition of rows a worker; returns the local booster."""
+
+    def train(params: dict[str, object], X: np.ndarray, y: np.ndarray, weight: np.ndarray,
+              rounds: int) -> Any:
+        import importlib
+
+        da: Any = importlib.import_module("dask.array")  # untyped
+        wait: Any = importlib.import_module("distributed").wait
+        from lightgbm import DaskLGBMClassifier
+
+        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+        rows = max(1, -(-X.shape[0] // n_workers))
+        dX = da.from_array(X, chunks=(rows, X.shape[1]))
+        dy = da.from_array(y, chunks=(rows,))
+        dw = da.from_array(weight, chunks=(rows,))
+        dX, dy, dw = client.persist([dX, dy, dw])
+        wait([dX, dy, dw])
+        kwargs: dict[str, Any] = {_RENAMED.get(k, k): v for k, v in params.items()
+                                  if k != "num_class"}
+        model = DaskLGBMClassifier(client=client, n_estimators=rounds, **kwargs)
+        model.fit(dX, dy, sample_weight=dw)
+        return model.to_local().booster_
+
+    return train
+
+
+def choose_trainer(client: Any, n_windows: int, min_windows: int = DASK_MIN_WINDOWS) -> Any:
+    """``dask_trainer(client)`` from ``min_windows`` training windows on, else None (the
+    in-process fit)."""
+    if client is None or n_windows < min_windows:
+        return None
+    return dask_trainer(client)
+
+
+__all__ = ["DASK_MIN_WINDOWS", "choose_trainer", "dask_trainer"]
