@@ -108,9 +108,9 @@ def connect(text: str, *, timeout: float = CONNECT_TIMEOUT_S) -> Iterator[Any]:
     with dask.config.set(settings):
         if spec.local_workers is not None:
             try:
-                cluster = LocalCluster(n_workers=spec.local_workers, threads_per_worker=1,
-                                       processes=True, dashboard_address="127.0.0.1:0",
-                                       silence_logs=logging.CRITICAL)
+                cluster = LocalCluster(  # type: ignore[no-untyped-call]
+                    n_workers=spec.local_workers, threads_per_worker=1, processes=True,
+                    dashboard_address="127.0.0.1:0", silence_logs=logging.CRITICAL)
             except Exception as exc:
                 raise ClusterError(text, f"cannot start a local cluster: {exc}") from None
             with cluster, Client(cluster) as client:  # type: ignore[no-untyped-call]
