@@ -18,6 +18,7 @@ input order whatever order the tasks finish in.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
@@ -118,6 +119,9 @@ def connect(text: str, *, timeout: float = CONNECT_TIMEOUT_S) -> Iterator[Any]:
             return
         assert spec.address is not None
         try:
+            # Client's own timeout covers the TCP connection, not a peer that accepts and
+            # never answers (it waits for ever there): a scheduler must answer first.
+            asyncio.run(asyncio.wait_for(_identity(spec.address, timeout), timeout))
             client = Client(spec.address, timeout=timeout)  # type: ignore[no-untyped-call]
         except (OSError, TimeoutError) as exc:
             raise ClusterError(text, f"no Dask scheduler answered within {timeout:g} s "
@@ -126,8 +130,22 @@ def connect(text: str, *, timeout: float = CONNECT_TIMEOUT_S) -> Iterator[Any]:
             yield client
 
 
+async def _identity(address: str, timeout: float) -> Any:
+    """The scheduler's answer to ``identity``: the one message any Dask server answers."""
+    from distributed.comm.core import connect as comm_connect
+    from distributed.security import Security
+
+    args = Security().get_connection_args("client")  # type: ignore[no-untyped-call]
+    comm = await comm_connect(address, timeout=timeout, **args)  # type: ignore[no-untyped-call]
+    try:
+        await comm.write({"op": "identity", "reply": True})
+        return await comm.read()
+    finally:
+        await comm.close()
+
+
 def _reason(exc: BaseException) -> str:
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = str(exc).splitlines()[0] if str(exc) else "no answer"
     return text[:200]
 
 
