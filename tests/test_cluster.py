@@ -293,3 +293,18 @@ def test_score_on_cluster_gives_the_same_json(client, site, model_dir, captures)
     assert there.exit_code == 0, there.output
     assert '"alerts"' in here.stdout and '"windows"' in here.stdout
     assert there.stdout == here.stdout
+
+
+def test_stratified_parts_hold_every_class() -> None:
+    import numpy as np
+
+    from flockwatch.training.distributed import stratified_parts
+
+    y = np.array([0] * 10 + [1] * 3 + [2] * 7)  # sorted by class, as windows come
+    order, sizes = stratified_parts(y, 4)
+    assert len(sizes) == 3 and sum(sizes) == len(y)  # the rarest class has 3 windows
+    assert sorted(order.tolist()) == list(range(len(y)))
+    start = 0
+    for n in sizes:
+        assert set(y[order[start:start + n]].tolist()) == {0, 1, 2}
+        start += n

@@ -30,7 +30,7 @@ DASK_MIN_WINDOWS = 1_000_000
 # DeviceClassifier._params -> DaskLGBMClassifier keyword arguments (the rest pass as they are)
 _RENAMED = {"min_data_in_leaf": "min_child_samples", "feature_fraction": "colsample_bytree",
             "bagging_fraction": "subsample", "bagging_freq": "subsample_freq",
-            "lambda_l2": "reg_lambda", "seed": "random_state", "num_threads": "n_jobs"}
+            "lambda_l2": "reg_lambda", "seed": "random_state"}
 
 
 def dask_trainer(client: Any) -> Any:
@@ -46,19 +46,36 @@ def dask_trainer(client: Any) -> Any:
         from lightgbm import DaskLGBMClassifier
 
         n_workers = max(1, len(client.scheduler_info().get("workers", {})))
-        rows = max(1, -(-X.shape[0] // n_workers))
-        dX = da.from_array(X, chunks=(rows, X.shape[1]))
-        dy = da.from_array(y, chunks=(rows,))
-        dw = da.from_array(weight, chunks=(rows,))
+        order, sizes = stratified_parts(y, n_workers)
+        dX = da.from_array(X[order], chunks=(sizes, (X.shape[1],)))
+        dy = da.from_array(y[order], chunks=(sizes,))
+        dw = da.from_array(weight[order], chunks=(sizes,))
         dX, dy, dw = client.persist([dX, dy, dw])
         wait([dX, dy, dw])
-        kwargs: dict[str, Any] = {_RENAMED.get(k, k): v for k, v in params.items()
-                                  if k != "num_class"}
+        kwargs: dict[str, Any] = {_RENAMED.get(k, k): v for k, v in params.items()}
         model = DaskLGBMClassifier(client=client, n_estimators=rounds, **kwargs)
         model.fit(dX, dy, sample_weight=dw)
         return model.to_local().booster_
 
     return train
+
+
+def stratified_parts(y: np.ndarray, n_parts: int) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Row order and partition sizes such that every partition holds every class.
+
+    Each worker's ``LGBMClassifier`` encodes the labels of its own partition: a partition
+    without some class would number the classes differently from the others and the trees
+    would mix them up (measured: macro F1 1.0 in-process, 0.46 through Dask with windows cut
+    in source order). So rows are dealt out class by class, and there are no more partitions
+    than the rarest class has windows."""
+    classes, counts = np.unique(y, return_counts=True)
+    n = int(max(1, min(n_parts, int(counts.min()) if len(counts) else 1)))
+    rank = np.zeros(len(y), dtype=np.int64)
+    for c in classes:
+        idx = np.flatnonzero(y == c)
+        rank[idx] = np.arange(len(idx)) % n
+    order = np.argsort(rank, kind="stable")
+    return order, tuple(int(k) for k in np.bincount(rank, minlength=n))
 
 
 def choose_trainer(client: Any, n_windows: int, min_windows: int = DASK_MIN_WINDOWS) -> Any:
@@ -69,4 +86,4 @@ def choose_trainer(client: Any, n_windows: int, min_windows: int = DASK_MIN_WIND
     return dask_trainer(client)
 
 
-__all__ = ["DASK_MIN_WINDOWS", "choose_trainer", "dask_trainer"]
+__all__ = ["DASK_MIN_WINDOWS", "choose_trainer", "dask_trainer", "stratified_parts"]
