@@ -343,3 +343,22 @@ def test_train_and_evaluate_on_cluster(client, shared_data_module: Path, tmp_pat
         f1[name] = json.loads(out.read_text())["metrics"]["macro_f1"]
     assert f1["here"] > 0.5
     assert abs(f1["here"] - f1["there"]) <= 0.005, f1
+
+
+def test_baselines_per_site_on_cluster(client, site) -> None:
+    """``train baseline --per-site --cluster``: each site fitted on a worker (client.map),
+    each its own registered model, with the devices and windows of the in-process fit."""
+    import mlflow
+
+    srcs = [str(site / "learning.pcap"), str(site / "attacks.pcap")]
+    runner = CliRunner()
+    got = {}
+    for reg, extra in (("here", []), ("there", ["--cluster", client.scheduler.address])):
+        r = runner.invoke(app, ["train", "baseline", *srcs, "--per-site", "--epochs", "3",
+                                "--register", reg, *extra])
+        assert r.exit_code == 0, r.output
+        got[reg] = sorted(line.split(";")[0] for line in r.output.splitlines()
+                          if "learning windows" in line)
+        for name in ("learning", "attacks"):
+            assert mlflow.MlflowClient().get_registered_model(f"{reg}-{name}")
+    assert len(got["here"]) == 2 and got["here"] == got["there"]

@@ -144,6 +144,10 @@ def train_baseline_cmd(
     seed: Annotated[int, typer.Option(help="Random seed: same data and seed, same model.")] = 0,
     tracking_uri: TrackingOpt = None,
     cluster: ClusterOpt = None,
+    per_site: Annotated[bool, typer.Option(
+        "--per-site", help="One baseline model per SOURCE (a site's folder or capture), "
+        "registered as REGISTER-<name>; with --cluster, sites are fitted side by side on the "
+        "workers.")] = False,
 ) -> None:
     """Learn each device's normal behaviour from captures; log and register the model.
 
@@ -153,6 +157,12 @@ def train_baseline_cmd(
     from flockwatch.models.store import ModelLoadError
     from flockwatch.training.baseline import train_baseline
 
+    if per_site:
+        _baselines_per_site(require_sources(sources), window=window,
+                            learning_period=learning_period, classifier=classifier,
+                            register=register, promote=promote, experiment=experiment,
+                            epochs=epochs, seed=seed, tracking_uri=tracking_uri, cluster=cluster)
+        return
     try:
         with cluster_session(cluster) as client, counting_files("reading") as prog:
             task = prog.add_task("", total=None)
@@ -169,3 +179,37 @@ def train_baseline_cmd(
         typer.echo(f"  input: {one_line(p)}", err=True)
     typer.echo(f"{out['devices']} devices, {out['windows']} learning windows; run {out['run_id']}")
     typer.echo(out.get("champion_uri") or out["model_uri"])
+
+
+def _baselines_per_site(sources: list[Path], *, window: float, learning_period: float | None,
+                        classifier: str | None, register: str | None, promote: bool,
+                        experiment: str, epochs: int, seed: int, tracking_uri: str | None,
+                        cluster: str | None) -> None:
+    """``train baseline --per-site``: each source a site, each site its own model."""
+    import re
+
+    from flockwatch.features.windows import parse_duration
+    from flockwatch.models.store import ModelLoadError
+    from flockwatch.training.baseline import train_baselines
+
+    sites: dict[str, list[str]] = {}
+    for src in sources:
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", src.stem if src.is_file() else src.name) or "site"
+        if name in sites:
+            fail(f"{src}: two sites named {name!r}; give sources of distinct names")
+        sites[name] = [str(src)]
+    try:
+        with cluster_session(cluster) as client:
+            out = train_baselines(sites, client=client, register_name=register,
+                                  window_s=parse_duration(window) or 300.0,
+                                  learning_period_s=parse_duration(learning_period),
+                                  classifier_uri=classifier, promote=promote,
+                                  experiment=experiment, tracking_uri=tracking_uri, seed=seed,
+                                  epochs=epochs)
+    except (ModelLoadError, ValueError) as exc:
+        fail(str(exc))
+    for name, o in out.items():
+        for p in o["problems"]:
+            typer.echo(f"  {name}: input: {one_line(p)}", err=True)
+        typer.echo(f"{name}: {o['devices']} devices, {o['windows']} learning windows; run "
+                   f"{o['run_id']}; {o.get('champion_uri') or o['model_uri']}")
