@@ -207,14 +207,19 @@ def file_size(path: str) -> int:
         return 0
 
 
-def _run_batch(fn: Callable[[str], R], items: list[str]) -> list[R]:
-    """``fn`` over a task's inputs, on a worker."""
+def allow_children() -> None:
+    """Let this process start NFStream's metering processes: a worker started by a nanny
+    without ``distributed.worker.daemon: False`` (a remote cluster's) is daemonic, and
+    multiprocessing refuses children to a daemonic process; the worker's children end with it
+    either way, so the flag only guards against orphans. A no-op elsewhere."""
     proc = multiprocessing.current_process()
     if proc.daemon:
-        # A worker started by a nanny without ``distributed.worker.daemon: False`` is
-        # daemonic, and NFStream's meters (child processes) would be refused; the worker's
-        # children are ended with it either way, so the flag only guards against orphans.
         proc._config["daemon"] = False  # type: ignore[attr-defined]
+
+
+def _run_batch(fn: Callable[[str], R], items: list[str]) -> list[R]:
+    """``fn`` over a task's inputs, on a worker."""
+    allow_children()
     return [fn(item) for item in items]
 
 
@@ -345,7 +350,7 @@ def bound(fn: Callable[..., R], **kwargs: Any) -> Callable[[str], R]:
     return functools.partial(fn, **kwargs) if kwargs else fn
 
 
-__all__ = ["BATCH_BYTES", "BATCH_FILES", "CLUSTER_ENV", "CONNECT_TIMEOUT_S", "ClusterError",
-           "ClusterSpec", "bound", "cluster_from_env", "connect", "dashboard", "extract_on",
-           "file_size", "windows_on",
-           "map_files", "parse_cluster", "plan_batches", "worker_pids"]
+__all__ = ["BATCH_BYTES", "BATCH_FILES", "CLUSTER_ENV", "CONNECT_TIMEOUT_S", "RETRIES",
+           "TASKS_PER_WORKER", "ClusterError", "ClusterSpec", "allow_children", "bound",
+           "cluster_from_env", "connect", "dashboard", "extract_on", "file_size", "map_files",
+           "parse_cluster", "plan_batches", "windows_on", "worker_pids"]

@@ -103,6 +103,9 @@ def fit_site(sources: Sequence[str | os.PathLike[str]], *, window_s: float = 300
     """Read a site's captures (unless ``flows`` are given) and fit its baselines."""
     result = None
     if flows is None:
+        from flockwatch.features.cluster import allow_children
+
+        allow_children()  # on a cluster worker: NFStream meters in child processes
         result = extract(sources, on_file=on_file)
         flows = result.flows
     if flows.height == 0:
