@@ -362,3 +362,31 @@ def test_baselines_per_site_on_cluster(client, site) -> None:
         for name in ("learning", "attacks"):
             assert mlflow.MlflowClient().get_registered_model(f"{reg}-{name}")
     assert len(got["here"]) == 2 and got["here"] == got["there"]
+
+
+def _child() -> None:
+    return None
+
+
+def _daemon(allow: bool) -> None:
+    import multiprocessing as mp
+
+    from flockwatch.features.cluster import allow_children
+
+    if allow:
+        allow_children()
+    p = mp.get_context("fork").Process(target=_child)
+    p.start()  # refused in a daemonic process unless allowed
+    p.join()
+
+
+@pytest.mark.parametrize("allow", [False, True])
+def test_a_daemonic_worker_may_start_nfstream_meters(allow: bool) -> None:
+    """A remote cluster's nanny starts daemonic workers, and NFStream meters in child
+    processes: ``allow_children`` (run before every read on a worker) lets it."""
+    import multiprocessing as mp
+
+    p = mp.get_context("fork").Process(target=_daemon, args=(allow,), daemon=True)
+    p.start()
+    p.join(60)
+    assert (p.exitcode == 0) is allow
