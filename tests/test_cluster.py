@@ -390,3 +390,16 @@ def test_a_daemonic_worker_may_start_nfstream_meters(allow: bool) -> None:
     p.start()
     p.join(60)
     assert (p.exitcode == 0) is allow
+
+
+def test_local_cluster_from_the_environment(captures, tmp_path: Path) -> None:
+    """``FLOCKWATCH_CLUSTER=local:1``: the command starts its own LocalCluster, says where
+    its dashboard is, and writes the in-process flow table."""
+    from flockwatch.features.flows import extract
+
+    out = tmp_path / "flows.parquet"
+    r = CliRunner().invoke(app, ["extract", *captures[:3], "-o", str(out)],
+                           env={"FLOCKWATCH_CLUSTER": "local:1"})
+    assert r.exit_code == 0, r.output
+    assert "cluster local:1: 1 worker(s); dashboard http://127.0.0.1:" in r.output
+    assert pl.read_parquet(out).equals(extract(captures[:3]).flows)
