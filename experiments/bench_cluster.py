@@ -2,9 +2,10 @@
 projection of cluster wall time from the measured per-capture and per-window costs.
 
 One run times, on the same captures (IoT Sentinel, 442 files; ``--limit`` for fewer):
-``extract`` in-process (its default thread pool, and one thread), then ``--cluster local:1``
-and ``local:2`` (cluster start-up timed apart from the extraction), and checks that every
-run gives the same flow table row for row. It reports throughput ratios against the
+``extract`` in-process (its default thread pool, and one thread), ``--cluster local:1`` and
+``local:2`` (cluster start-up timed apart from the extraction), interleaved chunk by chunk so
+that other jobs' load falls on all four alike, and checks that every run gives the same flow
+table row for row. It reports throughput ratios against the
 in-process runs, each worker's peak memory (the worker process plus its NFStream metering
 children), the per-window cost of the window features and of a LightGBM fit, and projects
 the wall time of 10,000 captures and of 1 TB of pcap on 16 and 64 workers, naming the
@@ -15,6 +16,7 @@ Usage: .venv/bin/python experiments/bench_cluster.py [--limit N] [--output out.j
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import sys
 import time
@@ -22,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import polars as pl  # noqa: E402
 from common import arg_parser, report  # noqa: E402
 
 #: Assumptions of the projection (not measured here; stated in the output).
@@ -41,24 +44,20 @@ def peak_rss_mb() -> float:
     return (me + kids) / 1024
 
 
-def timed_cluster(files: list[str], workers: int) -> dict[str, Any]:
-    from flockwatch.features.cluster import connect, extract_on
+def start_cluster(stack: contextlib.ExitStack, workers: int) -> tuple[Any, float]:
+    from flockwatch.features.cluster import connect
 
     t0 = time.perf_counter()
-    with connect(f"local:{workers}") as client:
-        client.wait_for_workers(workers, timeout=120)
-        started = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        result = extract_on(client, files)
-        seconds = time.perf_counter() - t1
-        peaks = client.run(peak_rss_mb)
-    return {"seconds": seconds, "startup_seconds": started, "flows": result.flows,
-            "worker_peak_mb": sorted(round(v, 1) for v in peaks.values())}
+    client = stack.enter_context(connect(f"local:{workers}"))
+    client.wait_for_workers(workers, timeout=120)
+    return client, time.perf_counter() - t0
 
 
 def main() -> None:
     ap = arg_parser(__doc__)
     ap.add_argument("--limit", type=int, default=None, help="only the first N captures")
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="chunks the captures are cut into, each run by every mode in turn")
     ap.add_argument("--fit", action="store_true", default=True,
                     help="time a LightGBM fit on the windows (per-window training cost)")
     ap.add_argument("--no-fit", dest="fit", action="store_false")
@@ -71,17 +70,39 @@ def main() -> None:
     files = files[: args.limit] if args.limit else files
     size = sum(Path(f).stat().st_size for f in files)
 
+    from flockwatch.features.cluster import extract_on
     from flockwatch.features.flows import extract
     from flockwatch.features.windows import WindowSpec, windows
 
-    runs: dict[str, dict[str, Any]] = {}
-    for name, kw in (("in_process", {}), ("in_process_1_thread", {"workers": 1})):
-        t = time.perf_counter()
-        res = extract(files, **kw)  # type: ignore[arg-type]
-        runs[name] = {"seconds": time.perf_counter() - t, "flows": res.flows}
-    runs["in_process"]["peak_mb"] = round(peak_rss_mb(), 1)
-    for w in (1, 2):
-        runs[f"cluster_{w}"] = timed_cluster(files, w)
+    # The four runs interleaved, chunk by chunk in rotating order, both clusters up all the
+    # while (idle workers cost nothing): load from other jobs on a shared machine then falls
+    # on every run alike, and the ratios hold even when absolute times drift.
+    modes = ["in_process", "in_process_1_thread", "cluster_1", "cluster_2"]
+    seconds = dict.fromkeys(modes, 0.0)
+    flows: dict[str, list[Any]] = {m: [] for m in modes}
+    chunks = [files[i::args.rounds] for i in range(args.rounds)]
+    with contextlib.ExitStack() as stack:
+        clients, startup = {}, {}
+        for w in (1, 2):
+            clients[f"cluster_{w}"], startup[f"cluster_{w}"] = start_cluster(stack, w)
+        for r, chunk in enumerate(chunks):
+            for m in modes[r % 4:] + modes[:r % 4]:
+                t = time.perf_counter()
+                if m.startswith("cluster"):
+                    res = extract_on(clients[m], chunk)
+                else:
+                    res = extract(chunk, workers=1 if m.endswith("thread") else None)
+                seconds[m] += time.perf_counter() - t
+                flows[m].append(res.flows)
+        peaks = {m: sorted(round(v, 1) for v in clients[m].run(peak_rss_mb).values())
+                 for m in clients}
+    in_process_peak = round(peak_rss_mb(), 1)
+    runs: dict[str, dict[str, Any]] = {
+        m: {"seconds": seconds[m], "flows": pl.concat(flows[m])} for m in modes}
+    for m in clients:
+        runs[m]["startup_seconds"] = startup[m]
+        runs[m]["worker_peak_mb"] = peaks[m]
+    runs["in_process"]["peak_mb"] = in_process_peak
     ref = runs["in_process"]["flows"]
     identical = {k: bool(r["flows"].equals(ref)) for k, r in runs.items()}
 
@@ -107,8 +128,6 @@ def main() -> None:
     fit_win = (windows(big_flows, WindowSpec(300))
                if big_flows is not None and big_flows.height else win)
     if args.fit and fit_win.height:
-        import polars as pl
-
         from flockwatch.models.classifier import DeviceClassifier
 
         labelled = fit_win.with_columns(
