@@ -242,7 +242,7 @@ def map_files(client: Any, fn: Callable[[str], R], items: Sequence[str], *,
         return []
     sizes = list(sizes) if sizes is not None else [file_size(i) for i in items]
     # Enough tasks to keep every worker busy to the end: at least TASKS_PER_WORKER each.
-    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+    n_workers = max(1, len(client.nthreads()))
     batch_files = max(1, min(batch_files, -(-len(items) // (n_workers * TASKS_PER_WORKER))))
     batches = plan_batches(sizes, batch_bytes=batch_bytes, batch_files=batch_files)
     futures = {client.submit(_run_batch, fn, [items[i] for i in b], retries=retries,
@@ -324,7 +324,7 @@ def windows_on(client: Any, flows: Any, spec: Any, *, tasks_per_worker: int = 4)
     if flows.height == 0:
         return empty_windows()
     parts = flows.partition_by("source", maintain_order=True)
-    n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+    n_workers = max(1, len(client.nthreads()))
     target = max(1, flows.height // (n_workers * tasks_per_worker))
     groups: list[list[Any]] = [[]]
     rows = 0

@@ -45,7 +45,7 @@ def dask_trainer(client: Any) -> Any:
         wait: Any = importlib.import_module("distributed").wait
         from lightgbm import DaskLGBMClassifier
 
-        n_workers = max(1, len(client.scheduler_info().get("workers", {})))
+        n_workers = max(1, len(client.nthreads()))
         order, sizes = stratified_parts(y, n_workers)
         dX = da.from_array(X[order], chunks=(sizes, (X.shape[1],)))
         dy = da.from_array(y[order], chunks=(sizes,))

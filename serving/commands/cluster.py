@@ -41,7 +41,7 @@ def cluster_session(address: str | None, quiet: bool = False) -> Iterator[Any]:
     with stack:
         if not quiet:
             link = dashboard(client)
-            workers = len(client.scheduler_info().get("workers", {}))
+            workers = len(client.nthreads())
             console().print(f"cluster {address}: {workers} worker(s); dashboard "
                             f"{link or 'not served (install bokeh)'}", highlight=False)
         try:
