@@ -345,12 +345,17 @@ def test_train_and_evaluate_on_cluster(client, shared_data_module: Path, tmp_pat
     assert abs(f1["here"] - f1["there"]) <= 0.005, f1
 
 
-def test_baselines_per_site_on_cluster(client, site) -> None:
+def test_baselines_per_site_on_cluster(client, tmp_path: Path) -> None:
     """``train baseline --per-site --cluster``: each site fitted on a worker (client.map),
     each its own registered model, with the devices and windows of the in-process fit."""
     import mlflow
 
-    srcs = [str(site / "learning.pcap"), str(site / "attacks.pcap")]
+    from flockwatch.datasets.synth import synthesize_capture
+
+    srcs = []
+    for name, seed in (("learning", 1), ("attacks", 2)):
+        synthesize_capture(tmp_path / f"{name}.pcap", hours=0.5, seed=seed)
+        srcs.append(str(tmp_path / f"{name}.pcap"))
     runner = CliRunner()
     got = {}
     for reg, extra in (("here", []), ("there", ["--cluster", client.scheduler.address])):
