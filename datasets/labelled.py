@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
@@ -194,13 +195,28 @@ def cached_flows(path: Path, cache: Path | None = None) -> tuple[pl.DataFrame, l
     return df, problems
 
 
+def _cached_flows(path: str) -> tuple[pl.DataFrame, list[Problem]]:
+    return cached_flows(Path(path))
+
+
 def dataset_flows(ds: LabelledDataset, *, workers: int | None = None,
-                  on_file: Callable[[str], None] | None = None
+                  on_file: Callable[[str], None] | None = None, client: Any = None
                   ) -> tuple[dict[Path, pl.DataFrame], list[Problem]]:
-    """Flows per capture (cached), extracted in parallel."""
+    """Flows per capture (cached), extracted in parallel: by threads here, or with a Dask
+    ``client`` by the cluster's workers, each reading and filling the flow cache of its own
+    ``FLOCKWATCH_HOME`` (shared when that is a shared folder; keyed by content either way)."""
     paths = list(dict.fromkeys(c.path for c in ds.captures))
     out: dict[Path, pl.DataFrame] = {}
     problems: list[Problem] = []
+    if client is not None:
+        from flockwatch.features.cluster import map_files
+
+        for p, (df, probs) in zip(paths, map_files(client, _cached_flows,
+                                                   [str(p) for p in paths], on_item=on_file),
+                                  strict=True):
+            out[p] = df
+            problems.extend(probs)
+        return out, problems
     with ThreadPoolExecutor(max_workers=workers or os.cpu_count() or 1) as pool:
         for p, (df, probs) in zip(paths, pool.map(cached_flows, paths), strict=True):
             out[p] = df
@@ -225,14 +241,19 @@ def within(flows: pl.DataFrame, start_s: float | None, end_s: float | None) -> p
     return flows.filter(keep)
 
 
+#: Computes windows of flows of many sources, e.g. on a cluster (``features.cluster.windows_on``).
+WindowsFn = Callable[[pl.DataFrame, WindowSpec], pl.DataFrame]
+
+
 def labelled_windows(ds: LabelledDataset, flows: dict[Path, pl.DataFrame], spec: WindowSpec,
                      *, max_seconds: float | None = None, after_seconds: float | None = None,
-                     strict: bool = True) -> pl.DataFrame:
+                     strict: bool = True, windows_fn: WindowsFn | None = None) -> pl.DataFrame:
     """Windows of each capture's labelled device, with ``label`` and ``group`` columns.
 
     ``max_seconds`` keeps only the first seconds of each capture (time-to-identify);
     ``after_seconds`` only its part after them (steady state, past setup).
     With labels.csv but no ``mac``, every device of the capture gets the label.
+    ``windows_fn`` replaces ``windows`` (same rows: windows are per source).
     """
     # One windows() call over every capture: attribution and windows are per source (each
     # capture's flows carry its path as source), and one call over 442 captures costs about
@@ -244,7 +265,8 @@ def labelled_windows(ds: LabelledDataset, flows: dict[Path, pl.DataFrame], spec:
     allf = pl.concat([flows[p].with_columns(pl.lit(str(p)).alias("source")) for p in paths],
                      how="vertical_relaxed")
     allf = within(allf, after_seconds, max_seconds)
-    per_source = windows(allf, spec).partition_by("source", as_dict=True, maintain_order=True)
+    per_source = (windows_fn or windows)(allf, spec).partition_by("source", as_dict=True,
+                                                                   maintain_order=True)
     frames = []
     for c in ds.captures:
         w = per_source.get((str(c.path),))
@@ -266,24 +288,26 @@ def labelled_windows(ds: LabelledDataset, flows: dict[Path, pl.DataFrame], spec:
 
 
 def late_windows(ds: LabelledDataset, flows: dict[Path, pl.DataFrame], spec: WindowSpec,
-                 after: float = 60.0, *, strict: bool = False) -> dict[str, pl.DataFrame]:
+                 after: float = 60.0, *, strict: bool = False,
+                 windows_fn: WindowsFn | None = None) -> dict[str, pl.DataFrame]:
     """Windows of each capture's part after its first ``after`` seconds, keyed
     ``after_{after}s``: steady-state rows (no DHCP, no first-boot lookups) that train the
     model beside whole captures and their first seconds, so that a model trained on setup
     captures still names a device met in operation; captures no longer than ``after`` give
     none."""
     return {f"after_{after:g}s": labelled_windows(ds, flows, spec, after_seconds=after,
-                                                  strict=strict)}
+                                                  strict=strict, windows_fn=windows_fn)}
 
 
 def early_windows(ds: LabelledDataset, flows: dict[Path, pl.DataFrame], spec: WindowSpec,
-                  seconds: Sequence[float] = (10, 30, 60), *, strict: bool = False
-                  ) -> dict[str, pl.DataFrame]:
+                  seconds: Sequence[float] = (10, 30, 60), *, strict: bool = False,
+                  windows_fn: WindowsFn | None = None) -> dict[str, pl.DataFrame]:
     """Windows of only the first ``s`` seconds of each capture, for every length in
     ``seconds``, keyed ``first_{s}s``: extra training rows (same label and group as their
     capture) so that one classifier names a device from its first seconds of traffic as well
     as from whole windows, and the sets that measure it."""
-    return {f"first_{s:g}s": labelled_windows(ds, flows, spec, max_seconds=s, strict=strict)
+    return {f"first_{s:g}s": labelled_windows(ds, flows, spec, max_seconds=s, strict=strict,
+                                              windows_fn=windows_fn)
             for s in seconds}
 
 

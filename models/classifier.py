@@ -28,6 +28,10 @@ def _mean_by(p: np.ndarray, dev_of: np.ndarray, n_dev: int) -> np.ndarray:
     return agg
 
 
+#: Fits a LightGBM booster: ``(params, X, y, weight, rounds) -> lightgbm.Booster``.
+Trainer = Callable[[dict[str, object], np.ndarray, np.ndarray, np.ndarray, int], Any]
+
+
 class DeviceClassifier:
     """LightGBM device-type classifier with temperature calibration and an "unknown" decision.
 
@@ -98,14 +102,18 @@ class DeviceClassifier:
     def fit(self, windows: pl.DataFrame, y: Sequence[str] | pl.Series,
             groups: Sequence[str] | pl.Series | None = None,
             *, units: Sequence[str] | None = None,
-            on_step: Callable[[str, int, int], None] | None = None) -> DeviceClassifier:
+            on_step: Callable[[str, int, int], None] | None = None,
+            trainer: Trainer | None = None) -> DeviceClassifier:
         """Learn from windows with labels ``y``; ``groups`` (capture ids) keep splits honest.
 
         ``on_step(phase, done, total)`` hears as each phase starts (``done`` 0) and as each
         of its steps ends: the ``cross-fitting`` folds, ``calibration`` and the ``final
         fit`` (a fit takes seconds to minutes, and a progress bar tells which part).
         ``units`` (default: the groups) are what the held-out probabilities ``oof_proba_`` are
-        averaged over, e.g. one labelled device of a capture holding several."""
+        averaged over, e.g. one labelled device of a capture holding several.
+        ``trainer(params, X, y, weight, rounds)`` fits the final model on every window
+        instead of ``lightgbm.train`` (``training.distributed``: LightGBM's Dask interface,
+        for window sets too large for one process); the cross-fitting stays here."""
         import lightgbm as lgb
 
         step = on_step or (lambda phase, done, total: None)
@@ -191,8 +199,10 @@ class DeviceClassifier:
         step("calibration", 1, 1)
         step("final fit", 0, 1)
         # Final model on every window with the chosen number of rounds.
-        dall = lgb.Dataset(X, yi, weight=weights)
-        self.booster_ = lgb.train(params, dall, best)
+        if trainer is not None:
+            self.booster_ = trainer(params, X, yi, weights, int(best))
+        else:
+            self.booster_ = lgb.train(params, lgb.Dataset(X, yi, weight=weights), best)
         step("final fit", 1, 1)
         self.best_iteration_ = int(best)
         self.classes_ = classes

@@ -55,7 +55,7 @@ import numpy as np
 import polars as pl
 
 from flockwatch.models.base import check_fitted, feature_matrix, group_folds
-from flockwatch.models.classifier import UNKNOWN, DeviceClassifier, _softmax
+from flockwatch.models.classifier import UNKNOWN, DeviceClassifier, Trainer, _softmax
 
 
 class EvidenceModel:
@@ -195,12 +195,14 @@ class DeviceIdentifier:
             evidence: Mapping[tuple[str, str], Sequence[Sequence[str]]], *,
             categories: Mapping[str, str | None] | None = None,
             vendors: Mapping[str, str | None] | None = None,
-            on_step: Callable[[str, int, int], None] | None = None) -> DeviceIdentifier:
+            on_step: Callable[[str, int, int], None] | None = None,
+            trainer: Trainer | None = None) -> DeviceIdentifier:
         """Learn from windows (labels ``y``, capture ``groups``) and the product evidence of
         each (group, label): ``evidence[(group, label)]`` is a list of token lists, the first
         the whole capture's and any further ones slices of it (its first seconds, its later
         part), so that a profile expects what a short or a steady-state capture shows.
-        ``categories`` and ``vendors`` map each type to its category and maker."""
+        ``categories`` and ``vendors`` map each type to its category and maker. ``trainer``:
+        the final fits of the behaviour and category classifiers (``DeviceClassifier.fit``)."""
         step = on_step or (lambda phase, done, total: None)
         params = {"reject_quantile": 0.0, **(self.behaviour_params or {})}
         y_a = np.asarray(y, dtype=object)
@@ -213,7 +215,7 @@ class DeviceIdentifier:
         self.behaviour_ = DeviceClassifier(seed=self.seed, n_jobs=self.n_jobs,
                                            calibration_folds=self.calibration_folds,
                                            **params).fit(windows, y, groups, units=units,
-                                                         on_step=step)
+                                                         on_step=step, trainer=trainer)
         classes = list(self.behaviour_.classes_)
         self.classes_ = np.asarray(classes, dtype=object)
         K = len(classes)
@@ -235,7 +237,8 @@ class DeviceIdentifier:
         if all(cat_y) and len(set(cat_y)) >= 2:
             self.category_model_ = DeviceClassifier(
                 seed=self.seed, n_jobs=self.n_jobs, calibration_folds=self.calibration_folds,
-                **params).fit(windows, cast("list[str]", cat_y), groups)  # all(cat_y): no None
+                **params).fit(windows, cast("list[str]", cat_y), groups,  # all(cat_y): no None
+                             trainer=trainer)
         step("category model", 1, 1)
 
         # Cross-fitted evidence similarities of every group's whole-capture sample.

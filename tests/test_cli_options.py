@@ -242,7 +242,8 @@ def output_cases(cap: Path, tmp: Path) -> list[tuple[list[str], str, str, str]]:
     """(arguments, option, path, what the line says) for each output the issue lists."""
     cases = [
         (["extract", str(cap)], "-o", str(cap / "x.parquet"), "is not a folder"),
-        (["extract", str(cap)], "-o", str(tmp), ".parquet or .csv"),
+        # a folder is a partitioned dataset (docs/scaling.md), never one holding other files
+        (["extract", str(cap)], "-o", str(tmp), "folder holds other files"),
         (["inventory", str(cap)], "-o", str(tmp), "is a folder"),
         (["extract", str(cap)], "-o", "/proc/x.parquet", "cannot create files in '/proc'"),
         (["score", str(cap)], "-o", "/proc/x/y.json", "cannot create files in '/proc'"),

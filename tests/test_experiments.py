@@ -156,3 +156,17 @@ def test_cross_site_quick(shared_data, tmp_path):
     assert run.info.run_name == "cross_site-quick" and run.data.params["quick"] == "True"
     assert run.data.metrics["same_lab_cv_macro_f1"] == splits["same_lab_cv"]["macro_f1"]
     assert "results.json" in [a.path for a in client.list_artifacts(run.info.run_id)]
+
+
+@pytest.mark.cluster
+def test_bench_cluster_small(shared_data, tmp_path):
+    """In-process and 1- and 2-worker LocalCluster extraction give the same flows; the
+    ratios, per-worker memory and the projection are reported (not asserted: shared
+    machine)."""
+    res = run_script("bench_cluster", "--limit", "8", "--rounds", "2", "--no-fit",
+                     tmp_path=tmp_path)
+    assert res["captures"] == 8 and all(res["identical_flows"].values())
+    assert len(res["peak_memory_mb"]["cluster_2_workers"]) == 2
+    assert {"cluster_1_vs_in_process", "cluster_2_vs_cluster_1"} <= set(res["ratios"])
+    p = res["projection"]["1_TB_64_workers"]
+    assert p["bottleneck"] in p["stage_seconds"]

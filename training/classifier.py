@@ -25,7 +25,7 @@ from flockwatch.datasets.labelled import (
 from flockwatch.features.windows import WindowSpec
 from flockwatch.models.base import group_folds, parallel_map
 from flockwatch.models.bundle import Bundle
-from flockwatch.models.classifier import UNKNOWN, DeviceClassifier
+from flockwatch.models.classifier import UNKNOWN, DeviceClassifier, Trainer
 from flockwatch.models.identity import DeviceIdentifier
 from flockwatch.training.metrics import (
     classification_metrics,
@@ -78,18 +78,21 @@ def identity_data(ds: LabelledDataset, flows: dict[Any, pl.DataFrame],
 
 def make_model(params: dict[str, Any], seed: int, n_jobs: int | None, train: pl.DataFrame,
                identity: Identity | None,
-               on_step: Callable[[str, int, int], None] | None = None) -> Any:
+               on_step: Callable[[str, int, int], None] | None = None,
+               trainer: Trainer | None = None) -> Any:
     """The model fitted on ``train``: the three-level identifier where there is evidence
-    data, else the behaviour classifier alone."""
+    data, else the behaviour classifier alone. ``trainer``: its final LightGBM fits
+    (``training.distributed``)."""
     if identity is None:
         return DeviceClassifier(seed=seed, n_jobs=n_jobs, **params).fit(
-            train, train["label"], train["group"], on_step=on_step)
+            train, train["label"], train["group"], on_step=on_step, trainer=trainer)
     p = dict(params)
     ident = {k: p.pop(k) for k in ("reject_quantile", "coverage", "site_shift") if k in p}
     return DeviceIdentifier(seed=seed, n_jobs=n_jobs, behaviour_params=p or None, **ident).fit(
         train, train["label"], train["group"],
         identity.train_samples(set(train["group"].unique().to_list())),
-        categories=identity.categories, vendors=identity.vendors, on_step=on_step)
+        categories=identity.categories, vendors=identity.vendors, on_step=on_step,
+        trainer=trainer)
 
 
 def device_predictions(clf: Any, win: pl.DataFrame, evidence: pl.DataFrame | None = None
@@ -364,6 +367,7 @@ def train_classifier(
     on_file: Callable[[str], None] | None = None, early_seconds: Sequence[float] = (10, 30, 60),
     reject_quantile: float = 0.04, quick: bool = False, progress: ProgressFn | None = None,
     n_jobs: int | None = None, coverage: float = 0.95, site_shift: float = 0.8,
+    client: Any = None, dask_min_windows: int | None = None,
 ) -> TrainResult:
     """Train on a labelled capture set; log params, metrics, figures and lineage; register.
 
@@ -379,6 +383,11 @@ def train_classifier(
     ``progress``: called as each step of each phase (``PHASES``) ends.
     ``n_jobs``: models trained side by side (None: every core); the results do not depend
     on it.
+
+    ``client``: a Dask client (``features.cluster``): captures are read and windows
+    computed on its workers, and from ``dask_min_windows`` training windows on (default
+    ``training.distributed.DASK_MIN_WINDOWS``) the final fits go through LightGBM's Dask
+    interface; the registered model is the same pyfunc either way.
 
     The model records the content hash (sha256) and path of every training capture in its
     bundle's ``info["training_captures"]``, so that ``evaluate`` can tell held-out captures
@@ -402,20 +411,26 @@ def train_classifier(
             on_file(name)
 
     step(PHASES[0], 0, len(paths))
-    flows, problems = dataset_flows(ds, on_file=extracted)
+    flows, problems = dataset_flows(ds, on_file=extracted, client=client)
     bad = [p for p in problems if p.severity == "error"]
     if bad:
         raise DatasetError(f"{bad[0]}" + (f" (+{len(bad) - 1} more)" if len(bad) > 1 else ""))
     spec = WindowSpec(window_s)
     step(PHASES[1], 0, 1 + len(early_seconds))
-    win = labelled_windows(ds, flows, spec)
+    wfn = None
+    if client is not None:
+        from flockwatch.features.cluster import windows_on
+
+        def wfn(f: pl.DataFrame, sp: WindowSpec) -> pl.DataFrame:
+            return windows_on(client, f, sp)  # type: ignore[no-any-return]
+    win = labelled_windows(ds, flows, spec, windows_fn=wfn)
     step(PHASES[1], 1, 1 + len(early_seconds))
     early = {}
     for i, s in enumerate(early_seconds):
-        early.update(early_windows(ds, flows, spec, [s]))
+        early.update(early_windows(ds, flows, spec, [s], windows_fn=wfn))
         step(PHASES[1], 2 + i, 1 + len(early_seconds))
     # the steady state: each capture's part after its first minute
-    early.update(late_windows(ds, flows, spec, LATE_AFTER_S))
+    early.update(late_windows(ds, flows, spec, LATE_AFTER_S, windows_fn=wfn))
     step("product evidence", 0, 1)
     identity = identity_data(ds, flows, early_seconds, [LATE_AFTER_S])
     step("product evidence", 1, 1)
@@ -453,7 +468,11 @@ def train_classifier(
                                on_class=lambda k, n: step("open-set estimation", k, n),
                                n_jobs=n_jobs, identity=identity)
         full = _with_extra(win, early)
-        clf = make_model(params, seed, n_jobs, full, identity, on_step=step)
+        from flockwatch.training.distributed import DASK_MIN_WINDOWS, choose_trainer
+
+        threshold = DASK_MIN_WINDOWS if dask_min_windows is None else dask_min_windows
+        trainer = choose_trainer(client, full.height, threshold)
+        clf = make_model(params, seed, n_jobs, full, identity, on_step=step, trainer=trainer)
         step("logging to MLflow", 0, 1)
         mlflow.log_params({
             "label_column": label_column, "window_s": window_s, "folds": folds, "seed": seed,
@@ -468,6 +487,7 @@ def train_classifier(
             "captures": len(ds.captures), "classes": len(labels),
             "early_seconds": ",".join(f"{s:g}" for s in early_seconds) or "none",
             "quick": quick, "training_captures": len(training_captures),
+            "final_fit": "lightgbm.dask" if trainer is not None else "in-process",
         })
         metrics: dict[str, float] = {}
         if cv:

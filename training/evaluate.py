@@ -42,14 +42,15 @@ def evaluate_dataset(dataset_dir: str | os.PathLike[str], model_uri: str, *,
                      label_column: str = "device_type",
                      on_file: Callable[[str], None] | None = None,
                      reject_quantile: float | None = None,
-                     coverage: float | None = None) -> dict[str, Any]:
+                     coverage: float | None = None, client: Any = None) -> dict[str, Any]:
     """Metrics and one prediction per labelled capture (labels the model does not know count
     as correct only when predicted unknown). ``reject_quantile`` re-decides the model's
     open-set rejection (``DeviceClassifier.set_reject_quantile``) for this evaluation only.
 
     ``metrics`` cover the captures the model was not trained on; those it was trained on are
     reported apart (``seen_in_training``) with a line in ``warnings``. Raises
-    ``DatasetError`` when every capture was a training capture."""
+    ``DatasetError`` when every capture was a training capture. ``client``: read the
+    captures on that Dask cluster (``features.cluster``)."""
     bundle = bundle_of(load_model(model_uri))
     if bundle.classifier is None:
         raise ValueError(f"{model_uri}: this flockwatch model has no device classifier")
@@ -76,7 +77,7 @@ def evaluate_dataset(dataset_dir: str | os.PathLike[str], model_uri: str, *,
         if seen:
             warnings.append(f"{root}: {len(seen)} of {len(paths)} captures were used to train "
                             "this model; reported apart")
-    flows, problems = dataset_flows(ds, on_file=on_file)
+    flows, problems = dataset_flows(ds, on_file=on_file, client=client)
     spec = bundle.classifier_window or bundle.window
     win = labelled_windows(ds, flows, spec, strict=False)
     clf = bundle.classifier

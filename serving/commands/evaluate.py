@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from flockwatch.serving.commands.cluster import ClusterOpt, cluster_session
 from flockwatch.serving.commands.common import (
     TrackingOpt,
     check_output,
@@ -33,6 +34,7 @@ def evaluate(
         min=0.5, max=0.999, help="Re-calibrate the prediction sets to this coverage for this "
         "evaluation (default: the model's own).")] = None,
     tracking_uri: TrackingOpt = None,
+    cluster: ClusterOpt = None,
 ) -> None:
     """Score every labelled capture with a model: metrics and per-capture predictions (JSON).
 
@@ -52,8 +54,10 @@ def evaluate(
     check_output(plot, "--plot")
     configure(tracking_uri)
     try:
-        out = evaluate_dataset(dataset_dir, model, label_column=label_column,
-                               reject_quantile=reject_quantile, coverage=coverage)
+        with cluster_session(cluster) as client:
+            out = evaluate_dataset(dataset_dir, model, label_column=label_column,
+                                   reject_quantile=reject_quantile, coverage=coverage,
+                                   client=client)
     except (DatasetError, ModelLoadError, ValueError) as exc:
         fail(exc)
     for w in out["warnings"]:

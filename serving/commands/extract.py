@@ -7,6 +7,12 @@ from typing import Annotated
 
 import typer
 
+from flockwatch.serving.commands.cluster import (
+    ClusterOpt,
+    cluster_session,
+    extract_to_folder,
+    read_sources,
+)
 from flockwatch.serving.commands.common import (
     DAY,
     SUFFIX_FORMATS,
@@ -21,13 +27,15 @@ from flockwatch.serving.commands.common import (
     seconds_parser,
 )
 from flockwatch.serving.options import show
-from flockwatch.serving.progress import console, extract_with_progress
+from flockwatch.serving.progress import console
 
 
 def extract(
     sources: SourcesArg = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o",
-                      help="Write the flow table here (.parquet or .csv).")] = None,
+    output_arg: Annotated[str | None, typer.Option("--output", "-o",
+                      help="Write the flow table here (.parquet or .csv), or a folder or "
+                           "fsspec URL: a Parquet dataset partitioned by capture and day.")
+                      ] = None,
     interface: Annotated[str | None, typer.Option("--interface", "-i",
                          help="Capture this live interface instead of reading files.")] = None,
     duration: Annotated[float, typer.Option(
@@ -37,6 +45,7 @@ def extract(
         parser=int_parser(1, int(DAY)), metavar="SECONDS",
         help="Seconds without packets that end a flow, 1-86400 (default 120).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress or summary.")] = False,
+    cluster: ClusterOpt = None,
 ) -> None:
     """Turn captures, folders, Zeek logs or a live interface into a flow table.
 
@@ -44,12 +53,19 @@ def extract(
     """
     from flockwatch.features.errors import InputError
     from flockwatch.features.flows import IDLE_TIMEOUT_S, ExtractResult
+    from flockwatch.features.flowset import is_folder_output
     from flockwatch.features.live import capture_interface
     from flockwatch.features.output import atomic_path
 
+    # a str, not a Path: a URL's "//" must survive
+    if output_arg is not None and not interface and is_folder_output(output_arg):
+        _extract_dataset(sources, output_arg, quiet, cluster, idle_timeout)
+        return
+    output = Path(output_arg) if output_arg is not None else None
     if output is not None and SUFFIX_FORMATS.get(output.suffix.lower()) not in ("parquet",
                                                                                  "csv"):
-        fail(f"--output {show(output)}: write a .parquet or .csv file (the suffix says which)")
+        fail(f"--output {show(output)}: write a .parquet or .csv file (the suffix says which), "
+             "or name a folder for a partitioned dataset")
     check_output(output, "--output")
     idle = idle_timeout or IDLE_TIMEOUT_S
     if interface:
@@ -59,7 +75,9 @@ def extract(
             fail(exc)
         result = ExtractResult(flows=flows, files=[interface])
     else:
-        result = extract_with_progress(require_sources(sources), quiet=quiet, idle_timeout=idle)
+        srcs = require_sources(sources)
+        with cluster_session(cluster, quiet) as client:
+            result = read_sources(client, srcs, quiet, idle_timeout=idle)
         require_readable(result)
     flows = result.flows
     if output:
@@ -79,5 +97,35 @@ def extract(
         dest = f" -> {output}" if output else ""
         console().print(f"{flows.height} flows, {int(flows['packets'].sum() or 0)} packets from "
                          f"{len(result.files)} input(s){dest}", highlight=False)
+    if result.errors:
+        raise typer.Exit(1)
+
+
+def _extract_dataset(sources: SourcesArg, output: str, quiet: bool, cluster: str | None,
+                     idle_timeout: int | None) -> None:
+    """``extract -o FOLDER``: the partitioned Parquet dataset (``features.flowset``), written
+    by the workers on a cluster."""
+    from flockwatch.features.flowset import check_target
+    from flockwatch.features.output import OutputError
+
+    if "://" not in output:
+        check_output(Path(output), "--output", folder=True)
+    try:
+        check_target(output)
+    except OutputError as exc:
+        fail(f"--output {show(exc.path)}: {exc.problem}")
+    kwargs = {"idle_timeout": idle_timeout} if idle_timeout else {}
+    srcs = require_sources(sources)
+    with cluster_session(cluster, quiet) as client:
+        try:
+            result, rows, packets = extract_to_folder(client, srcs, output, quiet, **kwargs)
+        except OutputError as exc:
+            fail(f"--output {show(exc.path)}: {exc.problem}")
+    if rows == 0:
+        require_readable(result)
+    report_problems(result, quiet)
+    if not quiet:
+        console().print(f"{rows} flows, {packets} packets from {len(result.files)} input(s) -> "
+                        f"{output} (partitioned by capture and day)", highlight=False)
     if result.errors:
         raise typer.Exit(1)

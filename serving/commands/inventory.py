@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
+from flockwatch.serving.commands.cluster import ClusterOpt, cluster_session, read_sources
 from flockwatch.serving.commands.common import (
     SourcesArg,
     TableFormat,
@@ -17,7 +18,6 @@ from flockwatch.serving.commands.common import (
     require_readable,
     require_sources,
 )
-from flockwatch.serving.progress import extract_with_progress
 
 
 def _write_table(df: Any, fmt: TableFormat, output: Path | None, title: str) -> None:
@@ -49,6 +49,7 @@ def inventory(
     output: Annotated[Path | None, typer.Option("--output", "-o",
                       help="Write here instead of standard output.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    cluster: ClusterOpt = None,
 ) -> None:
     """List the devices seen in captures or Zeek logs: vendor, addresses, names, protocols.
 
@@ -58,7 +59,9 @@ def inventory(
 
     format = format_for(output, format)
     check_output(output, "--output")
-    result = extract_with_progress(require_sources(sources), quiet=quiet)
+    srcs = require_sources(sources)
+    with cluster_session(cluster, quiet) as client:
+        result = read_sources(client, srcs, quiet)
     require_readable(result)
     inv = build_inventory(result.flows)
     _write_table(inv, format, output, f"{inv.height} devices")

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from flockwatch.serving.commands.cluster import ClusterOpt, cluster_session, read_sources
 from flockwatch.serving.commands.common import (
     ModelOpt,
     ScoreFormat,
@@ -21,7 +22,6 @@ from flockwatch.serving.commands.common import (
     require_readable,
     require_sources,
 )
-from flockwatch.serving.progress import extract_with_progress
 
 
 def score(
@@ -54,6 +54,7 @@ def score(
     tracking_uri: TrackingOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q",
                                         help="No progress bar or summary line.")] = False,
+    cluster: ClusterOpt = None,
 ) -> None:
     """Score captures: device inventory with types, and alerts with what deviated.
 
@@ -89,11 +90,14 @@ def score(
             fail(f"--since {since} ({first:%Y-%m-%dT%H:%M:%SZ}) is not before --until {until} "
                  f"({last:%Y-%m-%dT%H:%M:%SZ})")
 
-    rep = score_sources(srcs, model or DEFAULT_MODEL_URI,
-                        tracking_uri=tracking_uri or default_tracking_uri(),
-                        read=lambda s: extract_with_progress(s, quiet=quiet),
-                        on_load_error=fail, on_read=readable,
-                        include_learning=include_learning, since=lo, until=hi)
+    # On a cluster the captures are read by the workers; the report (one inventory and one
+    # set of incidents over every capture) is built here, as in-process (docs/scaling.md).
+    with cluster_session(cluster, quiet) as client:
+        rep = score_sources(srcs, model or DEFAULT_MODEL_URI,
+                            tracking_uri=tracking_uri or default_tracking_uri(),
+                            read=lambda s: read_sources(client, s, quiet),
+                            on_load_error=fail, on_read=readable,
+                            include_learning=include_learning, since=lo, until=hi)
     text = rep.to_json() if format is ScoreFormat.json else render_report(rep)
     if plot:
         from flockwatch.serving.plots import write_timeline

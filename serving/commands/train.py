@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from flockwatch.serving.commands.cluster import ClusterOpt, cluster_session
 from flockwatch.serving.commands.common import (
     SourcesArg,
     TrackingOpt,
@@ -66,6 +67,11 @@ def train_classifier_cmd(
         "each on one thread (two LightGBM trainings at once crashed).")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     tracking_uri: TrackingOpt = None,
+    cluster: ClusterOpt = None,
+    dask_min_windows: Annotated[int | None, typer.Option(
+        min=0, metavar="N", help="With --cluster: from this many training windows on, the "
+        "final fits go through LightGBM's Dask interface (default 1000000; docs/scaling.md)."
+    )] = None,
 ) -> None:
     """Train a device-type classifier on labelled captures; log and register it in MLflow.
 
@@ -83,7 +89,7 @@ def train_classifier_cmd(
         if any(s <= 0 for s in early):
             raise ValueError(f"--early-seconds {early_seconds!r}: give positive lengths or 'none'")
         check_reject_quantile(reject_quantile)
-        with phases(quiet) as progress:
+        with cluster_session(cluster, quiet) as client, phases(quiet) as progress:
             out = train_classifier(dataset_dir, label_column=label_column, early_seconds=early,
                                    group_column=group_column,
                                    window_s=parse_duration(window) or 300.0, n_folds=folds,
@@ -91,7 +97,8 @@ def train_classifier_cmd(
                                    experiment=experiment, tracking_uri=tracking_uri, seed=seed,
                                    reject_quantile=reject_quantile, quick=quick,
                                    progress=progress, n_jobs=jobs, coverage=coverage,
-                                   site_shift=site_shift)
+                                   site_shift=site_shift, client=client,
+                                   dask_min_windows=dask_min_windows)
     except (DatasetError, ValueError) as exc:
         fail(str(exc))
     m = out.metrics
@@ -138,6 +145,11 @@ def train_baseline_cmd(
                                         help="Autoencoder training epochs.")] = 80,
     seed: Annotated[int, typer.Option(help="Random seed: same data and seed, same model.")] = 0,
     tracking_uri: TrackingOpt = None,
+    cluster: ClusterOpt = None,
+    per_site: Annotated[bool, typer.Option(
+        "--per-site", help="One baseline model per SOURCE (a site's folder or capture), "
+        "registered as REGISTER-<name>; with --cluster, sites are fitted side by side on the "
+        "workers.")] = False,
 ) -> None:
     """Learn each device's normal behaviour from captures; log and register the model.
 
@@ -147,9 +159,15 @@ def train_baseline_cmd(
     from flockwatch.models.store import ModelLoadError, check_tracking_server
     from flockwatch.training.baseline import train_baseline
 
+    if per_site:
+        _baselines_per_site(require_sources(sources), window=window,
+                            learning_period=learning_period, classifier=classifier,
+                            register=register, promote=promote, experiment=experiment,
+                            epochs=epochs, seed=seed, tracking_uri=tracking_uri, cluster=cluster)
+        return
     try:
         check_tracking_server(tracking_uri)  # a server that is down fails before the training
-        with counting_files("reading") as prog:
+        with cluster_session(cluster) as client, counting_files("reading") as prog:
             task = prog.add_task("", total=None)
             out = train_baseline(require_sources(sources),
                                  window_s=parse_duration(window) or 300.0,
@@ -157,10 +175,44 @@ def train_baseline_cmd(
                                  classifier_uri=classifier, register_name=register,
                                  promote=promote, experiment=experiment,
                                  tracking_uri=tracking_uri, seed=seed, epochs=epochs,
-                                 on_file=lambda _: prog.advance(task))
+                                 on_file=lambda _: prog.advance(task), client=client)
     except (ModelLoadError, ValueError) as exc:
         fail(str(exc))
     for p in out.problems:
         typer.echo(f"  input: {one_line(p)}", err=True)
     typer.echo(f"{out.devices} devices, {out.windows} learning windows; run {out.run_id}")
     typer.echo(out.uri)
+
+
+def _baselines_per_site(sources: list[Path], *, window: float, learning_period: float | None,
+                        classifier: str | None, register: str | None, promote: bool,
+                        experiment: str, epochs: int, seed: int, tracking_uri: str | None,
+                        cluster: str | None) -> None:
+    """``train baseline --per-site``: each source a site, each site its own model."""
+    import re
+
+    from flockwatch.features.windows import parse_duration
+    from flockwatch.models.store import ModelLoadError
+    from flockwatch.training.baseline import train_baselines
+
+    sites: dict[str, list[str]] = {}
+    for src in sources:
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", src.stem if src.is_file() else src.name) or "site"
+        if name in sites:
+            fail(f"{src}: two sites named {name!r}; give sources of distinct names")
+        sites[name] = [str(src)]
+    try:
+        with cluster_session(cluster) as client:
+            out = train_baselines(sites, client=client, register_name=register,
+                                  window_s=parse_duration(window) or 300.0,
+                                  learning_period_s=parse_duration(learning_period),
+                                  classifier_uri=classifier, promote=promote,
+                                  experiment=experiment, tracking_uri=tracking_uri, seed=seed,
+                                  epochs=epochs)
+    except (ModelLoadError, ValueError) as exc:
+        fail(str(exc))
+    for name, o in out.items():
+        for p in o.problems:
+            typer.echo(f"  {name}: input: {one_line(p)}", err=True)
+        typer.echo(f"{name}: {o.devices} devices, {o.windows} learning windows; run "
+                   f"{o.run_id}; {o.uri}")
