@@ -312,3 +312,21 @@ def test_sensor_killed_loses_at_most_the_open_window(veth, tmp_path, live_model)
     assert text.endswith("\n")
     written = [json.loads(x) for x in text.splitlines()]  # no half-written line
     assert len(written) >= logged
+
+
+@pytest.mark.slow
+def test_soak_script_runs_short(veth, tmp_path):
+    """experiments/soak_sensor.py in a 20 s run: rounds replayed, each alerted, memory
+    sampled, every counted alert written."""
+    out = tmp_path / "soak.json"
+    from conftest import REPO
+
+    p = subprocess.run([sys.executable, str(REPO / "experiments" / "soak_sensor.py"),
+                        "--duration", "20s", "--warm-up", "5s", "--sample-every", "2",
+                        "--packets", "20000", "--output", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res["rounds"] >= 1 and res["lost_alerts"] == 0
+    assert res["alerts_written"] == res["alerts_counted"] > 0
+    assert res["rss_samples"] and res["rss_mb_max"] > 0 and res["sensor_exit"] == 0
