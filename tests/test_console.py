@@ -561,3 +561,19 @@ def test_bench_console_runs_small(demo: dict[str, Any], tmp_path: Path) -> None:
     assert all(v["p50_ms"] > 0 for v in res["served"].values())
     if CHROMIUM.exists():
         assert res["rendered"]["rows"] == 50
+
+
+def test_api_models_carry_every_field_of_the_output_contract():
+    """The API's response models restate the contract's dataclasses for OpenAPI: a field
+    added to the contract must reach the API too (it once lost the explanations)."""
+    import dataclasses
+
+    from flockwatch.serving.console.api import AlertOut, IncidentOut, TopFeatureOut
+    from flockwatch.serving.contract import Alert, Incident, TopFeature
+
+    def names(cls):
+        return {f.name for f in dataclasses.fields(cls)}
+
+    assert set(TopFeatureOut.model_fields) == names(TopFeature)
+    assert set(AlertOut.model_fields) == names(Alert) | {"key", "index", "expected"}
+    assert set(IncidentOut.model_fields) == names(Incident) | {"open_alerts"}

@@ -30,10 +30,16 @@ MAX_LIMIT = 1000
 
 
 class TopFeatureOut(BaseModel):
+    """``serving.contract.TopFeature`` (tests/test_console.py keeps the two alike)."""
+
     feature: str
     observed: float
     expected: float
     share: float | None = None
+    label: str | None = None
+    text: str | None = None
+    values: list[str] | None = None
+    new_values: list[str] | None = None
 
 
 class DeviceOut(BaseModel):
@@ -123,6 +129,7 @@ class AlertOut(BaseModel):
     local_peers: list[str] | None = None
     new_peers: list[str] | None = None
     incident: int | None = None
+    model_version: str | None = None
 
 
 class IncidentOut(BaseModel):
