@@ -195,7 +195,14 @@ def test_promoted_version_is_swapped_in_between_windows(registry, tmp_path, monk
     def chunk(k: int, capture: Path) -> Path:  # the worker deletes each chunk once scored
         return Path(shutil.copy(capture, tmp_path / f"chunk-{k}.pcap"))
 
+    from flockwatch.features import extract
+    from flockwatch.features.windows import windows
+
     stranger = small_pcap(tmp_path / "stranger.pcap")  # a device no version has seen
+
+    def n_windows(capture: Path) -> int:  # what scoring the chunk once must give
+        return windows(extract([capture]).flows, sensor.spec).height
+
     sensor._process(chunk(0, stranger))
     promote("models:/site/2")
     assert sensor.check_model()
@@ -203,6 +210,8 @@ def test_promoted_version_is_swapped_in_between_windows(registry, tmp_path, monk
     sensor._process(chunk(1, stranger))
     sensor._process(chunk(2, attack))
     assert (sensor.counters.model_version, sensor.counters.model_swaps) == ("2", 1)
+    # no window missed or scored twice across the swap
+    assert sensor.counters.windows == 2 * n_windows(stranger) + n_windows(attack)
     sensor.jsonl.close()
     alerts = [json.loads(x) for x in (tmp_path / "alerts.jsonl").read_text().splitlines()]
     n0 = next(i for i, a in enumerate(alerts) if a["model_version"] == "2")
