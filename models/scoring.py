@@ -127,7 +127,10 @@ def score_flows(bundle: Bundle, flows: pl.DataFrame, *, top: int = 5,
                         learning_sources=learning_sources, evidence=evidence)
     if bundle.baseline is None or not out["anomalous"].fill_null(False).any():
         return out
-    flagged = out.filter(pl.col("anomalous").fill_null(False)).select(KEY_COLUMNS)
+    # the words behind a hashed feature, for the anomalous windows that show one
+    flagged = out.filter(pl.col("anomalous").fill_null(False)
+                         & pl.col("top_features").str.contains("name_token_|fingerprint_")
+                         ).select(KEY_COLUMNS)
     tokens = window_tokens(assigned.join(flagged, on=KEY_COLUMNS, how="semi"), KEY_COLUMNS)
     return explain_windows(out, tokens, getattr(bundle, "vocabulary", None))
 
