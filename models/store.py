@@ -196,16 +196,16 @@ def load_model(uri: str | None = None, *, use_cache: bool = True) -> object:
 def resolve_version(uri: str) -> str | None:
     """The registry version a ``models:/NAME@ALIAS`` or ``models:/NAME/VERSION`` URI names
     (None for folders and runs, or when the registry cannot say)."""
-    if not uri.startswith("models:/"):
+    try:
+        name, version, alias = parse_registry_uri(uri)
+    except ModelLoadError:
         return None
-    name, _, ref = uri.removeprefix("models:/").partition("/")
-    if "@" in name:
-        name, _, alias = name.partition("@")
-        try:
-            return str(_client().get_model_version_by_alias(name, alias).version)
-        except Exception:  # registry down: the caller keeps the model it has
-            return None
-    return ref or None
+    if alias is None:
+        return version
+    try:
+        return str(_client().get_model_version_by_alias(name, alias).version)
+    except Exception:  # registry down: the caller keeps the model it has
+        return None
 
 
 def _load(uri: str, path: str) -> object:

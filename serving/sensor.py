@@ -174,7 +174,12 @@ class Sensor:
         """Load the version the alias names now, if it is new; True when one is ready to swap
         in. A version that fails to load (or does not fit the sensor's windows) is logged once
         and the running model keeps scoring."""
-        from flockwatch.models.store import ModelLoadError, load_model, resolve_version
+        from flockwatch.models.store import (
+            ModelLoadError,
+            load_model,
+            parse_registry_uri,
+            resolve_version,
+        )
 
         if not self.model_uri:
             return False
@@ -184,7 +189,7 @@ class Sensor:
         if version is None or version in (self.counters.model_version, waiting) \
                 or version in self._refused:
             return False
-        name = self.model_uri.removeprefix("models:/").partition("@")[0].partition("/")[0]
+        name = parse_registry_uri(self.model_uri)[0]
         try:
             bundle = bundle_of(load_model(f"models:/{name}/{version}"))
         except ModelLoadError as exc:

@@ -25,6 +25,15 @@ def small_pcap(path: Path, linktype: int = 1,
     return path
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for servers the tests start)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def data_dir() -> Path:
     return Path(os.environ.get("FLOCKWATCH_DATA") or REPO.parent / "shared" / "data")
 

@@ -13,17 +13,13 @@ from pathlib import Path
 
 import polars as pl
 import pytest
+from conftest import free_port
 from typer.testing import CliRunner
 
 from flockwatch.serving.cli import app
 
 pytestmark = pytest.mark.cluster
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # -- without a cluster ----------------------------------------------------------------------

@@ -226,7 +226,8 @@ def test_sensor_swaps_promoted_model_and_survives_syslog_outage(veth, tmp_path, 
     """While `sense` runs: a newly promoted version is swapped in without a restart (later
     alerts name it), and the TCP syslog collector goes away and comes back: every alert in
     the file reaches it, in order."""
-    from test_sensor_updates import Collector, free_port
+    from conftest import free_port
+    from test_sensor_updates import Collector
 
     from flockwatch.models.bundle import load_bundle
     from flockwatch.models.store import promote

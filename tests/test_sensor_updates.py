@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import small_pcap
+from conftest import free_port, small_pcap
 
 ALERT = {"kind": "anomalous_window", "severity": "high", "device_id": "d", "mac": None,
          "ip": "10.0.0.1", "start": "a", "end": "b", "top_features": [], "message": "m"}
@@ -66,13 +66,6 @@ class Collector:
         self.sock.close()
         self._thread.join(timeout=5)
 
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = int(s.getsockname()[1])
-    s.close()
-    return port
 
 
 def _alert(i: int) -> dict[str, object]:

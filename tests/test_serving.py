@@ -6,7 +6,6 @@ import http.client
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import jsonschema
 import numpy as np
 import polars as pl
 import pytest
-from conftest import small_pcap
+from conftest import free_port, small_pcap
 from typer.testing import CliRunner
 
 from flockwatch.features.windows import FEATURE_SET_VERSION
@@ -315,13 +314,6 @@ def test_score_rejects_non_flockwatch_model(tmp_path):
     r = CliRunner().invoke(app, ["score", cap, "-m", str(tmp_path / "nowhere")])
     assert r.exit_code == 1 and "no MLflow model here" in r.output and "reading" not in r.output
 
-
-def free_port() -> int:
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def request(port, method, path, body=None, headers=None):

@@ -13,7 +13,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,16 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import free_port
 
 pytestmark = pytest.mark.server
 FLOCKWATCH = str(Path(sys.executable).parent / "flockwatch")
 PG_PASSWORD = "fw-s3cret"  # the superuser's, for host connections (scram-sha-256)
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def postgres_bin() -> Path | None:
