@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import polars as pl
 
+from flockwatch.features.ot import OT_COLUMNS
+
 UTC_MS = pl.Datetime("ms", "UTC")
 
 #: Bumped whenever extraction gives other flows for the same capture (v2: split pairs merged
@@ -70,6 +72,7 @@ FLOW_COLUMNS: dict[str, tuple[pl.DataType, str]] = {
     "rst_packets": (pl.Int64(), "packets with RST set"),
     "fin_packets": (pl.Int64(), "packets with FIN set"),
     "urg_packets": (pl.Int64(), "packets with URG set"),
+    **OT_COLUMNS,
 }
 
 FLOW_SCHEMA: pl.Schema = pl.Schema({name: dtype for name, (dtype, _) in FLOW_COLUMNS.items()})
