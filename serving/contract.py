@@ -73,11 +73,33 @@ class TopFeature:
 
 
 @dataclass
+class AlertFlow:
+    """A flow behind an alert: one of its device's flows in the alert's window (``src`` is
+    the initiator, as in the flow table)."""
+
+    first_seen: str
+    last_seen: str
+    src_ip: str | None
+    src_port: int | None
+    dst_ip: str | None
+    dst_port: int | None
+    protocol: int | None
+    application: str | None
+    packets: int | None
+    bytes: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+
+@dataclass
 class Alert:
     """One alert. ``start``/``end`` are its window (ISO-8601 UTC); ``anomaly_score`` and
     ``threshold`` are an anomalous window's; ``local_peers`` (anomalous windows) and
     ``new_peers`` (new-peer alerts, ``ip:port``) are present only for their kind, ``incident``
-    once the alert is grouped, ``model_version`` where a registry version scored it."""
+    once the alert is grouped, ``model_version`` where a registry version scored it, ``flows``
+    where the flows of its window were at hand (``serving.score.flows_behind``: a score
+    report, the live sensor)."""
 
     kind: AlertKind
     severity: Severity
@@ -98,6 +120,8 @@ class Alert:
     incident: int | None = field(default=None, metadata={"optional": True, "minimum": 1})
     #: the registry version of the model that scored it (the live sensor's alerts)
     model_version: str | None = field(default=None, metadata={"optional": True})
+    #: up to ten of its device's flows in its window, those to new peers first, then by bytes
+    flows: list[AlertFlow] | None = field(default=None, metadata={"optional": True})
 
     def to_dict(self) -> dict[str, Any]:
         """The alert as the JSON lines, CEF and the report carry it: enums as their values,
@@ -253,5 +277,5 @@ def json_schema(cls: type) -> dict[str, Any]:
     return {"type": "object", "required": required, "properties": props}
 
 
-__all__ = ["SCHEMA_VERSION", "TIME_PATTERN", "Alert", "AlertKind", "DeviceIdentity", "Finding",
-           "FindingKind", "Incident", "Severity", "TopFeature", "json_schema"]
+__all__ = ["SCHEMA_VERSION", "TIME_PATTERN", "Alert", "AlertFlow", "AlertKind", "DeviceIdentity",
+           "Finding", "FindingKind", "Incident", "Severity", "TopFeature", "json_schema"]

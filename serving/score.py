@@ -37,6 +37,7 @@ from flockwatch.serving.alerts import alerts_from, incidents
 from flockwatch.serving.contract import (
     SCHEMA_VERSION,
     Alert,
+    AlertFlow,
     DeviceIdentity,
     Incident,
     json_schema,
@@ -308,6 +309,7 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
                                    pl.Series("baseline", state, dtype=pl.String))
     alerts = alerts_from(alerting, known_new, new_peers=peers,
                          window_peers=top_peers(alerting, parts.peer_counts))
+    flows_behind(alerts, flows, parts.context, window or bundle.window, parts.origins)
     grouped = incidents(alerts)
     for inc in grouped:
         for i in inc["alerts"]:
@@ -320,6 +322,92 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
                        learning=_learning_summary(bundle, scored, include_learning),
                        since=None if lo is None else iso_utc(lo),
                        until=None if hi is None else iso_utc(hi))
+
+
+#: Flows listed per alert: its device's flows in its window, the ones to new peers first,
+#: then by bytes.
+ALERT_FLOWS = 10
+
+
+def flows_behind(alerts: list[dict[str, Any]], flows: pl.DataFrame, context: Any,
+                 spec: WindowSpec, origins: pl.DataFrame | None, limit: int = ALERT_FLOWS
+                 ) -> None:
+    """Give each alert ``flows``: up to ``limit`` of its device's flows in its window (a
+    new-peer alert's flows to those peers first, then the heaviest), so that an analyst sees
+    the traffic behind it, not only its features. Only the flows of alerting windows are
+    attributed again, with the decisions taken over the whole input (``context``)."""
+    wanted = [(i, a) for i, a in enumerate(alerts) if a.get("start")]
+    if not wanted or flows.height == 0:
+        return
+    utc = pl.Datetime("ms", "UTC")
+    keys = pl.DataFrame({
+        "_alert": [i for i, _ in wanted],
+        "device_id": [a["device_id"] for _, a in wanted],
+        "start": pl.Series([a["start"] for _, a in wanted]).str.to_datetime(
+            time_zone="UTC").cast(utc),
+    })
+    # a flow's window depends on its time and source only: keep the alerting windows' flows
+    # before attributing anything
+    timed = assign_windows(flows, spec, origins)
+    timed = timed.join(keys.select("start").unique(), on="start", how="semi")
+    if timed.height == 0:
+        return
+    att = attribute(timed.drop("start", "end"), context)
+    att = assign_windows(att, spec, origins)
+    rows = att.join(keys, on=["device_id", "start"])
+    if rows.height == 0:
+        return
+    new = pl.DataFrame([(i, p) for i, a in wanted for p in a.get("new_peers") or ()],
+                       schema={"_alert": pl.Int64, "_peer": pl.String}, orient="row")
+    rows = rows.with_columns(
+        (pl.col("peer_ip") + ":" + pl.col("peer_port").cast(pl.String)).alias("_peer")
+    ).join(new.with_columns(pl.lit(True).alias("_new")), on=["_alert", "_peer"], how="left")
+    rows = rows.with_columns(pl.col("_new").fill_null(False))
+    # an anomalous window's flows that show what deviated (the port, application or
+    # category of a top feature, an unanswered attempt, a never-seen name) come first
+    hit = [pl.lit(False)]
+    for i, a in wanted:
+        match = _shows(a.get("top_features") or [])
+        if match is not None:
+            hit.append((pl.col("_alert") == i) & match)
+    rows = rows.with_columns((pl.col("_new") | pl.any_horizontal(hit).fill_null(False))
+                             .alias("_new"))
+    rows = rows.sort(["_alert", "_new", "bytes", "first_seen"],
+                     descending=[False, True, True, False])
+    top = rows.group_by("_alert", maintain_order=True).head(limit)
+    for r in top.iter_rows(named=True):
+        alerts[r["_alert"]].setdefault("flows", []).append(AlertFlow(
+            first_seen=iso_utc(r["first_seen"]), last_seen=iso_utc(r["last_seen"]),
+            src_ip=r["src_ip"], src_port=r["src_port"], dst_ip=r["dst_ip"],
+            dst_port=r["dst_port"], protocol=r["protocol"], application=r["application"],
+            packets=r["packets"], bytes=r["bytes"]).to_dict())
+
+
+def _shows(top: list[dict[str, Any]]) -> pl.Expr | None:
+    """Which of a window's flows show its top deviating features, as far as a flow can."""
+    from flockwatch.features.windows import SERVICE_PORTS
+
+    master = pl.col("application").fill_null("Unknown").str.split(".").list.first()
+    port = pl.col("dst_port").fill_null(0)
+    out: list[pl.Expr] = []
+    for t in top[:3]:
+        f = str(t.get("feature", ""))
+        if f.startswith("port_") and f.endswith("_share") and f[5:-6].isdigit():
+            out.append(port == int(f[5:-6]))
+        elif f == "port_other_low_share":
+            out.append(~port.is_in(SERVICE_PORTS) & (port < 1024))
+        elif f == "port_other_high_share":
+            out.append(~port.is_in(SERVICE_PORTS) & (port >= 1024))
+        elif f.startswith("app_") and f.endswith("_share") and f != "app_other_share":
+            out.append(master.str.to_lowercase() == f[4:-6])
+        elif f.startswith("cat_") and f.endswith("_share"):
+            out.append(pl.col("application_category").fill_null("Unspecified")
+                       .str.to_lowercase() == f[4:-6])
+        elif f in ("unanswered_out_share", "syn_ratio", "rst_ratio"):
+            out.append((pl.col("direction") == "out") & (pl.col("packets_in") == 0))
+        for v in t.get("new_values") or []:
+            out.append(pl.col("server_name").fill_null("").str.contains(str(v), literal=True))
+    return pl.any_horizontal(out) if out else None
 
 
 def _learning_summary(bundle: Any, scored: pl.DataFrame, include_learning: bool
@@ -383,6 +471,10 @@ class ScoredParts:
     peer_counts: pl.DataFrame
     #: how many parts the flows were scored in
     parts: int = 1
+    #: attribution's per-source decisions and the windows' origins over the whole input:
+    #: what finding an alert's flows again needs (``flows_behind``)
+    context: Any = None
+    origins: pl.DataFrame | None = None
 
 
 def _segments(flows: pl.DataFrame, origins: pl.DataFrame, step_ms: int, align: str,
@@ -489,7 +581,7 @@ def score_parts(bundle: Any, flows: pl.DataFrame, *, window: WindowSpec | None =
         scored = scored.filter(pl.col("start") < until)
     return ScoredParts(scored, merge_inventories(inv_parts),
                        pl.concat(peer_parts) if peer_parts else None,
-                       pl.concat(count_parts), len(win_parts))
+                       pl.concat(count_parts), len(win_parts), ctx, origins)
 
 
 def new_peers(bundle: Any, assigned: pl.DataFrame) -> pl.DataFrame | None:

@@ -431,6 +431,7 @@ def test_browser_incidents_and_mark_as_expected(served: Served, tab, demo: dict[
     alerts = tab.locator("article.alert")
     before = alerts.count()
     assert tab.locator("table.features").count() >= 1  # observed vs expected
+    assert tab.locator("table.flows tbody tr").count() >= 1  # the flows behind the alerts
     tab.screenshot(path=str(artifacts / "incident.png"), full_page=True)
     key = alerts.first.get_attribute("id")
     alerts.first.locator("form.mark button").click()
@@ -561,6 +562,27 @@ def test_bench_console_runs_small(demo: dict[str, Any], tmp_path: Path) -> None:
     assert all(v["p50_ms"] > 0 for v in res["served"].values())
     if CHROMIUM.exists():
         assert res["rendered"]["rows"] == 50
+
+
+def test_alerts_carry_the_flows_behind_them(demo: dict[str, Any]) -> None:
+    """Each alert lists its device's flows in its window, those that show what deviated
+    first: the port scan's alert shows the scanned ports, not the camera's heavy video
+    uploads."""
+    rep = demo["rep"]
+    ips = {d["device_id"]: set(d["ips"]) for d in rep.devices.iter_rows(named=True)}
+    with_flows = [a for a in rep.alerts if a.get("flows")]
+    assert len(with_flows) == len(rep.alerts)  # every alert of the demo has a window
+    for a in with_flows:
+        assert 1 <= len(a["flows"]) <= 10
+        for f in a["flows"]:
+            assert {f["src_ip"], f["dst_ip"]} & ips[a["device_id"]], (a["message"], f)
+            assert a["start"] <= f["first_seen"] < a["end"]
+    scan = demo["attacks"][0]
+    assert scan[1] == "port_scan"
+    [first] = [a for a in rep.alerts if a["kind"] == "anomalous_window"
+               and a["device_id"] == scan[3] and scan[6] <= a["start"] < scan[7]][:1]
+    ports = {f["dst_port"] for f in first["flows"]}
+    assert len(ports) >= 5 and all(f["src_ip"] == scan[4] for f in first["flows"]), ports
 
 
 def test_api_models_carry_every_field_of_the_output_contract():

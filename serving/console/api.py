@@ -23,7 +23,7 @@ from flockwatch.serving.console.data import (
     visible_alerts,
     visible_incidents,
 )
-from flockwatch.serving.contract import AlertKind, Severity
+from flockwatch.serving.contract import AlertFlow, AlertKind, Severity
 
 T = TypeVar("T")
 MAX_LIMIT = 1000
@@ -130,6 +130,7 @@ class AlertOut(BaseModel):
     new_peers: list[str] | None = None
     incident: int | None = None
     model_version: str | None = None
+    flows: list[AlertFlow] | None = None
 
 
 class IncidentOut(BaseModel):
