@@ -287,6 +287,34 @@ def test_api_mark_expected_hides_and_persists(demo: dict[str, Any], tmp_path: Pa
         srv.close()
 
 
+def test_a_device_whose_alerts_are_all_expected_has_no_severity(demo: dict[str, Any],
+                                                                 tmp_path: Path) -> None:
+    """Clearing noise clears the device too: its alert count and severity in the inventory
+    (and the severity filter) count only the alerts not marked expected."""
+    from flockwatch.serving.console import ReportSource
+
+    report = tmp_path / "score.json"
+    shutil.copy(demo["report"], report)
+    srv = Served(ReportSource(report))
+    try:
+        alerts = srv.get("/api/alerts?limit=1000")[1]["items"]
+        dev = alerts[0]["device_id"]
+        mine = [a for a in alerts if a["device_id"] == dev]
+        before = srv.get(f"/api/devices/{dev}")[1]["device"]
+        assert before["severity"] is not None and before["alerts"] >= len(mine)
+        for a in mine[:-1]:
+            srv.call("POST", f"/api/alerts/{a['key']}/expected")
+        left = srv.get(f"/api/devices/{dev}")[1]["device"]
+        assert left["alerts"] == 1 and left["severity"] == mine[-1]["severity"]
+        srv.call("POST", f"/api/alerts/{mine[-1]['key']}/expected")
+        cleared = srv.get(f"/api/devices/{dev}")[1]["device"]
+        assert cleared["alerts"] == 0 and cleared["severity"] is None
+        listed = srv.get("/api/devices?severity=low&limit=1000")[1]["items"]
+        assert dev not in {d["device_id"] for d in listed}
+    finally:
+        srv.close()
+
+
 @pytest.mark.slow
 def test_sensor_files_are_followed_as_the_sensor_writes(demo: dict[str, Any],
                                                         tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from starlette.requests import Request
 
 from flockwatch.serving.console.data import (
     Decisions,
+    MarkedSource,
     ReportSource,
     SensorSource,
     Snapshot,
@@ -29,6 +30,7 @@ def attach(app: Any, source: Source, model_info: dict[str, Any], token: str | No
     from flockwatch.serving.console import api, pages
 
     decisions = Decisions(decisions_path or source.decisions_path)
+    source = MarkedSource(source, decisions)
     app.include_router(api.router(source, decisions, model_info),
                        dependencies=[Depends(same_origin)])
     app.include_router(pages.router(source, decisions, model_info, token),

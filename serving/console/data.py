@@ -342,6 +342,47 @@ def _annotate(snap: Snapshot) -> None:
         d["severity"] = worst[d["device_id"]].value if d["device_id"] in worst else None
 
 
+class MarkedSource:
+    """A source as the analyst sees it: each device's alert count and severity over its
+    alerts not marked expected, so that clearing noise also clears the device's colour in the
+    inventory, its severity filter and the map. The report's own counts stay in its file."""
+
+    def __init__(self, source: Source, decisions: Decisions) -> None:
+        self.source = source
+        self.decisions = decisions
+        self.description = source.description
+        self.decisions_path = source.decisions_path
+        self._last: tuple[int, frozenset[str], Snapshot] | None = None
+
+    def snapshot(self) -> Snapshot:
+        snap = self.source.snapshot()
+        marks = self.decisions.load()
+        keys = frozenset(a["key"] for a in snap.alerts if a["key"] in marks)
+        if not keys:
+            return snap
+        last = self._last
+        if last is not None and last[0] == id(snap) and last[1] == keys:
+            return last[2]
+        counts: dict[str, int] = {}
+        worst: dict[str, Severity] = {}
+        for a in snap.alerts:
+            if a["key"] in keys:
+                continue
+            d = a["device_id"]
+            counts[d] = counts.get(d, 0) + 1
+            sev = Severity(a["severity"])
+            if d not in worst or sev.rank > worst[d].rank:
+                worst[d] = sev
+        devices = [{**d, "alerts": counts.get(d["device_id"], 0),
+                    "severity": worst[d["device_id"]].value if d["device_id"] in worst
+                    else None} for d in snap.devices]
+        view = Snapshot(devices=devices, windows=snap.windows, alerts=snap.alerts,
+                        incidents=snap.incidents, model=snap.model, origin=snap.origin,
+                        has_windows=snap.has_windows)
+        self._last = (id(snap), keys, view)
+        return view
+
+
 class Decisions:
     """Alerts an analyst marked as expected, in a JSON file next to the data (written
     atomically; a missing file is an empty store)."""
