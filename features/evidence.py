@@ -159,6 +159,16 @@ def merge_evidence(parts: list[pl.DataFrame], by: tuple[str, ...] = ("source", "
         pl.col("evidence").explode().drop_nulls().unique().sort())
 
 
+#: What each kind of evidence token is, for a person (``kind:value`` tokens of ``_tokens``).
+EVIDENCE_KINDS = {
+    "oui": "MAC vendor (OUI)", "host": "word of its host name", "domain": "cloud domain",
+    "dword": "word of a name it asks for", "dhcp_prl": "DHCP parameter list",
+    "ja4": "TLS client fingerprint (JA4)", "ua": "user agent", "uaw": "word of its user agent",
+    "dhcp_vc": "DHCP vendor class", "mdns": "mDNS service", "ssdp": "SSDP announcement",
+    "ssdpw": "word of its SSDP announcements",
+}
+
+
 def _tokens(r: dict[str, object]) -> set[str]:
     toks: set[str] = set()
     v = vendor(r.get("mac"))  # type: ignore[arg-type]

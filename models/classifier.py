@@ -24,6 +24,18 @@ def _threads(rows: int) -> dict[str, int]:
     return {"num_threads": 1} if rows < SMALL_PREDICT else {}
 
 
+#: Windows per device (its latest) whose contributions ``type_contributions`` averages:
+#: TreeSHAP costs tens of predictions a window.
+CONTRIB_WINDOWS = 20
+#: One reason for a device's type: a behaviour feature or a piece of product evidence.
+TYPE_EVIDENCE = pl.List(pl.Struct({"kind": pl.String, "name": pl.String, "label": pl.String,
+                                   "value": pl.String, "weight": pl.Float64}))
+
+
+def _empty_contributions(by: Sequence[str]) -> pl.DataFrame:
+    return pl.DataFrame(schema={**{k: pl.String() for k in by}, "type_evidence": TYPE_EVIDENCE})
+
+
 def _softmax(z: np.ndarray) -> np.ndarray:
     z = z - z.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -378,6 +390,48 @@ class DeviceClassifier:
             pl.Series("closest_type", closest.tolist(), dtype=pl.String),
             pl.Series("type_novelty", np.asarray(nov, dtype=float)),
         )
+
+    def type_contributions(self, windows: pl.DataFrame, types: pl.DataFrame,
+                           by: Sequence[str] = ("source", "device_id"), top: int = 5
+                           ) -> pl.DataFrame:
+        """Why behaviour points each device to its type: the features whose TreeSHAP
+        contributions (LightGBM's ``pred_contrib``) to that type's score are largest, averaged
+        over the device's latest ``CONTRIB_WINDOWS`` windows. ``types``: the ``by`` columns
+        and ``nearest_type``. Returns the ``by`` columns and ``type_evidence`` (kind
+        ``behaviour``, the feature, its label, the device's mean value in its units, the
+        weight in log-odds)."""
+        from flockwatch.features.explain import feature_label, present
+
+        check_fitted(self, "booster_")
+        by = list(by)
+        out = _empty_contributions(by)
+        if windows.height == 0 or types.height == 0:
+            return out
+        w = windows.join(types.select(*by, "nearest_type"), on=by).filter(
+            pl.col("nearest_type").is_in(self.classes_.tolist()))
+        if w.height == 0:
+            return out
+        w = w.sort("start", descending=True).group_by(by, maintain_order=True).head(
+            CONTRIB_WINDOWS)
+        X = feature_matrix(w, self.feature_names_)
+        F, K = len(self.feature_names_), len(self.classes_)
+        raw = np.asarray(self.booster_.predict(X, pred_contrib=True, **_threads(len(X))))
+        contrib = raw.reshape(len(X), K, F + 1)[:, :, :F]
+        cls = {c: i for i, c in enumerate(self.classes_.tolist())}
+        k = np.array([cls[t] for t in w["nearest_type"].to_list()])
+        own = contrib[np.arange(len(X)), k]
+        groups = w.select(by).with_row_index("_r").group_by(by, maintain_order=True).agg("_r")
+        rows = []
+        for r in groups.iter_rows(named=True):
+            idx = np.asarray(r.pop("_r"))
+            m, xv = own[idx].mean(axis=0), X[idx].mean(axis=0)
+            items = [{"kind": "behaviour", "name": self.feature_names_[j],
+                      "label": feature_label(self.feature_names_[j]),
+                      "value": present(self.feature_names_[j], float(xv[j])),
+                      "weight": round(float(m[j]), 3)}
+                     for j in np.argsort(-m)[:top] if m[j] > 0]
+            rows.append({**r, "type_evidence": items})
+        return pl.DataFrame(rows, schema=out.schema)
 
     def feature_importance(self) -> dict[str, float]:
         check_fitted(self, "booster_")

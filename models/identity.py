@@ -54,6 +54,7 @@ from typing import Any, cast
 import numpy as np
 import polars as pl
 
+from flockwatch.features.evidence import EVIDENCE_KINDS
 from flockwatch.models.base import check_fitted, feature_matrix, group_folds
 from flockwatch.models.classifier import UNKNOWN, DeviceClassifier, Trainer, _softmax
 
@@ -121,6 +122,23 @@ class EvidenceModel:
                 sims[i] = (self.profiles_[:, known] @ w) / math.sqrt(norm2)
         return sims, has
 
+
+    def contributions(self, tokens: Sequence[str], label: str, top: int = 5
+                      ) -> list[tuple[str, float]]:
+        """The tokens that bring a sample closest to ``label``'s profile: each one's share
+        of the cosine, largest first (tokens the profile lacks contribute nothing)."""
+        vocab = self._vocab()
+        where = np.flatnonzero(self.classes_ == label)
+        ts = set(tokens)
+        known = [t for t in ts if t in vocab]
+        if not len(where) or not known:
+            return []
+        cols = [vocab[t] for t in known]
+        w = self.idf_[cols]
+        norm = math.sqrt(float((w * w).sum()) + self.unseen_idf_ ** 2 * (len(ts) - len(known)))
+        share = self.profiles_[int(where[0]), cols] * w / norm
+        order = np.argsort(-share)[:top]
+        return [(known[i], round(float(share[i]), 3)) for i in order if share[i] > 0]
 
     def novelty(self, tokens: Sequence[Sequence[str]]) -> np.ndarray:
         """Share of each sample's evidence weight (squared, as in the cosine) carried by
@@ -426,6 +444,39 @@ class DeviceIdentifier:
             pl.Series("evidence_similarity", np.where(has, best, np.nan)).fill_nan(None),
             pl.Series("evidence_novelty", np.where(has, novel, np.nan)).fill_nan(None),
         )
+
+    def type_contributions(self, windows: pl.DataFrame, types: pl.DataFrame,
+                           by: Sequence[str] = ("source", "device_id"), top: int = 5,
+                           evidence: pl.DataFrame | None = None) -> pl.DataFrame:
+        """Why each device is its type: the product evidence that matches the type's profile
+        most (kind ``evidence``: the token's kind, its value, its share of the cosine), which
+        leads here as it leads the decision, then behaviour's top contributions
+        (``DeviceClassifier.type_contributions``)."""
+        check_fitted(self, "behaviour_")
+        assert self.behaviour_ is not None
+        out = self.behaviour_.type_contributions(windows, types, by, top)
+        if evidence is None or evidence.height == 0 or types.height == 0:
+            return out
+        by = list(by)
+        ev = types.select(*by, "nearest_type").join(evidence.select(*by, "evidence"), on=by)
+        found: dict[tuple[Any, ...], list[dict[str, Any]]] = {}
+        for r in ev.iter_rows(named=True):
+            items = []
+            for tok, share in self.evidence_.contributions(r["evidence"] or [],
+                                                           r["nearest_type"], top):
+                kind, _, value = tok.partition(":")
+                items.append({"kind": "evidence", "name": tok,
+                              "label": EVIDENCE_KINDS.get(kind, kind),
+                              "value": value, "weight": share})
+            if items:
+                found[tuple(r[k] for k in by)] = items
+        if not found:
+            return out
+        rows = {tuple(r[k] for k in by): r["type_evidence"] for r in out.iter_rows(named=True)}
+        for key, items in found.items():
+            rows[key] = items + list(rows.get(key) or [])
+        return pl.DataFrame([{**dict(zip(by, k, strict=True)), "type_evidence": v}
+                             for k, v in rows.items()], schema=out.schema)
 
     @staticmethod
     def _level(p: np.ndarray, A: np.ndarray, values: list[str]

@@ -165,6 +165,20 @@ class DeviceIdentity:
     candidates: list[str] | None
 
 
+@dataclass
+class TypeEvidence:
+    """One reason for a device's type (a score report's ``type_evidence``): ``evidence``, a
+    piece of product evidence and its share of the match with the type's profile, or
+    ``behaviour``, a window feature and its contribution to the type's score (log-odds,
+    TreeSHAP) averaged over the device's latest windows; ``value`` in the feature's units."""
+
+    kind: str
+    name: str
+    label: str
+    value: str
+    weight: float
+
+
 class FindingKind(enum.StrEnum):
     """Risks that a device's traffic shows (``docs``: Risk findings)."""
 
@@ -278,4 +292,5 @@ def json_schema(cls: type) -> dict[str, Any]:
 
 
 __all__ = ["SCHEMA_VERSION", "TIME_PATTERN", "Alert", "AlertFlow", "AlertKind", "DeviceIdentity",
-           "Finding", "FindingKind", "Incident", "Severity", "TopFeature", "json_schema"]
+           "Finding", "FindingKind", "Incident", "Severity", "TopFeature", "TypeEvidence",
+           "json_schema"]

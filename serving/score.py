@@ -30,6 +30,7 @@ from flockwatch.features.windows import (
     window_origins,
 )
 from flockwatch.models.bundle import bundle_of
+from flockwatch.models.classifier import TYPE_EVIDENCE
 from flockwatch.models.deviations import explain_windows
 from flockwatch.models.scoring import learning_flag, score_windows
 from flockwatch.models.store import configure, load_model
@@ -40,6 +41,7 @@ from flockwatch.serving.contract import (
     AlertFlow,
     DeviceIdentity,
     Incident,
+    TypeEvidence,
     json_schema,
 )
 
@@ -310,6 +312,12 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
     alerts = alerts_from(alerting, known_new, new_peers=peers,
                          window_peers=top_peers(alerting, parts.peer_counts))
     flows_behind(alerts, flows, parts.context, window or bundle.window, parts.origins)
+    if parts.type_evidence is not None:
+        devices = devices.join(parts.type_evidence.unique("device_id", keep="first").drop(
+            "source"), on="device_id", how="left")
+    else:
+        devices = devices.with_columns(pl.lit(None, dtype=TYPE_EVIDENCE).alias("type_evidence"))
+    devices = devices.with_columns(pl.col("type_evidence").fill_null([]))
     grouped = incidents(alerts)
     for inc in grouped:
         for i in inc["alerts"]:
@@ -475,6 +483,8 @@ class ScoredParts:
     #: what finding an alert's flows again needs (``flows_behind``)
     context: Any = None
     origins: pl.DataFrame | None = None
+    #: per device (``source``, ``device_id``): why it is its type (``type_evidence``)
+    type_evidence: pl.DataFrame | None = None
 
 
 def _segments(flows: pl.DataFrame, origins: pl.DataFrame, step_ms: int, align: str,
@@ -575,13 +585,29 @@ def score_parts(bundle: Any, flows: pl.DataFrame, *, window: WindowSpec | None =
     if explain:
         scored = explain_windows(scored, pl.concat(tok_parts),
                                  getattr(bundle, "vocabulary", None))
+    type_evidence = _type_evidence(bundle, scored, win if cwin is None else cwin, evidence)
     if since is not None:
         scored = scored.filter(pl.col("end") > since)
     if until is not None:
         scored = scored.filter(pl.col("start") < until)
     return ScoredParts(scored, merge_inventories(inv_parts),
                        pl.concat(peer_parts) if peer_parts else None,
-                       pl.concat(count_parts), len(win_parts), ctx, origins)
+                       pl.concat(count_parts), len(win_parts), ctx, origins, type_evidence)
+
+
+def _type_evidence(bundle: Any, scored: pl.DataFrame, win: pl.DataFrame,
+                   evidence: pl.DataFrame | None) -> pl.DataFrame | None:
+    """Why each device is (or is nearest to) its type, from the model that decided it."""
+    clf = getattr(bundle, "classifier", None)
+    if clf is None or not hasattr(clf, "type_contributions") or scored.height == 0:
+        return None
+    types = scored.select("source", "device_id", "nearest_type").drop_nulls(
+        "nearest_type").unique(["source", "device_id"], keep="last")
+    if hasattr(clf, "evidence_"):
+        out: pl.DataFrame = clf.type_contributions(win, types, evidence=evidence)
+    else:
+        out = clf.type_contributions(win, types)
+    return out
 
 
 def new_peers(bundle: Any, assigned: pl.DataFrame) -> pl.DataFrame | None:
@@ -630,7 +656,7 @@ SCORE_JSON_SCHEMA: dict[str, Any] = {
                          "candidates", "new_device", "windows",
                          "anomalous_windows", "learning_windows", "baseline", "alerts",
                          "alerts_anomalous_window", "alerts_new_peer", "alerts_new_device",
-                         "local_peers"],
+                         "local_peers", "type_evidence"],
             "properties": {
                 "device_id": {"type": "string"}, "mac": {"type": ["string", "null"]},
                 "vendor": {"type": ["string", "null"]}, "ips": _STR_LIST,
@@ -645,6 +671,7 @@ SCORE_JSON_SCHEMA: dict[str, Any] = {
                 **{c: {"type": "integer", "minimum": 0} for c in ALERT_COUNT_COLUMNS},
                 "learning_windows": {"type": ["integer", "null"]},
                 "local_peers": _STR_LIST,
+                "type_evidence": {"type": "array", "items": json_schema(TypeEvidence)},
                 "baseline": {"enum": ["learned", "thin", "new", None]},
             }}},
         "windows": {"type": "array", "items": {

@@ -433,6 +433,10 @@ def test_browser_inventory_filter_device_chart(served: Served, tab, demo: dict[s
     assert tab.get_attribute("#chart", "data-drawn") == str(n)
     assert tab.locator("#chart .u-legend").count() == 1
     assert "top deviating features" in tab.content()
+    # why it is its type: the report's type_evidence, one row each
+    why = next(d for d in rep.devices.iter_rows(named=True) if d["device_id"] == first)
+    assert why["type_evidence"] and all(e["weight"] > 0 for e in why["type_evidence"])
+    assert tab.locator("table.type-evidence tbody tr").count() == len(why["type_evidence"])
     tab.screenshot(path=str(artifacts / "device.png"), full_page=True)
     tab.goto(served.base + "/map")
     assert tab.locator("svg.netmap .node").count() >= rep.devices.height

@@ -433,3 +433,36 @@ def test_open_set_rule_compares_at_the_calibration_precision():
     assert clf.threshold_ == 1.0
     assert not clf.rejects(np.array([0.9999999994]), np.array([0.0])).any()
     assert clf.rejects(np.array([0.5]), np.array([0.0])).all()
+
+
+def test_type_contributions_name_the_features_and_evidence_behind_the_type():
+    """Why a device is its type: behaviour's TreeSHAP contributions name the features its
+    class shifts (features 3c..3c+2 for type c), and the identifier puts the product evidence
+    that matches the type's profile first, its domain (one type's) above its DHCP list (all
+    types')."""
+    df = synthetic_windows()
+    clf = DeviceClassifier(n_estimators=60, seed=1).fit(df, df["label"], df["group"])
+    types = df.select("source", "device_id", pl.col("label").alias("nearest_type")).unique()
+    out = clf.type_contributions(df, types).sort("device_id")
+    assert out.height == types.height
+    for r in out.iter_rows(named=True):
+        c = int(r["device_id"][3])
+        own = set(FEATURE_COLUMNS[c * 3:c * 3 + 3])
+        names = [e["name"] for e in r["type_evidence"]]
+        assert all(e["kind"] == "behaviour" and e["weight"] > 0 for e in r["type_evidence"])
+        assert len(own & set(names[:3])) >= 2, (c, names)
+        assert [e["weight"] for e in r["type_evidence"]] == sorted(
+            (e["weight"] for e in r["type_evidence"]), reverse=True)
+    ident = _identifier_fit(DeviceIdentifier(seed=1, calibration_folds=2,
+                                             behaviour_params={"n_estimators": 30}))
+    ev = types.with_columns(pl.col("nearest_type").replace_strict(
+        TOKENS, return_dtype=pl.List(pl.String)).alias("evidence")).drop("nearest_type")
+    both = ident.type_contributions(df, types, evidence=ev)
+    for r in both.iter_rows(named=True):
+        c = int(r["device_id"][3])
+        kinds = [e["kind"] for e in r["type_evidence"]]
+        assert kinds[0] == "evidence" and "behaviour" in kinds
+        assert kinds == sorted(kinds, key=lambda k: k != "evidence")  # evidence leads
+        first = r["type_evidence"][0]
+        assert first["name"] == f"domain:cloud{c}.com" and first["label"] == "cloud domain"
+        assert "dhcp_prl:1,3,6" not in [e["name"] for e in r["type_evidence"]][:1]

@@ -23,7 +23,7 @@ from flockwatch.serving.console.data import (
     visible_alerts,
     visible_incidents,
 )
-from flockwatch.serving.contract import AlertFlow, AlertKind, Severity
+from flockwatch.serving.contract import AlertFlow, AlertKind, Severity, TypeEvidence
 
 T = TypeVar("T")
 MAX_LIMIT = 1000
@@ -73,6 +73,7 @@ class DeviceOut(BaseModel):
     alerts: int = 0
     severity: Severity | None = None
     local_peers: list[str] = []
+    type_evidence: list[TypeEvidence] = []
 
 
 class PeerOut(BaseModel):
