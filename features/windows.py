@@ -20,6 +20,7 @@ import re
 import zlib
 from dataclasses import dataclass
 
+import numpy as np
 import polars as pl
 
 from flockwatch.features.attribution import attribute
@@ -226,10 +227,13 @@ def window_features(att: pl.DataFrame) -> pl.DataFrame:
     win = win.join(_periodicity(att, keys), on=keys, how="left")
     win = win.join(_name_tokens(att, keys), on=keys, how="left")
     win = win.join(_fingerprints(att, keys), on=keys, how="left")
-    out = win.select(*keys, *META_COLUMNS, *FEATURE_COLUMNS).with_columns(
-        pl.col(FEATURE_COLUMNS).cast(pl.Float64).fill_null(0.0).fill_nan(0.0)
-    )
-    return out.sort(keys)
+    # Nulls and NaNs to 0 in numpy: per-column expressions over 206 columns cost a request of
+    # 100 flows more than all the aggregations before (7-20 ms against 3-8 ms).
+    win = win.sort(keys)
+    X = np.nan_to_num(win.select(FEATURE_COLUMNS).cast(pl.Float64).to_numpy(), nan=0.0,
+                      posinf=np.inf, neginf=-np.inf)
+    return win.select(*keys, *META_COLUMNS).hstack(
+        pl.DataFrame(X, schema=FEATURE_COLUMNS, orient="row"))
 
 
 @functools.lru_cache(maxsize=1)
