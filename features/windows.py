@@ -364,12 +364,14 @@ def _hashed_shares(tokens: pl.DataFrame, att: pl.DataFrame, keys: list[str], pre
     vocab = tokens.select(pl.col("tok").unique())
     vocab = vocab.with_columns(pl.Series(
         "bucket", [token_bucket(t, n) for t in vocab["tok"].to_list()], dtype=pl.Int32))
-    return tokens.join(vocab, on="tok").group_by(keys).agg(_bucket_shares(prefix, n))
-
-
-@functools.lru_cache(maxsize=4)
-def _bucket_shares(prefix: str, n: int) -> list[pl.Expr]:
-    return [(pl.col("bucket") == b).mean().alias(f"{prefix}{b:02d}") for b in range(n)]
+    # bucket counts in numpy: one aggregation of lists, not one expression per bucket
+    g = tokens.join(vocab, on="tok").group_by(keys).agg(pl.col("bucket"))
+    lens = g["bucket"].list.len().to_numpy()
+    shares = np.zeros((g.height, n))
+    np.add.at(shares, (np.repeat(np.arange(g.height), lens), g["bucket"].explode().to_numpy()),
+              1.0)
+    shares /= np.maximum(lens, 1)[:, None]
+    return g.select(keys).hstack(pl.DataFrame(shares, schema=cols, orient="row"))
 
 
 def name_token_rows(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
