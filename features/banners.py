@@ -47,6 +47,24 @@ def http_headers(payload: bytes) -> tuple[bytes, dict[bytes, bytes]]:
     return lines[0].strip(), headers
 
 
+_WANTED = re.compile(rb"\n(user-agent|authorization|server)[ \t]*:[ \t]*([^\r\n]*)",
+                     re.IGNORECASE)
+
+
+def wanted_headers(payload: bytes) -> dict[bytes, bytes]:
+    """``User-Agent``, ``Authorization`` and ``Server`` (lower-case names, first occurrence)
+    of an HTTP message's head in one packet: ``http_headers`` for the three the dissector
+    reads, by one regular expression (the pass's hot path)."""
+    head = payload[:_HEAD]
+    cut = head.find(b"\r\n\r\n")
+    if cut >= 0:
+        head = head[:cut + 2]
+    out: dict[bytes, bytes] = {}
+    for m in _WANTED.finditer(head):
+        out.setdefault(m.group(1).lower(), m.group(2).strip())
+    return out
+
+
 class Http:
     """``http_user_agent`` and ``cleartext_login=http_basic`` (an ``Authorization: Basic``
     header) from requests, ``http_server`` from responses."""
@@ -60,7 +78,7 @@ class Http:
         if to_server:
             if not payload.startswith(_METHODS):
                 return
-            _, h = http_headers(payload)
+            h = wanted_headers(payload)
             ua = h.get(b"user-agent")
             if ua:
                 self.found.add((False, "http_user_agent=" + _text(ua)))
@@ -68,8 +86,7 @@ class Http:
             if auth is not None and auth[:6].lower() == b"basic ":
                 self.found.add((False, "cleartext_login=http_basic"))
         elif payload.startswith(b"HTTP/"):
-            _, h = http_headers(payload)
-            server = h.get(b"server")
+            server = wanted_headers(payload).get(b"server")
             if server:
                 self.found.add((True, "http_server=" + _text(server)))
 
@@ -396,4 +413,4 @@ class Snmp:
 
 __all__ = ["HTTP_PORTS", "SNMP_PORTS", "SSH_PORTS", "TELNET_PORTS", "Ftp", "Http", "Imap",
            "Mqtt", "Pop3", "Snmp", "Ssh", "Telnet", "http_headers", "mqtt_connect_password",
-           "snmp_version", "strip_telnet"]
+           "snmp_version", "strip_telnet", "wanted_headers"]

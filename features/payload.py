@@ -115,13 +115,13 @@ def dissectors() -> dict[tuple[int, int], Factory]:
     return own
 
 
-#: Rows of ``scan_payload``: one piece of connection (a flow as NFStream cuts it) with
-#: results. ``client_entries``/``server_entries`` hold ``kind=value`` sent by either end.
+#: Rows of ``scan_capture``: one piece of connection (a flow as NFStream cuts it) with
+#: results. ``client_entries``/``server_entries`` hold the ``kind=value`` entries sent by
+#: either end, sorted, one a line (null when none).
 SEGMENT_SCHEMA = pl.Schema({
     "protocol": pl.Int16(), "client_ip": pl.String(), "client_port": pl.Int32(),
     "server_ip": pl.String(), "server_port": pl.Int32(), "first_ms": pl.Int64(),
-    "last_ms": pl.Int64(), "client_entries": pl.List(pl.String()),
-    "server_entries": pl.List(pl.String()),
+    "last_ms": pl.Int64(), "client_entries": pl.String(), "server_entries": pl.String(),
     **{name: dtype for name, (dtype, _) in OT_COLUMNS.items()},
 })
 
@@ -154,9 +154,6 @@ class _Flow:
         self.done = False
 
 
-# A connection's key: (ip protocol, client address, client port, server address, server
-# port); addresses as raw bytes until the end.
-_Key = tuple[int, bytes, int, bytes, int]
 
 
 def scan_capture(path: str | os.PathLike[str], *,
@@ -181,74 +178,24 @@ def scan_capture(path: str | os.PathLike[str], *,
         with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             magic = mm[:4]
             if magic in PCAP_MAGIC and len(mm) >= 24:
-                records = _pcap_candidates(mm, magic, state.tcp_ports, state.udp_ports)
+                linktype = struct.unpack_from(PCAP_MAGIC[magic][0] + "I", mm, 20)[0]
+                if linktype & 0x0FFFFFFF == 1:
+                    _scan_ethernet_pcap(mm, magic, state)
+                else:
+                    _scan(mm, _pcap_records(mm, magic, _Walk()), state)
             elif magic == _PCAPNG_SHB and len(mm) >= 12:
-                records = _pcapng_records(mm, _Walk(), [])
+                _scan(mm, _pcapng_records(mm, _Walk(), []), state)
             else:
                 raise InputError(name, "not a pcap or pcapng capture (unrecognised or cut "
                                        "file header)")
-            _scan(mm, records, state)
     except OSError as exc:
         raise InputError(name, f"cannot read: {exc.strerror or exc}") from None
     return Scan(state.announcer.frame(), state.segments())
 
 
-def _pcap_candidates(mm: mmap.mmap, magic: bytes, tcp_ports: frozenset[int],
-                     udp_ports: frozenset[int]) -> Iterator[tuple[int, ...]]:
-    """The records of a classic pcap that may matter, framed as ``captures._pcap_records``
-    frames them (it stops where it does). Most packets of a capture are untagged IP on
-    Ethernet: those that are no TCP or UDP to or from a registered port are dropped here, in
-    the framing loop, before their time is even read."""
-    bo, div = PCAP_MAGIC[magic]
-    linktype = struct.unpack_from(bo + "I", mm, 20)[0] & 0x0FFFFFFF
-    if linktype != 1:
-        yield from _pcap_records(mm, magic, _Walk())
-        return
-    nano = div > 1e6
-    caplen_at = struct.Struct(bo + "I").unpack_from
-    hdr = struct.Struct(bo + _pcap_record_format(bo)).unpack_from
-    ports_at = _PORTS_AT
-    size = len(mm)
-    off = 24
-    trim = Trim(mm)
-    trim_at = trim.at
-    while off + 16 <= size:
-        if off >= trim_at:
-            trim_at = trim(off)
-        caplen = caplen_at(mm, off + 8)[0]
-        d = off + 16
-        if d + caplen > size:
-            return
-        rec = off
-        off = d + caplen
-        if caplen < 42:  # Ethernet, IP and UDP headers
-            continue
-        e0, e1, ip = mm[d + 12], mm[d + 13], d + 14
-        if e0 == 0x81 and e1 == 0:  # one 802.1Q tag
-            e0, e1, ip = mm[d + 16], mm[d + 17], d + 18
-        if e0 == 8 and e1 == 0:  # IPv4
-            proto = mm[ip + 9]
-            l4 = ip + (mm[ip] & 0x0F) * 4
-        elif e0 == 0x86 and e1 == 0xDD:  # IPv6
-            proto = mm[ip + 6]
-            l4 = ip + 40
-        elif e0 == 8 and e1 == 6:  # ARP
-            continue
-        else:  # QinQ, anything else: the full look
-            proto, l4 = 0, off
-        if proto:
-            if proto == 6:
-                ports = tcp_ports
-            elif proto == 17:
-                ports = udp_ports
-            else:
-                continue
-            if l4 + 4 <= off:
-                sport, dport = ports_at(mm, l4)
-                if sport not in ports and dport not in ports:
-                    continue
-        sec, frac, _, wire = hdr(mm, rec)
-        yield rec, sec, frac // 1000 if nano else frac, caplen, wire, d, 1
+# A connection's key: (ip protocol, client address, client port, server address, server
+# port); an IPv4 address as an int, an IPv6 one as its 16 bytes, until the end.
+_Key = tuple[int, int | bytes, int, int | bytes, int]
 
 
 class _State:
@@ -266,6 +213,57 @@ class _State:
         self.open: dict[_Key, _Flow] = {}
         self.rows: list[tuple[object, ...]] = []
         self.columns = list(OT_COLUMNS)
+        self.countdown = _SWEEP_EVERY
+
+    def packet(self, reg: dict[int, Factory], proto: int, src: int | bytes, sport: int,
+               dst: int | bytes, dport: int, t: int, data: bytes) -> None:
+        """One payload-carrying TCP or UDP packet to or from a registered port (or not).
+
+        Only such packets are looked at: a connection is cut where NFStream would cut it
+        seen from them alone (a gap of the idle timeout between two of them, or the active
+        timeout since the first), so every cut of NFStream's is one here too, and a cut
+        NFStream does not make (a gap filled only by bare acknowledgements) costs nothing,
+        for ``attach_payload`` gives each piece to the flow it overlaps most."""
+        make = reg.get(dport)
+        other = reg.get(sport)
+        if make is not None and (other is None or dport <= sport):
+            to_server = True
+            key: _Key = (proto, src, sport, dst, dport)
+        elif other is not None:
+            make, to_server = other, False
+            key = (proto, dst, dport, src, sport)
+        else:
+            return
+        flow = self.open.get(key)
+        if flow is None or t - flow.last >= self.idle_ms or t - flow.first >= self.active_ms:
+            if flow is not None:  # NFStream cuts it here: a new flow, a fresh dissector
+                self.close(key, flow)
+            try:
+                flow = _Flow(make(), t)
+            except Exception:  # noqa: BLE001 - a factory's bug: the flow goes unparsed
+                return
+            self.open[key] = flow
+            self.countdown -= 1
+            if self.countdown <= 0:
+                self.countdown = _SWEEP_EVERY
+                self.expire(t)
+        else:
+            flow.last = t
+            if flow.done:
+                return
+        if to_server:
+            n = flow.n_c = flow.n_c + 1
+        else:
+            n = flow.n_s = flow.n_s + 1
+        cap = flow.cap
+        if cap >= 0 and n > cap:
+            if flow.n_c >= cap and flow.n_s >= cap:
+                flow.done = True
+            return
+        try:
+            flow.dis.packet(t, data, to_server)
+        except Exception:  # noqa: BLE001 - the contract says never; a bug ends this flow only
+            flow.done = True
 
     def close(self, key: _Key, flow: _Flow) -> None:
         """Keep what a finished piece of connection found (nothing when it found nothing)."""
@@ -285,7 +283,8 @@ class _State:
             return
         proto, cip, cport, sip, sport = key
         self.rows.append((proto, _ntop(cip), cport, _ntop(sip), sport, flow.first, flow.last,
-                          sorted(set(client)), sorted(set(server)), *values))
+                          "\n".join(sorted(set(client))) or None,
+                          "\n".join(sorted(set(server))) or None, *values))
 
     def expire(self, now: int) -> None:
         """Close the connections idle for longer than the idle timeout (bounded memory)."""
@@ -298,27 +297,144 @@ class _State:
         for k, f in self.open.items():
             self.close(k, f)
         self.open.clear()
-        return pl.DataFrame(self.rows, schema=SEGMENT_SCHEMA, orient="row")
+        columns = list(zip(*self.rows, strict=True)) if self.rows else [()] * len(SEGMENT_SCHEMA)
+        return pl.DataFrame({name: pl.Series(name, list(values), dtype=dtype)
+                             for (name, dtype), values in zip(SEGMENT_SCHEMA.items(), columns,
+                                                              strict=True)})
 
 
-def _ntop(addr: bytes) -> str:
+def _ntop(addr: int | bytes) -> str:
     # inet_ntop, as NFStream formats addresses, so the two tables join
-    return socket.inet_ntop(socket.AF_INET if len(addr) == 4 else socket.AF_INET6, addr)
+    if isinstance(addr, int):
+        return socket.inet_ntoa(addr.to_bytes(4, "big"))
+    return socket.inet_ntop(socket.AF_INET6, addr)
 
 
-#: Candidate packets between two sweeps of idle connections.
-_SWEEP_EVERY = 1 << 16
+#: New connections between two sweeps of idle ones.
+_SWEEP_EVERY = 1 << 14
+_ADDRS = struct.Struct("!II").unpack_from
+
+
+def _scan_ethernet_pcap(mm: mmap.mmap, magic: bytes, st: _State) -> None:
+    """The hot loop for the common case, a classic pcap of Ethernet frames: framing (as
+    ``captures._pcap_records`` frames, stopping where it stops) and the few offsets that
+    pick the packets that matter, fused; packets that are no TCP or UDP to or from a
+    registered port, and TCP packets without payload, are dropped before their time is even
+    read. Other frames (QinQ, odd EtherTypes) take ``_scan``'s full look."""
+    bo, div = PCAP_MAGIC[magic]
+    nano = div > 1e6
+    caplen_at = struct.Struct(bo + "I").unpack_from
+    hdr = struct.Struct(bo + _pcap_record_format(bo)).unpack_from
+    u16, ports_at, addrs = _U16, _PORTS_AT, _ADDRS
+    tcp, udp = st.tcp, st.udp
+    tcp_ports, udp_ports, announce_ports = st.tcp_ports, st.udp_ports, st.announce_ports
+    add_announcement, packet = st.announcer.add, st.packet
+    size = len(mm)
+    off = 24
+    trim = Trim(mm)
+    trim_at = trim.at
+    while off + 16 <= size:
+        if off >= trim_at:
+            trim_at = trim(off)
+        caplen = caplen_at(mm, off + 8)[0]
+        d = off + 16
+        if d + caplen > size:
+            return
+        rec = off
+        off = d + caplen
+        if caplen < 42:  # Ethernet, IP and UDP headers
+            continue
+        e0, e1, ip = mm[d + 12], mm[d + 13], d + 14
+        if e0 == 0x81 and e1 == 0:  # one 802.1Q tag
+            e0, e1, ip = mm[d + 16], mm[d + 17], d + 18
+        try:
+            if e0 == 8 and e1 == 0:  # IPv4
+                b0 = mm[ip]
+                proto = mm[ip + 9]
+                l4 = ip + (b0 & 0x0F) * 4
+                if proto == 6:  # most packets: TCP, its own shortest way
+                    sport, dport = ports_at(mm, l4)
+                    if sport not in tcp_ports and dport not in tcp_ports:
+                        continue
+                    stop = ip + u16(mm, ip + 2)[0]  # Ethernet padding left out
+                    if stop > off or stop < l4:  # a length of 0 (offloaded) or past the end
+                        stop = off
+                    body = l4 + (mm[l4 + 12] >> 4) * 4
+                    if body >= stop or b0 >> 4 != 4 or u16(mm, ip + 6)[0] & 0x3FFF:
+                        continue  # no payload (most acknowledgements), not v4, a fragment
+                    src, dst = addrs(mm, ip + 12)
+                    sec, frac = hdr(mm, rec)[:2]
+                    packet(tcp, 6, src, sport, dst, dport,
+                           sec * 1000 + (frac // 1_000_000 if nano else frac // 1000),
+                           mm[body:stop])
+                    continue
+                if proto != 17:
+                    continue
+                ports = udp_ports
+                sport, dport = ports_at(mm, l4)
+                if sport not in ports and dport not in ports:
+                    continue
+                if b0 >> 4 != 4 or u16(mm, ip + 6)[0] & 0x3FFF:  # not v4, a fragment
+                    continue
+                stop = ip + u16(mm, ip + 2)[0]  # Ethernet padding left out
+                if stop > off or stop < l4:  # a length of 0 (offloaded) or past the end
+                    stop = off
+                src, dst = addrs(mm, ip + 12)
+                family, alen, a = socket.AF_INET, 4, ip + 12
+            elif e0 == 0x86 and e1 == 0xDD:  # IPv6: TCP or UDP right after the fixed header
+                proto = mm[ip + 6]
+                l4 = ip + 40
+                if proto == 6:
+                    ports = tcp_ports
+                elif proto == 17:
+                    ports = udp_ports
+                else:
+                    continue
+                sport, dport = ports_at(mm, l4)
+                if sport not in ports and dport not in ports:
+                    continue
+                stop = l4 + u16(mm, ip + 4)[0]
+                if stop > off or stop == l4:  # a length of 0 (jumbogram, offloaded)
+                    stop = off
+                src, dst = mm[ip + 8:ip + 24], mm[ip + 24:ip + 40]
+                family, alen, a = socket.AF_INET6, 16, ip + 8
+            elif e0 == 8 and e1 == 6:  # ARP
+                continue
+            else:  # QinQ, anything else: the full look
+                sec, frac, _, wire = hdr(mm, rec)
+                _scan(mm, iter([(rec, sec, frac // 1000 if nano else frac, caplen, wire, d, 1)]),
+                      st)
+                continue
+            if proto == 6:
+                if l4 + 20 > stop:
+                    continue
+                body = l4 + (mm[l4 + 12] >> 4) * 4
+                if body >= stop:  # no payload (most acknowledgements)
+                    continue
+                reg = tcp
+            else:
+                if l4 + 8 > off:
+                    continue
+                if sport in announce_ports or dport in announce_ports:
+                    add_announcement(family, mm[a:a + alen], sport, mm[a + alen:a + 2 * alen],
+                                     dport, mm[l4 + 8:min(off, l4 + u16(mm, l4 + 4)[0])])
+                body = l4 + 8
+                if body >= stop or (sport not in udp and dport not in udp):
+                    continue
+                reg = udp
+            sec, frac = hdr(mm, rec)[:2]
+        except (IndexError, struct.error):  # a record cut inside its headers
+            continue
+        packet(reg, proto, src, sport, dst, dport,
+               sec * 1000 + (frac // 1_000_000 if nano else frac // 1000), mm[body:stop])
 
 
 def _scan(mm: mmap.mmap, records: Iterator[tuple[int, ...]], st: _State) -> None:
-    """The hot loop: a few offsets per record, a dissector call only for the first packets
-    of a connection on a registered port."""
-    u16, ports_at = _U16, _PORTS_AT
+    """Records of any link type and format (``_Record`` of ``features.captures``): a few
+    offsets per record, then ``_State.packet`` for payload-carrying TCP and UDP packets."""
+    u16, ports_at, addrs = _U16, _PORTS_AT, _ADDRS
     tcp, udp, announce_ports = st.tcp, st.udp, st.announce_ports
-    add_announcement = st.announcer.add
-    open_ = st.open
-    idle_ms, active_ms = st.idle_ms, st.active_ms
-    countdown = _SWEEP_EVERY
+    add_announcement, packet = st.announcer.add, st.packet
     for rec in records:
         caplen, d, linktype = rec[3], rec[5], rec[6] & 0x0FFFFFFF
         end = d + caplen
@@ -345,18 +461,28 @@ def _scan(mm: mmap.mmap, records: Iterator[tuple[int, ...]], st: _State) -> None
             if ip >= end:
                 continue
             version = mm[ip] >> 4
+            src: int | bytes
+            dst: int | bytes
             if version == 4:
                 proto = mm[ip + 9]
                 if u16(mm, ip + 6)[0] & 0x3FFF:  # a fragment: not parsed
                     continue
                 l4 = ip + (mm[ip] & 0x0F) * 4
-                stop = min(end, ip + u16(mm, ip + 2)[0])  # Ethernet padding left out
-                alen, a = 4, ip + 12
+                stop = ip + u16(mm, ip + 2)[0]  # Ethernet padding left out
+                if stop > end or stop < l4:  # a length of 0 (offloaded) or past the end
+                    stop = end
+                family, alen, a = socket.AF_INET, 4, ip + 12
+                src, dst = addrs(mm, a)
             elif version == 6:
                 proto = mm[ip + 6]  # TCP or UDP right after the fixed header
                 l4 = ip + 40
-                stop = min(end, l4 + u16(mm, ip + 4)[0])
-                alen, a = 16, ip + 8
+                stop = l4 + u16(mm, ip + 4)[0]
+                if stop > end or stop == l4:  # a length of 0 (jumbogram, offloaded)
+                    stop = end
+                family, alen, a = socket.AF_INET6, 16, ip + 8
+                src, dst = mm[a:a + 16], mm[a + 16:a + 32]
+                if len(dst) != 16:
+                    continue
             else:
                 continue
             if proto == 6:
@@ -366,61 +492,22 @@ def _scan(mm: mmap.mmap, records: Iterator[tuple[int, ...]], st: _State) -> None
                 reg = tcp
                 body = l4 + (mm[l4 + 12] >> 4) * 4
             elif proto == 17:
-                if l4 + 8 > stop:
+                if l4 + 8 > end:
                     continue
                 sport, dport = ports_at(mm, l4)
                 if sport in announce_ports or dport in announce_ports:
-                    add_announcement(
-                        socket.AF_INET if alen == 4 else socket.AF_INET6,
-                        mm[a:a + alen], sport, mm[a + alen:a + 2 * alen], dport,
-                        mm[l4 + 8:min(end, l4 + u16(mm, l4 + 4)[0])])
+                    add_announcement(family, mm[a:a + alen], sport, mm[a + alen:a + 2 * alen],
+                                     dport, mm[l4 + 8:min(end, l4 + u16(mm, l4 + 4)[0])])
                 reg = udp
                 body = l4 + 8
             else:
                 continue
-            make = reg.get(dport)
-            other = reg.get(sport)
-            if make is not None and (other is None or dport <= sport):
-                to_server = True
-            elif other is not None:
-                make, to_server = other, False
-            else:
+            if body >= stop:
                 continue
-            src, dst = mm[a:a + alen], mm[a + alen:a + 2 * alen]
-            t = rec[1] * 1000 + rec[2] // 1000
         except (IndexError, struct.error):  # a record cut inside its headers
             continue
-        key = (proto, src, sport, dst, dport) if to_server else (proto, dst, dport, src, sport)
-        flow = open_.get(key)
-        if flow is None or t - flow.last >= idle_ms or t - flow.first >= active_ms:
-            if flow is not None:  # NFStream cuts it here: a new flow, a fresh dissector
-                st.close(key, flow)
-            try:
-                flow = _Flow(make(), t)
-            except Exception:  # noqa: BLE001 - a factory's bug: the flow goes unparsed
-                continue
-            open_[key] = flow
-            countdown -= 1
-            if countdown <= 0:
-                countdown = _SWEEP_EVERY
-                st.expire(t)
-        else:
-            flow.last = t
-        if flow.done or body >= stop:
-            continue
-        if to_server:
-            n = flow.n_c = flow.n_c + 1
-        else:
-            n = flow.n_s = flow.n_s + 1
-        cap = flow.cap
-        if cap >= 0 and n > cap:
-            if flow.n_c >= cap and flow.n_s >= cap:
-                flow.done = True
-            continue
-        try:
-            flow.dis.packet(t, mm[body:stop], to_server)
-        except Exception:  # noqa: BLE001 - the contract says never; a bug ends this flow only
-            flow.done = True
+        packet(reg, proto, src, sport, dst, dport, rec[1] * 1000 + rec[2] // 1000,
+               mm[body:stop])
 
 
 def clean_entry(entry: str) -> str | None:
@@ -470,10 +557,11 @@ def attach_payload(flows: pl.DataFrame, segments: pl.DataFrame) -> pl.DataFrame:
     ent = best.select(
         "_i",
         pl.when("_fwd").then(pl.col("client_entries")).otherwise(pl.col("server_entries"))
-        .list.eval(pl.lit(">") + pl.element()).alias("_a"),
+        .str.split("\n").list.eval(pl.lit(">") + pl.element()).alias("_a"),
         pl.when("_fwd").then(pl.col("server_entries")).otherwise(pl.col("client_entries"))
-        .list.eval(pl.lit("<") + pl.element()).alias("_b"),
-    ).select("_i", pl.concat_list("_a", "_b").alias("_e")).explode("_e").drop_nulls()
+        .str.split("\n").list.eval(pl.lit("<") + pl.element()).alias("_b"),
+    ).select("_i", pl.concat_list(pl.col("_a").fill_null([]), pl.col("_b").fill_null([]))
+             .alias("_e")).explode("_e").drop_nulls()
     per_flow = ent.group_by("_i").agg(pl.col("_e").unique().sort().str.join("\n")
                                       .alias("_payload"))
     ot = [c for c in OT_COLUMNS if c in flows.columns]

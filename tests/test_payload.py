@@ -404,7 +404,7 @@ def test_registry_and_industrial_merge(monkeypatch, tmp_path):
     path = tmp_path / "mix.pcap"
     w.write(path)
     seg = scan_capture(path).segments
-    assert seg["server_entries"].to_list() == [["ssh_banner=SSH-2.0-x"]]
+    assert seg["server_entries"].to_list() == ["ssh_banner=SSH-2.0-x"]
 
 
 def test_attach_payload_columns_and_orientation():
@@ -418,12 +418,12 @@ def test_attach_payload_columns_and_orientation():
     })
     t = int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
     seg = pl.DataFrame([
-        (6, "10.0.0.1", 40000, "10.0.0.2", 80, t, t + 10, ["http_user_agent=a"],
-         ["http_server=b"]),
-        (6, "10.0.0.1", 40001, "10.0.0.2", 80, t, t + 10, [], ["http_server=c"]),
+        (6, "10.0.0.1", 40000, "10.0.0.2", 80, t, t + 10, "http_user_agent=a",
+         "http_server=b\nhttp_server=d"),
+        (6, "10.0.0.1", 40001, "10.0.0.2", 80, t, t + 10, None, "http_server=c"),
     ], schema=SEGMENT_SCHEMA, orient="row")
     out = attach_payload(flows, seg)
-    assert out["payload"].to_list() == ["<http_server=b\n>http_user_agent=a",
+    assert out["payload"].to_list() == ["<http_server=b\n<http_server=d\n>http_user_agent=a",
                                         ">http_server=c", None]
 
 
