@@ -73,10 +73,11 @@ class Http:
 
     def __init__(self) -> None:
         self.found: set[tuple[bool, str]] = set()
+        self.basic = self.server = False
 
     def packet(self, t_ms: int, payload: bytes, to_server: bool) -> None:
         if to_server:
-            if not payload.startswith(_METHODS):
+            if self.basic or not payload.startswith(_METHODS):
                 return
             h = wanted_headers(payload)
             ua = h.get(b"user-agent")
@@ -85,10 +86,12 @@ class Http:
             auth = h.get(b"authorization")
             if auth is not None and auth[:6].lower() == b"basic ":
                 self.found.add((False, "cleartext_login=http_basic"))
-        elif payload.startswith(b"HTTP/"):
+                self.basic = True  # what a client sends later adds little: the pass is cheap
+        elif not self.server and payload.startswith(b"HTTP/"):
             server = wanted_headers(payload).get(b"server")
             if server:
                 self.found.add((True, "http_server=" + _text(server)))
+                self.server = True  # one server per connection
 
     def entries(self) -> Iterable[tuple[bool, str]]:
         return self.found

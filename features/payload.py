@@ -31,19 +31,24 @@ import socket
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import polars as pl
 
 from flockwatch.features.announce import Announcer
 from flockwatch.features.captures import (
+    _CUT,
     _PCAPNG_SHB,
+    JUMP_S,
+    MAX_CAPLEN,
     PCAP_MAGIC,
+    CaptureInfo,
     Trim,
     _pcap_record_format,
     _pcap_records,
     _pcapng_records,
     _Walk,
+    inspect_capture,
 )
 from flockwatch.features.errors import InputError, stat_input
 from flockwatch.features.ot import OT_COLUMNS, OT_DISSECTORS
@@ -169,19 +174,40 @@ def scan_capture(path: str | os.PathLike[str], *,
     ``InputError`` when the file is no pcap or pcapng capture; a malformed packet is skipped,
     and a dissector's failure ends that dissector, never the pass.
     """
+    return _walk(path, registry, announcements, payload, idle_timeout, active_timeout)[1]
+
+
+def inspect_and_scan(path: str | os.PathLike[str], **kwargs: Any
+                     ) -> tuple[CaptureInfo, Scan]:
+    """``captures.inspect_capture(path)`` and ``scan_capture(path, **kwargs)`` in one walk
+    of a classic pcap (the common case: the capture is walked once, not twice); other
+    files are inspected, then scanned. ``read_capture`` runs it while NFStream meters."""
+    try:
+        info, scan = _walk(path, kwargs.pop("registry", None), **kwargs)
+    except InputError:
+        inspect_capture(path)  # its words for what is wrong with the file
+        raise
+    if info is None:
+        info = inspect_capture(path)
+    return info, scan
+
+
+def _walk(path: str | os.PathLike[str], registry: dict[tuple[int, int], Factory] | None,
+          announcements: bool = True, payload: bool = True, idle_timeout: int = IDLE_TIMEOUT_S,
+          active_timeout: int = ACTIVE_TIMEOUT_S) -> tuple[CaptureInfo | None, Scan]:
+    """The scan, and the framing verdict where the walk gave it (classic pcap)."""
     name = str(path)
     if stat_input(path).st_size == 0:
         raise InputError(name, "empty file (0 bytes), expected a pcap or pcapng capture")
     reg = {} if not payload else dissectors() if registry is None else registry
     state = _State(reg, announcements, idle_timeout * 1000, active_timeout * 1000)
+    info: CaptureInfo | None = None
     try:
         with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             magic = mm[:4]
             if magic in PCAP_MAGIC and len(mm) >= 24:
-                linktype = struct.unpack_from(PCAP_MAGIC[magic][0] + "I", mm, 20)[0]
-                if linktype & 0x0FFFFFFF == 1:
-                    _scan_ethernet_pcap(mm, magic, state)
-                else:
+                info = _scan_ethernet_pcap(mm, magic, state, name)
+                if info.linktypes != (1,):  # the walk framed it; now the full look
                     _scan(mm, _pcap_records(mm, magic, _Walk()), state)
             elif magic == _PCAPNG_SHB and len(mm) >= 12:
                 _scan(mm, _pcapng_records(mm, _Walk(), []), state)
@@ -190,7 +216,7 @@ def scan_capture(path: str | os.PathLike[str], *,
                                        "file header)")
     except OSError as exc:
         raise InputError(name, f"cannot read: {exc.strerror or exc}") from None
-    return Scan(state.announcer.frame(), state.segments())
+    return info, Scan(state.announcer.frame(), state.segments())
 
 
 # A connection's key: (ip protocol, client address, client port, server address, server
@@ -315,34 +341,54 @@ _SWEEP_EVERY = 1 << 14
 _ADDRS = struct.Struct("!II").unpack_from
 
 
-def _scan_ethernet_pcap(mm: mmap.mmap, magic: bytes, st: _State) -> None:
-    """The hot loop for the common case, a classic pcap of Ethernet frames: framing (as
-    ``captures._pcap_records`` frames, stopping where it stops) and the few offsets that
-    pick the packets that matter, fused; packets that are no TCP or UDP to or from a
-    registered port, and TCP packets without payload, are dropped before their time is even
-    read. Other frames (QinQ, odd EtherTypes) take ``_scan``'s full look."""
+def _scan_ethernet_pcap(mm: mmap.mmap, magic: bytes, st: _State, name: str) -> CaptureInfo:
+    """The hot loop for the common case, a classic pcap of Ethernet frames: the walk of
+    ``captures.inspect_capture`` (its verdict on the framing and the times, returned) and the
+    few offsets that pick the packets that matter, fused, so that ``read_capture`` walks such
+    a file once. Packets that are no TCP or UDP to or from a registered port, and TCP packets
+    without payload, are dropped after a few byte reads. Other frames (QinQ, odd EtherTypes)
+    take ``_scan``'s full look."""
     bo, div = PCAP_MAGIC[magic]
     nano = div > 1e6
-    caplen_at = struct.Struct(bo + "I").unpack_from
+    linktype = struct.unpack_from(bo + "I", mm, 20)[0] & 0x0FFFFFFF
     hdr = struct.Struct(bo + _pcap_record_format(bo)).unpack_from
     u16, ports_at, addrs = _U16, _PORTS_AT, _ADDRS
     tcp, udp = st.tcp, st.udp
     tcp_ports, udp_ports, announce_ports = st.tcp_ports, st.udp_ports, st.announce_ports
     add_announcement, packet = st.announcer.add, st.packet
+    w = _Walk()
     size = len(mm)
-    off = 24
+    off, packets = 24, 0
+    clock, hi = 0, -1  # seconds up to ``hi`` need no judging (``captures._inspect_pcap``)
     trim = Trim(mm)
     trim_at = trim.at
-    while off + 16 <= size:
+    while off < size:
         if off >= trim_at:
             trim_at = trim(off)
-        caplen = caplen_at(mm, off + 8)[0]
+        if off + 16 > size:
+            w.halt(off, "cut")
+            break
+        sec, frac, caplen, wire = hdr(mm, off)
         d = off + 16
         if d + caplen > size:
-            return
+            w.halt(off, "cut")
+            break
+        # the walk's bookkeeping, as captures._inspect_pcap keeps it
+        if caplen > MAX_CAPLEN:
+            w.note(_CUT, off)
+        if 0 <= sec <= hi:
+            if sec > clock:
+                clock, hi = sec, sec + JUMP_S
+        else:
+            if hi >= 0:
+                w.clock = clock
+            w.time(off, sec, frac // 1000 if nano else frac)
+            clock = w.clock or 0
+            hi = clock + JUMP_S if w.cand is None and w.clock is not None else -1
+        packets += 1
         rec = off
         off = d + caplen
-        if caplen < 42:  # Ethernet, IP and UDP headers
+        if caplen < 42 or linktype != 1:  # Ethernet, IP and UDP headers
             continue
         e0, e1, ip = mm[d + 12], mm[d + 13], d + 14
         if e0 == 0x81 and e1 == 0:  # one 802.1Q tag
@@ -363,7 +409,6 @@ def _scan_ethernet_pcap(mm: mmap.mmap, magic: bytes, st: _State) -> None:
                     if body >= stop or b0 >> 4 != 4 or u16(mm, ip + 6)[0] & 0x3FFF:
                         continue  # no payload (most acknowledgements), not v4, a fragment
                     src, dst = addrs(mm, ip + 12)
-                    sec, frac = hdr(mm, rec)[:2]
                     packet(tcp, 6, src, sport, dst, dport,
                            sec * 1000 + (frac // 1_000_000 if nano else frac // 1000),
                            mm[body:stop])
@@ -401,7 +446,6 @@ def _scan_ethernet_pcap(mm: mmap.mmap, magic: bytes, st: _State) -> None:
             elif e0 == 8 and e1 == 6:  # ARP
                 continue
             else:  # QinQ, anything else: the full look
-                sec, frac, _, wire = hdr(mm, rec)
                 _scan(mm, iter([(rec, sec, frac // 1000 if nano else frac, caplen, wire, d, 1)]),
                       st)
                 continue
@@ -422,11 +466,13 @@ def _scan_ethernet_pcap(mm: mmap.mmap, magic: bytes, st: _State) -> None:
                 if body >= stop or (sport not in udp and dport not in udp):
                     continue
                 reg = udp
-            sec, frac = hdr(mm, rec)[:2]
         except (IndexError, struct.error):  # a record cut inside its headers
             continue
         packet(reg, proto, src, sport, dst, dport,
                sec * 1000 + (frac // 1_000_000 if nano else frac // 1000), mm[body:stop])
+    if hi >= 0:
+        w.clock = clock
+    return w.info(name, "pcap", (linktype,), packets, size)
 
 
 def _scan(mm: mmap.mmap, records: Iterator[tuple[int, ...]], st: _State) -> None:
@@ -579,4 +625,4 @@ def attach_payload(flows: pl.DataFrame, segments: pl.DataFrame) -> pl.DataFrame:
 
 __all__ = ["ACTIVE_TIMEOUT_S", "DEFAULT_CAP", "IDLE_TIMEOUT_S", "KINDS", "LOGINS",
            "MAX_BUFFER", "MAX_VALUE", "SEGMENT_SCHEMA", "Dissector", "Scan", "attach_payload",
-           "clean_entry", "dissectors", "scan_capture"]
+           "clean_entry", "dissectors", "inspect_and_scan", "scan_capture"]

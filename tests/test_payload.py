@@ -484,3 +484,49 @@ def test_golden_shared_captures(shared_data):
         if not path.exists():
             pytest.skip(f"{rel} not in the shared data")
         assert entries(payload_of(path)) == want, rel
+
+
+def _verdicts_agree(path: Path) -> None:
+    from flockwatch.features.captures import inspect_capture
+    from flockwatch.features.errors import InputError
+    from flockwatch.features.payload import inspect_and_scan
+
+    try:
+        want = inspect_capture(path)
+    except InputError as exc:
+        with pytest.raises(InputError) as got:
+            inspect_and_scan(path)
+        assert got.value.problem == exc.problem
+        return
+    info, scan = inspect_and_scan(path)
+    assert info == want, path
+    assert scan.segments.equals(scan_capture(path).segments)
+
+
+def test_one_walk_gives_the_inspection_verdict(tmp_path):
+    """``read_capture`` takes the framing verdict of a classic pcap from the payload pass's
+    walk: it must be ``inspect_capture``'s, on the hostile captures of the fuzz corpus (cut,
+    huge, odd times, pcapng) too."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
+    from hostile import CAPTURE_CORPUS
+
+    for i, build in enumerate(CAPTURE_CORPUS.values()):
+        case = build()
+        path = tmp_path / f"{i}{case.suffix}"
+        path.write_bytes(case.data)
+        _verdicts_agree(path)
+    w = PcapWriter()
+    telnet_login(w)
+    w.write(tmp_path / "telnet.pcap")
+    _verdicts_agree(tmp_path / "telnet.pcap")
+
+
+def test_one_walk_on_shared_captures(shared_data):
+    paths = sorted((shared_data / "ics-protocols").rglob("*.pcap"))[:40] + sorted(
+        (shared_data / "protocol-samples").rglob("*.pcap"))[:40]
+    if not paths:
+        pytest.skip("no shared pcaps")
+    for path in paths:
+        _verdicts_agree(path)
