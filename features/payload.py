@@ -148,7 +148,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 class _Flow:
     """One piece of connection: its dissector, times and packet counts per direction."""
 
-    __slots__ = ("client", "dis", "done", "first", "last", "n_c", "n_s", "cap")
+    __slots__ = ("cap", "dis", "done", "first", "last", "n_c", "n_s")
 
     def __init__(self, dis: Dissector, t: int) -> None:
         self.dis = dis

@@ -478,6 +478,14 @@ def test_golden_shared_captures(shared_data):
             {">cleartext_login=snmp_v2c"},
         "protocol-samples/snmp/zeek__snmp_snmpv1_trap.pcap": {">cleartext_login=snmp_v1"},
         "ics-protocols/snmp/emreekin__SNMP_SNMPv3.pcap": set(),
+        # the D-Link camera of IoT Sentinel: its cloud's certificate over TLS 1.0, and the
+        # setup app's SOAP client (the camera's own responses carry no Server header)
+        "iot-sentinel/D-LinkCam/Setup-A-1-STA.pcap": {
+            ">http_user_agent=ksoap2-android/2.6.0+",
+            "<tls_cert=subject=CN=*.auto.mydlink.com,O=D-Link Corporation,OU=IT D;"
+            "issuer=CN=GlobalSign Organization Validation CA - SHA256;"
+            "not_before=2015-05-07T06:52:23Z;not_after=2017-09-22T08:22:05Z;self_signed=0",
+            "<tls_version=TLS1.0"},
     }
     for rel, want in cases.items():
         path = shared_data / rel
@@ -530,3 +538,34 @@ def test_one_walk_on_shared_captures(shared_data):
         pytest.skip("no shared pcaps")
     for path in paths:
         _verdicts_agree(path)
+
+
+def test_no_secret_anywhere_in_the_flow_table(tmp_path):
+    """Every kind of clear-text login in one capture: each is reported, and none of the
+    secrets (passwords, the community string, user names) is anywhere in the table."""
+    w = PcapWriter()
+    token = base64.b64encode(f"admin:{SECRET}".encode())
+    Conversation(w, 8080, cport=41000).client(
+        b"GET / HTTP/1.1\r\nAuthorization: Basic " + token + b"\r\n\r\n").close()
+    (Conversation(w, 21, cport=41001).server(b"220 ready\r\n").client(b"USER admin\r\n")
+     .client(f"PASS {SECRET}\r\n".encode()).close())
+    (Conversation(w, 110, cport=41002).client(b"USER admin\r\n")
+     .client(f"PASS {SECRET}\r\n".encode()).close())
+    Conversation(w, 143, cport=41003).client(f"a LOGIN admin {SECRET}\r\n".encode()).close()
+    user, pw = b"admin", SECRET.encode()
+    body = (b"\x00\x04MQTT\x04\xc2\x00\x3c\x00\x02id" + struct.pack("!H", len(user)) + user
+            + struct.pack("!H", len(pw)) + pw)
+    Conversation(w, 1883, cport=41004).client(b"\x10" + bytes([len(body)]) + body).close()
+    community = b"s3cret-community"
+    pdu = bytes.fromhex("a019020101020100020100300e300c06082b060102010101000500")
+    inner = b"\x02\x01\x01\x04" + bytes([len(community)]) + community + pdu
+    udp_packet(w, T0 + 5, CLIENT, SERVER, 41005, 161, b"\x30" + bytes([len(inner)]) + inner)
+    telnet_login(w)
+    path = tmp_path / "logins.pcap"
+    w.write(path)
+    flows, _ = read_capture(path)
+    assert {e for e in entries(flows.filter(pl.col("payload").is_not_null()))
+            if "cleartext_login" in e} == {
+        f">cleartext_login={how}" for how in
+        ("http_basic", "ftp", "pop3", "imap", "mqtt", "snmp_v2c", "telnet")}
+    no_secret_anywhere(flows, SECRET, token.decode(), "admin", "s3cret-community")
