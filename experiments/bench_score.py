@@ -38,6 +38,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -57,7 +58,8 @@ t = time.perf_counter()
 subprocess.run([sys.argv[3], "score", sys.argv[1], "--model", sys.argv[2], "--format", "json",
                 "-o", sys.argv[4], "-q"], check=True)
 dt = time.perf_counter() - t
-print(dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, 0)
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(dt, ru.ru_maxrss, 0, ru.ru_utime + ru.ru_stime)
 """
 # The same `flockwatch score`, with read_capture's payload pass (payload inspection and
 # announcements, ``features.payload``) off: what the pass costs, measured in the same run.
@@ -74,7 +76,8 @@ t = time.perf_counter()
 subprocess.run([sys.executable, "-c", code, "score", sys.argv[1], "--model", sys.argv[2],
                 "--format", "json", "-o", sys.argv[4], "-q"], check=True)
 dt = time.perf_counter() - t
-print(dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, 0)
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(dt, ru.ru_maxrss, 0, ru.ru_utime + ru.ru_stime)
 """
 # Bare NFStream as a whole process too (interpreter start and imports included), as a user
 # running it would: the comparison that matches timing the `flockwatch score` process.
@@ -84,7 +87,8 @@ t = time.perf_counter()
 subprocess.run([sys.executable, "-c", sys.argv[2], sys.argv[1]], check=True,
                capture_output=True)
 dt = time.perf_counter() - t
-print(dt, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, 0)
+ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+print(dt, ru.ru_maxrss, 0, ru.ru_utime + ru.ru_stime)
 """
 
 
@@ -167,6 +171,15 @@ def memory_by_size(data: Path, tmp: Path, model: Path, sizes: list[int]) -> dict
                                                          / first["bare_peak_mb"], 3),
             "score_over_bare_seconds": [round(r["score_seconds"] / r["bare_seconds"], 3)
                                         for r in rows]}
+
+
+def run_cpu(code: str, *args: str) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system, the process's children included) of a
+    timing script that prints them: CPU time is what a loaded machine distorts least."""
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,
+                         check=True, cwd=tempfile.gettempdir())
+    dt, _rss, _rows, cpu = out.stdout.strip().splitlines()[-1].split()
+    return float(dt), float(cpu)
 
 
 def train_model(tmp: Path, *, identity: bool = False, name: str = "model") -> Path:
@@ -268,10 +281,11 @@ def main() -> int:
             bare, bare_proc, ours, no_pass = [], [], [], []
             for _ in range(args.repeats):
                 bare.append(run(BARE, str(cap)))
-                bare_proc.append(run(BARE_PROCESS, str(cap), BARE))
-                ours.append(run(SCORE, str(cap), str(model), flockwatch, str(tmp / "r.json")))
-                no_pass.append(run(SCORE_NO_PASS, str(cap), str(model), flockwatch,
-                                   str(tmp / "r-no-pass.json")))
+                bare_proc.append(run_cpu(BARE_PROCESS, str(cap), BARE))
+                ours.append(run_cpu(SCORE, str(cap), str(model), flockwatch,
+                                    str(tmp / "r.json")))
+                no_pass.append(run_cpu(SCORE_NO_PASS, str(cap), str(model), flockwatch,
+                                       str(tmp / "r-no-pass.json")))
             b_t, o_t = min(x[0] for x in bare), min(x[0] for x in ours)
             bp_t = min(x[0] for x in bare_proc)
             np_t = min(x[0] for x in no_pass)
@@ -289,11 +303,20 @@ def main() -> int:
                 # headline ratio were it off
                 "payload_pass_overhead": round(o_t / np_t, 3),
                 "ratio_without_payload_pass": round(bp_t / np_t, 3),
+                # the same in CPU seconds (all processes), least distorted by a loaded
+                # machine: bare NFStream's over score's, and score's with the pass over without
+                "cpu_ratio": round(min(x[1] for x in bare_proc) / min(x[1] for x in ours), 3),
+                "payload_pass_cpu_overhead": round(min(x[1] for x in ours)
+                                                   / min(x[1] for x in no_pass), 3),
                 "runs_seconds": {"bare_in_process": [round(x[0], 2) for x in bare],
                                  "bare_process": [round(x[0], 2) for x in bare_proc],
                                  "score": [round(x[0], 2) for x in ours],
                                  "score_without_payload_pass": [round(x[0], 2)
                                                                 for x in no_pass]},
+                "cpu_seconds": {"bare_process": [round(x[1], 2) for x in bare_proc],
+                                "score": [round(x[1], 2) for x in ours],
+                                "score_without_payload_pass": [round(x[1], 2)
+                                                               for x in no_pass]},
             }
             res["score_vs_nfstream"] = part1
             print(f"score vs bare NFStream (whole processes): {part1['ratio']} (target >= 0.8); "
