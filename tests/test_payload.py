@@ -569,3 +569,75 @@ def test_no_secret_anywhere_in_the_flow_table(tmp_path):
         f">cleartext_login={how}" for how in
         ("http_basic", "ftp", "pop3", "imap", "mqtt", "snmp_v2c", "telnet")}
     no_secret_anywhere(flows, SECRET, token.decode(), "admin", "s3cret-community")
+
+
+def _sorted(df: pl.DataFrame) -> pl.DataFrame:
+    return df.sort(df.columns)
+
+
+def test_announcements_of_the_one_pass_equal_their_own_pass(shared_data, tmp_path):
+    """The payload pass gives the announcements ``read_announcements`` gives, on real
+    captures and on every framing of test_announce (QinQ, SLL, SLL2, raw IP, IPv6,
+    pcapng)."""
+    from flockwatch.features.announce import read_announcements
+
+    paths = sorted((shared_data / "iot-sentinel").rglob("Setup-A-1-STA.pcap"))[:12] + sorted(
+        (shared_data / "protocol-samples" / "discovery_ssdp_upnp_mdns").rglob("*.pcap*"))
+    import test_announce as ta
+
+    v4 = ipv4(ta.DEV[1], ta.MDNS[1], 17, udp(ta.DEV[1], ta.MDNS[1], 5353, 5353,
+                                             ta.mdns_answer()))
+    v6 = ta.ipv6_udp("fe80::217:88ff:fe24:76ff", "ff02::fb", 5353, 5353, ta.mdns_answer())
+    for name, (linktype, frame) in {
+        "qinq": (1, ta.udp_frame(ta.DEV, ta.SSDP, 1900, 1900, ta.NOTIFY, vlans=(100, 7))),
+        "vlan": (1, ta.udp_frame(ta.DEV, ta.SSDP, 1900, 1900, ta.NOTIFY, vlans=(100,))),
+        "sll": (113, struct.pack("!HHH8sH", 0, 1, 6, b"\0" * 8, 0x0800) + v4),
+        "sll2": (276, struct.pack("!HHIHBB8s", 0x86DD, 0, 2, 1, 0, 6, b"\0" * 8) + v6),
+        "raw": (101, v4),
+        "ipv6eth": (1, ethernet(ta.DEV[0], "33:33:00:00:00:fb", v6, ethertype=0x86DD)),
+    }.items():
+        w = PcapWriter(linktype=linktype)
+        w.add(T0, frame)
+        w.write(tmp_path / f"{name}.pcap")
+        paths.append(tmp_path / f"{name}.pcap")
+    for path in paths:
+        want = read_announcements(path)
+        got = scan_capture(path).announcements
+        assert _sorted(got).equals(_sorted(want)), path
+    assert scan_capture(tmp_path / "qinq.pcap").announcements.height > 0
+
+
+def ipv6_tcp(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
+    import socket
+
+    seg = struct.pack("!HHIIBBHHH", sport, dport, 1, 1, 0x50, TCP_PSH | TCP_ACK, 1024, 0,
+                      0) + payload
+    return (struct.pack("!IHBB", 0x60000000, len(seg), 6, 64)
+            + socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst)
+            + seg)
+
+
+def test_payload_over_ipv6_vlans_and_cooked_captures(tmp_path):
+    request = b"GET / HTTP/1.1\r\nUser-Agent: six/1.0\r\n\r\n"
+    v6 = ipv6_tcp("fd00::10", "fd00::20", 40000, 80, request)
+    v4 = ipv4(CLIENT[1], SERVER[1], 6, tcp(CLIENT[1], SERVER[1], 40000, 80, 1, 1,
+                                          TCP_PSH | TCP_ACK, request))
+    tag = struct.pack("!HH", 100, 0x0800)
+    cases = {
+        "ipv6": (1, ethernet(CLIENT[0], SERVER[0], v6, ethertype=0x86DD)),
+        "vlan": (1, ethernet(CLIENT[0], SERVER[0], tag + v4, ethertype=0x8100)),
+        "qinq": (1, ethernet(CLIENT[0], SERVER[0], struct.pack("!HH", 7, 0x8100) + tag + v4,
+                             ethertype=0x88A8)),
+        "sll": (113, struct.pack("!HHH8sH", 0, 1, 6, b"\0" * 8, 0x0800) + v4),
+        "raw": (101, v4),
+        "padded": (1, ethernet(CLIENT[0], SERVER[0], v4 + b"\0" * 30)),
+    }
+    for name, (linktype, frame) in cases.items():
+        w = PcapWriter(linktype=linktype)
+        w.add(T0, frame)
+        w.write(tmp_path / f"{name}.pcap")
+        seg = scan_capture(tmp_path / f"{name}.pcap").segments
+        assert seg["client_entries"].to_list() == ["http_user_agent=six/1.0"], name
+    six = scan_capture(tmp_path / "ipv6.pcap").segments.row(0, named=True)
+    assert (six["client_ip"], six["server_ip"], six["server_port"]) == ("fd00::10", "fd00::20",
+                                                                        80)
