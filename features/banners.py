@@ -374,6 +374,16 @@ def _ber(p: bytes, i: int) -> tuple[int, int, int] | None:
 def snmp_version(payload: bytes) -> int | None:
     """The version field of an SNMP message (0 v1, 1 v2c, 3 v3) when it has the shape of one
     (a SEQUENCE of an INTEGER and, for v1/v2c, a community OCTET STRING); else None."""
+    message = snmp_message(payload)
+    return None if message is None else message[0]
+
+
+#: PDU tags of messages an agent sends unasked: v1 Trap, InformRequest, SNMPv2-Trap.
+_UNASKED = frozenset({0xA4, 0xA6, 0xA7})
+
+
+def snmp_message(payload: bytes) -> tuple[int, int | None] | None:
+    """(version, PDU tag) of an SNMP message (the tag None for v3 or when cut)."""
     top = _ber(payload, 0)
     if top is None or top[0] != 0x30:
         return None
@@ -385,13 +395,16 @@ def snmp_version(payload: bytes) -> int | None:
         community = _ber(payload, ver[1] + ver[2])
         if community is None or community[0] != 0x04:
             return None
-        return version
-    return version if version == 3 else None
+        pdu = community[1] + community[2]
+        return version, payload[pdu] if pdu < len(payload) else None
+    return (version, None) if version == 3 else None
 
 
 class Snmp:
     """``cleartext_login=snmp_v1`` or ``snmp_v2c``: a v1/v2c message from the client (a
-    request to 161, a trap to 162) carries its community string in clear by design."""
+    request to 161, a trap to 162) carries its community string in clear by design. A trap
+    an agent sends from port 161 to a manager's 162 makes the agent the flow's server (the
+    lower port): such a trap counts as sent by the server."""
 
     cap: int | None = 4
 
@@ -399,13 +412,13 @@ class Snmp:
         self.found: set[tuple[bool, str]] = set()
 
     def packet(self, t_ms: int, payload: bytes, to_server: bool) -> None:
-        if not to_server:
+        message = snmp_message(payload)
+        if message is None or not (to_server or message[1] in _UNASKED):
             return
-        v = snmp_version(payload)
-        if v == 0:
-            self.found.add((False, "cleartext_login=snmp_v1"))
-        elif v == 1:
-            self.found.add((False, "cleartext_login=snmp_v2c"))
+        if message[0] == 0:
+            self.found.add((not to_server, "cleartext_login=snmp_v1"))
+        elif message[0] == 1:
+            self.found.add((not to_server, "cleartext_login=snmp_v2c"))
 
     def entries(self) -> Iterable[tuple[bool, str]]:
         return self.found
@@ -416,4 +429,4 @@ class Snmp:
 
 __all__ = ["HTTP_PORTS", "SNMP_PORTS", "SSH_PORTS", "TELNET_PORTS", "Ftp", "Http", "Imap",
            "Mqtt", "Pop3", "Snmp", "Ssh", "Telnet", "http_headers", "mqtt_connect_password",
-           "snmp_version", "strip_telnet", "wanted_headers"]
+           "snmp_message", "snmp_version", "strip_telnet", "wanted_headers"]

@@ -303,6 +303,22 @@ def test_snmp_and_mqtt_logins(tmp_path):
     no_secret_anywhere(flows, "public")
 
 
+def test_snmp_trap_from_port_161(tmp_path):
+    """An agent sending its trap from 161 to a manager's 162 is the flow's server by the
+    lower-port rule; its community still counts, as the agent's."""
+    pdu = bytes.fromhex("020101020100020100") + b"\x30\x00"  # ids, no variables
+    body = b"\x02\x01\x01\x04\x07private\xa7" + bytes([len(pdu)]) + pdu
+    trap = b"\x30" + bytes([len(body)]) + body
+    w = PcapWriter()
+    udp_packet(w, T0, SERVER, CLIENT, 161, 162, trap)
+    path = tmp_path / "trap.pcap"
+    w.write(path)
+    flows = payload_of(path)
+    assert flows["src_ip"].to_list() == [SERVER[1]]
+    assert flows["payload"].to_list() == [">cleartext_login=snmp_v2c"]
+    no_secret_anywhere(flows, "private")
+
+
 def test_reply_first_flow_keeps_the_senders_right(tmp_path):
     """A capture that starts with the server's packet: ``orient`` flips the flow, and the
     server's entry must still be marked as sent by the flow's dst."""
