@@ -240,6 +240,7 @@ class _State:
         self.rows: list[tuple[object, ...]] = []
         self.columns = list(OT_COLUMNS)
         self.countdown = _SWEEP_EVERY
+        self.cleaned: dict[str, str | None] = {}  # entry -> clean_entry(entry): they repeat
 
     def packet(self, reg: dict[int, Factory], proto: int, src: int | bytes, sport: int,
                dst: int | bytes, dport: int, t: int, data: bytes) -> None:
@@ -251,15 +252,15 @@ class _State:
         NFStream does not make (a gap filled only by bare acknowledgements) costs nothing,
         for ``attach_payload`` gives each piece to the flow it overlaps most."""
         make = reg.get(dport)
-        other = reg.get(sport)
-        if make is not None and (other is None or dport <= sport):
+        if make is not None and (dport <= sport or sport not in reg):
             to_server = True
             key: _Key = (proto, src, sport, dst, dport)
-        elif other is not None:
-            make, to_server = other, False
-            key = (proto, dst, dport, src, sport)
         else:
-            return
+            make = reg.get(sport)
+            if make is None:
+                return
+            to_server = False
+            key = (proto, dst, dport, src, sport)
         flow = self.open.get(key)
         if flow is None or t - flow.last >= self.idle_ms or t - flow.first >= self.active_ms:
             if flow is not None:  # NFStream cuts it here: a new flow, a fresh dissector
@@ -296,9 +297,14 @@ class _State:
         dis = flow.dis
         client: list[str] = []
         server: list[str] = []
+        cleaned = self.cleaned
         try:
             for by_server, entry in dis.entries():
-                e = clean_entry(entry)
+                e = cleaned.get(entry, "")
+                if e == "":
+                    if len(cleaned) > 4096:
+                        cleaned.clear()
+                    e = cleaned[entry] = clean_entry(entry)
                 if e:
                     (server if by_server else client).append(e)
             cols = dis.columns()
