@@ -5,7 +5,8 @@ The JSON Schema of the score report is generated from these types (``json_schema
 document and the code cannot drift apart. ``SCHEMA_VERSION`` numbers the report's shape: it
 changes whenever a field is renamed, removed or changes meaning (v1, flockwatch 0.5: alerts'
 ``score`` became ``anomaly_score`` like the windows', an incident's likely origin
-``origin`` instead of ``source``, which everywhere else names the input).
+``origin`` instead of ``source``, which everywhere else names the input; v2, flockwatch 0.6:
+the report's ``findings`` and ``vulnerabilities``, and the devices' risk columns).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Severity(enum.StrEnum):

@@ -55,7 +55,10 @@ def inventory(
 
     Example: flockwatch inventory plant.pcap --format json -o devices.json
     """
+    from flockwatch.features.attribution import attribute
+    from flockwatch.features.findings import findings
     from flockwatch.features.inventory import inventory as build_inventory
+    from flockwatch.features.inventory import with_risk
 
     format = format_for(output, format)
     check_output(output, "--output")
@@ -63,7 +66,8 @@ def inventory(
     with cluster_session(cluster, quiet) as client:
         result = read_sources(client, srcs, quiet)
     require_readable(result)
-    inv = build_inventory(result.flows)
+    att = attribute(result.flows)
+    inv = with_risk(build_inventory(result.flows, att), findings(result.flows, att))
     _write_table(inv, format, output, f"{inv.height} devices")
     report_problems(result, quiet)
     if result.errors:
