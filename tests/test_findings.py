@@ -13,6 +13,17 @@ from pathlib import Path
 import jsonschema
 import polars as pl
 import pytest
+from findings_site import (
+    ATTACKER,
+    CAMERA,
+    HMI,
+    LAPTOP,
+    NAS,
+    PLC,
+    REMOTE_READER,
+    ROGUE,
+    write_site,
+)
 from typer.testing import CliRunner
 
 from flockwatch.features import attribute, conform, read_capture
@@ -31,18 +42,6 @@ from flockwatch.features.schema import FLOW_SCHEMA
 from flockwatch.serving.alerts import cef_line
 from flockwatch.serving.cli import app
 from flockwatch.serving.findings import FINDING_SIGNATURES, ReportedFindings, finding_dicts
-
-from findings_site import (
-    ATTACKER,
-    CAMERA,
-    HMI,
-    LAPTOP,
-    NAS,
-    PLC,
-    REMOTE_READER,
-    ROGUE,
-    write_site,
-)
 
 T0 = dt.datetime(2026, 3, 2, 8, 0, tzinfo=dt.UTC)
 GW_MAC = "00:09:5b:00:00:01"
