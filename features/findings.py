@@ -23,6 +23,7 @@ import polars as pl
 
 from flockwatch.features.attribution import master_application
 from flockwatch.features.industrial import INDUSTRIAL_PORTS, INDUSTRIAL_PROTOCOLS
+from flockwatch.features.orient import initiator_syn
 
 #: The rules, in the order findings are listed (``docs/findings.md`` documents each).
 KINDS = ("cleartext_credentials", "obsolete_tls", "bad_certificate", "remote_access_exposed",
@@ -84,11 +85,12 @@ def flow_label() -> pl.Expr:
 
 
 def answered() -> pl.Expr:
-    """A TCP session the server took up: its SYN-ACK was seen (two SYN-flagged packets, the
-    initiator's and the answer's), or the flow was first seen mid-stream with packets both
-    ways. A refused (SYN, RST) or unanswered attempt is not one."""
+    """A TCP session the server took up: packets both ways, and either its SYN-ACK was seen
+    (two SYN-flagged packets, the initiator's and the answer's) or the flow was first seen
+    after the initiator's bare SYN (at the SYN-ACK or mid-stream). A refused (SYN, RST) or
+    unanswered attempt is not one."""
     both = (pl.col("src2dst_packets") > 0) & (pl.col("dst2src_packets") > 0)
-    return (both & ((pl.col("syn_packets") >= 2) | (pl.col("syn_packets") == 0))).fill_null(False)
+    return (both & ((pl.col("syn_packets") >= 2) | ~initiator_syn())).fill_null(False)
 
 
 def _device_is_server() -> pl.Expr:
@@ -215,7 +217,14 @@ def _conversation() -> pl.Expr:
 def _industrial_remote(att: pl.DataFrame) -> pl.DataFrame:
     r = att.with_columns(industrial_protocol().alias("_proto")).filter(
         pl.col("_proto").is_not_null() & ~pl.col("peer_local") & _conversation())
-    role = pl.when(_device_is_server()).then(pl.lit("server")).otherwise(pl.lit("client"))
+    # The server is the side on the protocol's port where one side is (a flow that the
+    # capture shows from its reply on, and that orientation could not flip, says so).
+    ports = list(INDUSTRIAL_PORTS)
+    mine = pl.when(_device_is_server()).then(pl.col("dst_port")).otherwise(pl.col("src_port"))
+    theirs = pl.when(_device_is_server()).then(pl.col("src_port")).otherwise(pl.col("dst_port"))
+    role = (pl.when(mine.is_in(ports) & ~theirs.is_in(ports)).then(pl.lit("server"))
+            .when(theirs.is_in(ports) & ~mine.is_in(ports)).then(pl.lit("client"))
+            .when(_device_is_server()).then(pl.lit("server")).otherwise(pl.lit("client")))
     return _rows(r, "industrial_remote", pl.lit("high"), pl.col("_proto"), role)
 
 

@@ -56,7 +56,8 @@ NEEDS_OT = pytest.mark.skipif(not HAS_OT, reason="the industrial dissectors (fea
 def _flow(i: int, src: tuple[str, str], dst: tuple[str, str], sport: int, dport: int, *,
           app: str = "Unknown", payload: str | None = None, writes: int | None = None,
           requests: int | None = None, program: int | None = None, syn: int = 2,
-          up: int = 5, down: int = 4, proto: int = 6) -> dict[str, object]:
+          up: int = 5, down: int = 4, proto: int = 6, acks: int | None = None
+          ) -> dict[str, object]:
     t = T0 + dt.timedelta(seconds=10 * i)
     return {
         "source": "hand.pcap", "first_seen": t, "last_seen": t + dt.timedelta(seconds=2),
@@ -64,7 +65,8 @@ def _flow(i: int, src: tuple[str, str], dst: tuple[str, str], sport: int, dport:
         "src_port": sport, "dst_port": dport, "protocol": proto, "ip_version": 4,
         "application": app, "packets": up + down, "src2dst_packets": up,
         "dst2src_packets": down, "bytes": 100 * (up + down), "src2dst_bytes": 100 * up,
-        "dst2src_bytes": 100 * down, "syn_packets": syn, "ack_packets": up + down - 1,
+        "dst2src_bytes": 100 * down, "syn_packets": syn,
+        "ack_packets": up + down - 1 if acks is None else acks,
         "rst_packets": 0, "payload": payload, "ot_requests": requests, "ot_writes": writes,
         "ot_program": program,
     }
@@ -158,19 +160,22 @@ def test_remote_access_needs_an_answered_inbound_session() -> None:
         _flow(4, CAMERA, REMOTE, 50004, 22, app="SSH"),  # outbound
         _flow(5, REMOTE, PLC, 50005, 502, app="RDP"),  # RDP cookie to a PLC port: not RDP
         _flow(6, REMOTE, CAMERA, 50006, 2222, app="SSH"),  # SSH on another port: nDPI says
+        _flow(7, REMOTE, CAMERA, 50007, 5900, syn=1, acks=9),  # first seen at the SYN-ACK
     ]
     flows = _table(rows)
     att = attribute(flows)
     ok = flows.select(answered())[:, 0].to_list()
-    assert ok[:3] == [True, False, False]
+    assert ok[:3] == [True, False, False] and ok[7]
     found = findings(flows, att)
     ra = found.filter(pl.col("kind") == "remote_access_exposed")
     assert ra["device_id"].to_list() == [CAMERA[0]]
     assert ra["severity"].to_list() == ["high"]
     msg = ra["message"][0]
     assert "Telnet (23/tcp)" in msg and "SSH (2222/tcp)" in msg and "3389" not in msg
+    assert "VNC (5900/tcp)" in msg and "3 sessions" in msg
     assert sorted(ra["flows"][0].to_list()) == [
-        "203.0.113.7:50000 -> 192.168.1.50:23/tcp", "203.0.113.7:50006 -> 192.168.1.50:2222/tcp"]
+        "203.0.113.7:50000 -> 192.168.1.50:23/tcp", "203.0.113.7:50006 -> 192.168.1.50:2222/tcp",
+        "203.0.113.7:50007 -> 192.168.1.50:5900/tcp"]
 
 
 def test_industrial_remote_both_ways_but_not_probes() -> None:
