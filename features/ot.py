@@ -965,14 +965,15 @@ def ot_window_features(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
 
 
 def _polling(ev: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    """Polling period and jitter per window. The gaps: within a flow, the dissector's
-    per-second median gap between requests for the same item; across flows (a master that
-    opens a connection per poll), the time between two seconds of the same series (device,
-    peer, service port, and the second's functions, units and objects) that come from
-    different flows."""
-    series = ["source", "device_id", "peer_ip", "dst_port", "_fns", "_units", "_objs"]
-    s = ev.select(*keys, *series[2:], "_fid", "_t", "_per").sort(*series, "_t")
-    s = s.with_columns(pl.struct(series).rle_id().alias("_sid"))
+    """Polling period and jitter per window, from the gaps between two requests for the
+    same item: within a flow, the dissector's per-second median gap (a long polling
+    connection); across flows (a master that opens a connection per poll), the time between
+    two seconds of the same series (device, peer, service port, and the second's functions,
+    units and objects) from different flows of the window. Only the window's own requests
+    count, so that a window scores the same alone (the live sensor) as within a capture."""
+    series = ["peer_ip", "dst_port", "_fns", "_units", "_objs"]
+    s = ev.select(*keys, *series, "_fid", "_t", "_per").sort(*keys, *series, "_t")
+    s = s.with_columns(pl.struct(*keys, *series).rle_id().alias("_sid"))
     cross = pl.when((pl.col("_sid") == pl.col("_sid").shift(1))
                     & (pl.col("_fid") != pl.col("_fid").shift(1))).then(pl.col("_t").diff())
     gaps = pl.concat([
