@@ -90,9 +90,7 @@ def read_announcements(path: str | os.PathLike[str]) -> pl.DataFrame:
             found = _scan(mm, records)
     except OSError as exc:
         raise InputError(name, f"cannot read: {exc.strerror or exc}") from None
-    rows = [(_ntop(fam, sip), sport, _ntop(fam, dip), dport, entry)
-            for (fam, sip, sport, dip, dport), entries in found.items() for entry in entries]
-    return pl.DataFrame(rows, schema=ANNOUNCEMENT_SCHEMA, orient="row")
+    return _frame(found)
 
 
 def _ntop(family: int, addr: bytes) -> str:
@@ -150,9 +148,8 @@ def _pcap_candidates(mm: mmap.mmap, magic: bytes) -> Iterator[tuple[int, ...]]:
 
 def _scan(mm: mmap.mmap, records: Iterator[tuple[int, ...]]) -> dict[_Key, set[str]]:
     """The hot loop: a few offsets per record, a parse only for the announcing ports."""
-    found: dict[_Key, set[str]] = {}
-    per_sender: dict[tuple[bytes, int], set[str]] = {}
-    parsed: dict[bytes, list[str]] = {}  # payload -> entries: announcements repeat verbatim
+    announcer = Announcer()
+    add = announcer.add
     u16, ports_at, ports = _U16, _PORTS_AT, _PORTS
     for rec in records:
         caplen, d, linktype = rec[3], rec[5], rec[6] & 0x0FFFFFFF
@@ -203,6 +200,29 @@ def _scan(mm: mmap.mmap, records: Iterator[tuple[int, ...]]) -> dict[_Key, set[s
                 continue
         except (IndexError, struct.error):  # a record cut inside its headers
             continue
+        add(family, sip, sport, dip, dport, payload)
+    return announcer.found()
+
+
+class Announcer:
+    """The entries of announcing UDP packets, per sender key, bounded per endpoint: the part
+    of the pass after the framing, shared with the payload pass (``features.payload``), which
+    walks a capture once for both."""
+
+    __slots__ = ("_found", "_parsed", "_per_sender")
+
+    #: UDP ports whose packets are announcements (either end).
+    PORTS = _PORTS
+
+    def __init__(self) -> None:
+        self._found: dict[_Key, set[str]] = {}
+        self._per_sender: dict[tuple[bytes, int], set[str]] = {}
+        self._parsed: dict[bytes, list[str]] = {}  # payload -> entries: they repeat verbatim
+
+    def add(self, family: int, sip: bytes, sport: int, dip: bytes, dport: int,
+            payload: bytes) -> None:
+        """One UDP packet to or from an announcing port."""
+        parsed = self._parsed
         entries = parsed.get(payload)
         if entries is None:
             entries = _parse(sport, dport, payload)
@@ -210,16 +230,28 @@ def _scan(mm: mmap.mmap, records: Iterator[tuple[int, ...]]) -> dict[_Key, set[s
                 parsed.clear()
             parsed[payload] = entries
         if not entries:
-            continue
-        mine = per_sender.setdefault((sip, sport), set())
-        kept = found.setdefault((family, sip, sport, dip, dport), set())
+            return
+        mine = self._per_sender.setdefault((sip, sport), set())
+        kept = self._found.setdefault((family, sip, sport, dip, dport), set())
         for e in entries:
             if e in mine:
                 kept.add(e)
             elif len(mine) < MAX_PER_ENDPOINT:
                 mine.add(e)
                 kept.add(e)
-    return {k: v for k, v in found.items() if v}
+
+    def found(self) -> dict[_Key, set[str]]:
+        return {k: v for k, v in self._found.items() if v}
+
+    def frame(self) -> pl.DataFrame:
+        """``ANNOUNCEMENT_SCHEMA`` rows of what was found."""
+        return _frame(self.found())
+
+
+def _frame(found: dict[_Key, set[str]]) -> pl.DataFrame:
+    rows = [(_ntop(fam, sip), sport, _ntop(fam, dip), dport, entry)
+            for (fam, sip, sport, dip, dport), entries in found.items() for entry in entries]
+    return pl.DataFrame(rows, schema=ANNOUNCEMENT_SCHEMA, orient="row")
 
 
 def _parse(sport: int, dport: int, payload: bytes) -> list[str]:
@@ -424,4 +456,5 @@ def attach_announcements(flows: pl.DataFrame, ann: pl.DataFrame) -> pl.DataFrame
     return out.with_columns(pl.col("_a").alias("announcements")).select(flows.columns)
 
 
-__all__ = ["ANNOUNCEMENT_SCHEMA", "KINDS", "attach_announcements", "read_announcements"]
+__all__ = ["ANNOUNCEMENT_SCHEMA", "KINDS", "Announcer", "attach_announcements",
+           "read_announcements"]

@@ -21,7 +21,7 @@ from typing import Any
 
 import polars as pl
 
-from flockwatch.features.announce import attach_announcements, read_announcements
+from flockwatch.features.announce import attach_announcements
 from flockwatch.features.captures import (
     IP_LINKTYPES,
     CaptureInfo,
@@ -32,6 +32,7 @@ from flockwatch.features.captures import (
 from flockwatch.features.errors import InputError, stat_input
 from flockwatch.features.errors import Problem as Problem  # re-exported: ExtractResult.problems
 from flockwatch.features.orient import orient
+from flockwatch.features.payload import Scan, attach_payload, scan_capture
 from flockwatch.features.schema import FLOW_SCHEMA, conform, empty_flows
 from flockwatch.features.zeek import looks_like_zeek, read_zeek_conn
 
@@ -164,12 +165,14 @@ def read_capture(
     active_timeout: int = ACTIVE_TIMEOUT_S,
     n_meters: int = 1,
     announcements: bool = True,
+    payload: bool = True,
 ) -> tuple[pl.DataFrame, list[Problem]]:
     """Read one pcap/pcapng file into a flow table.
 
-    With ``announcements`` (the default) a pass of its own over the file, run while NFStream
-    meters it, fills the ``announcements`` column (``features.announce``); without, the column
-    is null (benchmarks compare the two).
+    With ``announcements`` and ``payload`` (the defaults) a pass of its own over the file
+    (``features.payload``), run while NFStream meters it, fills the ``announcements`` column
+    (``features.announce``), the ``payload`` column and the industrial ones; without either,
+    those columns are null (benchmarks compare).
 
     Raises ``InputError`` when the file is no usable capture; returns notices for a truncated
     capture (flows before the cut are kept) or one without IP flows. Records libpcap would
@@ -196,16 +199,20 @@ def read_capture(
         except ValueError as exc:  # a file libpcap refuses: a repaired copy may still do
             return [], str(exc)
 
-    # The announcement pass reads the original file with the framing walk that writes the
-    # repaired copies, so it sees the packets NFStream reads, repaired or not. It runs while
-    # NFStream meters, after the walk of a pcap (one mapping of the file at a time).
-    said: list[pl.DataFrame | BaseException] = []
-    announcer = threading.Thread(target=_announce, args=(path, said), daemon=True)
+    # The payload pass (announcements included) reads the original file with the framing
+    # walk that writes the repaired copies, so it sees the packets NFStream reads, repaired or
+    # not. It runs while NFStream meters, after the walk of a pcap (one mapping of the file
+    # at a time).
+    passing = announcements or payload
+    said: list[Scan | BaseException] = []
+    scan_args = {"announcements": announcements, "payload": payload,
+                 "idle_timeout": idle_timeout, "active_timeout": active_timeout}
+    announcer = threading.Thread(target=_announce, args=(path, said, scan_args), daemon=True)
     rows: list[pl.DataFrame] = []
     failed: str | None = None
     if head.packets >= 0:  # pcapng: walked already
         info = head
-        if announcements:
+        if passing:
             announcer.start()
         if not info.needs_repair:
             rows, failed = meter(name)
@@ -214,8 +221,8 @@ def read_capture(
         # file (its work happens in its own process); a capture that needs repair, which the
         # walk tells only at its end, is read a second time from the repaired copy.
         walked: list[CaptureInfo | BaseException] = []
-        walker = threading.Thread(target=_walk, args=(path, walked, said if announcements
-                                                      else None), daemon=True)
+        walker = threading.Thread(target=_walk, args=(path, walked, said if passing else None,
+                                                      scan_args), daemon=True)
         walker.start()
         try:
             rows, failed = meter(name)
@@ -249,13 +256,15 @@ def read_capture(
     if not rows and read > 0:
         problems.append(Problem(name, f"no IP flows in {read} packets", "notice"))
     flows = orient(pl.concat(rows) if rows else empty_flows())
-    if announcements:
+    if passing:
         if announcer.ident is not None:  # started (pcapng); a pcap's walker did it
             announcer.join()
-        if isinstance(said[0], BaseException):
-            raise said[0]
+        scan = said[0]
+        if isinstance(scan, BaseException):
+            raise scan
         # after ``orient``: its flips decide which endpoint is ``src``
-        flows = attach_announcements(flows, said[0])
+        flows = attach_announcements(flows, scan.announcements)
+        flows = attach_payload(flows, scan.segments)
     return flows, problems
 
 
@@ -287,18 +296,20 @@ def _read_repaired(
 
 
 def _walk(path: str | os.PathLike[str], out: list[CaptureInfo | BaseException],
-          said: list[pl.DataFrame | BaseException] | None = None) -> None:
+          said: list[Scan | BaseException] | None = None,
+          scan_args: dict[str, Any] | None = None) -> None:
     try:
         out.append(inspect_capture(path))
     except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
         out.append(exc)
     if said is not None:
-        _announce(path, said)
+        _announce(path, said, scan_args or {})
 
 
-def _announce(path: str | os.PathLike[str], out: list[pl.DataFrame | BaseException]) -> None:
+def _announce(path: str | os.PathLike[str], out: list[Scan | BaseException],
+              scan_args: dict[str, Any]) -> None:
     try:
-        out.append(read_announcements(path))
+        out.append(scan_capture(path, **scan_args))
     except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
         out.append(exc)
 

@@ -18,8 +18,10 @@ UTC_MS = pl.Datetime("ms", "UTC")
 
 #: Bumped whenever extraction gives other flows for the same capture (v2: split pairs merged
 #: and replies re-oriented, ``features.orient``; v3: the ``announcements`` column, read by a
-#: pass of its own, ``features.announce``): caches of flow tables are keyed by it.
-EXTRACTION_VERSION = 3
+#: pass of its own, ``features.announce``; v4: the ``payload`` column and the industrial
+#: columns, read by the payload pass, ``features.payload``): caches of flow tables are keyed
+#: by it.
+EXTRACTION_VERSION = 4
 
 #: Column name -> (polars dtype, description). The flow-schema table of docs/flows.md is generated
 #: from this mapping (see ``flow_schema_markdown``), so the two cannot drift apart.
@@ -51,6 +53,13 @@ FLOW_COLUMNS: dict[str, tuple[pl.DataType, str]] = {
         "what endpoints announced about themselves in clear text (DHCP vendor class, mDNS "
         "service types, SSDP SERVER/ST/NT/USN/USER-AGENT), one entry a line: `>` sent by src, "
         "`<` by dst, then `kind=value`",
+    ),
+    "payload": (
+        pl.String(),
+        "what the first packets of a TCP or UDP flow on a known port said (software banners, "
+        "HTTP Server/User-Agent, TLS version and certificate, industrial identity, that a "
+        "login crossed in clear, never the secret), one entry a line: `>` sent by src, `<` by "
+        "dst, then `kind=value` (see 'The payload column'; null for Zeek)",
     ),
     "packets": (pl.Int64(), "packets, both directions"),
     "bytes": (pl.Int64(), "bytes on the wire, both directions"),
