@@ -217,8 +217,14 @@ def windows(flows: pl.DataFrame, spec: WindowSpec | None = None) -> pl.DataFrame
     return window_features(att)
 
 
-def window_features(att: pl.DataFrame) -> pl.DataFrame:
-    """Features from attributed flows that already carry window columns."""
+def window_features(att: pl.DataFrame, industrial: bool = True) -> pl.DataFrame:
+    """Features from attributed flows that already carry window columns.
+
+    ``industrial=False`` leaves the industrial features (``features.ot``) at 0, for a caller
+    that adds them over a larger set of flows (``add_industrial``): a flow's industrial
+    requests count in the windows they happened in, which may be later than the window its
+    flow started in.
+    """
     keys = KEY_COLUMNS
     if att.height == 0:
         return empty_windows()
@@ -236,29 +242,37 @@ def window_features(att: pl.DataFrame) -> pl.DataFrame:
     win = win.join(_periodicity(att, keys), on=keys, how="left")
     win = win.join(_name_tokens(att, keys), on=keys, how="left")
     win = win.join(_fingerprints(att, keys), on=keys, how="left")
-    win = _with_ot(win, att, keys)
+    win = win.with_columns(pl.lit(0.0).alias(c) for c in OT_FEATURES)
     out = win.select(*keys, *META_COLUMNS, *FEATURE_COLUMNS).with_columns(
         pl.col(FEATURE_COLUMNS).cast(pl.Float64).fill_null(0.0).fill_nan(0.0)
     )
-    return out.sort(keys)
+    return add_industrial(out, att) if industrial else out.sort(keys)
 
 
-def _with_ot(win: pl.DataFrame, att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    """Join the industrial features (``features.ot``): each second of industrial requests
-    counts in the window it happened in, not in its flow's first window. A window in which a
-    device started no flow but polled or was polled over a longer connection gets a row of
-    its own (no flows, no packets: those count where the flow started)."""
+def add_industrial(win: pl.DataFrame, att: pl.DataFrame) -> pl.DataFrame:
+    """``win`` (a window table) with its industrial features computed from ``att``
+    (attributed flows with window columns: those of ``win``, or more). Each second of
+    industrial requests counts in the window it happened in, not in its flow's first window;
+    a window in which a device started no flow but polled or was polled over a longer
+    connection gets a row of its own (no flows, no packets: those count where the flow
+    started)."""
+    keys = KEY_COLUMNS
     ot = ot_window_features(att, keys)
-    if ot.height == 0:
-        return win.with_columns(pl.lit(0.0).alias(c) for c in OT_FEATURES)
-    extra = ot.join(win.select(keys), on=keys, how="anti")
-    if extra.height:
-        blank = extra.select(
-            *keys, "mac", "ip",
-            pl.lit(0, pl.Int64).alias("packets"), pl.lit(0, pl.Int64).alias("bytes"),
-            pl.lit(0, pl.UInt32).alias("flows"))
-        win = pl.concat([win, blank], how="diagonal_relaxed")
-    return win.join(ot.drop("mac", "ip"), on=keys, how="left")
+    base = win.drop(OT_FEATURES, strict=False)
+    if ot.height:
+        extra = ot.join(base.select(keys), on=keys, how="anti")
+        if extra.height:
+            blank = extra.select(
+                *keys, "mac", "ip",
+                pl.lit(0, pl.Int64).alias("packets"), pl.lit(0, pl.Int64).alias("bytes"),
+                pl.lit(0, pl.UInt32).alias("flows"))
+            base = pl.concat([base, blank], how="diagonal_relaxed")
+        base = base.join(ot.drop("mac", "ip"), on=keys, how="left")
+    else:
+        base = base.with_columns(pl.lit(0.0).alias(c) for c in OT_FEATURES)
+    return base.select(*keys, *META_COLUMNS, *FEATURE_COLUMNS).with_columns(
+        pl.col(FEATURE_COLUMNS).cast(pl.Float64).fill_null(0.0).fill_nan(0.0)
+    ).sort(keys)
 
 
 @functools.lru_cache(maxsize=1)
