@@ -26,6 +26,7 @@ from flockwatch.features.output import ISO_UTC, frame_records, iso_utc, to_json
 from flockwatch.features.windows import (
     KEY_COLUMNS,
     WindowSpec,
+    add_industrial,
     assign_windows,
     parse_duration,
     window_features,
@@ -471,11 +472,12 @@ def score_parts(bundle: Any, flows: pl.DataFrame, *, window: WindowSpec | None =
         part = flows if one else flows.filter(seg == k)
         att = attribute(part, ctx)
         assigned = assign_windows(att, spec, origins)
-        win_parts.append(window_features(assigned))
+        win_parts.append(window_features(assigned, industrial=one))
         if explain:  # what fell into each hashed feature: an alert names it
             tok_parts.append(window_tokens(assigned, KEY_COLUMNS))
         if cspec is not None:
-            cwin_parts.append(window_features(assign_windows(att, cspec, origins)))
+            cwin_parts.append(window_features(assign_windows(att, cspec, origins),
+                                              industrial=one))
         if evidence_wanted:
             # over everything the input shows of each device, not window by window
             ev_parts.append(device_evidence(part, att))
@@ -498,6 +500,13 @@ def score_parts(bundle: Any, flows: pl.DataFrame, *, window: WindowSpec | None =
     if cspec is not None:
         cwin = (pl.concat(cwin_parts).sort(KEY_COLUMNS) if len(cwin_parts) > 1
                 else cwin_parts[0])
+    if not one:
+        # a flow's industrial requests count in the windows they happened in, which may lie
+        # in a later part: those features come from all industrial flows at once
+        ot_att = attribute(flows.filter(pl.col("ot_timeline").is_not_null()), ctx)
+        win = add_industrial(win, assign_windows(ot_att, spec, origins))
+        if cwin is not None and cspec is not None:
+            cwin = add_industrial(cwin, assign_windows(ot_att, cspec, origins))
     evidence = None
     if evidence_wanted:
         evidence = merge_evidence(ev_parts)
