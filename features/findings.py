@@ -46,8 +46,11 @@ CLEARTEXT_SEVERITY = {"snmp_v1": "medium", "snmp_v2c": "medium"}
 OBSOLETE_TLS = {"SSLv2": "high", "SSLv3": "high", "TLS1.0": "medium", "TLS1.1": "medium"}
 
 #: The optional flow columns the rules read, with their dtypes (null where absent).
-_OPTIONAL = {"payload": pl.String(), "ot_requests": pl.Int64(), "ot_writes": pl.Int64(),
-             "ot_program": pl.Int64()}
+_OPTIONAL = {"payload": pl.String(), "ot_protocol": pl.String(), "ot_requests": pl.Int64(),
+             "ot_writes": pl.Int64(), "ot_program": pl.Int64()}
+#: ``ot_protocol`` values in ``features.industrial``'s (nDPI's) spelling.
+OT_NAMES = {"modbus": "Modbus", "dnp3": "DNP3", "s7comm": "S7Comm", "enip": "EthernetIP",
+            "iec104": "IEC60870"}
 
 #: ``evidence`` columns.
 EVIDENCE_SCHEMA = pl.Schema({
@@ -196,13 +199,17 @@ def _remote_access(att: pl.DataFrame) -> pl.DataFrame:
 
 def industrial_protocol() -> pl.Expr:
     """The industrial protocol of a flow, or null: nDPI's name where it is one of
-    ``features.industrial``'s, else the protocol of its service port when nDPI named none
+    ``features.industrial``'s, else the one the industrial dissectors read (``ot_protocol``),
+    else the protocol of its service port when nDPI named none
     (nDPI guesses a name from the port only for flows it could not read, which
     ``_conversation`` then requires to be a real exchange)."""
     app = master_application()
     by_port = pl.col("dst_port").replace_strict(INDUSTRIAL_PORTS, default=None,
                                                 return_dtype=pl.String)
+    dissected = pl.col("ot_protocol").replace_strict(OT_NAMES, default=None,
+                                                     return_dtype=pl.String)
     return (pl.when(app.is_in(list(INDUSTRIAL_PROTOCOLS))).then(app)
+            .when(dissected.is_not_null()).then(dissected)
             .when(app == "Unknown").then(by_port).otherwise(None))
 
 

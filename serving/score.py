@@ -23,6 +23,7 @@ from flockwatch.features.flows import ExtractResult, Problem, expand_sources, ex
 from flockwatch.features.hashing import file_hash
 from flockwatch.features.inventory import RISK_COLUMNS, inventory, merge_inventories, with_risk
 from flockwatch.features.output import ISO_UTC, frame_records, iso_utc, to_json
+from flockwatch.features.software import SOFTWARE_SCHEMA, device_software
 from flockwatch.features.windows import (
     KEY_COLUMNS,
     WindowSpec,
@@ -71,6 +72,9 @@ class ScoreReport:
     findings: list[dict[str, Any]] = field(default_factory=list)
     #: known vulnerabilities of the devices' software (filled where a CVE database is given)
     vulnerabilities: list[dict[str, Any]] = field(default_factory=list)
+    #: the software each device showed (``features.software.device_software`` rows): what
+    #: the devices' ``software``/``firmware`` list, and what vulnerabilities are matched on
+    software: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=SOFTWARE_SCHEMA))
 
     def to_json(self) -> str:
         """The report as JSON text: indented, one scored window a line (windows are most of a
@@ -333,12 +337,12 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
     requests = parts.requests if request_memory is None else request_memory.update(
         parts.requests)
     found = summarise(parts.risks, requests, getattr(bundle, "masters", None))
-    devices = with_risk(devices, found)
+    devices = with_risk(devices, found, parts.software)
     return ScoreReport(devices, scored, alerts, problems, model_uri, grouped,
                        learning=_learning_summary(bundle, scored, include_learning),
                        since=None if lo is None else iso_utc(lo),
                        until=None if hi is None else iso_utc(hi),
-                       findings=finding_dicts(found))
+                       findings=finding_dicts(found), software=parts.software)
 
 
 def _learning_summary(bundle: Any, scored: pl.DataFrame, include_learning: bool
@@ -406,6 +410,8 @@ class ScoredParts:
     risks: pl.DataFrame = field(default_factory=lambda: risk_evidence(pl.DataFrame()))
     #: industrial requests per (device, host) over the whole input: the fallback masters
     requests: pl.DataFrame = field(default_factory=lambda: merge_requests([]))
+    #: the software the devices showed in the flows in range (``device_software``)
+    software: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=SOFTWARE_SCHEMA))
 
 
 def _segments(flows: pl.DataFrame, origins: pl.DataFrame, step_ms: int, align: str,
@@ -465,7 +471,7 @@ def score_parts(bundle: Any, flows: pl.DataFrame, *, window: WindowSpec | None =
             schema={"source": pl.String, "_origin": pl.Int64}), step, spec.align,
             int(segment_flows or 1))
     win_parts, cwin_parts, ev_parts, inv_parts, peer_parts, count_parts = [], [], [], [], [], []
-    risk_parts, request_parts = [], []
+    risk_parts, request_parts, software_parts = [], [], []
     explain = getattr(bundle, "baseline", None) is not None
     tok_parts = []
     for k in (seg.unique().sort().to_list() if flows.height else [0]):
@@ -490,6 +496,7 @@ def score_parts(bundle: Any, flows: pl.DataFrame, *, window: WindowSpec | None =
             att = assigned.drop("start", "end")
         inv_parts.append(inventory(part, att))
         risk_parts.append(risk_evidence(att))
+        software_parts.append(device_software(att))
         peers = new_peers(bundle, assigned)
         if peers is not None:
             peer_parts.append(peers)
@@ -524,7 +531,7 @@ def score_parts(bundle: Any, flows: pl.DataFrame, *, window: WindowSpec | None =
     return ScoredParts(scored, merge_inventories(inv_parts),
                        pl.concat(peer_parts) if peer_parts else None,
                        pl.concat(count_parts), len(win_parts), pl.concat(risk_parts),
-                       merge_requests(request_parts))
+                       merge_requests(request_parts), pl.concat(software_parts))
 
 
 def new_peers(bundle: Any, assigned: pl.DataFrame) -> pl.DataFrame | None:

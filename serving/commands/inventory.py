@@ -59,6 +59,7 @@ def inventory(
     from flockwatch.features.findings import findings
     from flockwatch.features.inventory import inventory as build_inventory
     from flockwatch.features.inventory import with_risk
+    from flockwatch.features.software import device_software
 
     format = format_for(output, format)
     check_output(output, "--output")
@@ -67,7 +68,8 @@ def inventory(
         result = read_sources(client, srcs, quiet)
     require_readable(result)
     att = attribute(result.flows)
-    inv = with_risk(build_inventory(result.flows, att), findings(result.flows, att))
+    inv = with_risk(build_inventory(result.flows, att), findings(result.flows, att),
+                    device_software(att))
     _write_table(inv, format, output, f"{inv.height} devices")
     report_problems(result, quiet)
     if result.errors:
