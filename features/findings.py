@@ -25,6 +25,9 @@ from flockwatch.features.attribution import master_application
 from flockwatch.features.industrial import INDUSTRIAL_PORTS, INDUSTRIAL_PROTOCOLS
 from flockwatch.features.orient import initiator_syn
 
+#: IPv4 multicast and the limited broadcast: never a remote host (a public address ending
+#: in .255 may be one, unlike a private directed broadcast, which is local anyway).
+V4_GROUP = r"^(22[4-9]|23\d)\.|^255\.255\.255\.255$"
 #: The rules, in the order findings are listed (``docs/findings.md`` documents each).
 KINDS = ("cleartext_credentials", "obsolete_tls", "bad_certificate", "remote_access_exposed",
          "industrial_write", "industrial_remote")
@@ -98,6 +101,15 @@ def answered() -> pl.Expr:
 
 def _device_is_server() -> pl.Expr:
     return pl.col("direction") == "in"
+
+
+def remote_peer() -> pl.Expr:
+    """The peer is a non-local unicast address: attribution's ``peer_local`` is false, and
+    the peer is no broadcast or multicast address (an EtherNet/IP ListIdentity broadcast to
+    255.255.255.255 reaches the segment, not the internet)."""
+    peer = pl.col("peer_ip")
+    group = peer.str.contains(V4_GROUP) | peer.str.to_lowercase().str.starts_with("ff")
+    return (~pl.col("peer_local") & peer.is_not_null() & ~group).fill_null(False)
 
 
 def _base(att: pl.DataFrame) -> pl.DataFrame:
@@ -188,7 +200,7 @@ def _service() -> pl.Expr:
 
 
 def _remote_access(att: pl.DataFrame) -> pl.DataFrame:
-    r = att.filter((pl.col("protocol") == 6) & _device_is_server() & ~pl.col("peer_local")
+    r = att.filter((pl.col("protocol") == 6) & _device_is_server() & remote_peer()
                    & answered()).with_columns(_service().alias("_svc")).filter(
         pl.col("_svc").is_not_null())
     sev = pl.col("_svc").replace_strict(REMOTE_ACCESS_SEVERITY, default="medium",
@@ -223,7 +235,7 @@ def _conversation() -> pl.Expr:
 
 def _industrial_remote(att: pl.DataFrame) -> pl.DataFrame:
     r = att.with_columns(industrial_protocol().alias("_proto")).filter(
-        pl.col("_proto").is_not_null() & ~pl.col("peer_local") & _conversation())
+        pl.col("_proto").is_not_null() & remote_peer() & _conversation())
     # The server is the side on the protocol's port where one side is (a flow that the
     # capture shows from its reply on, and that orientation could not flip, says so).
     ports = list(INDUSTRIAL_PORTS)

@@ -185,6 +185,8 @@ def test_industrial_remote_both_ways_but_not_probes() -> None:
         _flow(2, (GW_MAC, "1.59.74.107"), PLC, 40002, 102, up=1, down=1, syn=1),  # refused
         _flow(3, HMI, PLC, 40003, 502, app="Modbus"),  # local
         _flow(4, HMI, (GW_MAC, "52.29.29.242"), 34962, 443, app="TLS"),  # port 34962: client
+        _flow(5, HMI, ("ff:ff:ff:ff:ff:ff", "255.255.255.255"), 40005, 44818, proto=17,
+              app="EthernetIP"),  # ListIdentity broadcast: the segment, not the internet
     ]
     found = findings(_table(rows))
     assert _kinds(found) == {("industrial_remote", HMI[0]), ("industrial_remote", PLC[0])}
