@@ -33,6 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fuzz"))
+import findings_cases  # noqa: E402
 import hostile  # noqa: E402
 from common import arg_parser, report  # noqa: E402
 
@@ -53,6 +54,10 @@ TARGETS: dict[str, Target] = {
                       lambda case: case.data),
     "zeek": Target(hostile.zeek_cases, hostile.check_zeek, hostile.ZEEK_CORPUS,
                    lambda case: case.data),
+    # the risk rules over hostile flow tables (payload text, certificates, OT counters)
+    "findings": Target(findings_cases.flow_tables,
+                       lambda rows, _folder: findings_cases.check_findings(rows),
+                       {k: (lambda v=v: v) for k, v in findings_cases.CORPUS.items()}),
 }
 
 

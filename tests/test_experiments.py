@@ -170,3 +170,17 @@ def test_bench_cluster_small(shared_data, tmp_path):
     assert {"cluster_1_vs_in_process", "cluster_2_vs_cluster_1"} <= set(res["ratios"])
     p = res["projection"]["1_TB_64_workers"]
     assert p["bottleneck"] in p["stage_seconds"]
+
+
+def test_findings_audit_small(shared_data, tmp_path):
+    """The audit over the two small datasets: every capture read, the per-rule counts and
+    the IoT false-finding total present (none of the flow and industrial rules fire on the
+    week-long smart-home captures)."""
+    res = run_script("findings_audit", "--datasets", "long-term-iot", "zeek-logs",
+                     tmp_path=tmp_path)
+    lt = res["datasets"]["long-term-iot"]
+    assert lt["captures"] == 4 and lt["unreadable"] == 0
+    assert set(lt["findings"]) == {"cleartext_credentials", "obsolete_tls", "bad_certificate",
+                                   "remote_access_exposed", "industrial_write",
+                                   "industrial_remote"}
+    assert res["false_findings_iot_total"] == 0
