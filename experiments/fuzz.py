@@ -57,7 +57,7 @@ TARGETS: dict[str, Target] = {
     # the risk rules over hostile flow tables (payload text, certificates, OT counters)
     "findings": Target(findings_cases.flow_tables,
                        lambda rows, _folder: findings_cases.check_findings(rows),
-                       {k: (lambda v=v: v) for k, v in findings_cases.CORPUS.items()}),
+                       findings_cases.corpus()),
 }
 
 

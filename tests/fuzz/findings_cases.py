@@ -6,6 +6,8 @@ dates, odd counters and addresses must give findings or none, never an exception
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import polars as pl
@@ -105,3 +107,8 @@ CORPUS: dict[str, list[dict[str, Any]]] = {
         "seconds": 0, "payload": None, "ot_protocol": "modbus", "ot_requests": -1,
         "ot_writes": 2**40, "ot_program": -5}],
 }
+
+
+def corpus() -> dict[str, Callable[[], list[dict[str, Any]]]]:
+    """``CORPUS`` as the fuzz campaign takes it: name -> () -> input."""
+    return {k: partial(list, v) for k, v in CORPUS.items()}
