@@ -573,3 +573,19 @@ def test_sensor_reports_findings_once(site_captures: tuple[Path, Path], tmp_path
     con.close()
     assert risk[CAMERA[0]] >= 70 and risk[HMI[0]] == 0
     assert "findings=" in sensor.counters.line()
+
+
+def test_console_inventory_rows_carry_risk() -> None:
+    """The console reads the sensor's risk columns (JSON lists as lists, a broken one as
+    none) and sorts the inventory by risk."""
+    from flockwatch.serving.console.data import _sensor_device, sort_devices
+
+    row = _sensor_device({"device_id": "a", "software": '["dropbear 2019.78"]',
+                          "firmware": "not json", "risk_score": 88, "findings": 2})
+    assert row["software"] == ["dropbear 2019.78"] and row["firmware"] == []
+    assert (row["risk_score"], row["findings"]) == (88, 2)
+    old = _sensor_device({"device_id": "b"})  # an inventory without the columns
+    assert old["risk_score"] is None and old["software"] == []
+    ranked = sort_devices([old, row, {**row, "device_id": "c", "risk_score": 15}],
+                          "risk_score", True)
+    assert [d["device_id"] for d in ranked] == ["a", "c", "b"]

@@ -73,6 +73,11 @@ class DeviceOut(BaseModel):
     alerts: int = 0
     severity: Severity | None = None
     local_peers: list[str] = []
+    software: list[str] = []
+    firmware: list[str] = []
+    #: 0-100 from the device's risk findings (docs/findings.md); null where not computed
+    risk_score: int | None = None
+    findings: int | None = None
 
 
 class PeerOut(BaseModel):

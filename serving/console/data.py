@@ -24,7 +24,7 @@ from flockwatch.serving.contract import Severity
 
 #: Inventory columns the console sorts by (whitelisted: a sort key is user input).
 SORTABLE = ("device_id", "mac", "vendor", "device_type", "category", "type_confidence",
-            "baseline", "first_seen", "last_seen", "alerts", "flows", "bytes")
+            "baseline", "first_seen", "last_seen", "alerts", "flows", "bytes", "risk_score")
 
 
 def parse_time(text: str | None) -> dt.datetime | None:
@@ -262,7 +262,18 @@ def _sensor_device(r: dict[str, Any]) -> dict[str, Any]:
         "category_confidence": r.get("category_confidence"),
         "vendor_confidence": r.get("vendor_confidence"), "candidates": candidates,
         "baseline": r.get("status"), "windows": None, "anomalous_windows": None,
+        "software": _json_list(r.get("software")), "firmware": _json_list(r.get("firmware")),
+        "risk_score": r.get("risk_score"), "findings": r.get("findings"),
     }
+
+
+def _json_list(text: Any) -> list[str]:
+    """A JSON list the sensor's inventory keeps (``software``, ``firmware``), or []."""
+    try:
+        value = json.loads(text) if text else []
+    except ValueError:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 def _alerting_devices(alerts: list[dict[str, Any]], known: set[str]) -> list[dict[str, Any]]:
