@@ -311,11 +311,18 @@ def learn_masters(att: pl.DataFrame) -> dict[str, frozenset[str]]:
 
 
 def fallback_masters(requests: pl.DataFrame) -> dict[str, str]:
-    """Per device, the host that sent it most industrial requests (ties: the lowest address):
-    the master taken when none were learnt for the device."""
-    top = requests.sort(["device_id", "requests", "peer"],
-                        descending=[False, True, False]).group_by(
-        "device_id", maintain_order=True).first()
+    """Per device, the master taken when none were learnt for it: of the hosts that sent it
+    industrial requests, the one that sent them to most devices of the input (a SCADA master
+    polls many; an attacker's flood of one device outnumbers the master's requests to it, as
+    on the shared modbus-scada capture, but not its reach), then the one that sent it most
+    requests, then the lowest address."""
+    if requests.height == 0:
+        return {}
+    reach = requests.group_by("peer").agg(pl.col("device_id").n_unique().alias("_reach"))
+    top = (requests.join(reach, on="peer")
+           .sort(["device_id", "_reach", "requests", "peer"],
+                 descending=[False, True, True, False])
+           .group_by("device_id", maintain_order=True).first())
     return dict(zip(top["device_id"].to_list(), top["peer"].to_list(), strict=True))
 
 
@@ -391,8 +398,8 @@ def summarise(ev: pl.DataFrame, requests: pl.DataFrame | None = None,
 
     Industrial writes count only from hosts outside the device's masters: ``masters`` learnt
     by a baseline where it knows the device; otherwise (no baseline, or a device it did not
-    learn) the host that sent the device most industrial requests in ``requests``
-    (``industrial_requests`` of the whole input), which the message says."""
+    learn) the one ``fallback_masters`` takes from ``requests`` (``industrial_requests`` of
+    the whole input), which the message says."""
     if ev.height == 0:
         return pl.DataFrame(schema=FINDING_SCHEMA)
     fallback = fallback_masters(requests if requests is not None
@@ -409,8 +416,8 @@ def summarise(ev: pl.DataFrame, requests: pl.DataFrame | None = None,
                 note = "learnt: " + (_listed(sorted(known)) if known else "none")
             elif device in fallback:
                 known = frozenset({fallback[device]})
-                note = (f"none learnt for it; taken as {fallback[device]}, which sent it "
-                        "most industrial requests here")
+                note = (f"none learnt for it; taken as {fallback[device]}, the host that "
+                        "sent industrial requests to most devices here, then most to it")
             else:
                 known = frozenset()
                 note = "none learnt for it, and no industrial requests to tell one"

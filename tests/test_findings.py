@@ -203,7 +203,7 @@ def _plant(writer: tuple[str, str] = ROGUE) -> pl.DataFrame:
     ])
 
 
-def test_industrial_write_fallback_master_is_the_busiest_host() -> None:
+def test_industrial_write_against_the_fallback_master() -> None:
     flows = _plant()
     att = attribute(flows)
     req = industrial_requests(att)
@@ -216,6 +216,27 @@ def test_industrial_write_fallback_master_is_the_busiest_host() -> None:
     assert w["flows"] == ["192.168.1.71:40001 -> 192.168.1.80:502/tcp"]  # not the HMI's
     assert "2 writes, 1 program change from 192.168.1.71" in w["message"]
     assert f"none learnt for it; taken as {HMI[1]}" in w["message"]
+
+
+def test_fallback_master_reaches_most_devices_before_flooding_one() -> None:
+    """The shared modbus-scada capture's shape: the master polls six RTUs about a hundred
+    times each; another host floods one RTU with thousands of reads. The master, not the
+    flooder, is the RTUs' master, so the master's writes are no finding and the flooder's
+    would be."""
+    rows = [_flow(k, HMI, (f"00:80:f4:00:01:{k:02x}", f"192.168.1.{101 + k}"), 40000 + k, 502,
+                  app="Modbus", requests=102, writes=0, program=0) for k in range(6)]
+    victim = (f"00:80:f4:00:01:{3:02x}", "192.168.1.104")
+    rows.append(_flow(7, ROGUE, victim, 41000, 502, app="Modbus", requests=3345, writes=0,
+                      program=0))
+    rows.append(_flow(8, HMI, victim, 41001, 502, app="Modbus", requests=1, writes=1,
+                      program=0))
+    att = attribute(_table(rows))
+    assert fallback_masters(industrial_requests(att))[victim[0]] == HMI[1]
+    assert findings(_table(rows), att).filter(pl.col("kind") == "industrial_write").height == 0
+    rows[-1] = _flow(8, ROGUE, victim, 41001, 502, app="Modbus", requests=1, writes=1,
+                     program=0)
+    w = findings(_table(rows)).filter(pl.col("kind") == "industrial_write")
+    assert w["device_id"].to_list() == [victim[0]] and ROGUE[1] in w["message"][0]
 
 
 def test_industrial_write_against_learnt_masters() -> None:
