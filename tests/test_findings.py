@@ -610,3 +610,24 @@ def test_console_inventory_rows_carry_risk() -> None:
     ranked = sort_devices([old, row, {**row, "device_id": "c", "risk_score": 15}],
                           "risk_score", True)
     assert [d["device_id"] for d in ranked] == ["a", "c", "b"]
+
+
+@NEEDS_OT
+def test_findings_command_with_a_models_masters(site_captures: tuple[Path, Path],
+                                                tmp_path: Path) -> None:
+    """--model: the masters its baseline learnt decide; the safe capture's HMI writes to a
+    PLC learnt without masters are a finding then, and none without the model."""
+    runner = CliRunner()
+    model = _model(tmp_path, {PLC[0]: frozenset()})
+    r = runner.invoke(app, ["findings", str(site_captures[1]), "-f", "json", "-q"])
+    assert r.exit_code == 0 and json.loads(r.output) == []
+    r = runner.invoke(app, ["findings", str(site_captures[1]), "-f", "json", "-q",
+                            "--model", str(model)])
+    assert r.exit_code == 0, r.output
+    found = json.loads(r.output)
+    assert [f["kind"] for f in found] == ["industrial_write"]
+    assert "learnt: none" in found[0]["message"] and HMI[1] in found[0]["message"]
+    r = runner.invoke(app, ["findings", str(site_captures[1]), "--model",
+                            str(tmp_path / "no-model")])
+    assert r.exit_code == 1 and r.output.count("flockwatch: error:") == 1
+    assert "Traceback" not in r.output

@@ -58,8 +58,9 @@ def findings(
         "--output", "-o", help="Write here (atomically) instead of standard output.")] = None,
     model: Annotated[str | None, typer.Option(
         "--model", "-m", help="A baseline model (URI or folder) whose learnt industrial "
-        "masters decide which writes are findings. Without it, each device's master is the "
-        "host that sent it most industrial requests in the input.")] = None,
+        "masters decide which writes are findings. Without it, a device's master is the "
+        "host that sent industrial requests to most devices of the input (docs/findings.md)."
+        )] = None,
     tracking_uri: TrackingOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     cluster: ClusterOpt = None,
