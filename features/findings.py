@@ -63,7 +63,7 @@ EVIDENCE_SCHEMA = pl.Schema({
     "detail": pl.String(), "role": pl.String(), "count": pl.Int64()})
 #: ``industrial_requests`` columns.
 REQUEST_SCHEMA = pl.Schema({"device_id": pl.String(), "peer": pl.String(),
-                            "requests": pl.Int64()})
+                            "protocol": pl.String(), "requests": pl.Int64()})
 #: ``summarise`` columns: one finding per row.
 FINDING_SCHEMA = pl.Schema({
     "kind": pl.String(), "severity": pl.String(), "device_id": pl.String(),
@@ -272,9 +272,10 @@ def evidence(att: pl.DataFrame) -> pl.DataFrame:
 
 
 def industrial_requests(att: pl.DataFrame) -> pl.DataFrame:
-    """Industrial requests per (device as server, requesting host): ``ot_requests`` where the
-    industrial dissectors counted them, else one per industrial conversation (a flow nDPI
-    names industrial, answered). ``REQUEST_SCHEMA``."""
+    """Industrial requests per (device as server, requesting host, protocol): ``ot_requests``
+    where the industrial dissectors counted them, else one per industrial conversation (a
+    flow nDPI names industrial, answered). ``REQUEST_SCHEMA``; the protocol as
+    ``industrial_protocol`` names it (``industrial`` where it cannot)."""
     if att.height == 0:
         return pl.DataFrame(schema=REQUEST_SCHEMA)
     att = _with_optional(att)
@@ -282,10 +283,12 @@ def industrial_requests(att: pl.DataFrame) -> pl.DataFrame:
     n = pl.when(parsed).then(pl.col("ot_requests")).otherwise(
         pl.when(industrial_protocol().is_not_null() & _conversation()).then(1).otherwise(0))
     return (att.filter(_device_is_server() & pl.col("peer_ip").is_not_null())
-            .select("device_id", pl.col("peer_ip").alias("peer"), n.cast(pl.Int64).alias("n"))
+            .select("device_id", pl.col("peer_ip").alias("peer"),
+                    industrial_protocol().fill_null("industrial").alias("protocol"),
+                    n.cast(pl.Int64).alias("n"))
             .filter(pl.col("n") > 0)
-            .group_by("device_id", "peer").agg(pl.col("n").sum().alias("requests"))
-            .sort("device_id", "peer"))
+            .group_by("device_id", "peer", "protocol").agg(pl.col("n").sum().alias("requests"))
+            .sort("device_id", "peer", "protocol"))
 
 
 def merge_requests(parts: Iterable[pl.DataFrame]) -> pl.DataFrame:
@@ -293,8 +296,8 @@ def merge_requests(parts: Iterable[pl.DataFrame]) -> pl.DataFrame:
     parts = [p for p in parts if p.height]
     if not parts:
         return pl.DataFrame(schema=REQUEST_SCHEMA)
-    return pl.concat(parts).group_by("device_id", "peer").agg(
-        pl.col("requests").sum()).sort("device_id", "peer")
+    return pl.concat(parts).group_by("device_id", "peer", "protocol").agg(
+        pl.col("requests").sum()).sort("device_id", "peer", "protocol")
 
 
 def learn_masters(att: pl.DataFrame) -> dict[str, frozenset[str]]:
@@ -303,27 +306,31 @@ def learn_masters(att: pl.DataFrame) -> dict[str, frozenset[str]]:
     device seen is listed, one that no host sent industrial requests with no master: a write
     to it later is from outside its masters, whoever sends it."""
     req = industrial_requests(att)
-    grouped = req.group_by("device_id").agg(pl.col("peer").unique())
+    grouped = req.group_by("device_id").agg(pl.col("peer").unique())  # any protocol
     out: dict[str, frozenset[str]] = {d: frozenset() for d in att["device_id"].unique()
                                       .drop_nulls().to_list()}
     out.update({d: frozenset(p) for d, p in grouped.iter_rows()})
     return out
 
 
-def fallback_masters(requests: pl.DataFrame) -> dict[str, str]:
-    """Per device, the master taken when none were learnt for it: of the hosts that sent it
-    industrial requests, the one that sent them to most devices of the input (a SCADA master
-    polls many; an attacker's flood of one device outnumbers the master's requests to it, as
-    on the shared modbus-scada capture, but not its reach), then the one that sent it most
-    requests, then the lowest address."""
+def fallback_masters(requests: pl.DataFrame) -> dict[tuple[str, str], str]:
+    """Per (device, protocol), the master taken when none were learnt for the device: of the
+    hosts that sent it requests of that protocol, the one that sent that protocol's requests
+    to most devices of the input (a SCADA master polls many; an attacker's flood of one
+    device outnumbers the master's requests to it, as on the shared modbus-scada capture, but
+    not its reach), then the one that sent the device most of them, then the lowest address.
+    Per protocol, because an engineering station's S7 session with two PLCs makes it no Modbus
+    master of either."""
     if requests.height == 0:
         return {}
-    reach = requests.group_by("peer").agg(pl.col("device_id").n_unique().alias("_reach"))
-    top = (requests.join(reach, on="peer")
-           .sort(["device_id", "_reach", "requests", "peer"],
-                 descending=[False, True, True, False])
-           .group_by("device_id", maintain_order=True).first())
-    return dict(zip(top["device_id"].to_list(), top["peer"].to_list(), strict=True))
+    reach = requests.group_by("peer", "protocol").agg(
+        pl.col("device_id").n_unique().alias("_reach"))
+    top = (requests.join(reach, on=["peer", "protocol"])
+           .sort(["device_id", "protocol", "_reach", "requests", "peer"],
+                 descending=[False, False, True, True, False])
+           .group_by("device_id", "protocol", maintain_order=True).first())
+    return {(d, p): peer for d, p, peer in top.select("device_id", "protocol", "peer")
+            .iter_rows()}
 
 
 class MasterMemory:
@@ -414,14 +421,19 @@ def summarise(ev: pl.DataFrame, requests: pl.DataFrame | None = None,
             if device in learnt:
                 known = learnt[device]
                 note = "learnt: " + (_listed(sorted(known)) if known else "none")
-            elif device in fallback:
-                known = frozenset({fallback[device]})
-                note = (f"none learnt for it; taken as {fallback[device]}, the host that "
-                        "sent industrial requests to most devices here, then most to it")
+                rows = [r for r in rows if r["peer"] not in known]
             else:
-                known = frozenset()
-                note = "none learnt for it, and no industrial requests to tell one"
-            rows = [r for r in rows if r["peer"] not in known]
+                taken: dict[str, str | None] = {}
+                for r in rows:
+                    proto = r["detail"].split(";")[0]
+                    taken[proto] = fallback.get((device, proto))
+                rows = [r for r in rows if r["peer"] != taken[r["detail"].split(";")[0]]]
+                named = [f"{m} ({p})" if len(taken) > 1 else m
+                         for p, m in sorted(taken.items()) if m]
+                note = ("none learnt for it; taken as " + ", ".join(named) + ", the host that "
+                        "sent requests of that protocol to most devices here, then most to it"
+                        if named else "none learnt for it, and no industrial requests to tell "
+                        "one")
             if not rows:
                 continue
         flows = list(dict.fromkeys(r["flow"] for r in rows))

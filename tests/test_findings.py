@@ -209,7 +209,7 @@ def test_industrial_write_against_the_fallback_master() -> None:
     req = industrial_requests(att)
     assert dict(zip(req["peer"].to_list(), req["requests"].to_list(), strict=True)) == {
         HMI[1]: 50, ROGUE[1]: 3}
-    assert fallback_masters(req) == {PLC[0]: HMI[1]}
+    assert fallback_masters(req) == {(PLC[0], "Modbus"): HMI[1]}
     found = findings(flows, att)
     w = found.filter(pl.col("kind") == "industrial_write").row(0, named=True)
     assert w["device_id"] == PLC[0] and w["severity"] == "high"
@@ -231,12 +231,27 @@ def test_fallback_master_reaches_most_devices_before_flooding_one() -> None:
     rows.append(_flow(8, HMI, victim, 41001, 502, app="Modbus", requests=1, writes=1,
                       program=0))
     att = attribute(_table(rows))
-    assert fallback_masters(industrial_requests(att))[victim[0]] == HMI[1]
+    assert fallback_masters(industrial_requests(att))[victim[0], "Modbus"] == HMI[1]
     assert findings(_table(rows), att).filter(pl.col("kind") == "industrial_write").height == 0
     rows[-1] = _flow(8, ROGUE, victim, 41001, 502, app="Modbus", requests=1, writes=1,
                      program=0)
     w = findings(_table(rows)).filter(pl.col("kind") == "industrial_write")
     assert w["device_id"].to_list() == [victim[0]] and ROGUE[1] in w["message"][0]
+
+
+def test_fallback_master_per_protocol() -> None:
+    """The shared modbusBig capture's shape: one host writes a PLC over Modbus; an
+    engineering station holds S7 sessions with it and another PLC. The S7 station reaches
+    more devices but is no Modbus master: the Modbus writer is, and its writes no finding."""
+    other = ("00:80:f4:00:00:81", "192.168.1.81")
+    rows = [_flow(0, ROGUE, PLC, 40000, 502, app="Modbus", requests=2774, writes=1387,
+                  program=0),
+            _flow(1, HMI, PLC, 40001, 102, app="S7CommPlus"),
+            _flow(2, HMI, other, 40002, 102, app="S7CommPlus")]
+    att = attribute(_table(rows))
+    fb = fallback_masters(industrial_requests(att))
+    assert fb[PLC[0], "Modbus"] == ROGUE[1] and fb[PLC[0], "S7CommPlus"] == HMI[1]
+    assert findings(_table(rows), att).filter(pl.col("kind") == "industrial_write").height == 0
 
 
 def test_industrial_write_against_learnt_masters() -> None:
