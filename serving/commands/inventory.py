@@ -51,7 +51,8 @@ def inventory(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     cluster: ClusterOpt = None,
 ) -> None:
-    """List the devices seen in captures or Zeek logs: vendor, addresses, names, protocols.
+    """List the devices seen in captures or Zeek logs: vendor, addresses, names, protocols,
+    software, risk score and findings (docs/findings.md).
 
     Example: flockwatch inventory plant.pcap --format json -o devices.json
     """
