@@ -646,3 +646,20 @@ def test_findings_command_with_a_models_masters(site_captures: tuple[Path, Path]
                             str(tmp_path / "no-model")])
     assert r.exit_code == 1 and r.output.count("flockwatch: error:") == 1
     assert "Traceback" not in r.output
+
+
+def test_console_keeps_findings_out_of_the_sensors_alerts(tmp_path: Path) -> None:
+    """The sensor writes findings to its alerts file; the console reading that file counts
+    them as findings, never as alerts (they have no window)."""
+    from flockwatch.serving.console.data import SensorSource
+
+    f = finding_dicts(findings(_table([_flow(0, REMOTE, CAMERA, 50000, 23, app="Telnet")])))
+    alert = {"kind": "new_device", "severity": "medium", "device_id": "aa", "mac": "aa",
+             "ip": "192.168.1.9", "start": "2026-03-02T08:00:00Z",
+             "end": "2026-03-02T08:05:00Z", "top_features": [], "message": "new device"}
+    path = tmp_path / "alerts.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in [alert, *f]) + "\n")
+    src = SensorSource(None, path)
+    snap = src.snapshot()
+    assert [a["kind"] for a in snap.alerts] == ["new_device"]
+    assert [x["kind"] for x in src.findings] == ["remote_access_exposed"]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from flockwatch.serving.contract import Severity
+from flockwatch.serving.findings import is_finding
 
 #: Inventory columns the console sorts by (whitelisted: a sort key is user input).
 SORTABLE = ("device_id", "mac", "vendor", "device_type", "category", "type_confidence",
@@ -168,6 +169,8 @@ class SensorSource:
         self._inv_stamp: tuple[tuple[float, int], ...] | None = None
         self._devices: list[dict[str, Any]] = []
         self._alerts: list[dict[str, Any]] = []
+        #: the risk findings the sensor wrote to the same file (not shown as alerts)
+        self.findings: list[dict[str, Any]] = []
         self._offset = 0
         self._partial = b""
         self._snap: Snapshot | None = None
@@ -203,6 +206,7 @@ class SensorSource:
             return False
         if size < self._offset:  # rotated or truncated: start over
             self._offset, self._partial, self._alerts = 0, b"", []
+            self.findings = []
         if size == self._offset:
             return False
         with self.alerts_path.open("rb") as f:
@@ -219,7 +223,8 @@ class SensorSource:
             except ValueError:
                 continue  # not an alert line; the file is the sensor's, not ours to judge
             if isinstance(a, dict) and "kind" in a and "device_id" in a:
-                self._alerts.append(a)
+                # risk findings share the file (docs/findings.md): they are no alerts
+                (self.findings if is_finding(a) else self._alerts).append(a)
         return True
 
     def snapshot(self) -> Snapshot:
