@@ -319,6 +319,8 @@ def _finding_cef(finding: dict[str, Any], version: str, esc_h: Any, esc_e: Any) 
         "cs1Label": "findingKind", "cs1": finding["kind"],
         "cs2Label": "evidenceFlow" if flows else None, "cs2": flows[0] if flows else None,
         "cn2Label": "evidenceFlows", "cn2": len(flows),
+        "cs5Label": "modelVersion" if finding.get("model_version") else None,
+        "cs5": finding.get("model_version"),
         "msg": finding.get("message"),
     }
     ext_s = " ".join(f"{k}={esc_e(v)}" for k, v in ext.items() if v not in (None, ""))

@@ -157,7 +157,8 @@ class FindingKind(enum.StrEnum):
 class Finding:
     """A risk seen in a device's traffic, unlike an alert a fact, not a deviation from its
     baseline. ``flows`` names the evidence flows (``src:port -> dst:port/proto``); the
-    ``message`` says that a secret was seen, never the secret."""
+    ``message`` says that a secret was seen, never the secret. ``model_version``: the
+    registry version whose learnt masters the live sensor judged it by."""
 
     kind: FindingKind
     severity: Severity
@@ -168,6 +169,7 @@ class Finding:
     last_seen: str
     flows: list[str]
     message: str
+    model_version: str | None = field(default=None, metadata={"optional": True})
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)

@@ -272,6 +272,8 @@ class Sensor:
                 self.syslog.send(a)
         fresh = self._reported.fresh(rep.findings)
         for f in fresh:
+            if version is not None:
+                f["model_version"] = version
             self.jsonl.send(f)
             if self.syslog:
                 self.syslog.send(f)

@@ -533,7 +533,8 @@ def test_cef_lines_for_findings() -> None:
     assert f"smac={CAMERA[0]}" in line and f"src={CAMERA[1]}" in line
     assert "cs1Label=findingKind cs1=remote_access_exposed" in line
     assert "cs2Label=evidenceFlow cs2=203.0.113.7:50000 -> 192.168.1.50:23/tcp" in line
-    assert "cn2Label=evidenceFlows cn2=1" in line
+    assert "cn2Label=evidenceFlows cn2=1" in line and "cs5" not in line
+    assert "cs5Label=modelVersion cs5=7" in cef_line({**f, "model_version": "7"}, "0.6")
     assert sorted(FINDING_SIGNATURES.values()) == list(range(401, 407))
     assert not set(FINDING_SIGNATURES.values()) & {100, 200, 300}
     # the message's = and \ are escaped, the header's | too
