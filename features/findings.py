@@ -9,7 +9,7 @@ rules that need them nothing to read, never an error.
 
 Work is split so that an input scored part by part (``serving.score.score_parts``) gives the
 findings of the whole: ``evidence`` keeps, per part, the flows that are evidence of a rule, and
-``industrial_requests`` the industrial requests each (device, host) pair made; ``summarise``
+``industrial_requests`` the industrial requests per (device, host, protocol); ``summarise``
 then groups them into one finding per device and rule. Industrial writes need the device's
 masters, which only the whole input (or a baseline) can tell.
 """
