@@ -451,13 +451,15 @@ class S7Dissector(OTDissector):
             if szl_id & 0xFF == 0x11 and size >= 28:
                 if index == 1:
                     self._order = _field(e[2:22])
-                elif index == 7 and e[22:23] == b"V":  # firmware: 'V' major minor patch
-                    self._version = f"{e[-3]}.{e[-2]}.{e[-1]}"
+                elif index == 7 and e[24] == 0x56:  # firmware: type, 'V' major minor patch
+                    self._version = f"{e[25]}.{e[26]}.{e[27]}"
             elif szl_id & 0xFF == 0x1C and index == 7:
                 self._name = _field(e[2:34])
         self._entries = {x for x in self._entries if not x[1].startswith("s7_identity=")}
-        self.identity(True, "s7_identity", "Siemens" if (self._order or self._name) else "",
-                      self._name or self._order, self._version)
+        product = (f"{self._name} ({self._order})" if self._name and self._order
+                   else self._name or self._order)
+        self.identity(True, "s7_identity", "Siemens" if product else "", product,
+                      self._version)
 
 
 # -- EtherNet/IP and CIP -------------------------------------------------------------------
@@ -469,7 +471,9 @@ CIP_CLASSES: dict[int, str] = {
 }
 #: CIP vendor IDs (ODVA) that name a vendor without doubt; others leave the vendor empty.
 CIP_VENDORS = {1: "Rockwell Automation/Allen-Bradley", 5: "Rockwell Automation/Reliance"}
-_CIP_CM, _CIP_FILE = 0x06, 0x37
+#: Connection Manager; File object and Non-Volatile Storage object (firmware updates), whose
+#: object-specific services move programs and firmware.
+_CIP_CM, _CIP_PROGRAM_CLASSES = 0x06, frozenset({0x37, 0xA1})
 
 
 def _cip_path(path: bytes) -> tuple[int | None, str]:
@@ -575,7 +579,7 @@ class ENIPDissector(OTDissector):
             return
         if cls == _CIP_CM:
             kind = "other"  # Forward Open/Close: connection management
-        elif cls == _CIP_FILE and 0x4B <= service <= 0x51:
+        elif cls in _CIP_PROGRAM_CLASSES and service >= 0x4B:
             kind = "program"
         else:
             kind = CIP_CLASSES.get(service, "other")
