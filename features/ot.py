@@ -93,7 +93,6 @@ class OTDissector:
 
     def __init__(self) -> None:
         self._buf = {True: bytearray(), False: bytearray()}
-        self._dead = {True: False, False: False}
         self.requests = 0
         self.classes = [0, 0, 0, 0, 0]
         self.exceptions = 0
@@ -108,21 +107,27 @@ class OTDissector:
 
     # -- the Dissector protocol -----------------------------------------------------------
     def packet(self, t_ms: int, payload: bytes, to_server: bool) -> None:
-        """Feed one packet's payload (never raises)."""
+        """Feed one packet's payload (never raises: a parser's failure drops that
+        direction's buffered bytes)."""
         try:
-            if not payload or self._dead[to_server]:
-                return
-            if not self.stream:
-                self._parse(t_ms, bytes(payload), to_server)
-                return
-            buf = self._buf[to_server]
-            buf += payload
-            used = self._parse(t_ms, bytes(buf), to_server)
-            del buf[:used]
-            if len(buf) > MAX_BUFFER:  # a message longer than any valid one: lost sync
-                buf.clear()
+            self.feed(t_ms, payload, to_server)
         except Exception:  # noqa: BLE001 -- a malformed payload must never reach the caller
             self._buf[to_server].clear()
+
+    def feed(self, t_ms: int, payload: bytes, to_server: bool) -> None:
+        """``packet`` without its safety net: the fuzz targets call this, so that a parser's
+        exception counts as a crash instead of vanishing."""
+        if not payload:
+            return
+        if not self.stream:
+            self._parse(t_ms, bytes(payload), to_server)
+            return
+        buf = self._buf[to_server]
+        buf += payload
+        used = self._parse(t_ms, bytes(buf), to_server)
+        del buf[:used]
+        if len(buf) > MAX_BUFFER:  # a message longer than any valid one: lost sync
+            buf.clear()
 
     def entries(self) -> Iterable[tuple[bool, str]]:
         """(sent by the server, ``kind=value``): the industrial identities seen."""
@@ -178,8 +183,8 @@ class OTDissector:
                 obj: object = None) -> None:
         """Count one request of class ``cls`` (``CLASSES``)."""
         k = CLASSES.index(cls)
-        fn, un = str(function), ("" if unit is None else str(unit))
-        ob = "" if obj is None else str(obj)
+        fn, un = str(function), ("" if unit is None else _token(str(unit)))
+        ob = "" if obj is None else _token(str(obj))
         self.requests += 1
         self.classes[k] += 1
         self.functions[fn] += 1
@@ -216,6 +221,14 @@ class OTDissector:
         if vendor or product or version:
             self._entries.add((by_server, f"{kind}={_field(vendor)};{_field(product)};"
                                           f"{_field(version)}"))
+
+
+_NOT_TOKEN = re.compile(r"[^\w.:/-]")
+
+
+def _token(text: str) -> str:
+    """A unit or object name as the timeline can hold it: no spaces, commas or newlines."""
+    return _NOT_TOKEN.sub("_", text)[:MAX_FIELD]
 
 
 def _joined(items: Iterable[str]) -> str:
@@ -679,20 +692,29 @@ _BACNET_DEVICE = 8
 _BACNET_PROPS = {121: "vendor", 70: "model", 44: "firmware", 12: "software"}
 
 
-def _bacnet_tag(b: bytes, i: int) -> tuple[int, bool, int, int]:
-    """(tag number, context?, value length or 6/7 for opening/closing, value offset)."""
+def _bacnet_tag(b: bytes, i: int) -> tuple[int, bool, int, int] | None:
+    """(tag number, context?, value length or 6/7 for opening/closing, value offset); None
+    where the tag runs past the end."""
+    if i >= len(b):
+        return None
     t = b[i]
     num, ctx, lvt = t >> 4, bool(t & 0x08), t & 0x07
     i += 1
     if num == 15:
+        if i >= len(b):
+            return None
         num, i = b[i], i + 1
     if ctx and lvt in (6, 7):
         return num, ctx, lvt, i
     if lvt == 5:
+        if i >= len(b):
+            return None
         lvt, i = b[i], i + 1
         if lvt == 254:
+            if i + 2 > len(b):
+                return None
             lvt, i = _U16(b, i)[0], i + 2
-    return num, ctx, lvt, i
+    return (num, ctx, lvt, i) if i + lvt <= len(b) else None
 
 
 def _bacnet_string(b: bytes) -> str:
@@ -727,12 +749,15 @@ class BACnetDissector(OTDissector):
         if len(b) < 2 or b[0] != 1:
             return len(data)
         ctrl, i = b[1], 2
-        if ctrl & 0x20:  # DNET, DLEN, DADR
-            i += 3 + b[i + 2]
-        if ctrl & 0x08:  # SNET, SLEN, SADR
-            i += 3 + b[i + 2]
+        for bit in (0x20, 0x08):  # DNET, DLEN, DADR; SNET, SLEN, SADR
+            if ctrl & bit:
+                if i + 3 > len(b):
+                    return len(data)
+                i += 3 + b[i + 2]
         if ctrl & 0x20:
             i += 1  # hop count
+        if i >= len(b):
+            return len(data)
         self.framed = True
         if ctrl & 0x80:  # a network layer message
             return len(data)
@@ -741,8 +766,7 @@ class BACnetDissector(OTDissector):
 
     def _apdu(self, t_ms: int, a: bytes, to_server: bool) -> None:
         kind = a[0] >> 4
-        if kind == 0 and len(a) >= 4:  # confirmed request
-            at = 5 if a[0] & 0x08 else 3
+        if kind == 0 and len(a) > (at := 5 if a[0] & 0x08 else 3):  # confirmed request
             service = a[at]
             if to_server:
                 self.request(t_ms, BACNET_CONFIRMED.get(service, "other"), service, None,
@@ -754,8 +778,7 @@ class BACnetDissector(OTDissector):
             elif to_server:
                 self.request(t_ms, BACNET_UNCONFIRMED.get(service, "other"),
                              BACNET_UNCONFIRMED_BASE + service, None, None)
-        elif kind == 3 and len(a) >= 3:  # complex ack
-            at = 4 if a[0] & 0x08 else 2
+        elif kind == 3 and len(a) > (at := 4 if a[0] & 0x08 else 2):  # complex ack
             service = a[at]
             if service in (12, 14):
                 self._properties(a[at + 1:], service == 14, not to_server)
@@ -773,7 +796,10 @@ class BACnetDissector(OTDissector):
         # application tags: object id (12), max APDU (2), segmentation (9), vendor id (2)
         i, values = 0, list[int]()
         while i < len(b) and len(values) < 4:
-            num, ctx, ln, i = _bacnet_tag(b, i)
+            tag = _bacnet_tag(b, i)
+            if tag is None:
+                return
+            num, ctx, ln, i = tag
             values.append(int.from_bytes(b[i:i + ln], "big") if num != 12 else 0)
             i += ln
         if len(values) == 4:
@@ -791,7 +817,10 @@ class BACnetDissector(OTDissector):
             i += 1  # opening tag 1
         prop = None
         while i < len(b):
-            num, ctx, ln, i = _bacnet_tag(b, i)
+            tag = _bacnet_tag(b, i)
+            if tag is None:
+                break
+            num, ctx, ln, i = tag
             if ctx and ln in (6, 7):
                 continue  # opening/closing tags
             value = b[i:i + ln]
