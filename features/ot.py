@@ -34,9 +34,9 @@ Parsers never raise: a malformed or truncated message is skipped (the fuzz targe
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
-from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -55,6 +55,7 @@ MAX_ITEMS = 512
 MAX_FIELD = 64
 
 CLASSES = ("read", "write", "program", "diagnostic", "other")
+_CLASS_INDEX = {c: i for i, c in enumerate(CLASSES)}
 PROTOCOLS = ("modbus", "dnp3", "s7comm", "enip", "iec104", "bacnet")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f;]")
@@ -74,7 +75,7 @@ class _Second:
     def __init__(self) -> None:
         self.classes = [0, 0, 0, 0, 0]
         self.exceptions = 0
-        self.functions: Counter[str] = Counter()
+        self.functions: dict[str, int] = {}
         self.gaps: list[int] = []
         self.units: set[str] = set()
         self.objects: set[str] = set()
@@ -96,10 +97,12 @@ class OTDissector:
         self.requests = 0
         self.classes = [0, 0, 0, 0, 0]
         self.exceptions = 0
-        self.functions: Counter[str] = Counter()
+        self.functions: dict[str, int] = {}
         self.units: set[str] = set()
         self.objects: set[str] = set()
         self._seconds: dict[int, _Second] = {}
+        self._cur_sec: int | None = None  # the second last counted, and its record
+        self._cur: _Second | None = None
         self._last: dict[tuple[str, str, str], int] = {}
         self._entries: set[tuple[bool, str]] = set()
         #: whether any message of the protocol was recognised (else the columns are null)
@@ -172,41 +175,48 @@ class OTDissector:
 
     def _second(self, t_ms: int) -> _Second | None:
         sec = t_ms // 1000
+        if sec == self._cur_sec:
+            return self._cur
         s = self._seconds.get(sec)
         if s is None:
             if len(self._seconds) >= MAX_SECONDS:
                 return None
             s = self._seconds[sec] = _Second()
+        self._cur_sec, self._cur = sec, s
         return s
 
     def request(self, t_ms: int, cls: str, function: int | str, unit: object = None,
                 obj: object = None) -> None:
-        """Count one request of class ``cls`` (``CLASSES``)."""
-        k = CLASSES.index(cls)
-        fn, un = str(function), ("" if unit is None else _token(str(unit)))
-        ob = "" if obj is None else _token(str(obj))
+        """Count one request of class ``cls`` (``CLASSES``). Runs once per request of a
+        polling capture: kept to dictionary and set operations."""
+        k = _CLASS_INDEX[cls]
+        fn = str(function)
+        un, key = _unit_key(unit, obj)
         self.requests += 1
         self.classes[k] += 1
-        self.functions[fn] += 1
+        f = self.functions
+        f[fn] = f.get(fn, 0) + 1
         if un and len(self.units) < MAX_PER_FLOW:
             self.units.add(un)
-        key = f"{un}/{ob}" if ob else ""
         if key and len(self.objects) < MAX_PER_FLOW:
             self.objects.add(key)
         s = self._second(t_ms)
         if s is None:
             return
         s.classes[k] += 1
-        s.functions[fn] += 1
+        f = s.functions
+        f[fn] = f.get(fn, 0) + 1
         if un and len(s.units) < MAX_PER_SECOND:
             s.units.add(un)
         if key and len(s.objects) < MAX_PER_SECOND:
             s.objects.add(key)
-        item = (fn, un, ob)
+        item = (fn, un, key)
         last = self._last.get(item)
-        if last is not None and t_ms > last:
-            s.gaps.append(t_ms - last)
-        if last is not None or len(self._last) < MAX_ITEMS:
+        if last is not None:
+            if t_ms > last:
+                s.gaps.append(t_ms - last)
+            self._last[item] = t_ms
+        elif len(self._last) < MAX_ITEMS:
             self._last[item] = t_ms
 
     def exception(self, t_ms: int) -> None:
@@ -229,6 +239,13 @@ _NOT_TOKEN = re.compile(r"[^\w.:/-]")
 def _token(text: str) -> str:
     """A unit or object name as the timeline can hold it: no spaces, commas or newlines."""
     return _NOT_TOKEN.sub("_", text)[:MAX_FIELD]
+
+
+@functools.lru_cache(maxsize=4096)
+def _unit_key(unit: object, obj: object) -> tuple[str, str]:
+    """(unit, ``unit/object`` key) as the columns write them (a poll repeats the same few)."""
+    un = "" if unit is None else _token(str(unit))
+    return un, ("" if obj is None else f"{un}/{_token(str(obj))}")
 
 
 def _joined(items: Iterable[str]) -> str:
@@ -489,6 +506,7 @@ CIP_VENDORS = {1: "Rockwell Automation/Allen-Bradley", 5: "Rockwell Automation/R
 _CIP_CM, _CIP_PROGRAM_CLASSES = 0x06, frozenset({0x37, 0xA1})
 
 
+@functools.lru_cache(maxsize=4096)
 def _cip_path(path: bytes) -> tuple[int | None, str]:
     """(class, object key) of a CIP request path (logical class/instance/attribute or an
     ANSI symbolic tag)."""
