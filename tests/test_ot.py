@@ -379,6 +379,8 @@ def test_synthetic_modbus_write_attack_is_seen(site):
     assert writes.height > 0
     assert set(writes["ot_functions"].to_list()) == {"16:1"}
     assert learn.filter(pl.col("ot_protocol") == "modbus")["ot_reads"].sum() > 0
+    s7 = learn.filter(pl.col("ot_protocol") == "s7comm")
+    assert s7["ot_reads"].sum() > 0 and s7["ot_exceptions"].sum() == 0
 
 
 def test_every_dissector_is_registered():
