@@ -964,6 +964,8 @@ def ot_events(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
         t.alias("_t"),
         wstart.cast(pl.Datetime("ms", "UTC")).alias("start"),
         (wstart + length).cast(pl.Datetime("ms", "UTC")).alias("end"),
+        # the flow was open for the whole window (a later one than its first)
+        (pl.col("last_seen").dt.epoch("ms") >= wstart + length).alias("_covers"),
     ).drop("_line", "first_seen", "last_seen")
 
 
@@ -973,15 +975,16 @@ def _split_list(col: str) -> pl.Expr:
 
 
 def ot_window_features(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    """``keys`` + ``mac`` + ``ip`` + ``OT_FEATURES``, one row per window with industrial
-    requests (from ``ot_events``); windows without are absent (their features are 0)."""
+    """``keys`` + ``mac`` + ``ip`` + ``covered`` + ``OT_FEATURES``, one row per window with
+    industrial requests (from ``ot_events``); windows without are absent (their features are
+    0). ``covered``: one of the flows was open for the whole window."""
     ev = ot_events(att, keys)
     if ev.height == 0:
         return pl.DataFrame()
     n = pl.col("_n").sum()
     proto = pl.col("ot_protocol")
     win = ev.group_by(keys).agg(
-        pl.col("mac").first(), pl.col("ip").min(),
+        pl.col("mac").first(), pl.col("ip").min(), pl.col("_covers").any().alias("covered"),
         _safe_log(n).alias("log_ot_requests"),
         *[_share(pl.col(f"_{c[0]}").sum(), n).alias(f"ot_{c}_share") for c in CLASSES[:4]],
         _share(n - pl.sum_horizontal(*(pl.col(f"_{c[0]}").sum() for c in CLASSES[:4])), n)
@@ -1011,7 +1014,7 @@ def ot_window_features(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
         .alias("modbus_fc_other_share"))
     win = win.join(units, on=keys, how="left").join(objs, on=keys, how="left") \
         .join(mix, on=keys, how="left").join(_polling(ev, keys), on=keys, how="left")
-    return win.select(*keys, "mac", "ip", *OT_FEATURES).with_columns(
+    return win.select(*keys, "mac", "ip", "covered", *OT_FEATURES).with_columns(
         pl.col(OT_FEATURES).cast(pl.Float64).fill_null(0.0).fill_nan(0.0))
 
 

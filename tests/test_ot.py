@@ -283,8 +283,8 @@ class Connection:
 
 @pytest.fixture
 def polled(tmp_path: Path) -> Path:
-    """One Modbus connection for 30 s: reads of 10 registers every second; at 24 s and 26 s
-    a write of 3 registers, the second answered with an exception."""
+    """One Modbus connection for 31 s: reads of 10 registers every second; at 24 s and 26 s
+    a write of 3 registers, the second answered with an exception; a last read at 31.5 s."""
     path = tmp_path / "polled.pcap"
     w = PcapWriter()
     c = Connection(w, T0)
@@ -295,6 +295,7 @@ def polled(tmp_path: Path) -> Path:
             resp = (mbap(100 + i, 1, bytes([16, 0, 100, 0, 3])) if i == 24
                     else mbap(100 + i, 1, bytes([0x90, 0x02])))
             c.exchange(t + 0.2, write_multiple(100 + i, 100, [7, 8, 9]), resp)
+    c.exchange(T0 + 31.5, read_holding(99), mbap(99, 1, bytes([3, 20]) + bytes(20)))
     w.write(path)
     return path
 
@@ -306,11 +307,12 @@ def test_flow_columns_and_window_features(polled):
     row = ot.row(0, named=True)
     assert (row["ot_requests"], row["ot_reads"], row["ot_writes"], row["ot_exceptions"],
             row["ot_functions"], row["ot_units"], row["ot_objects"]) == (
-        32, 30, 2, 1, "3:30,16:2", "1", 2)
-    assert len(row["ot_timeline"].split("\n")) == 30
+        33, 31, 2, 1, "3:31,16:2", "1", 2)
+    assert len(row["ot_timeline"].split("\n")) == 31
     win = windows(flows, WindowSpec(10.0))
     plc = win.filter(pl.col("ip") == PLC[1]).sort("start")
-    # the connection started in the first window; its requests count in all three
+    # the connection started in the first window; its requests count in the three it was
+    # open for whole; the fourth, cut short by the capture's end, is no window of its own
     assert plc["flows"].to_list() == [1, 0, 0]
     assert plc["packets"].to_list()[1:] == [0, 0]
     req = plc["log_ot_requests"].exp().round(6) - 1
