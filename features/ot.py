@@ -34,9 +34,9 @@ Parsers never raise: a malformed or truncated message is skipped (the fuzz targe
 
 from __future__ import annotations
 
+import functools
 import re
 import struct
-from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -55,6 +55,7 @@ MAX_ITEMS = 512
 MAX_FIELD = 64
 
 CLASSES = ("read", "write", "program", "diagnostic", "other")
+_CLASS_INDEX = {c: i for i, c in enumerate(CLASSES)}
 PROTOCOLS = ("modbus", "dnp3", "s7comm", "enip", "iec104", "bacnet")
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f;]")
@@ -74,7 +75,7 @@ class _Second:
     def __init__(self) -> None:
         self.classes = [0, 0, 0, 0, 0]
         self.exceptions = 0
-        self.functions: Counter[str] = Counter()
+        self.functions: dict[str, int] = {}
         self.gaps: list[int] = []
         self.units: set[str] = set()
         self.objects: set[str] = set()
@@ -93,14 +94,15 @@ class OTDissector:
 
     def __init__(self) -> None:
         self._buf = {True: bytearray(), False: bytearray()}
-        self._dead = {True: False, False: False}
         self.requests = 0
         self.classes = [0, 0, 0, 0, 0]
         self.exceptions = 0
-        self.functions: Counter[str] = Counter()
+        self.functions: dict[str, int] = {}
         self.units: set[str] = set()
         self.objects: set[str] = set()
         self._seconds: dict[int, _Second] = {}
+        self._cur_sec: int | None = None  # the second last counted, and its record
+        self._cur: _Second | None = None
         self._last: dict[tuple[str, str, str], int] = {}
         self._entries: set[tuple[bool, str]] = set()
         #: whether any message of the protocol was recognised (else the columns are null)
@@ -108,21 +110,27 @@ class OTDissector:
 
     # -- the Dissector protocol -----------------------------------------------------------
     def packet(self, t_ms: int, payload: bytes, to_server: bool) -> None:
-        """Feed one packet's payload (never raises)."""
+        """Feed one packet's payload (never raises: a parser's failure drops that
+        direction's buffered bytes)."""
         try:
-            if not payload or self._dead[to_server]:
-                return
-            if not self.stream:
-                self._parse(t_ms, bytes(payload), to_server)
-                return
-            buf = self._buf[to_server]
-            buf += payload
-            used = self._parse(t_ms, bytes(buf), to_server)
-            del buf[:used]
-            if len(buf) > MAX_BUFFER:  # a message longer than any valid one: lost sync
-                buf.clear()
+            self.feed(t_ms, payload, to_server)
         except Exception:  # noqa: BLE001 -- a malformed payload must never reach the caller
             self._buf[to_server].clear()
+
+    def feed(self, t_ms: int, payload: bytes, to_server: bool) -> None:
+        """``packet`` without its safety net: the fuzz targets call this, so that a parser's
+        exception counts as a crash instead of vanishing."""
+        if not payload:
+            return
+        if not self.stream:
+            self._parse(t_ms, bytes(payload), to_server)
+            return
+        buf = self._buf[to_server]
+        buf += payload
+        used = self._parse(t_ms, bytes(buf), to_server)
+        del buf[:used]
+        if len(buf) > MAX_BUFFER:  # a message longer than any valid one: lost sync
+            buf.clear()
 
     def entries(self) -> Iterable[tuple[bool, str]]:
         """(sent by the server, ``kind=value``): the industrial identities seen."""
@@ -167,41 +175,48 @@ class OTDissector:
 
     def _second(self, t_ms: int) -> _Second | None:
         sec = t_ms // 1000
+        if sec == self._cur_sec:
+            return self._cur
         s = self._seconds.get(sec)
         if s is None:
             if len(self._seconds) >= MAX_SECONDS:
                 return None
             s = self._seconds[sec] = _Second()
+        self._cur_sec, self._cur = sec, s
         return s
 
     def request(self, t_ms: int, cls: str, function: int | str, unit: object = None,
                 obj: object = None) -> None:
-        """Count one request of class ``cls`` (``CLASSES``)."""
-        k = CLASSES.index(cls)
-        fn, un = str(function), ("" if unit is None else str(unit))
-        ob = "" if obj is None else str(obj)
+        """Count one request of class ``cls`` (``CLASSES``). Runs once per request of a
+        polling capture: kept to dictionary and set operations."""
+        k = _CLASS_INDEX[cls]
+        fn = str(function)
+        un, key = _unit_key(unit, obj)
         self.requests += 1
         self.classes[k] += 1
-        self.functions[fn] += 1
+        f = self.functions
+        f[fn] = f.get(fn, 0) + 1
         if un and len(self.units) < MAX_PER_FLOW:
             self.units.add(un)
-        key = f"{un}/{ob}" if ob else ""
         if key and len(self.objects) < MAX_PER_FLOW:
             self.objects.add(key)
         s = self._second(t_ms)
         if s is None:
             return
         s.classes[k] += 1
-        s.functions[fn] += 1
+        f = s.functions
+        f[fn] = f.get(fn, 0) + 1
         if un and len(s.units) < MAX_PER_SECOND:
             s.units.add(un)
         if key and len(s.objects) < MAX_PER_SECOND:
             s.objects.add(key)
-        item = (fn, un, ob)
+        item = (fn, un, key)
         last = self._last.get(item)
-        if last is not None and t_ms > last:
-            s.gaps.append(t_ms - last)
-        if last is not None or len(self._last) < MAX_ITEMS:
+        if last is not None:
+            if t_ms > last:
+                s.gaps.append(t_ms - last)
+            self._last[item] = t_ms
+        elif len(self._last) < MAX_ITEMS:
             self._last[item] = t_ms
 
     def exception(self, t_ms: int) -> None:
@@ -216,6 +231,21 @@ class OTDissector:
         if vendor or product or version:
             self._entries.add((by_server, f"{kind}={_field(vendor)};{_field(product)};"
                                           f"{_field(version)}"))
+
+
+_NOT_TOKEN = re.compile(r"[^\w.:/-]")
+
+
+def _token(text: str) -> str:
+    """A unit or object name as the timeline can hold it: no spaces, commas or newlines."""
+    return _NOT_TOKEN.sub("_", text)[:MAX_FIELD]
+
+
+@functools.lru_cache(maxsize=4096)
+def _unit_key(unit: object, obj: object) -> tuple[str, str]:
+    """(unit, ``unit/object`` key) as the columns write them (a poll repeats the same few)."""
+    un = "" if unit is None else _token(str(unit))
+    return un, ("" if obj is None else f"{un}/{_token(str(obj))}")
 
 
 def _joined(items: Iterable[str]) -> str:
@@ -451,13 +481,15 @@ class S7Dissector(OTDissector):
             if szl_id & 0xFF == 0x11 and size >= 28:
                 if index == 1:
                     self._order = _field(e[2:22])
-                elif index == 7 and e[22:23] == b"V":  # firmware: 'V' major minor patch
-                    self._version = f"{e[-3]}.{e[-2]}.{e[-1]}"
+                elif index == 7 and e[24] == 0x56:  # firmware: type, 'V' major minor patch
+                    self._version = f"{e[25]}.{e[26]}.{e[27]}"
             elif szl_id & 0xFF == 0x1C and index == 7:
                 self._name = _field(e[2:34])
         self._entries = {x for x in self._entries if not x[1].startswith("s7_identity=")}
-        self.identity(True, "s7_identity", "Siemens" if (self._order or self._name) else "",
-                      self._name or self._order, self._version)
+        product = (f"{self._name} ({self._order})" if self._name and self._order
+                   else self._name or self._order)
+        self.identity(True, "s7_identity", "Siemens" if product else "", product,
+                      self._version)
 
 
 # -- EtherNet/IP and CIP -------------------------------------------------------------------
@@ -469,9 +501,12 @@ CIP_CLASSES: dict[int, str] = {
 }
 #: CIP vendor IDs (ODVA) that name a vendor without doubt; others leave the vendor empty.
 CIP_VENDORS = {1: "Rockwell Automation/Allen-Bradley", 5: "Rockwell Automation/Reliance"}
-_CIP_CM, _CIP_FILE = 0x06, 0x37
+#: Connection Manager; File object and Non-Volatile Storage object (firmware updates), whose
+#: object-specific services move programs and firmware.
+_CIP_CM, _CIP_PROGRAM_CLASSES = 0x06, frozenset({0x37, 0xA1})
 
 
+@functools.lru_cache(maxsize=4096)
 def _cip_path(path: bytes) -> tuple[int | None, str]:
     """(class, object key) of a CIP request path (logical class/instance/attribute or an
     ANSI symbolic tag)."""
@@ -575,7 +610,7 @@ class ENIPDissector(OTDissector):
             return
         if cls == _CIP_CM:
             kind = "other"  # Forward Open/Close: connection management
-        elif cls == _CIP_FILE and 0x4B <= service <= 0x51:
+        elif cls in _CIP_PROGRAM_CLASSES and service >= 0x4B:
             kind = "program"
         else:
             kind = CIP_CLASSES.get(service, "other")
@@ -675,20 +710,29 @@ _BACNET_DEVICE = 8
 _BACNET_PROPS = {121: "vendor", 70: "model", 44: "firmware", 12: "software"}
 
 
-def _bacnet_tag(b: bytes, i: int) -> tuple[int, bool, int, int]:
-    """(tag number, context?, value length or 6/7 for opening/closing, value offset)."""
+def _bacnet_tag(b: bytes, i: int) -> tuple[int, bool, int, int] | None:
+    """(tag number, context?, value length or 6/7 for opening/closing, value offset); None
+    where the tag runs past the end."""
+    if i >= len(b):
+        return None
     t = b[i]
     num, ctx, lvt = t >> 4, bool(t & 0x08), t & 0x07
     i += 1
     if num == 15:
+        if i >= len(b):
+            return None
         num, i = b[i], i + 1
     if ctx and lvt in (6, 7):
         return num, ctx, lvt, i
     if lvt == 5:
+        if i >= len(b):
+            return None
         lvt, i = b[i], i + 1
         if lvt == 254:
+            if i + 2 > len(b):
+                return None
             lvt, i = _U16(b, i)[0], i + 2
-    return num, ctx, lvt, i
+    return (num, ctx, lvt, i) if i + lvt <= len(b) else None
 
 
 def _bacnet_string(b: bytes) -> str:
@@ -723,12 +767,15 @@ class BACnetDissector(OTDissector):
         if len(b) < 2 or b[0] != 1:
             return len(data)
         ctrl, i = b[1], 2
-        if ctrl & 0x20:  # DNET, DLEN, DADR
-            i += 3 + b[i + 2]
-        if ctrl & 0x08:  # SNET, SLEN, SADR
-            i += 3 + b[i + 2]
+        for bit in (0x20, 0x08):  # DNET, DLEN, DADR; SNET, SLEN, SADR
+            if ctrl & bit:
+                if i + 3 > len(b):
+                    return len(data)
+                i += 3 + b[i + 2]
         if ctrl & 0x20:
             i += 1  # hop count
+        if i >= len(b):
+            return len(data)
         self.framed = True
         if ctrl & 0x80:  # a network layer message
             return len(data)
@@ -737,8 +784,7 @@ class BACnetDissector(OTDissector):
 
     def _apdu(self, t_ms: int, a: bytes, to_server: bool) -> None:
         kind = a[0] >> 4
-        if kind == 0 and len(a) >= 4:  # confirmed request
-            at = 5 if a[0] & 0x08 else 3
+        if kind == 0 and len(a) > (at := 5 if a[0] & 0x08 else 3):  # confirmed request
             service = a[at]
             if to_server:
                 self.request(t_ms, BACNET_CONFIRMED.get(service, "other"), service, None,
@@ -750,8 +796,7 @@ class BACnetDissector(OTDissector):
             elif to_server:
                 self.request(t_ms, BACNET_UNCONFIRMED.get(service, "other"),
                              BACNET_UNCONFIRMED_BASE + service, None, None)
-        elif kind == 3 and len(a) >= 3:  # complex ack
-            at = 4 if a[0] & 0x08 else 2
+        elif kind == 3 and len(a) > (at := 4 if a[0] & 0x08 else 2):  # complex ack
             service = a[at]
             if service in (12, 14):
                 self._properties(a[at + 1:], service == 14, not to_server)
@@ -769,7 +814,10 @@ class BACnetDissector(OTDissector):
         # application tags: object id (12), max APDU (2), segmentation (9), vendor id (2)
         i, values = 0, list[int]()
         while i < len(b) and len(values) < 4:
-            num, ctx, ln, i = _bacnet_tag(b, i)
+            tag = _bacnet_tag(b, i)
+            if tag is None:
+                return
+            num, ctx, ln, i = tag
             values.append(int.from_bytes(b[i:i + ln], "big") if num != 12 else 0)
             i += ln
         if len(values) == 4:
@@ -787,7 +835,10 @@ class BACnetDissector(OTDissector):
             i += 1  # opening tag 1
         prop = None
         while i < len(b):
-            num, ctx, ln, i = _bacnet_tag(b, i)
+            tag = _bacnet_tag(b, i)
+            if tag is None:
+                break
+            num, ctx, ln, i = tag
             if ctx and ln in (6, 7):
                 continue  # opening/closing tags
             value = b[i:i + ln]
@@ -913,6 +964,8 @@ def ot_events(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
         t.alias("_t"),
         wstart.cast(pl.Datetime("ms", "UTC")).alias("start"),
         (wstart + length).cast(pl.Datetime("ms", "UTC")).alias("end"),
+        # the flow was open for the whole window (a later one than its first)
+        (pl.col("last_seen").dt.epoch("ms") >= wstart + length).alias("_covers"),
     ).drop("_line", "first_seen", "last_seen")
 
 
@@ -922,15 +975,16 @@ def _split_list(col: str) -> pl.Expr:
 
 
 def ot_window_features(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
-    """``keys`` + ``mac`` + ``ip`` + ``OT_FEATURES``, one row per window with industrial
-    requests (from ``ot_events``); windows without are absent (their features are 0)."""
+    """``keys`` + ``mac`` + ``ip`` + ``covered`` + ``OT_FEATURES``, one row per window with
+    industrial requests (from ``ot_events``); windows without are absent (their features are
+    0). ``covered``: one of the flows was open for the whole window."""
     ev = ot_events(att, keys)
     if ev.height == 0:
         return pl.DataFrame()
     n = pl.col("_n").sum()
     proto = pl.col("ot_protocol")
     win = ev.group_by(keys).agg(
-        pl.col("mac").first(), pl.col("ip").min(),
+        pl.col("mac").first(), pl.col("ip").min(), pl.col("_covers").any().alias("covered"),
         _safe_log(n).alias("log_ot_requests"),
         *[_share(pl.col(f"_{c[0]}").sum(), n).alias(f"ot_{c}_share") for c in CLASSES[:4]],
         _share(n - pl.sum_horizontal(*(pl.col(f"_{c[0]}").sum() for c in CLASSES[:4])), n)
@@ -960,7 +1014,7 @@ def ot_window_features(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
         .alias("modbus_fc_other_share"))
     win = win.join(units, on=keys, how="left").join(objs, on=keys, how="left") \
         .join(mix, on=keys, how="left").join(_polling(ev, keys), on=keys, how="left")
-    return win.select(*keys, "mac", "ip", *OT_FEATURES).with_columns(
+    return win.select(*keys, "mac", "ip", "covered", *OT_FEATURES).with_columns(
         pl.col(OT_FEATURES).cast(pl.Float64).fill_null(0.0).fill_nan(0.0))
 
 

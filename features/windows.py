@@ -260,14 +260,14 @@ def add_industrial(win: pl.DataFrame, att: pl.DataFrame) -> pl.DataFrame:
     ot = ot_window_features(att, keys)
     base = win.drop(OT_FEATURES, strict=False)
     if ot.height:
-        extra = ot.join(base.select(keys), on=keys, how="anti")
+        extra = ot.filter("covered").join(base.select(keys), on=keys, how="anti")
         if extra.height:
             blank = extra.select(
                 *keys, "mac", "ip",
                 pl.lit(0, pl.Int64).alias("packets"), pl.lit(0, pl.Int64).alias("bytes"),
                 pl.lit(0, pl.UInt32).alias("flows"))
             base = pl.concat([base, blank], how="diagonal_relaxed")
-        base = base.join(ot.drop("mac", "ip"), on=keys, how="left")
+        base = base.join(ot.drop("mac", "ip", "covered"), on=keys, how="left")
     else:
         base = base.with_columns(pl.lit(0.0).alias(c) for c in OT_FEATURES)
     return base.select(*keys, *META_COLUMNS, *FEATURE_COLUMNS).with_columns(

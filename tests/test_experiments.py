@@ -83,7 +83,8 @@ def test_fuzz_campaign_counts_and_logs(tmp_path):
     assert set(res["targets"]) >= {"capture", "zeek", "rest_payload", "duration", "host_port",
                                    "syslog_target", "payload_http", "payload_banners",
                                    "payload_tls", "payload_cert", "payload_snmp",
-                                   "payload_mqtt", "payload_mail", "payload_scan"}
+                                   "payload_mqtt", "payload_mail", "payload_scan",
+                                   "findings"}
     for t in res["targets"].values():
         assert t["inputs"] == 30 and t["corpus"] < 30
         assert t["crashes"] == 0 and t["losses"] == 0, t["failures"]
