@@ -12,7 +12,8 @@ input is written there to reproduce it. Stopped (SIGTERM, SIGINT), it reports wh
 To add a parser, add a ``Target`` to ``TARGETS``: a strategy, a check that raises
 ``AssertionError`` for a broken promise, and a corpus of named inputs.
 
-Usage: .venv/bin/python experiments/fuzz.py [--targets capture,zeek,rest_payload,payload_http,...]
+Usage: .venv/bin/python experiments/fuzz.py [--targets capture,zeek,rest_payload,payload_http,
+       ot_modbus,findings,...]
        [--inputs 100000]
        [--quick] [--seed 0] [--save DIR]
 """
@@ -34,6 +35,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fuzz"))
+import findings_cases  # noqa: E402
 import hostile  # noqa: E402
 from common import arg_parser, report  # noqa: E402
 
@@ -54,6 +56,10 @@ TARGETS: dict[str, Target] = {
                       lambda case: case.data),
     "zeek": Target(hostile.zeek_cases, hostile.check_zeek, hostile.ZEEK_CORPUS,
                    lambda case: case.data),
+    # the risk rules over hostile flow tables (payload text, certificates, OT counters)
+    "findings": Target(findings_cases.flow_tables,
+                       lambda rows, _folder: findings_cases.check_findings(rows),
+                       findings_cases.corpus()),
 }
 
 
@@ -96,6 +102,24 @@ def _add_payload_targets() -> None:
 
 
 _add_payload_targets()
+
+
+def _add_ot_targets() -> None:
+    """The industrial dissectors (features/ot.py), one target per protocol: packet
+    sequences built from valid messages (tests/fuzz/ot_cases.py), run without the
+    dissectors' safety net."""
+    import ot_cases
+
+    for name in ot_cases.TARGETS:
+        TARGETS[name] = Target(functools.partial(ot_cases.cases, name), ot_cases.check(name),
+                               ot_cases.corpus(name), _repr_bytes)
+
+
+def _repr_bytes(case: Any) -> bytes:
+    return repr(case).encode()
+
+
+_add_ot_targets()
 
 
 class _Stopped(Exception):

@@ -13,6 +13,13 @@ from collections.abc import Iterable
 
 import polars as pl
 
+from flockwatch.features.ot import (
+    CLASSES,
+    MODBUS_FC_FEATURES,
+    MODBUS_FC_NAMES,
+    PROTOCOL_NAMES,
+    PROTOCOLS,
+)
 from flockwatch.features.windows import (
     APPLICATIONS,
     CATEGORIES,
@@ -71,6 +78,21 @@ _SCALARS: dict[str, tuple[str, str]] = {
     "psh_ratio": ("share of TCP packets with PSH", "%"),
     "unanswered_out_share": ("share of its flows that got no answer", "%"),
 }
+# the industrial features (features.ot): "Modbus write share: 12% (expected 0%)"
+_SCALARS.update({
+    "log_ot_requests": ("industrial requests", ""),
+    **{f"ot_{c}_share": (f"industrial {c} share", "%") for c in CLASSES},
+    "log_ot_program": ("industrial program changes (download, stop, restart)", ""),
+    "ot_exception_share": ("industrial exception share", "%"),
+    "log_ot_units": ("industrial units addressed", ""),
+    "log_ot_objects": ("registers or objects addressed", ""),
+    "log_ot_poll_period": ("polling period", "s"),
+    "ot_poll_jitter": ("polling jitter (deviation / period)", ""),
+    **{f"modbus_fc_{k}_share": (f"Modbus function {k} ({MODBUS_FC_NAMES[k]}) share", "%")
+       for k in MODBUS_FC_FEATURES},
+    "modbus_fc_other_share": ("Modbus other functions share", "%"),
+    **{f"{p}_write_share": (f"{PROTOCOL_NAMES[p]} write share", "%") for p in PROTOCOLS},
+})
 _APP_NAMES = {f"app_{a.lower()}_share": a for a in APPLICATIONS}
 _CAT_NAMES = {f"cat_{c.lower()}_share": c for c in CATEGORIES}
 

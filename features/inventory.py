@@ -115,3 +115,52 @@ def empty_inventory() -> pl.DataFrame:
         "last_seen": ts, "flows": pl.UInt32, "packets": pl.Int64, "bytes": pl.Int64,
         "sources": lst,
     })
+
+
+#: Columns ``with_risk`` adds to an inventory.
+RISK_COLUMNS = ["software", "firmware", "risk_score", "findings"]
+#: A finding's weight in ``risk_score`` by severity.
+RISK_WEIGHTS = {"high": 70, "medium": 40, "low": 15}
+
+
+def risk_score(severities: list[str]) -> int:
+    """0-100 from a device's findings: the weight of the most severe (high 70, medium 40,
+    low 15) plus a quarter of each other's, rounded, capped at 100; 0 without findings. One
+    high finding outranks any number of low ones below four (70 > 15 + 3 x 3.75), and a
+    device with several high findings reaches 100 at four."""
+    w = sorted((RISK_WEIGHTS.get(s, 0) for s in severities), reverse=True)
+    if not w:
+        return 0
+    return min(100, round(w[0] + sum(w[1:]) / 4))
+
+
+def with_risk(inv: pl.DataFrame, found: pl.DataFrame | None = None,
+              software: pl.DataFrame | None = None) -> pl.DataFrame:
+    """``inv`` with ``RISK_COLUMNS``: the software and firmware each device runs
+    (``vendor product version`` of ``features.software.device_software`` rows, by role;
+    ``os`` counts as software), its ``risk_score`` and its number of ``findings``
+    (``features.findings.summarise`` rows)."""
+    lst = pl.List(pl.String)
+    per_dev = pl.DataFrame(schema={"device_id": pl.String, "software": lst, "firmware": lst,
+                                   "risk_score": pl.Int64, "findings": pl.Int64})
+    if found is not None and found.height:
+        per_dev = found.group_by("device_id").agg(pl.col("severity")).select(
+            "device_id", pl.lit(None, lst).alias("software"), pl.lit(None, lst).alias("firmware"),
+            pl.col("severity").map_elements(risk_score, return_dtype=pl.Int64)
+            .alias("risk_score"), pl.col("severity").list.len().cast(pl.Int64).alias("findings"))
+    out = inv.drop([c for c in RISK_COLUMNS if c in inv.columns]).join(
+        per_dev, on="device_id", how="left")
+    if software is not None and software.height:
+        name = pl.concat_str([pl.col("vendor"), pl.col("product"), pl.col("version")],
+                             separator=" ", ignore_nulls=True)
+        sw = software.with_columns(name.alias("_name")).filter(pl.col("_name") != "").group_by(
+            "device_id").agg(
+            pl.col("_name").filter(pl.col("role") != "firmware").unique().sort()
+            .alias("_software"),
+            pl.col("_name").filter(pl.col("role") == "firmware").unique().sort()
+            .alias("_firmware"))
+        out = out.join(sw, on="device_id", how="left").with_columns(
+            pl.col("_software").alias("software"), pl.col("_firmware").alias("firmware")
+        ).drop("_software", "_firmware")
+    return out.with_columns(pl.col("software", "firmware").fill_null([]),
+                            pl.col("risk_score", "findings").fill_null(0))

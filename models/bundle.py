@@ -30,6 +30,9 @@ class Bundle:
     #: per device, the host-name words and fingerprints it showed while learning
     #: (``features.explain.vocabulary``): alerts mark the ones never seen
     vocabulary: dict[str, frozenset[str]] | None = None
+    #: per device, the hosts that sent it industrial requests while learning
+    #: (``features.findings.learn_masters``): a write from any other is a finding
+    masters: dict[str, frozenset[str]] | None = None
     label_column: str = "device_type"
     created: str = field(default_factory=lambda: dt.datetime.now(dt.UTC).isoformat())
     info: dict[str, Any] = field(default_factory=dict)

@@ -18,6 +18,7 @@ import polars as pl
 
 from flockwatch.features.output import iso_utc, to_json
 from flockwatch.serving.contract import Alert, AlertKind, Incident, Severity, TopFeature
+from flockwatch.serving.findings import FINDING_SIGNATURES
 from flockwatch.serving.options import parse_syslog_target
 
 log = logging.getLogger("flockwatch.alerts")
@@ -277,8 +278,8 @@ def product_version() -> str:
 
 
 def cef_line(alert: dict[str, Any], version: str | None = None) -> str:
-    """An ArcSight CEF record for an alert (``version``: the product version in the header,
-    by default the installed flockwatch's)."""
+    """An ArcSight CEF record for an alert or a finding (``version``: the product version in
+    the header, by default the installed flockwatch's)."""
     version = version or product_version()
     def esc_h(v: object) -> str:
         return str(v).replace("\\", "\\\\").replace("|", "\\|")
@@ -286,6 +287,8 @@ def cef_line(alert: dict[str, Any], version: str | None = None) -> str:
     def esc_e(v: object) -> str:
         return str(v).replace("\\", "\\\\").replace("=", "\\=").replace("\n", " ")
 
+    if alert.get("kind") in FINDING_SIGNATURES:
+        return _finding_cef(alert, version, esc_h, esc_e)
     sig = {"anomalous_window": 100, "new_device": 200, "new_peer": 300}.get(alert["kind"], 999)
     ext = {
         "smac": alert.get("mac"), "src": alert.get("ip"), "start": alert.get("start"),
@@ -304,6 +307,26 @@ def cef_line(alert: dict[str, Any], version: str | None = None) -> str:
     ext_s = " ".join(f"{k}={esc_e(v)}" for k, v in ext.items() if v not in (None, ""))
     sev = Severity(alert["severity"]).cef
     return (f"CEF:0|flockwatch|flockwatch|{version}|{sig}|{esc_h(alert['kind'])}|{sev}|{ext_s}")
+
+
+def _finding_cef(finding: dict[str, Any], version: str, esc_h: Any, esc_e: Any) -> str:
+    """A finding's CEF record: its own signature ID (``FINDING_SIGNATURES``), the device as
+    the source, the first evidence flow and how many there are."""
+    flows = finding.get("flows") or []
+    ext = {
+        "smac": finding.get("mac"), "src": finding.get("ip"),
+        "start": finding.get("first_seen"), "end": finding.get("last_seen"),
+        "cs1Label": "findingKind", "cs1": finding["kind"],
+        "cs2Label": "evidenceFlow" if flows else None, "cs2": flows[0] if flows else None,
+        "cn2Label": "evidenceFlows", "cn2": len(flows),
+        "cs5Label": "modelVersion" if finding.get("model_version") else None,
+        "cs5": finding.get("model_version"),
+        "msg": finding.get("message"),
+    }
+    ext_s = " ".join(f"{k}={esc_e(v)}" for k, v in ext.items() if v not in (None, ""))
+    sig = FINDING_SIGNATURES[finding["kind"]]
+    sev = Severity(finding["severity"]).cef
+    return f"CEF:0|flockwatch|flockwatch|{version}|{sig}|{esc_h(finding['kind'])}|{sev}|{ext_s}"
 
 
 class JsonlSink:

@@ -23,6 +23,7 @@ from flockwatch.serving.commands import (
     demo,
     evaluate,
     extract,
+    findings,
     inventory,
     models,
     score,
@@ -118,7 +119,8 @@ app = typer.Typer(
     add_completion=False,
 )
 # The commands, in the order `flockwatch --help` lists them; the groups after them.
-for command in (extract.extract, inventory.inventory, evaluate.evaluate, score.score,
+for command in (extract.extract, inventory.inventory, findings.findings, evaluate.evaluate,
+                score.score,
                 serve.serve, demo.demo, sense.sense, tracking_server.tracking_server):
     app.command()(command)
 app.add_typer(datasets.app, name="datasets")

@@ -5,7 +5,8 @@ The JSON Schema of the score report is generated from these types (``json_schema
 document and the code cannot drift apart. ``SCHEMA_VERSION`` numbers the report's shape: it
 changes whenever a field is renamed, removed or changes meaning (v1, flockwatch 0.5: alerts'
 ``score`` became ``anomaly_score`` like the windows', an incident's likely origin
-``origin`` instead of ``source``, which everywhere else names the input).
+``origin`` instead of ``source``, which everywhere else names the input; v2, flockwatch 0.6:
+the report's ``findings`` and ``vulnerabilities``, and the devices' risk columns).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class Severity(enum.StrEnum):
@@ -194,7 +195,8 @@ class FindingKind(enum.StrEnum):
 class Finding:
     """A risk seen in a device's traffic, unlike an alert a fact, not a deviation from its
     baseline. ``flows`` names the evidence flows (``src:port -> dst:port/proto``); the
-    ``message`` says that a secret was seen, never the secret."""
+    ``message`` says that a secret was seen, never the secret. ``model_version``: the
+    registry version whose learnt masters the live sensor judged it by."""
 
     kind: FindingKind
     severity: Severity
@@ -205,6 +207,7 @@ class Finding:
     last_seen: str
     flows: list[str]
     message: str
+    model_version: str | None = field(default=None, metadata={"optional": True})
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)

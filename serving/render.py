@@ -26,16 +26,36 @@ def render_inventory(inv: Any, title: str) -> str:
     from rich.table import Table
 
     table = Table(title=title, show_lines=False)
-    for col in ("device", "vendor", "ips", "hostnames", "protocols", "ICS", "flows", "bytes"):
+    risk = "risk_score" in inv.columns
+    cols = ["device", "vendor", "ips", "hostnames", "protocols", "ICS", "flows", "bytes"]
+    if risk:  # ``features.inventory.with_risk``
+        cols += ["software", "risk", "find."]
+    for col in cols:
         table.add_column(col, overflow="fold")
     for r in inv.iter_rows(named=True):
-        table.add_row(
+        cells = [
             r["device_id"], r["vendor"] or "", ", ".join(r["ips"][:3]),
             ", ".join(r["hostnames"][:2]), ", ".join(r["protocols"][:6]),
             ", ".join(r["industrial_protocols"]) if r["industrial"] else "",
             str(r["flows"]), str(r["bytes"]),
-        )
-    return as_text(table, width=160)
+        ]
+        if risk:
+            cells += [", ".join([*r["firmware"], *r["software"]][:2]), str(r["risk_score"]),
+                      str(r["findings"])]
+        table.add_row(*cells)
+    return as_text(table, width=180 if risk else 160)
+
+
+def render_findings(findings: list[dict[str, Any]], limit: int | None = None) -> list[str]:
+    """Findings one a line, most severe first: ``[severity] kind device (ip): message``."""
+    shown = findings if limit is None else findings[:limit]
+    lines = [f"  [{f['severity']:<6}] {f['kind']:<21} {f['device_id']}"
+             + (f" ({f['ip']})" if f.get("ip") and f["ip"] != f["device_id"] else "")
+             + f": {f['message']}" for f in shown]
+    if limit is not None and len(findings) > limit:
+        lines.append(f"  ... and {len(findings) - limit} more (--format json lists every "
+                     "finding)")
+    return lines
 
 
 def type_cell(r: dict[str, Any]) -> tuple[str, str]:
@@ -111,10 +131,15 @@ def render_report(rep: Any) -> str:
                 parts.append(f"      ... and {len(inc['alerts']) - _SHOWN} more")
     else:
         parts.append("no alerts")
+    findings = getattr(rep, "findings", None) or []
+    if findings:
+        parts.append(f"{len(findings)} risk finding(s) (docs/findings.md):")
+        parts += render_findings(findings, _FINDINGS_SHOWN)
     return "\n".join(parts) + "\n"
 
 
 _SHOWN = 2  # alerts shown per incident in the table (most severe first)
+_FINDINGS_SHOWN = 20  # findings listed under the table
 
 
 def render_description(d: dict[str, Any]) -> str:

@@ -17,13 +17,17 @@ import polars as pl
 from flockwatch.features.attribution import attribute, attribution_context
 from flockwatch.features.evidence import device_evidence, merge_evidence
 from flockwatch.features.explain import window_tokens
+from flockwatch.features.findings import evidence as risk_evidence
+from flockwatch.features.findings import industrial_requests, merge_requests, summarise
 from flockwatch.features.flows import ExtractResult, Problem, expand_sources, extract
 from flockwatch.features.hashing import file_hash
-from flockwatch.features.inventory import inventory, merge_inventories
+from flockwatch.features.inventory import RISK_COLUMNS, inventory, merge_inventories, with_risk
 from flockwatch.features.output import ISO_UTC, frame_records, iso_utc, to_json
+from flockwatch.features.software import SOFTWARE_SCHEMA, device_software
 from flockwatch.features.windows import (
     KEY_COLUMNS,
     WindowSpec,
+    add_industrial,
     assign_windows,
     parse_duration,
     window_features,
@@ -40,10 +44,12 @@ from flockwatch.serving.contract import (
     Alert,
     AlertFlow,
     DeviceIdentity,
+    Finding,
     Incident,
     TypeEvidence,
     json_schema,
 )
+from flockwatch.serving.findings import finding_dicts
 
 _TOP_DTYPE = pl.List(pl.Struct({"feature": pl.String, "observed": pl.Float64,
                                 "expected": pl.Float64, "share": pl.Float64}))
@@ -65,6 +71,13 @@ class ScoreReport:
     #: the time range asked for (``--since``/``--until``), ISO times or None
     since: str | None = None
     until: str | None = None
+    #: risk findings (``contract.Finding`` dicts), most severe first
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    #: known vulnerabilities of the devices' software (filled where a CVE database is given)
+    vulnerabilities: list[dict[str, Any]] = field(default_factory=list)
+    #: the software each device showed (``features.software.device_software`` rows): what
+    #: the devices' ``software``/``firmware`` list, and what vulnerabilities are matched on
+    software: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=SOFTWARE_SCHEMA))
 
     def to_json(self) -> str:
         """The report as JSON text: indented, one scored window a line (windows are most of a
@@ -84,6 +97,8 @@ class ScoreReport:
             "windows": windows,
             "alerts": self.alerts,
             "incidents": self.incidents,
+            "findings": self.findings,
+            "vulnerabilities": self.vulnerabilities,
             "problems": [{"input": p.source, "severity": p.severity, "message": p.message}
                          for p in self.problems],
         }
@@ -254,7 +269,7 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
            window: WindowSpec | None = None, known_new: set[str] | None = None,
            learning_sources: Collection[str] = (), include_learning: bool = False,
            since: TimeBound | None = None, until: TimeBound | None = None,
-           evidence_memory: Any | None = None,
+           evidence_memory: Any | None = None, request_memory: Any | None = None,
            segment_flows: int | None = SEGMENT_FLOWS) -> ScoreReport:
     """Score flows into the inventory, the scored windows and the alerts.
 
@@ -266,7 +281,9 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
     input, so a window scores the same with or without a range.
 
     The flows are scored in parts of about ``segment_flows`` flows cut at window boundaries
-    (``score_parts``); the report is the same for any part size.
+    (``score_parts``); the report is the same for any part size. ``request_memory``
+    (``features.findings.MasterMemory``) adds the industrial requests of earlier calls to the
+    input's, for the masters of devices the baseline did not learn (the live sensor).
     """
     t0 = flows["first_seen"].min() if flows.height else None
     lo = resolve_bound(since, t0)  # type: ignore[arg-type]
@@ -326,10 +343,16 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
         pl.col(ALERT_COUNT_COLUMNS).fill_null(0))
     devices = devices.join(device_peers(parts.peer_counts), on="device_id",
                            how="left").with_columns(pl.col("local_peers").fill_null([]))
+    # Findings: industrial writes against the masters the baseline learnt, where it did.
+    requests = parts.requests if request_memory is None else request_memory.update(
+        parts.requests)
+    found = summarise(parts.risks, requests, getattr(bundle, "masters", None))
+    devices = with_risk(devices, found, parts.software)
     return ScoreReport(devices, scored, alerts, problems, model_uri, grouped,
                        learning=_learning_summary(bundle, scored, include_learning),
                        since=None if lo is None else iso_utc(lo),
-                       until=None if hi is None else iso_utc(hi))
+                       until=None if hi is None else iso_utc(hi),
+                       findings=finding_dicts(found), software=parts.software)
 
 
 #: Flows listed per alert: its device's flows in its window, the ones to new peers first,
@@ -479,6 +502,12 @@ class ScoredParts:
     peer_counts: pl.DataFrame
     #: how many parts the flows were scored in
     parts: int = 1
+    #: evidence of risk findings (``features.findings.evidence``) of the flows in range
+    risks: pl.DataFrame = field(default_factory=lambda: risk_evidence(pl.DataFrame()))
+    #: industrial requests per (device, host) over the whole input: the fallback masters
+    requests: pl.DataFrame = field(default_factory=lambda: merge_requests([]))
+    #: the software the devices showed in the flows in range (``device_software``)
+    software: pl.DataFrame = field(default_factory=lambda: pl.DataFrame(schema=SOFTWARE_SCHEMA))
     #: attribution's per-source decisions and the windows' origins over the whole input:
     #: what finding an alert's flows again needs (``flows_behind``)
     context: Any = None
@@ -544,20 +573,23 @@ def score_parts(bundle: Any, flows: pl.DataFrame, *, window: WindowSpec | None =
             schema={"source": pl.String, "_origin": pl.Int64}), step, spec.align,
             int(segment_flows or 1))
     win_parts, cwin_parts, ev_parts, inv_parts, peer_parts, count_parts = [], [], [], [], [], []
+    risk_parts, request_parts, software_parts = [], [], []
     explain = getattr(bundle, "baseline", None) is not None
     tok_parts = []
     for k in (seg.unique().sort().to_list() if flows.height else [0]):
         part = flows if one else flows.filter(seg == k)
         att = attribute(part, ctx)
         assigned = assign_windows(att, spec, origins)
-        win_parts.append(window_features(assigned))
+        win_parts.append(window_features(assigned, industrial=one))
         if explain:  # what fell into each hashed feature: an alert names it
             tok_parts.append(window_tokens(assigned, KEY_COLUMNS))
         if cspec is not None:
-            cwin_parts.append(window_features(assign_windows(att, cspec, origins)))
+            cwin_parts.append(window_features(assign_windows(att, cspec, origins),
+                                              industrial=one))
         if evidence_wanted:
             # over everything the input shows of each device, not window by window
             ev_parts.append(device_evidence(part, att))
+        request_parts.append(industrial_requests(att))  # who masters a device: all input
         if since is not None:
             assigned = assigned.filter(pl.col("end") > since)
         if until is not None:
@@ -565,6 +597,8 @@ def score_parts(bundle: Any, flows: pl.DataFrame, *, window: WindowSpec | None =
         if since is not None or until is not None:
             att = assigned.drop("start", "end")
         inv_parts.append(inventory(part, att))
+        risk_parts.append(risk_evidence(att))
+        software_parts.append(device_software(att))
         peers = new_peers(bundle, assigned)
         if peers is not None:
             peer_parts.append(peers)
@@ -575,6 +609,13 @@ def score_parts(bundle: Any, flows: pl.DataFrame, *, window: WindowSpec | None =
     if cspec is not None:
         cwin = (pl.concat(cwin_parts).sort(KEY_COLUMNS) if len(cwin_parts) > 1
                 else cwin_parts[0])
+    if not one:
+        # a flow's industrial requests count in the windows they happened in, which may lie
+        # in a later part: those features come from all industrial flows at once
+        ot_att = attribute(flows.filter(pl.col("ot_timeline").is_not_null()), ctx)
+        win = add_industrial(win, assign_windows(ot_att, spec, origins))
+        if cwin is not None and cspec is not None:
+            cwin = add_industrial(cwin, assign_windows(ot_att, cspec, origins))
     evidence = None
     if evidence_wanted:
         evidence = merge_evidence(ev_parts)
@@ -592,7 +633,10 @@ def score_parts(bundle: Any, flows: pl.DataFrame, *, window: WindowSpec | None =
         scored = scored.filter(pl.col("start") < until)
     return ScoredParts(scored, merge_inventories(inv_parts),
                        pl.concat(peer_parts) if peer_parts else None,
-                       pl.concat(count_parts), len(win_parts), ctx, origins, type_evidence)
+                       pl.concat(count_parts), len(win_parts), risks=pl.concat(risk_parts),
+                       requests=merge_requests(request_parts),
+                       software=pl.concat(software_parts), context=ctx, origins=origins,
+                       type_evidence=type_evidence)
 
 
 def _type_evidence(bundle: Any, scored: pl.DataFrame, win: pl.DataFrame,
@@ -635,7 +679,7 @@ SCORE_JSON_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
     "required": ["schema_version", "model", "since", "until", "learning", "devices", "windows",
-                 "alerts", "incidents", "problems"],
+                 "alerts", "incidents", "findings", "vulnerabilities", "problems"],
     "properties": {
         "schema_version": {"const": SCHEMA_VERSION},
         "model": {"type": "string"},
@@ -656,7 +700,7 @@ SCORE_JSON_SCHEMA: dict[str, Any] = {
                          "candidates", "new_device", "windows",
                          "anomalous_windows", "learning_windows", "baseline", "alerts",
                          "alerts_anomalous_window", "alerts_new_peer", "alerts_new_device",
-                         "local_peers", "type_evidence"],
+                         "local_peers", "type_evidence", *RISK_COLUMNS],
             "properties": {
                 "device_id": {"type": "string"}, "mac": {"type": ["string", "null"]},
                 "vendor": {"type": ["string", "null"]}, "ips": _STR_LIST,
@@ -672,6 +716,9 @@ SCORE_JSON_SCHEMA: dict[str, Any] = {
                 "learning_windows": {"type": ["integer", "null"]},
                 "local_peers": _STR_LIST,
                 "type_evidence": {"type": "array", "items": json_schema(TypeEvidence)},
+                "software": _STR_LIST, "firmware": _STR_LIST,
+                "risk_score": {"type": "integer", "minimum": 0, "maximum": 100},
+                "findings": {"type": "integer", "minimum": 0},
                 "baseline": {"enum": ["learned", "thin", "new", None]},
             }}},
         "windows": {"type": "array", "items": {
@@ -690,6 +737,9 @@ SCORE_JSON_SCHEMA: dict[str, Any] = {
         # generated from the typed contract (serving/contract.py)
         "alerts": {"type": "array", "items": json_schema(Alert)},
         "incidents": {"type": "array", "items": json_schema(Incident)},
+        "findings": {"type": "array", "items": json_schema(Finding)},
+        # each a known CVE of a device (filled where a CVE database is given)
+        "vulnerabilities": {"type": "array", "items": {"type": "object"}},
         "problems": {"type": "array"},
     },
 }

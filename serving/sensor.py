@@ -31,12 +31,14 @@ import polars as pl
 
 from flockwatch.features.errors import InputError
 from flockwatch.features.evidence import EvidenceMemory
+from flockwatch.features.findings import MasterMemory
 from flockwatch.features.flows import read_capture
 from flockwatch.features.live import ProcessCapture, RawCapture
 from flockwatch.features.schema import FLOW_SCHEMA
 from flockwatch.features.windows import WindowSpec
 from flockwatch.models.bundle import bundle_of
 from flockwatch.serving.alerts import IncidentTracker, JsonlSink, SyslogCefSink
+from flockwatch.serving.findings import ReportedFindings
 from flockwatch.serving.score import report
 
 log = logging.getLogger("flockwatch.sensor")
@@ -57,6 +59,7 @@ class Counters:
     flows: int = 0
     windows: int = 0
     alerts: int = 0
+    findings: int = 0
     drops: int = 0
     chunks: int = 0
     backlog: int = 0  # closed windows waiting to be scored
@@ -71,7 +74,8 @@ class Counters:
 
     def line(self) -> str:
         return (f"packets={self.packets} flows={self.flows} windows={self.windows} "
-                f"alerts={self.alerts} drops={self.drops} backlog={self.backlog} "
+                f"alerts={self.alerts} findings={self.findings} drops={self.drops} "
+                f"backlog={self.backlog} "
                 f"behind_s={self.behind_s:.1f} windows_dropped={self.windows_dropped} "
                 f"syslog_failures={self.syslog_failures}"
                 f" syslog_pending={self.syslog_pending} syslog_overflow={self.syslog_overflow}"
@@ -89,8 +93,9 @@ class Inventory:
             last_seen TEXT, device_type TEXT, type_confidence REAL, status TEXT,
             flows INTEGER, bytes INTEGER)""")
         # Identity answers (flockwatch 0.5): added to an inventory an older sensor created.
+        # Risk columns (flockwatch 0.6, #14) likewise: an old inventory keeps its rows.
         have = {row[1] for row in self.db.execute("PRAGMA table_info(devices)")}
-        for col, kind in self.IDENTITY:
+        for col, kind in self.IDENTITY + self.RISK:
             if col not in have:
                 self.db.execute(f"ALTER TABLE devices ADD COLUMN {col} {kind}")
         self.db.commit()
@@ -99,6 +104,10 @@ class Inventory:
     #: (``oui_vendor``); ``candidates`` a JSON list of the models the traffic allows.
     IDENTITY = (("category", "TEXT"), ("category_confidence", "REAL"), ("oui_vendor", "TEXT"),
                 ("vendor_confidence", "REAL"), ("candidates", "TEXT"))
+    #: ``software`` and ``firmware`` JSON lists; ``risk_score`` (0-100) and ``findings`` (the
+    #: rules it broke) over every finding the sensor reported for the device.
+    RISK = (("software", "TEXT"), ("firmware", "TEXT"), ("risk_score", "INTEGER"),
+            ("findings", "INTEGER"))
 
     def update(self, devices: pl.DataFrame) -> None:
         """Upsert the devices of a scoring report (inventory facts plus type and status)."""
@@ -106,11 +115,13 @@ class Inventory:
             # The baseline's view when the model has one (learned / thin / new).
             status = r.get("baseline") or ("new" if r.get("new_device") else "known")
             cand = r.get("candidates")
+            sw, fw = r.get("software"), r.get("firmware")
             self.db.execute(
                 """INSERT INTO devices (device_id, mac, ip, vendor, first_seen, last_seen,
                 device_type, type_confidence, status, flows, bytes, category,
-                category_confidence, oui_vendor, vendor_confidence, candidates)
-                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
+                category_confidence, oui_vendor, vendor_confidence, candidates, software,
+                firmware, risk_score, findings)
+                VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)
                 ON CONFLICT(device_id) DO UPDATE SET ip=excluded.ip, last_seen=excluded.last_seen,
                 device_type=COALESCE(excluded.device_type, device_type),
                 type_confidence=COALESCE(excluded.type_confidence, type_confidence),
@@ -119,12 +130,18 @@ class Inventory:
                 category_confidence=COALESCE(excluded.category_confidence, category_confidence),
                 vendor_confidence=COALESCE(excluded.vendor_confidence, vendor_confidence),
                 candidates=COALESCE(excluded.candidates, candidates),
+                software=COALESCE(excluded.software, software),
+                firmware=COALESCE(excluded.firmware, firmware),
+                risk_score=MAX(COALESCE(excluded.risk_score, 0), COALESCE(risk_score, 0)),
+                findings=MAX(COALESCE(excluded.findings, 0), COALESCE(findings, 0)),
                 status=excluded.status, flows=flows+excluded.flows, bytes=bytes+excluded.bytes""",
                 (r["device_id"], r["mac"], (r["ips"] or [None])[0], r["vendor"],
                  r["first_seen"].isoformat(), r["last_seen"].isoformat(), r.get("device_type"),
                  r.get("type_confidence"), status, r["flows"], r["bytes"], r.get("category"),
                  r.get("category_confidence"), r.get("oui_vendor"), r.get("vendor_confidence"),
-                 None if cand is None else json.dumps(list(cand))))
+                 None if cand is None else json.dumps(list(cand)),
+                 json.dumps(list(sw)) if sw else None, json.dumps(list(fw)) if fw else None,
+                 r.get("risk_score"), r.get("findings")))
         self.db.commit()
 
     def close(self) -> None:
@@ -163,6 +180,10 @@ class Sensor:
         # Product evidence of every device over all chunks so far: identification rests on
         # everything observed, not on the one window where a device did its DHCP exchange.
         self._evidence = EvidenceMemory()
+        # Industrial requests over all chunks: a device's fallback master is the host that
+        # sent it most of them so far. Findings are reported once per device and rule.
+        self._requests = MasterMemory()
+        self._reported = ReportedFindings()
         # Alerts of one story share an incident number across chunks (a window's length back).
         self._incidents = IncidentTracker(self.window_s)
         # Application of flows seen in earlier chunks: a TCP session cut at a chunk boundary
@@ -239,7 +260,7 @@ class Sensor:
             return
         flows = self._carry_applications(flows.with_columns(pl.lit(self.interface).alias("source")))
         rep = report(self.bundle, flows, [], window=self.spec, known_new=self._seen_new,
-                     evidence_memory=self._evidence)
+                     evidence_memory=self._evidence, request_memory=self._requests)
         self._seen_new.update(a["device_id"] for a in rep.alerts if a["kind"] == "new_device")
         self._incidents.assign(rep.alerts)  # across chunks, not report()'s per-chunk ids
         version = self.counters.model_version
@@ -249,14 +270,22 @@ class Sensor:
             self.jsonl.send(a)
             if self.syslog:
                 self.syslog.send(a)
+        fresh = self._reported.fresh(rep.findings)
+        for f in fresh:
+            if version is not None:
+                f["model_version"] = version
+            self.jsonl.send(f)
+            if self.syslog:
+                self.syslog.send(f)
         self.jsonl.sync()  # durable per window
         if self.inventory:
-            self.inventory.update(rep.devices)
+            self.inventory.update(self._reported.risk(rep.devices))
         scored, alerts = rep.windows, rep.alerts
         c = self.counters
         c.flows += flows.height
         c.windows += scored.height
         c.alerts += len(alerts)
+        c.findings += len(fresh)
 
     def _count_syslog(self) -> None:
         if self.syslog:

@@ -83,7 +83,8 @@ def test_fuzz_campaign_counts_and_logs(tmp_path):
     assert set(res["targets"]) >= {"capture", "zeek", "rest_payload", "duration", "host_port",
                                    "syslog_target", "payload_http", "payload_banners",
                                    "payload_tls", "payload_cert", "payload_snmp",
-                                   "payload_mqtt", "payload_mail", "payload_scan"}
+                                   "payload_mqtt", "payload_mail", "payload_scan",
+                                   "findings"}
     for t in res["targets"].values():
         assert t["inputs"] == 30 and t["corpus"] < 30
         assert t["crashes"] == 0 and t["losses"] == 0, t["failures"]
@@ -172,3 +173,17 @@ def test_bench_cluster_small(shared_data, tmp_path):
     assert {"cluster_1_vs_in_process", "cluster_2_vs_cluster_1"} <= set(res["ratios"])
     p = res["projection"]["1_TB_64_workers"]
     assert p["bottleneck"] in p["stage_seconds"]
+
+
+def test_findings_audit_small(shared_data, tmp_path):
+    """The audit over the two small datasets: every capture read, the per-rule counts and
+    the IoT false-finding total present (none of the flow and industrial rules fire on the
+    week-long smart-home captures)."""
+    res = run_script("findings_audit", "--datasets", "long-term-iot", "zeek-logs",
+                     tmp_path=tmp_path)
+    lt = res["datasets"]["long-term-iot"]
+    assert lt["captures"] == 4 and lt["unreadable"] == 0
+    assert set(lt["findings"]) == {"cleartext_credentials", "obsolete_tls", "bad_certificate",
+                                   "remote_access_exposed", "industrial_write",
+                                   "industrial_remote"}
+    assert res["false_findings_iot_total"] == 0

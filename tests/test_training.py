@@ -288,6 +288,10 @@ def test_train_baseline_cli_and_flags_scan(site, tmp_path):
                 and any(p.startswith(f"{writes['ip']}:") for p in a["new_peers"])]
     assert new_peer and new_peer[0]["severity"] == "high" and "Modbus" in new_peer[0]["message"]
     assert new_peer[0]["start"] <= writes["end"] and new_peer[0]["end"] >= writes["start"]
+    # ... and a risk finding: the baseline learnt the PLC's masters, the writer is not one
+    found = [f for f in doc["findings"] if f["kind"] == "industrial_write"
+             and f["device_id"] == "00:00:54:81:00:81"]
+    assert found and writes["ip"] in found[0]["message"] and "learnt: " in found[0]["message"]
     w = pl.DataFrame(doc["windows"])
     first_attack = min(pl.read_csv(site / "attacks.csv")["start"].to_list())
     before = w.filter(pl.col("end") < first_attack)

@@ -14,6 +14,7 @@ import polars as pl
 
 from flockwatch.features.attribution import attribute
 from flockwatch.features.explain import vocabulary
+from flockwatch.features.findings import learn_masters
 from flockwatch.features.flows import extract
 from flockwatch.features.hashing import file_hash
 from flockwatch.features.output import iso_utc
@@ -98,6 +99,9 @@ class SiteFit:
     errors: int = 0
     #: per device, the words and fingerprints shown while learning (``Bundle.vocabulary``)
     vocabulary: dict[str, frozenset[str]] = field(default_factory=dict)
+    #: per device, the hosts that sent it industrial requests while learning
+    #: (``Bundle.masters``)
+    masters: dict[str, frozenset[str]] = field(default_factory=dict)
 
 
 def fit_site(sources: Sequence[str | os.PathLike[str]], *, window_s: float = 300.0,
@@ -121,7 +125,7 @@ def fit_site(sources: Sequence[str | os.PathLike[str]], *, window_s: float = 300
     return SiteFit(model, win, PeerBaseline().fit(learnt),
                    learning_record(flows, learning_period_s),
                    list(result.problems) if result else [], len(result.errors) if result else 0,
-                   vocabulary(learnt))
+                   vocabulary(learnt), learn_masters(learnt))
 
 
 def train_baseline(
@@ -221,7 +225,7 @@ def _log_site(fit: SiteFit, sources: Sequence[str | os.PathLike[str]],
         mlflow.log_metric("known_local_peers", fit.peers.known_.height)  # type: ignore[union-attr]
         bundle = Bundle(window=WindowSpec(window_s), classifier=clf,
                         classifier_window=cwin, baseline=model, peers=fit.peers,
-                        vocabulary=fit.vocabulary,
+                        vocabulary=fit.vocabulary, masters=fit.masters,
                         info={"kind": "baseline", "devices": len(model.devices_),
                               "learning": learning})
         if classifier_info.get("training_captures") is not None:

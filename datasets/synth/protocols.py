@@ -114,8 +114,13 @@ S7_COTP_CR = _tpkt(bytes.fromhex("11e00000000100c0010ac1020100c2020102"))
 S7_COTP_CC = _tpkt(bytes.fromhex("11d00001000100c0010ac1020100c2020102"))
 S7_SETUP = _tpkt(bytes.fromhex("02f080" "32010000000000080000f0000001000101e0"))
 S7_SETUP_ACK = _tpkt(bytes.fromhex("02f080" "320300000000000800000000f0000001000100f0"))
-S7_READ = _tpkt(bytes.fromhex("02f080" "3201000001000e00000401120a10020001000184000000"))
-S7_READ_ACK = _tpkt(bytes.fromhex("02f080" "320300000100000600000401ff040010" "00000000"))
+# read var of 2 bytes of DB1 at byte 0, and its answer: a job header of 10 bytes (protocol id,
+# ROSCTR 1, reserved, PDU reference, parameter and data lengths), an ack-data header of 12
+# (with error class and code 0)
+S7_READ = _tpkt(bytes.fromhex("02f080" "32010000" "0100" "000e" "0000"
+                              "0401120a10020002000184000000"))
+S7_READ_ACK = _tpkt(bytes.fromhex("02f080" "32030000" "0100" "0002" "0006" "0000"
+                                  "0401" "ff0400100000"))
 
 
 def snmp_get(community: str = "public") -> bytes:

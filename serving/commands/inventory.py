@@ -51,11 +51,16 @@ def inventory(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     cluster: ClusterOpt = None,
 ) -> None:
-    """List the devices seen in captures or Zeek logs: vendor, addresses, names, protocols.
+    """List the devices seen in captures or Zeek logs: vendor, addresses, names, protocols,
+    software, risk score and findings (docs/findings.md).
 
     Example: flockwatch inventory plant.pcap --format json -o devices.json
     """
+    from flockwatch.features.attribution import attribute
+    from flockwatch.features.findings import findings
     from flockwatch.features.inventory import inventory as build_inventory
+    from flockwatch.features.inventory import with_risk
+    from flockwatch.features.software import device_software
 
     format = format_for(output, format)
     check_output(output, "--output")
@@ -63,7 +68,9 @@ def inventory(
     with cluster_session(cluster, quiet) as client:
         result = read_sources(client, srcs, quiet)
     require_readable(result)
-    inv = build_inventory(result.flows)
+    att = attribute(result.flows)
+    inv = with_risk(build_inventory(result.flows, att), findings(result.flows, att),
+                    device_software(att))
     _write_table(inv, format, output, f"{inv.height} devices")
     report_problems(result, quiet)
     if result.errors:

@@ -28,8 +28,9 @@ def score(
     sources: SourcesArg = None,
     model: ModelOpt = None,
     format: Annotated[ScoreFormat, typer.Option(
-        "--format", "-f", help="table: inventory and alerts, grouped into incidents, to read; "
-        "json: the whole report (devices, windows, alerts, incidents; schema in docs/scoring.md).")
+        "--format", "-f", help="table: inventory, alerts grouped into incidents, and risk "
+        "findings, to read; json: the whole report (devices, windows, alerts, incidents, "
+        "risk findings; schema in docs/scoring.md).")
     ] = ScoreFormat.table,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", help="Write the report to this file (atomically) instead of stdout.")

@@ -25,7 +25,8 @@ from flockwatch.serving.options import CaptureTool, SyslogProtocol
 def sense(
     interface: Annotated[str, typer.Option("--interface", "-i", help="Interface to watch.")],
     model: ModelOpt = None,
-    alerts: Annotated[Path, typer.Option(help="JSON-lines alert file (appended).")]
+    alerts: Annotated[Path, typer.Option(help="JSON-lines alert file (appended); risk "
+                                         "findings go there too, once per device and rule.")]
     = Path("flockwatch-alerts.jsonl"),
     syslog: Annotated[str | None, typer.Option(
         metavar="HOST[:PORT]", help="Also send CEF alerts to HOST:PORT ([IPV6]:PORT for an "

@@ -74,6 +74,11 @@ class DeviceOut(BaseModel):
     severity: Severity | None = None
     local_peers: list[str] = []
     type_evidence: list[TypeEvidence] = []
+    software: list[str] = []
+    firmware: list[str] = []
+    #: 0-100 from the device's risk findings (docs/findings.md); null where not computed
+    risk_score: int | None = None
+    findings: int | None = None
 
 
 class PeerOut(BaseModel):

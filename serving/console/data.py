@@ -21,10 +21,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from flockwatch.serving.contract import Severity
+from flockwatch.serving.findings import is_finding
 
 #: Inventory columns the console sorts by (whitelisted: a sort key is user input).
 SORTABLE = ("device_id", "mac", "vendor", "device_type", "category", "type_confidence",
-            "baseline", "first_seen", "last_seen", "alerts", "flows", "bytes")
+            "baseline", "first_seen", "last_seen", "alerts", "flows", "bytes", "risk_score")
 
 
 def parse_time(text: str | None) -> dt.datetime | None:
@@ -168,6 +169,8 @@ class SensorSource:
         self._inv_stamp: tuple[tuple[float, int], ...] | None = None
         self._devices: list[dict[str, Any]] = []
         self._alerts: list[dict[str, Any]] = []
+        #: the risk findings the sensor wrote to the same file (not shown as alerts)
+        self.findings: list[dict[str, Any]] = []
         self._offset = 0
         self._partial = b""
         self._snap: Snapshot | None = None
@@ -203,6 +206,7 @@ class SensorSource:
             return False
         if size < self._offset:  # rotated or truncated: start over
             self._offset, self._partial, self._alerts = 0, b"", []
+            self.findings = []
         if size == self._offset:
             return False
         with self.alerts_path.open("rb") as f:
@@ -219,7 +223,8 @@ class SensorSource:
             except ValueError:
                 continue  # not an alert line; the file is the sensor's, not ours to judge
             if isinstance(a, dict) and "kind" in a and "device_id" in a:
-                self._alerts.append(a)
+                # risk findings share the file (docs/findings.md): they are no alerts
+                (self.findings if is_finding(a) else self._alerts).append(a)
         return True
 
     def snapshot(self) -> Snapshot:
@@ -262,7 +267,18 @@ def _sensor_device(r: dict[str, Any]) -> dict[str, Any]:
         "category_confidence": r.get("category_confidence"),
         "vendor_confidence": r.get("vendor_confidence"), "candidates": candidates,
         "baseline": r.get("status"), "windows": None, "anomalous_windows": None,
+        "software": _json_list(r.get("software")), "firmware": _json_list(r.get("firmware")),
+        "risk_score": r.get("risk_score"), "findings": r.get("findings"),
     }
+
+
+def _json_list(text: Any) -> list[str]:
+    """A JSON list the sensor's inventory keeps (``software``, ``firmware``), or []."""
+    try:
+        value = json.loads(text) if text else []
+    except ValueError:
+        return []
+    return [str(v) for v in value] if isinstance(value, list) else []
 
 
 def _alerting_devices(alerts: list[dict[str, Any]], known: set[str]) -> list[dict[str, Any]]:

@@ -143,7 +143,8 @@ def router(source: Source, decisions: Decisions, model_info: dict[str, Any],
                       columns=[("device_id", "Device"), ("vendor", "Vendor"),
                                ("device_type", "Type"), ("category", "Category"),
                                ("baseline", "Baseline"), ("first_seen", "First seen"),
-                               ("last_seen", "Last seen"), ("alerts", "Alerts")])
+                               ("last_seen", "Last seen"), ("alerts", "Alerts"),
+                               ("risk_score", "Risk")])
 
     @pages.get("/devices/{device_id}", response_class=HTMLResponse)
     def device(request: Request, device_id: str) -> Response:
