@@ -34,6 +34,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fuzz"))
 import hostile  # noqa: E402
+import nvd  # noqa: E402
 from common import arg_parser, report  # noqa: E402
 
 
@@ -53,6 +54,7 @@ TARGETS: dict[str, Target] = {
                       lambda case: case.data),
     "zeek": Target(hostile.zeek_cases, hostile.check_zeek, hostile.ZEEK_CORPUS,
                    lambda case: case.data),
+    "nvd_feed": Target(nvd.feed_cases, nvd.check_feed, nvd.FEED_CORPUS, lambda case: case.data),
 }
 
 
