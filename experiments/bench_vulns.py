@@ -15,7 +15,6 @@ Usage: .venv/bin/python experiments/bench_vulns.py [--cves 50000] [--software 10
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import tempfile
@@ -31,17 +30,19 @@ _PRELUDE = "import polars, flockwatch.serving.vulns as v, json, sys, time\n"
 
 
 def _child(code: str) -> tuple[float, float, str]:
-    """Run ``code`` in a fresh interpreter: (peak RSS in MB, seconds, its stdout)."""
+    """Run ``code`` in a fresh interpreter: (its peak RSS in MB, seconds, its stdout less
+    the last line). The peak is the child's own ``VmHWM``, read by the child at its end:
+    ``ru_maxrss`` would count the parent's pages that the child shared between fork and
+    exec."""
+    hwm = ("\nprint(next(int(x.split()[1]) for x in open('/proc/self/status') "
+           "if x.startswith('VmHWM')))")
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-c", _PRELUDE + code], stdout=subprocess.PIPE,
-                            text=True)
-    assert proc.stdout is not None
-    out = proc.stdout.read()
-    _pid, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    proc = subprocess.run([sys.executable, "-c", _PRELUDE + code + hwm], capture_output=True,
+                          text=True, check=False)
     if proc.returncode:
-        raise SystemExit(f"child failed ({proc.returncode}): {code[:80]}")
-    return usage.ru_maxrss / 1024, time.perf_counter() - start, out
+        raise SystemExit(f"child failed ({proc.returncode}): {proc.stderr[-500:]}")
+    *out, peak = proc.stdout.splitlines()
+    return int(peak) / 1024, time.perf_counter() - start, "\n".join(out)
 
 
 def main() -> int:
@@ -49,11 +50,12 @@ def main() -> int:
     ap.add_argument("--cves", type=int, default=50_000)
     ap.add_argument("--software", type=int, default=1000)
     args = ap.parse_args()
-    from nvdfeed import synthetic_feed
-
     with tempfile.TemporaryDirectory(prefix="flockwatch-vulns-") as tmp:
         feed = Path(tmp) / "nvdcve-2.0-synthetic.json"
-        feed.write_text(json.dumps(synthetic_feed(args.cves, seed=0), indent=2))
+        tests = str(Path(__file__).resolve().parents[1] / "tests")
+        _child(f"sys.path.insert(0, {tests!r}); from nvdfeed import synthetic_feed; "
+               f"open({str(feed)!r}, 'w').write(json.dumps(synthetic_feed({args.cves}), "
+               "indent=2))")
         db = Path(tmp) / "vulns.sqlite"
         base_mb, base_s, _ = _child("pass")
         load_mb, load_s, _ = _child(f"t=time.perf_counter(); d=json.load(open({str(feed)!r}));"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import functools
 import gzip
 import io
 import json
@@ -68,6 +69,7 @@ _PRE_LETTERS = {"a": 1, "b": 2, "c": 3}
 VersionKey = tuple[tuple[int, int, str], ...]
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def version_key(text: str | None) -> VersionKey | None:
     """A sort key for a version string, or None when it has no digit (``*``, ``-``, ``n/a``).
 
@@ -589,10 +591,16 @@ def update(feeds: Sequence[str | os.PathLike[str]], kev: str | os.PathLike[str] 
     from flockwatch.features.output import atomic_path
 
     target = Path(db) if db is not None else default_db()
+    for f in [*feeds, *([kev] if kev is not None else [])]:
+        _check_file(Path(f))
     old = None if fresh or not target.exists() else connect(target)
     summary = UpdateSummary(str(target), len(feeds), 0, 0, 0, 0, None, 0, 0)
     with atomic_path(target) as tmp:
         con = sqlite3.connect(tmp)
+        # a private file until it is renamed: no journal, no sync per commit; one fsync at
+        # the end, so that the rename never publishes a file still in the page cache only
+        con.execute("PRAGMA journal_mode = OFF")
+        con.execute("PRAGMA synchronous = OFF")
         try:
             if old is not None:
                 old.backup(con)
@@ -614,10 +622,31 @@ def update(feeds: Sequence[str | os.PathLike[str]], kev: str | os.PathLike[str] 
             con.close()
             if old is not None:
                 old.close()
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
     return summary
 
 
 _BATCH = 2000
+
+
+def _check_file(path: Path) -> None:
+    """A feed that is no regular file fails before any work (a FIFO would block the read)."""
+    import stat
+
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise FeedError(str(path), "no such file") from None
+    except OSError as exc:
+        raise FeedError(str(path), f"cannot read: {exc.strerror or exc}") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise FeedError(str(path), "is a folder, expected a feed file")
+    if not stat.S_ISREG(st.st_mode):
+        raise FeedError(str(path), "not a regular file, expected a feed file")
 
 
 def _import_feed(con: sqlite3.Connection, path: Path, now: str, summary: UpdateSummary,

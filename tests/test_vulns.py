@@ -473,7 +473,10 @@ def test_cli_bad_inputs_are_one_line(tmp_path: Path) -> None:
     assert _digest(db) == before
     line = _one_error_line(runner.invoke(app, ["vulns", "update", "--nvd-feed",
                                                str(tmp_path / "absent.json"), "--db", str(db)]))
-    assert "absent.json" in line and "No such file" in line
+    assert line.endswith("absent.json': no such file")
+    line = _one_error_line(runner.invoke(app, ["vulns", "update", "--nvd-feed", str(tmp_path),
+                                               "--db", str(db)]))
+    assert line.endswith("is a folder, expected a feed file")
     line = _one_error_line(runner.invoke(app, ["vulns", "update", "--db", str(db)]))
     assert "--nvd-feed" in line
     line = _one_error_line(runner.invoke(app, ["vulns", "list", "--db",

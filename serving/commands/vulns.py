@@ -24,7 +24,7 @@ DbOpt = Annotated[Path | None, typer.Option(
 @app.command("update")
 def vulns_update(
     feeds: Annotated[list[Path] | None, typer.Argument(
-        metavar="[FEED]...", show_default=False, readable=False,
+        metavar="FEED", show_default=False, readable=False,
         help="More NVD feed files (so that '--nvd-feed nvdcve-2.0-*.json.gz' works: the "
         "shell's list of files lands here).")] = None,
     nvd_feed: Annotated[list[Path] | None, typer.Option(
@@ -43,10 +43,10 @@ def vulns_update(
 ) -> None:
     """Import NVD feeds (and the KEV catalogue) into the CVE database, atomically.
 
-    The new database is written beside the old one and replaces it only when every file
-    was read: a malformed feed stops the import with one line naming the file and the entry,
-    and the database stays as it was. CVEs already there are kept (a CVE imported again keeps
-    its latest version; rejected CVEs are removed), unless --fresh.
+    The new database is written beside the old one and replaces it only when every file was
+    read: a malformed feed stops the import with one line naming the file and the entry, and
+    the database stays as it was. CVEs already there are kept (a CVE imported again keeps its
+    latest version; rejected CVEs are removed), unless --fresh.
 
     Example: flockwatch vulns update --nvd-feed nvdcve-2.0-2024.json.gz
     nvdcve-2.0-modified.json.gz --kev known_exploited_vulnerabilities.json
@@ -107,8 +107,11 @@ def vulns_list(
     format: Annotated[ScoreFormat, typer.Option("--format", "-f",
                       help="table for people, json for machines.")] = ScoreFormat.table,
 ) -> None:
-    """What the CVE database holds: CVEs, CPE match rows, products, KEV entries, and each
-    feed imported with its own timestamp (how fresh the data is).
+    """What the CVE database holds: counts, and each feed imported with its timestamp.
+
+    The CVEs, those with CPE criteria, the CPE match rows, the products named, the KEV
+    entries, and per feed file its own timestamp (how fresh the data is) and when it was
+    imported.
 
     Example: flockwatch vulns list
     """
@@ -143,8 +146,10 @@ def vulns_match(
     format: Annotated[ScoreFormat, typer.Option("--format", "-f",
                       help="table for people, json for machines.")] = ScoreFormat.table,
 ) -> None:
-    """Match device software against the CVE database: one row per device and CVE with its
-    CVSS, the KEV flag and what the match was made on (CPE criteria and version range).
+    """Match device software against the CVE database (one row per device and CVE).
+
+    Each row has the CVE's CVSS score and version, severity, the KEV flag and what the match
+    was made on: the NVD's CPE criteria and version range, and the product as seen.
 
     Example: flockwatch vulns match software.json --format json
     """
