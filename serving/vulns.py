@@ -281,8 +281,9 @@ class _JsonStream:
     def expect(self, ch: str) -> None:
         got = self.peek()
         if got != ch:
-            raise _Syntax(f"expected {ch!r} but found {got!r}" if got
-                          else f"expected {ch!r} but the file ends")
+            what = "a JSON object ('{')" if ch == "{" and self.pos == 0 else repr(ch)
+            raise _Syntax(f"expected {what} but found {got!r}" if got
+                          else f"expected {what} but the file ends")
         self.pos += 1
 
     def value(self) -> Any:
@@ -595,39 +596,47 @@ def update(feeds: Sequence[str | os.PathLike[str]], kev: str | os.PathLike[str] 
         _check_file(Path(f))
     old = None if fresh or not target.exists() else connect(target)
     summary = UpdateSummary(str(target), len(feeds), 0, 0, 0, 0, None, 0, 0)
-    with atomic_path(target) as tmp:
-        con = sqlite3.connect(tmp)
+    try:
+        with atomic_path(target) as tmp:
+            _build(Path(tmp), old, feeds, kev, summary, progress)
+    finally:
+        if old is not None:
+            old.close()
+    return summary
+
+
+def _build(tmp: Path, old: sqlite3.Connection | None, feeds: Sequence[str | os.PathLike[str]],
+           kev: str | os.PathLike[str] | None, summary: UpdateSummary,
+           progress: Progress | None) -> None:
+    """Write the new database into ``tmp``: the old one's copy (or an empty one), then the
+    feeds and the KEV catalogue."""
+    con = sqlite3.connect(tmp)
+    try:
         # a private file until it is renamed: no journal, no sync per commit; one fsync at
         # the end, so that the rename never publishes a file still in the page cache only
         con.execute("PRAGMA journal_mode = OFF")
         con.execute("PRAGMA synchronous = OFF")
-        try:
-            if old is not None:
-                old.backup(con)
-                old.close()
-                old = None
-            else:
-                con.executescript(_SCHEMA)
-                con.execute("INSERT INTO meta VALUES ('db_version', ?)", (str(DB_VERSION),))
-            now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-            for feed in feeds:
-                _import_feed(con, Path(feed), now, summary, progress)
-            if kev is not None:
-                summary.kev = _import_kev(con, Path(kev), now)
-            con.execute("INSERT OR REPLACE INTO meta VALUES ('updated', ?)", (now,))
-            con.commit()
-            summary.total_cves = con.execute("SELECT count(*) FROM cves").fetchone()[0]
-            summary.total_kev = con.execute("SELECT count(*) FROM kev").fetchone()[0]
-        finally:
-            con.close()
-            if old is not None:
-                old.close()
-        fd = os.open(tmp, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    return summary
+        if old is not None:
+            old.backup(con)
+        else:
+            con.executescript(_SCHEMA)
+            con.execute("INSERT INTO meta VALUES ('db_version', ?)", (str(DB_VERSION),))
+        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        for feed in feeds:
+            _import_feed(con, Path(feed), now, summary, progress)
+        if kev is not None:
+            summary.kev = _import_kev(con, Path(kev), now)
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('updated', ?)", (now,))
+        con.commit()
+        summary.total_cves = con.execute("SELECT count(*) FROM cves").fetchone()[0]
+        summary.total_kev = con.execute("SELECT count(*) FROM kev").fetchone()[0]
+    finally:
+        con.close()
+    fd = os.open(tmp, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 _BATCH = 2000
