@@ -58,47 +58,15 @@ def vulns_update(
         raise typer.BadParameter("give at least one NVD feed file or the KEV file",
                                  param_hint="--nvd-feed")
     target = db if db is not None else default_db()
-    with _import_bar(quiet) as progress:
+    from flockwatch.serving.progress import importing
+
+    with importing(quiet) as progress:
         summary = update(files, kev=kev, db=target, fresh=fresh, progress=progress)
     d = summary.to_dict()
     kev_text = f"; KEV: {d['kev']:,} entries" if d["kev"] is not None else ""
     typer.echo(f"{d['feeds']} feed(s), {d['entries']:,} entries: {d['cves']:,} CVEs imported "
                f"({d['rejected']:,} rejected removed), {d['cpe_rows']:,} CPE match rows"
                f"{kev_text} -> {target} ({d['total_cves']:,} CVEs, {d['total_kev']:,} KEV)")
-
-
-def _import_bar(quiet: bool) -> Any:
-    """A bar of bytes read per feed, on a terminal only."""
-    import contextlib
-
-    from flockwatch.serving.progress import console
-
-    out = console()
-    if quiet or not out.is_terminal:
-        return contextlib.nullcontext(None)
-
-    @contextlib.contextmanager
-    def bar() -> Any:
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
-        tasks: dict[str, Any] = {}
-        with Progress(TextColumn("[bold]importing"), BarColumn(), DownloadColumn(),
-                      TimeElapsedColumn(), TextColumn("{task.description}"), console=out,
-                      transient=True) as p:
-            def progress(name: str, done: int, total: int) -> None:
-                if name not in tasks:
-                    tasks[name] = p.add_task(Path(name).name[-40:], total=total or None)
-                p.update(tasks[name], completed=done)
-
-            yield progress
-
-    return bar()
 
 
 @app.command("list")
