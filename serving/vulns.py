@@ -6,8 +6,9 @@ Nothing here reaches the network: sensors sit on plant networks that often have 
 and a scan must give the same answer tomorrow for the same database.
 
 Why a matcher of our own: ``nvdlib`` queries the online NVD API; ``cpe`` parses and compares
-CPE names but knows no version ranges; ``univers`` compares the versions of package ecosystems
-(PyPI, npm, Debian), not firmware strings such as ``1.0.2k``, ``7.4p1`` or ``V2.4.1-rc1``.
+CPE names but knows no version ranges; ``univers`` is built around package URLs, with one
+version scheme per package ecosystem, which an NVD criteria does not name; firmware strings
+such as ``1.0.2k``, ``7.4p1`` or ``V2.4.1-rc1`` need one tolerant order.
 What the NVD data needs is small: split a CPE 2.3 name, compare two versions tolerantly, and
 test a version against a range; each is here, with its rules documented and tested.
 
@@ -416,6 +417,11 @@ def _encodable(text: str) -> bool:
     return True
 
 
+def _shown(v: Any) -> str:
+    """A short quote of a bad value for a one-line message."""
+    return json.dumps(v)[:40] if isinstance(v, str) else _kind(v)
+
+
 def _kind(v: Any) -> str:
     return {dict: "an object", list: "a list", str: "a string", bool: "true/false",
             type(None): "null"}.get(type(v), "a number")
@@ -459,7 +465,7 @@ def _parse_entry(item: Any) -> _Cve:
     cve = _obj(entry.get("cve"), "cve")
     cid = cve.get("id")
     if not isinstance(cid, str) or not _CVE_ID.fullmatch(cid):
-        raise _Bad(f"cve.id: expected CVE-YYYY-NNNN, found {json.dumps(cid)[:40]}")
+        raise _Bad(f"cve.id: expected CVE-YYYY-NNNN, found {_shown(cid)}")
     status = _str(cve.get("vulnStatus"), "cve.vulnStatus")
     desc = None
     for i, d in enumerate(_list(cve.get("descriptions"), "cve.descriptions")):
@@ -697,7 +703,7 @@ def _import_feed(con: sqlite3.Connection, path: Path, now: str, summary: UpdateS
                     elif key == "catalogVersion":
                         raise FeedError(name, "the CISA KEV catalogue: give it with --kev")
                     elif key == "format" and value != "NVD_CVE":
-                        raise FeedError(name, f"format {json.dumps(value)[:40]}, expected "
+                        raise FeedError(name, f"format {_shown(value)}, expected "
                                         "\"NVD_CVE\" (an NVD CVE JSON 2.0 feed)")
             except _Syntax as exc:
                 where = f"{_entry(n + 1, None)}: " if stream.in_array else ""
@@ -772,7 +778,7 @@ def _import_kev(con: sqlite3.Connection, path: Path, now: str) -> int:
         cid = item.get("cveID") if isinstance(item, dict) else None
         if not isinstance(cid, str) or not _CVE_ID.fullmatch(cid):
             raise FeedError(name, f"entry {n}: cveID: expected CVE-YYYY-NNNN, found "
-                            f"{json.dumps(cid)[:40]}")
+                            f"{_shown(cid)}")
         added, title = item.get("dateAdded"), item.get("vulnerabilityName")
         rows.append((cid, added if isinstance(added, str) and _encodable(added) else None,
                      title[:DESCRIPTION_CHARS] if isinstance(title, str) and _encodable(title)
