@@ -32,11 +32,14 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, TYPE_CHECKING, Any, cast
 
 from flockwatch.features.errors import InputError
 from flockwatch.features.home import flockwatch_home
 from flockwatch.serving.contract import CvssSeverity, Vulnerability
+
+if TYPE_CHECKING:
+    import polars as pl
 
 #: the database's own layout; a database of another layout is refused, not misread
 DB_VERSION = 1
@@ -830,7 +833,7 @@ class _Soft:
     shown: str  # "vendor product version" as seen
 
 
-def _software_rows(software: Any) -> list[_Soft]:
+def _software_rows(software: pl.DataFrame) -> list[_Soft]:
     """The rows that name a product: by their ``cpe`` when it parses, else by ``vendor`` and
     ``product`` spelt as CPE spells them."""
     cols = set(software.columns)
@@ -863,7 +866,7 @@ MATCH_COLUMNS = ("device_id", "cve", "cvss", "cvss_version", "severity", "kev", 
                  "product", "description")
 
 
-def match(software: Any, db: str | os.PathLike[str] | None = None) -> Any:
+def match(software: pl.DataFrame, db: str | os.PathLike[str] | None = None) -> pl.DataFrame:
     """The CVEs that apply to each device's software: one row per (device, CVE) with
     ``MATCH_COLUMNS``, the highest CVSS first.
 
@@ -949,8 +952,8 @@ def _platform_ok(con: sqlite3.Connection, cve: str, config: int, device: list[_S
     return ok
 
 
-def device_vulnerabilities(software: Any, db_path: str | os.PathLike[str] | None = None
-                           ) -> list[Vulnerability]:
+def device_vulnerabilities(software: pl.DataFrame | None,
+                           db_path: str | os.PathLike[str] | None = None) -> list[Vulnerability]:
     """The contract's ``Vulnerability`` list for ``device_software`` rows; [] when there is
     no CVE database (scoring without one is normal, not an error)."""
     path = Path(db_path) if db_path is not None else default_db()
