@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "fuzz"))
 import findings_cases  # noqa: E402
 import hostile  # noqa: E402
+import nvd  # noqa: E402
 from common import arg_parser, report  # noqa: E402
 
 
@@ -60,6 +61,7 @@ TARGETS: dict[str, Target] = {
     "findings": Target(findings_cases.flow_tables,
                        lambda rows, _folder: findings_cases.check_findings(rows),
                        findings_cases.corpus()),
+    "nvd_feed": Target(nvd.feed_cases, nvd.check_feed, nvd.FEED_CORPUS, lambda case: case.data),
 }
 
 

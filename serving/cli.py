@@ -31,6 +31,7 @@ from flockwatch.serving.commands import (
     serve,
     tracking_server,
     train,
+    vulns,
 )
 from flockwatch.serving.commands.common import describe, fail
 
@@ -126,6 +127,7 @@ for command in (extract.extract, inventory.inventory, findings.findings, evaluat
 app.add_typer(datasets.app, name="datasets")
 app.add_typer(train.app, name="train")
 app.add_typer(models.app, name="models")
+app.add_typer(vulns.app, name="vulns")
 
 
 def main() -> None:

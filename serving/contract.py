@@ -213,6 +213,46 @@ class Finding:
         return _to_dict(self)
 
 
+class CvssSeverity(enum.StrEnum):
+    """A CVE's CVSS qualitative rating, as the NVD gives it (v2 has no ``none``/``critical``)."""
+
+    NONE = "none"
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+    @property
+    def severity(self) -> Severity:
+        """The alert severity of this rating (``critical`` is ``high``, ``none`` ``low``), for
+        sinks such as CEF that know three levels."""
+        return {CvssSeverity.CRITICAL: Severity.HIGH, CvssSeverity.HIGH: Severity.HIGH,
+                CvssSeverity.MEDIUM: Severity.MEDIUM}.get(self, Severity.LOW)
+
+
+@dataclass
+class Vulnerability:
+    """A known CVE that applies to software a device showed (``docs``: vulns): the score of
+    the preferred CVSS version (3.1, then 4.0, 3.0, 2.0), whether CISA lists it as exploited
+    (``kev``), and what the match was made on: the NVD's CPE criteria and version range
+    (``cpe:2.3:a:openbsd:openssh:*:*:*:*:*:*:*:* < 7.4``) against ``product``, the vendor,
+    product and version as the device's traffic showed them."""
+
+    cve: str
+    cvss: float | None
+    cvss_version: str | None
+    severity: CvssSeverity | None
+    kev: bool
+    matched_on: str
+    product: str
+    device_id: str
+    #: the NVD description, cut at 200 characters
+    description: str | None = field(default=None, metadata={"optional": True})
+
+    def to_dict(self) -> dict[str, Any]:
+        return _to_dict(self)
+
+
 def _to_dict(obj: Any) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for f in dataclasses.fields(obj):
@@ -294,6 +334,6 @@ def json_schema(cls: type) -> dict[str, Any]:
     return {"type": "object", "required": required, "properties": props}
 
 
-__all__ = ["SCHEMA_VERSION", "TIME_PATTERN", "Alert", "AlertFlow", "AlertKind", "DeviceIdentity",
-           "Finding", "FindingKind", "Incident", "Severity", "TopFeature", "TypeEvidence",
-           "json_schema"]
+__all__ = ["SCHEMA_VERSION", "TIME_PATTERN", "Alert", "AlertFlow", "AlertKind", "CvssSeverity",
+           "DeviceIdentity", "Finding", "FindingKind", "Incident", "Severity", "TopFeature",
+           "TypeEvidence", "Vulnerability", "json_schema"]

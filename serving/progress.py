@@ -87,3 +87,26 @@ def phases(quiet: bool = False) -> Iterator[Callable[[str, int, int], None]]:
     finally:
         if tasks:
             bars.stop()
+
+
+@contextlib.contextmanager
+def importing(quiet: bool = False) -> Iterator[Callable[[str, int, int], None] | None]:
+    """A bar of bytes read per file for an import (``flockwatch vulns update``), fed by the
+    importer's ``progress(name, done, total)`` callback; None off a terminal or when quiet."""
+    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
+
+    out = console()
+    if quiet or not out.is_terminal:
+        yield None
+        return
+    tasks: dict[str, Any] = {}
+    with Progress(TextColumn("[bold]importing"), BarColumn(), DownloadColumn(),
+                  TimeElapsedColumn(), TextColumn("{task.description}"), console=out,
+                  transient=True) as bars:
+
+        def progress(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bars.add_task(Path(name).name[-40:], total=total or None)
+            bars.update(tasks[name], completed=done)
+
+        yield progress

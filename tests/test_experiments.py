@@ -84,11 +84,20 @@ def test_fuzz_campaign_counts_and_logs(tmp_path):
                                    "syslog_target", "payload_http", "payload_banners",
                                    "payload_tls", "payload_cert", "payload_snmp",
                                    "payload_mqtt", "payload_mail", "payload_scan",
-                                   "findings"}
+                                   "findings", "nvd_feed"}
     for t in res["targets"].values():
         assert t["inputs"] == 30 and t["corpus"] < 30
         assert t["crashes"] == 0 and t["losses"] == 0, t["failures"]
     assert res["crashes"] == res["losses"] == 0
+
+
+def test_bench_vulns_small(tmp_path):
+    """experiments/bench_vulns.py on a feed of 400 CVEs: the import streams (its peak memory
+    is measured in its own process) and the software rows find their CVEs."""
+    res = run_script("bench_vulns", "--cves", "400", "--software", "60", tmp_path=tmp_path)
+    assert res["cves"] == 400 and res["cpe_rows"] > 400 and res["matches"] > 0
+    assert 0 < res["baseline_rss_mb"] <= res["import_rss_mb"]
+    assert res["baseline_rss_mb"] <= res["json_load_rss_mb"]
 
 
 def test_bench_train_classifier_small(shared_data, tmp_path):
