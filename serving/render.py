@@ -28,8 +28,11 @@ def render_inventory(inv: Any, title: str) -> str:
     table = Table(title=title, show_lines=False)
     risk = "risk_score" in inv.columns
     cols = ["device", "vendor", "ips", "hostnames", "protocols", "ICS", "flows", "bytes"]
+    vulns = "vulnerabilities" in inv.columns
     if risk:  # ``features.inventory.with_risk``
         cols += ["software", "risk", "find."]
+    if vulns:  # ``serving.vulns.with_vulnerabilities``
+        cols += ["CVEs"]
     for col in cols:
         table.add_column(col, overflow="fold")
     for r in inv.iter_rows(named=True):
@@ -42,6 +45,9 @@ def render_inventory(inv: Any, title: str) -> str:
         if risk:
             cells += [", ".join([*r["firmware"], *r["software"]][:2]), str(r["risk_score"]),
                       str(r["findings"])]
+        if vulns:
+            cves = r["cves"] or []
+            cells.append(", ".join(cves[:2]) + (f" +{len(cves) - 2}" if len(cves) > 2 else ""))
         table.add_row(*cells)
     return as_text(table, width=180 if risk else 160)
 
@@ -135,6 +141,16 @@ def render_report(rep: Any) -> str:
     if findings:
         parts.append(f"{len(findings)} risk finding(s) (docs/findings.md):")
         parts += render_findings(findings, _FINDINGS_SHOWN)
+    vulns = getattr(rep, "vulnerabilities", None) or []
+    if vulns:
+        parts.append(f"{len(vulns)} known vulnerabilit{'y' if len(vulns) == 1 else 'ies'} of "
+                     "the devices' software (docs/vulns.md):")
+        parts += [f"  {v['cve']:<16} {v['cvss'] if v['cvss'] is not None else '?':>4}"
+                  f"{' KEV' if v['kev'] else '    '} {v['device_id']}: {v['product']} "
+                  f"({v['matched_on']})" for v in vulns[:_FINDINGS_SHOWN]]
+        if len(vulns) > _FINDINGS_SHOWN:
+            parts.append(f"  ... and {len(vulns) - _FINDINGS_SHOWN} more (--format json lists "
+                         "every one)")
     return "\n".join(parts) + "\n"
 
 

@@ -47,9 +47,11 @@ from flockwatch.serving.contract import (
     Finding,
     Incident,
     TypeEvidence,
+    Vulnerability,
     json_schema,
 )
 from flockwatch.serving.findings import finding_dicts
+from flockwatch.serving.vulns import with_vulnerabilities
 
 _TOP_DTYPE = pl.List(pl.Struct({"feature": pl.String, "observed": pl.Float64,
                                 "expected": pl.Float64, "share": pl.Float64}))
@@ -178,7 +180,8 @@ def score_sources(sources: Sequence[str | os.PathLike[str]], model_uri: str | No
                   on_load_error: Callable[[BaseException], None] | None = None,
                   on_read: Callable[[ExtractResult], None] | None = None,
                   include_learning: bool = False, since: TimeBound | None = None,
-                  until: TimeBound | None = None) -> ScoreReport:
+                  until: TimeBound | None = None,
+                  vulns_db: str | os.PathLike[str] | None = None) -> ScoreReport:
     """Extract, score and summarise captures, folders or Zeek logs.
 
     Without ``model``, the model loads while the captures are read (MLflow, LightGBM and torch
@@ -202,7 +205,7 @@ def score_sources(sources: Sequence[str | os.PathLike[str]], model_uri: str | No
         on_read(result)
     return report(bundle_of(model), result.flows, result.problems, model_uri or "",
                   learning_sources=learnt, include_learning=include_learning,
-                  since=since, until=until)
+                  since=since, until=until, vulns_db=vulns_db)
 
 
 class _Loader:
@@ -270,8 +273,12 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
            learning_sources: Collection[str] = (), include_learning: bool = False,
            since: TimeBound | None = None, until: TimeBound | None = None,
            evidence_memory: Any | None = None, request_memory: Any | None = None,
-           segment_flows: int | None = SEGMENT_FLOWS) -> ScoreReport:
+           segment_flows: int | None = SEGMENT_FLOWS,
+           vulns_db: str | os.PathLike[str] | None = None) -> ScoreReport:
     """Score flows into the inventory, the scored windows and the alerts.
+
+    The devices' software is matched against the CVE database at ``vulns_db`` (default
+    ``serving.vulns.default_db()``; none there: no vulnerabilities, as without one).
 
     ``window`` overrides the bundle's window alignment; ``known_new`` lists devices already
     reported as new (the sensor reports each once). Windows of ``learning_sources`` (captures
@@ -348,11 +355,13 @@ def report(bundle: Any, flows: pl.DataFrame, problems: list[Problem], model_uri:
         parts.requests)
     found = summarise(parts.risks, requests, getattr(bundle, "masters", None))
     devices = with_risk(devices, found, parts.software)
+    devices, vulns = with_vulnerabilities(devices, parts.software, vulns_db)
     return ScoreReport(devices, scored, alerts, problems, model_uri, grouped,
                        learning=_learning_summary(bundle, scored, include_learning),
                        since=None if lo is None else iso_utc(lo),
                        until=None if hi is None else iso_utc(hi),
-                       findings=finding_dicts(found), software=parts.software)
+                       findings=finding_dicts(found), software=parts.software,
+                       vulnerabilities=vulns)
 
 
 #: Flows listed per alert: its device's flows in its window, the ones to new peers first,
@@ -700,7 +709,8 @@ SCORE_JSON_SCHEMA: dict[str, Any] = {
                          "candidates", "new_device", "windows",
                          "anomalous_windows", "learning_windows", "baseline", "alerts",
                          "alerts_anomalous_window", "alerts_new_peer", "alerts_new_device",
-                         "local_peers", "type_evidence", *RISK_COLUMNS],
+                         "local_peers", "type_evidence", *RISK_COLUMNS, "vulnerabilities",
+                         "cves"],
             "properties": {
                 "device_id": {"type": "string"}, "mac": {"type": ["string", "null"]},
                 "vendor": {"type": ["string", "null"]}, "ips": _STR_LIST,
@@ -717,6 +727,7 @@ SCORE_JSON_SCHEMA: dict[str, Any] = {
                 "local_peers": _STR_LIST,
                 "type_evidence": {"type": "array", "items": json_schema(TypeEvidence)},
                 "software": _STR_LIST, "firmware": _STR_LIST,
+                "vulnerabilities": {"type": "integer", "minimum": 0}, "cves": _STR_LIST,
                 "risk_score": {"type": "integer", "minimum": 0, "maximum": 100},
                 "findings": {"type": "integer", "minimum": 0},
                 "baseline": {"enum": ["learned", "thin", "new", None]},
@@ -739,7 +750,7 @@ SCORE_JSON_SCHEMA: dict[str, Any] = {
         "incidents": {"type": "array", "items": json_schema(Incident)},
         "findings": {"type": "array", "items": json_schema(Finding)},
         # each a known CVE of a device (filled where a CVE database is given)
-        "vulnerabilities": {"type": "array", "items": {"type": "object"}},
+        "vulnerabilities": {"type": "array", "items": json_schema(Vulnerability)},
         "problems": {"type": "array"},
     },
 }

@@ -967,7 +967,28 @@ def device_vulnerabilities(software: pl.DataFrame | None,
             for r in df.iter_rows(named=True)]
 
 
+def with_vulnerabilities(devices: pl.DataFrame, software: pl.DataFrame | None,
+                         db_path: str | os.PathLike[str] | None = None
+                         ) -> tuple[pl.DataFrame, list[dict[str, Any]]]:
+    """``devices`` (an inventory) with ``vulnerabilities``, how many known CVEs its software
+    has, and ``cves``, their identifiers (exploited ones first, then by CVSS), and the
+    ``Vulnerability`` records themselves, in the same order: what ``inventory`` and ``score``
+    list. Without a CVE database both are empty."""
+    import polars as pl
+
+    found = device_vulnerabilities(software, db_path)
+    found.sort(key=lambda v: (v.device_id, not v.kev, -(v.cvss or 0.0), v.cve))
+    per: dict[str, list[str]] = {}
+    for v in found:
+        per.setdefault(v.device_id, []).append(v.cve)
+    ids = devices["device_id"].to_list() if devices.height else []
+    return devices.with_columns(
+        pl.Series("vulnerabilities", [len(per.get(d, [])) for d in ids], dtype=pl.Int64),
+        pl.Series("cves", [per.get(d, []) for d in ids], dtype=pl.List(pl.String)),
+    ), [v.to_dict() for v in found]
+
+
 __all__ = ["DB_VERSION", "DatabaseError", "FeedError", "MATCH_COLUMNS", "Range",
            "UpdateSummary", "compare_versions", "connect", "cpe_name_part", "default_db",
            "describe_db", "device_vulnerabilities", "match", "split_cpe", "update",
-           "version_key"]
+           "version_key", "with_vulnerabilities"]

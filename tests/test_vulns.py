@@ -493,3 +493,42 @@ def test_cli_help_explains() -> None:
     assert r.exit_code == 0 and "docs/vulns.md" in r.stdout
     r = CliRunner().invoke(app, ["vulns", "update", "--help"])
     assert "--nvd-feed" in r.stdout and "--kev" in r.stdout and "atomically" in r.stdout
+
+
+def test_inventory_and_score_list_the_devices_cves(db: Path, tmp_path: Path) -> None:
+    """The software a device shows (an old OpenSSH banner) is matched against the database:
+    the inventory's `vulnerabilities`/`cves` and the score report's `vulnerabilities`, valid
+    against the report's schema; without the database nothing is listed, and a bad
+    `--vulns-db` fails in one line before any capture is read."""
+    from test_payload import SERVER, Conversation
+
+    from flockwatch.datasets.pcap import PcapWriter
+    from flockwatch.features import extract
+    from flockwatch.features.windows import WindowSpec
+    from flockwatch.models.bundle import Bundle
+    from flockwatch.serving.score import SCORE_JSON_SCHEMA, report
+
+    w = PcapWriter()
+    (Conversation(w, 22).server(b"SSH-2.0-OpenSSH_7.2p2 Ubuntu-4ubuntu2.8\r\n")
+     .client(b"SSH-2.0-OpenSSH_8.4p1\r\n").close())
+    cap = tmp_path / "ssh.pcap"
+    w.write(cap)
+    runner = CliRunner()
+    r = runner.invoke(app, ["inventory", str(cap), "--vulns-db", str(db), "--format", "json"])
+    assert r.exit_code == 0, r.output
+    devices = {d["ip"] if "ip" in d else d["ips"][0]: d for d in json.loads(r.stdout)}
+    server = devices[SERVER[1]]
+    assert server["cves"][0] == "CVE-2016-10009" and server["vulnerabilities"] >= 1
+    assert all(d["vulnerabilities"] == 0 for ip, d in devices.items() if ip != SERVER[1])
+    flows = extract([cap]).flows
+    rep = report(Bundle(window=WindowSpec(300)), flows, [], vulns_db=db)
+    doc = json.loads(rep.to_json())
+    jsonschema.validate(doc, SCORE_JSON_SCHEMA)
+    [v] = [v for v in doc["vulnerabilities"] if v["cve"] == "CVE-2016-10009"]
+    assert v["kev"] is True and v["cvss"] == 7.8 and "< 7.4" in v["matched_on"]
+    assert "7.2p2" in v["product"]
+    assert report(Bundle(window=WindowSpec(300)), flows, [],
+                  vulns_db=tmp_path / "none.sqlite").vulnerabilities == []
+    bad = runner.invoke(app, ["inventory", str(cap), "--vulns-db", str(tmp_path / "none.sqlite")])
+    assert bad.exit_code == 1 and "--vulns-db" in bad.output
+    assert "Traceback" not in bad.output and len(bad.output.strip().splitlines()) == 1

@@ -156,6 +156,26 @@ SourcesArg = Annotated[
 ]
 
 
+VulnsDbOpt = Annotated[Path | None, typer.Option(
+    "--vulns-db", metavar="PATH",
+    help="Match the devices' software against this CVE database (flockwatch vulns update); "
+         "default: vulns.sqlite under FLOCKWATCH_HOME when it exists, else no matching.")]
+
+
+def checked_vulns_db(path: Path | None) -> Path | None:
+    """``--vulns-db`` checked before any capture is read: a missing file or one that is no
+    CVE database fails now, in one line."""
+    if path is None:
+        return None
+    from flockwatch.serving.vulns import connect
+
+    try:
+        connect(path).close()
+    except Exception as exc:
+        fail(f"--vulns-db {exc}")
+    return path
+
+
 def problem_line(p: Any) -> str:
     return f"{show(p.source)}: {one_line(p.message)}"
 

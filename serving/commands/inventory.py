@@ -12,7 +12,9 @@ from flockwatch.serving.commands.cluster import ClusterOpt, cluster_session, rea
 from flockwatch.serving.commands.common import (
     SourcesArg,
     TableFormat,
+    VulnsDbOpt,
     check_output,
+    checked_vulns_db,
     format_for,
     report_problems,
     require_readable,
@@ -50,9 +52,11 @@ def inventory(
                       help="Write here instead of standard output.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     cluster: ClusterOpt = None,
+    vulns_db: VulnsDbOpt = None,
 ) -> None:
     """List the devices seen in captures or Zeek logs: vendor, addresses, names, protocols,
-    software, risk score and findings (docs/findings.md).
+    software, risk score and findings (docs/findings.md), known vulnerabilities of the
+    software (docs/vulns.md).
 
     Example: flockwatch inventory plant.pcap --format json -o devices.json
     """
@@ -61,16 +65,19 @@ def inventory(
     from flockwatch.features.inventory import inventory as build_inventory
     from flockwatch.features.inventory import with_risk
     from flockwatch.features.software import device_software
+    from flockwatch.serving.vulns import with_vulnerabilities
 
     format = format_for(output, format)
     check_output(output, "--output")
+    db = checked_vulns_db(vulns_db)
     srcs = require_sources(sources)
     with cluster_session(cluster, quiet) as client:
         result = read_sources(client, srcs, quiet)
     require_readable(result)
     att = attribute(result.flows)
-    inv = with_risk(build_inventory(result.flows, att), findings(result.flows, att),
-                    device_software(att))
+    software = device_software(att)
+    inv = with_risk(build_inventory(result.flows, att), findings(result.flows, att), software)
+    inv, _ = with_vulnerabilities(inv, software, db)
     _write_table(inv, format, output, f"{inv.height} devices")
     report_problems(result, quiet)
     if result.errors:

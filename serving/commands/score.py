@@ -15,7 +15,9 @@ from flockwatch.serving.commands.common import (
     ScoreFormat,
     SourcesArg,
     TrackingOpt,
+    VulnsDbOpt,
     check_output,
+    checked_vulns_db,
     fail,
     format_for,
     report_problems,
@@ -56,6 +58,7 @@ def score(
     quiet: Annotated[bool, typer.Option("--quiet", "-q",
                                         help="No progress bar or summary line.")] = False,
     cluster: ClusterOpt = None,
+    vulns_db: VulnsDbOpt = None,
 ) -> None:
     """Score captures: device inventory with types, and alerts with what deviated.
 
@@ -98,7 +101,8 @@ def score(
                             tracking_uri=tracking_uri or default_tracking_uri(),
                             read=lambda s: read_sources(client, s, quiet),
                             on_load_error=fail, on_read=readable,
-                            include_learning=include_learning, since=lo, until=hi)
+                            include_learning=include_learning, since=lo, until=hi,
+                            vulns_db=checked_vulns_db(vulns_db))
     text = rep.to_json() if format is ScoreFormat.json else render_report(rep)
     if plot:
         from flockwatch.serving.plots import write_timeline
