@@ -12,7 +12,7 @@ input is written there to reproduce it. Stopped (SIGTERM, SIGINT), it reports wh
 To add a parser, add a ``Target`` to ``TARGETS``: a strategy, a check that raises
 ``AssertionError`` for a broken promise, and a corpus of named inputs.
 
-Usage: .venv/bin/python experiments/fuzz.py [--targets capture,zeek,rest_payload,ot_modbus,...]
+Usage: .venv/bin/python experiments/fuzz.py [--targets capture,zeek,rest_payload,payload_http,ot_modbus,...]
        [--inputs 100000]
        [--quick] [--seed 0] [--save DIR]
 """
@@ -92,6 +92,28 @@ def _repr_bytes(case: Any) -> bytes:
 
 
 _add_ot_targets()
+
+
+def _add_payload_targets() -> None:
+    """The payload pass's parsers (``features.banners``, ``features.tls``) on near-valid and
+    raw flows, the certificate parser, and the scan over hostile captures
+    (``tests/fuzz/payload_fuzz.py``)."""
+    import payload_fuzz as pf
+
+    groups = {"payload_http": ("http",), "payload_banners": ("ssh", "ftp", "telnet"),
+              "payload_tls": ("tls",), "payload_snmp": ("snmp",), "payload_mqtt": ("mqtt",),
+              "payload_mail": ("pop3", "imap")}
+    for name, dissectors in groups.items():
+        TARGETS[name] = Target(functools.partial(pf.flow_cases, dissectors), pf.check_flow,
+                               {k: v for k, v in pf.CORPUS.items()
+                                if v().dissector in dissectors})
+    TARGETS["payload_cert"] = Target(pf.certificate_cases, pf.check_certificate,
+                                     {"sample": pf.sample_certificate}, lambda der: der)
+    TARGETS["payload_scan"] = Target(pf.scan_cases, pf.check_scan, {},
+                                     lambda case: case.data)
+
+
+_add_payload_targets()
 
 
 class _Stopped(Exception):

@@ -47,6 +47,24 @@ def http_headers(payload: bytes) -> tuple[bytes, dict[bytes, bytes]]:
     return lines[0].strip(), headers
 
 
+_WANTED = re.compile(rb"\n(user-agent|authorization|server)[ \t]*:[ \t]*([^\r\n]*)",
+                     re.IGNORECASE)
+
+
+def wanted_headers(payload: bytes) -> dict[bytes, bytes]:
+    """``User-Agent``, ``Authorization`` and ``Server`` (lower-case names, first occurrence)
+    of an HTTP message's head in one packet: ``http_headers`` for the three the dissector
+    reads, by one regular expression (the pass's hot path)."""
+    head = payload[:_HEAD]
+    cut = head.find(b"\r\n\r\n")
+    if cut >= 0:
+        head = head[:cut + 2]
+    out: dict[bytes, bytes] = {}
+    for m in _WANTED.finditer(head):
+        out.setdefault(m.group(1).lower(), m.group(2).strip())
+    return out
+
+
 class Http:
     """``http_user_agent`` and ``cleartext_login=http_basic`` (an ``Authorization: Basic``
     header) from requests, ``http_server`` from responses."""
@@ -55,23 +73,25 @@ class Http:
 
     def __init__(self) -> None:
         self.found: set[tuple[bool, str]] = set()
+        self.basic = self.server = False
 
     def packet(self, t_ms: int, payload: bytes, to_server: bool) -> None:
         if to_server:
-            if not payload.startswith(_METHODS):
+            if self.basic or not payload.startswith(_METHODS):
                 return
-            _, h = http_headers(payload)
+            h = wanted_headers(payload)
             ua = h.get(b"user-agent")
             if ua:
                 self.found.add((False, "http_user_agent=" + _text(ua)))
             auth = h.get(b"authorization")
             if auth is not None and auth[:6].lower() == b"basic ":
                 self.found.add((False, "cleartext_login=http_basic"))
-        elif payload.startswith(b"HTTP/"):
-            _, h = http_headers(payload)
-            server = h.get(b"server")
+                self.basic = True  # what a client sends later adds little: the pass is cheap
+        elif not self.server and payload.startswith(b"HTTP/"):
+            server = wanted_headers(payload).get(b"server")
             if server:
                 self.found.add((True, "http_server=" + _text(server)))
+                self.server = True  # one server per connection
 
     def entries(self) -> Iterable[tuple[bool, str]]:
         return self.found
@@ -354,6 +374,16 @@ def _ber(p: bytes, i: int) -> tuple[int, int, int] | None:
 def snmp_version(payload: bytes) -> int | None:
     """The version field of an SNMP message (0 v1, 1 v2c, 3 v3) when it has the shape of one
     (a SEQUENCE of an INTEGER and, for v1/v2c, a community OCTET STRING); else None."""
+    message = snmp_message(payload)
+    return None if message is None else message[0]
+
+
+#: PDU tags of messages an agent sends unasked: v1 Trap, InformRequest, SNMPv2-Trap.
+_UNASKED = frozenset({0xA4, 0xA6, 0xA7})
+
+
+def snmp_message(payload: bytes) -> tuple[int, int | None] | None:
+    """(version, PDU tag) of an SNMP message (the tag None for v3 or when cut)."""
     top = _ber(payload, 0)
     if top is None or top[0] != 0x30:
         return None
@@ -365,13 +395,16 @@ def snmp_version(payload: bytes) -> int | None:
         community = _ber(payload, ver[1] + ver[2])
         if community is None or community[0] != 0x04:
             return None
-        return version
-    return version if version == 3 else None
+        pdu = community[1] + community[2]
+        return version, payload[pdu] if pdu < len(payload) else None
+    return (version, None) if version == 3 else None
 
 
 class Snmp:
     """``cleartext_login=snmp_v1`` or ``snmp_v2c``: a v1/v2c message from the client (a
-    request to 161, a trap to 162) carries its community string in clear by design."""
+    request to 161, a trap to 162) carries its community string in clear by design. A trap
+    an agent sends from port 161 to a manager's 162 makes the agent the flow's server (the
+    lower port): such a trap counts as sent by the server."""
 
     cap: int | None = 4
 
@@ -379,13 +412,13 @@ class Snmp:
         self.found: set[tuple[bool, str]] = set()
 
     def packet(self, t_ms: int, payload: bytes, to_server: bool) -> None:
-        if not to_server:
+        message = snmp_message(payload)
+        if message is None or not (to_server or message[1] in _UNASKED):
             return
-        v = snmp_version(payload)
-        if v == 0:
-            self.found.add((False, "cleartext_login=snmp_v1"))
-        elif v == 1:
-            self.found.add((False, "cleartext_login=snmp_v2c"))
+        if message[0] == 0:
+            self.found.add((not to_server, "cleartext_login=snmp_v1"))
+        elif message[0] == 1:
+            self.found.add((not to_server, "cleartext_login=snmp_v2c"))
 
     def entries(self) -> Iterable[tuple[bool, str]]:
         return self.found
@@ -396,4 +429,4 @@ class Snmp:
 
 __all__ = ["HTTP_PORTS", "SNMP_PORTS", "SSH_PORTS", "TELNET_PORTS", "Ftp", "Http", "Imap",
            "Mqtt", "Pop3", "Snmp", "Ssh", "Telnet", "http_headers", "mqtt_connect_password",
-           "snmp_version", "strip_telnet"]
+           "snmp_message", "snmp_version", "strip_telnet", "wanted_headers"]

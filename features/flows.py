@@ -32,7 +32,7 @@ from flockwatch.features.captures import (
 from flockwatch.features.errors import InputError, stat_input
 from flockwatch.features.errors import Problem as Problem  # re-exported: ExtractResult.problems
 from flockwatch.features.orient import orient
-from flockwatch.features.payload import Scan, attach_payload, scan_capture
+from flockwatch.features.payload import Scan, attach_payload, inspect_and_scan, scan_capture
 from flockwatch.features.schema import FLOW_SCHEMA, conform, empty_flows
 from flockwatch.features.zeek import looks_like_zeek, read_zeek_conn
 
@@ -218,8 +218,9 @@ def read_capture(
             rows, failed = meter(name)
     else:
         # Walking every record header costs ~0.5 us a packet: do it while NFStream meters the
-        # file (its work happens in its own process); a capture that needs repair, which the
-        # walk tells only at its end, is read a second time from the repaired copy.
+        # file (its work happens in its own process), together with the payload pass; a
+        # capture that needs repair, which the walk tells only at its end, is read a second
+        # time from the repaired copy.
         walked: list[CaptureInfo | BaseException] = []
         walker = threading.Thread(target=_walk, args=(path, walked, said if passing else None,
                                                       scan_args), daemon=True)
@@ -298,12 +299,20 @@ def _read_repaired(
 def _walk(path: str | os.PathLike[str], out: list[CaptureInfo | BaseException],
           said: list[Scan | BaseException] | None = None,
           scan_args: dict[str, Any] | None = None) -> None:
+    if said is not None:  # the walk and the payload pass in one (``inspect_and_scan``)
+        try:
+            info, scan = inspect_and_scan(path, **(scan_args or {}))
+        except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
+            out.append(exc)
+            said.append(exc)
+            return
+        out.append(info)
+        said.append(scan)
+        return
     try:
         out.append(inspect_capture(path))
     except BaseException as exc:  # noqa: BLE001 - re-raised by the caller
         out.append(exc)
-    if said is not None:
-        _announce(path, said, scan_args or {})
 
 
 def _announce(path: str | os.PathLike[str], out: list[Scan | BaseException],

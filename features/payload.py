@@ -31,19 +31,24 @@ import socket
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import polars as pl
 
 from flockwatch.features.announce import Announcer
 from flockwatch.features.captures import (
+    _CUT,
     _PCAPNG_SHB,
+    JUMP_S,
+    MAX_CAPLEN,
     PCAP_MAGIC,
+    CaptureInfo,
     Trim,
     _pcap_record_format,
     _pcap_records,
     _pcapng_records,
     _Walk,
+    inspect_capture,
 )
 from flockwatch.features.errors import InputError, stat_input
 from flockwatch.features.ot import OT_COLUMNS, OT_DISSECTORS
@@ -115,13 +120,13 @@ def dissectors() -> dict[tuple[int, int], Factory]:
     return own
 
 
-#: Rows of ``scan_payload``: one piece of connection (a flow as NFStream cuts it) with
-#: results. ``client_entries``/``server_entries`` hold ``kind=value`` sent by either end.
+#: Rows of ``scan_capture``: one piece of connection (a flow as NFStream cuts it) with
+#: results. ``client_entries``/``server_entries`` hold the ``kind=value`` entries sent by
+#: either end, sorted, one a line (null when none).
 SEGMENT_SCHEMA = pl.Schema({
     "protocol": pl.Int16(), "client_ip": pl.String(), "client_port": pl.Int32(),
     "server_ip": pl.String(), "server_port": pl.Int32(), "first_ms": pl.Int64(),
-    "last_ms": pl.Int64(), "client_entries": pl.List(pl.String()),
-    "server_entries": pl.List(pl.String()),
+    "last_ms": pl.Int64(), "client_entries": pl.String(), "server_entries": pl.String(),
     **{name: dtype for name, (dtype, _) in OT_COLUMNS.items()},
 })
 
@@ -143,7 +148,7 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 class _Flow:
     """One piece of connection: its dissector, times and packet counts per direction."""
 
-    __slots__ = ("client", "dis", "done", "first", "last", "n_c", "n_s", "cap")
+    __slots__ = ("cap", "dis", "done", "first", "last", "n_c", "n_s")
 
     def __init__(self, dis: Dissector, t: int) -> None:
         self.dis = dis
@@ -154,9 +159,6 @@ class _Flow:
         self.done = False
 
 
-# A connection's key: (ip protocol, client address, client port, server address, server
-# port); addresses as raw bytes until the end.
-_Key = tuple[int, bytes, int, bytes, int]
 
 
 def scan_capture(path: str | os.PathLike[str], *,
@@ -172,83 +174,54 @@ def scan_capture(path: str | os.PathLike[str], *,
     ``InputError`` when the file is no pcap or pcapng capture; a malformed packet is skipped,
     and a dissector's failure ends that dissector, never the pass.
     """
+    return _walk(path, registry, announcements, payload, idle_timeout, active_timeout)[1]
+
+
+def inspect_and_scan(path: str | os.PathLike[str], **kwargs: Any
+                     ) -> tuple[CaptureInfo, Scan]:
+    """``captures.inspect_capture(path)`` and ``scan_capture(path, **kwargs)`` in one walk
+    of a classic pcap (the common case: the capture is walked once, not twice); other
+    files are inspected, then scanned. ``read_capture`` runs it while NFStream meters."""
+    try:
+        info, scan = _walk(path, kwargs.pop("registry", None), **kwargs)
+    except InputError:
+        inspect_capture(path)  # its words for what is wrong with the file
+        raise
+    if info is None:
+        info = inspect_capture(path)
+    return info, scan
+
+
+def _walk(path: str | os.PathLike[str], registry: dict[tuple[int, int], Factory] | None,
+          announcements: bool = True, payload: bool = True, idle_timeout: int = IDLE_TIMEOUT_S,
+          active_timeout: int = ACTIVE_TIMEOUT_S) -> tuple[CaptureInfo | None, Scan]:
+    """The scan, and the framing verdict where the walk gave it (classic pcap)."""
     name = str(path)
     if stat_input(path).st_size == 0:
         raise InputError(name, "empty file (0 bytes), expected a pcap or pcapng capture")
     reg = {} if not payload else dissectors() if registry is None else registry
     state = _State(reg, announcements, idle_timeout * 1000, active_timeout * 1000)
+    info: CaptureInfo | None = None
     try:
         with open(path, "rb") as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as mm:
             magic = mm[:4]
             if magic in PCAP_MAGIC and len(mm) >= 24:
-                records = _pcap_candidates(mm, magic, state.tcp_ports, state.udp_ports)
+                info = _scan_ethernet_pcap(mm, magic, state, name)
+                if info.linktypes != (1,):  # the walk framed it; now the full look
+                    _scan(mm, _pcap_records(mm, magic, _Walk()), state)
             elif magic == _PCAPNG_SHB and len(mm) >= 12:
-                records = _pcapng_records(mm, _Walk(), [])
+                _scan(mm, _pcapng_records(mm, _Walk(), []), state)
             else:
                 raise InputError(name, "not a pcap or pcapng capture (unrecognised or cut "
                                        "file header)")
-            _scan(mm, records, state)
     except OSError as exc:
         raise InputError(name, f"cannot read: {exc.strerror or exc}") from None
-    return Scan(state.announcer.frame(), state.segments())
+    return info, Scan(state.announcer.frame(), state.segments())
 
 
-def _pcap_candidates(mm: mmap.mmap, magic: bytes, tcp_ports: frozenset[int],
-                     udp_ports: frozenset[int]) -> Iterator[tuple[int, ...]]:
-    """The records of a classic pcap that may matter, framed as ``captures._pcap_records``
-    frames them (it stops where it does). Most packets of a capture are untagged IP on
-    Ethernet: those that are no TCP or UDP to or from a registered port are dropped here, in
-    the framing loop, before their time is even read."""
-    bo, div = PCAP_MAGIC[magic]
-    linktype = struct.unpack_from(bo + "I", mm, 20)[0] & 0x0FFFFFFF
-    if linktype != 1:
-        yield from _pcap_records(mm, magic, _Walk())
-        return
-    nano = div > 1e6
-    caplen_at = struct.Struct(bo + "I").unpack_from
-    hdr = struct.Struct(bo + _pcap_record_format(bo)).unpack_from
-    ports_at = _PORTS_AT
-    size = len(mm)
-    off = 24
-    trim = Trim(mm)
-    trim_at = trim.at
-    while off + 16 <= size:
-        if off >= trim_at:
-            trim_at = trim(off)
-        caplen = caplen_at(mm, off + 8)[0]
-        d = off + 16
-        if d + caplen > size:
-            return
-        rec = off
-        off = d + caplen
-        if caplen < 42:  # Ethernet, IP and UDP headers
-            continue
-        e0, e1, ip = mm[d + 12], mm[d + 13], d + 14
-        if e0 == 0x81 and e1 == 0:  # one 802.1Q tag
-            e0, e1, ip = mm[d + 16], mm[d + 17], d + 18
-        if e0 == 8 and e1 == 0:  # IPv4
-            proto = mm[ip + 9]
-            l4 = ip + (mm[ip] & 0x0F) * 4
-        elif e0 == 0x86 and e1 == 0xDD:  # IPv6
-            proto = mm[ip + 6]
-            l4 = ip + 40
-        elif e0 == 8 and e1 == 6:  # ARP
-            continue
-        else:  # QinQ, anything else: the full look
-            proto, l4 = 0, off
-        if proto:
-            if proto == 6:
-                ports = tcp_ports
-            elif proto == 17:
-                ports = udp_ports
-            else:
-                continue
-            if l4 + 4 <= off:
-                sport, dport = ports_at(mm, l4)
-                if sport not in ports and dport not in ports:
-                    continue
-        sec, frac, _, wire = hdr(mm, rec)
-        yield rec, sec, frac // 1000 if nano else frac, caplen, wire, d, 1
+# A connection's key: (ip protocol, client address, client port, server address, server
+# port); an IPv4 address as an int, an IPv6 one as its 16 bytes, until the end.
+_Key = tuple[int, int | bytes, int, int | bytes, int]
 
 
 class _State:
@@ -266,15 +239,72 @@ class _State:
         self.open: dict[_Key, _Flow] = {}
         self.rows: list[tuple[object, ...]] = []
         self.columns = list(OT_COLUMNS)
+        self.countdown = _SWEEP_EVERY
+        self.cleaned: dict[str, str | None] = {}  # entry -> clean_entry(entry): they repeat
+
+    def packet(self, reg: dict[int, Factory], proto: int, src: int | bytes, sport: int,
+               dst: int | bytes, dport: int, t: int, data: bytes) -> None:
+        """One payload-carrying TCP or UDP packet to or from a registered port (or not).
+
+        Only such packets are looked at: a connection is cut where NFStream would cut it
+        seen from them alone (a gap of the idle timeout between two of them, or the active
+        timeout since the first), so every cut of NFStream's is one here too, and a cut
+        NFStream does not make (a gap filled only by bare acknowledgements) costs nothing,
+        for ``attach_payload`` gives each piece to the flow it overlaps most."""
+        make = reg.get(dport)
+        if make is not None and (dport <= sport or sport not in reg):
+            to_server = True
+            key: _Key = (proto, src, sport, dst, dport)
+        else:
+            make = reg.get(sport)
+            if make is None:
+                return
+            to_server = False
+            key = (proto, dst, dport, src, sport)
+        flow = self.open.get(key)
+        if flow is None or t - flow.last >= self.idle_ms or t - flow.first >= self.active_ms:
+            if flow is not None:  # NFStream cuts it here: a new flow, a fresh dissector
+                self.close(key, flow)
+            try:
+                flow = _Flow(make(), t)
+            except Exception:  # noqa: BLE001 - a factory's bug: the flow goes unparsed
+                return
+            self.open[key] = flow
+            self.countdown -= 1
+            if self.countdown <= 0:
+                self.countdown = _SWEEP_EVERY
+                self.expire(t)
+        else:
+            flow.last = t
+            if flow.done:
+                return
+        if to_server:
+            n = flow.n_c = flow.n_c + 1
+        else:
+            n = flow.n_s = flow.n_s + 1
+        cap = flow.cap
+        if cap >= 0 and n > cap:
+            if flow.n_c >= cap and flow.n_s >= cap:
+                flow.done = True
+            return
+        try:
+            flow.dis.packet(t, data, to_server)
+        except Exception:  # noqa: BLE001 - the contract says never; a bug ends this flow only
+            flow.done = True
 
     def close(self, key: _Key, flow: _Flow) -> None:
         """Keep what a finished piece of connection found (nothing when it found nothing)."""
         dis = flow.dis
         client: list[str] = []
         server: list[str] = []
+        cleaned = self.cleaned
         try:
             for by_server, entry in dis.entries():
-                e = clean_entry(entry)
+                e = cleaned.get(entry, "")
+                if e == "":
+                    if len(cleaned) > 4096:
+                        cleaned.clear()
+                    e = cleaned[entry] = clean_entry(entry)
                 if e:
                     (server if by_server else client).append(e)
             cols = dis.columns()
@@ -285,7 +315,8 @@ class _State:
             return
         proto, cip, cport, sip, sport = key
         self.rows.append((proto, _ntop(cip), cport, _ntop(sip), sport, flow.first, flow.last,
-                          sorted(set(client)), sorted(set(server)), *values))
+                          "\n".join(sorted(set(client))) or None,
+                          "\n".join(sorted(set(server))) or None, *values))
 
     def expire(self, now: int) -> None:
         """Close the connections idle for longer than the idle timeout (bounded memory)."""
@@ -298,27 +329,164 @@ class _State:
         for k, f in self.open.items():
             self.close(k, f)
         self.open.clear()
-        return pl.DataFrame(self.rows, schema=SEGMENT_SCHEMA, orient="row")
+        columns = list(zip(*self.rows, strict=True)) if self.rows else [()] * len(SEGMENT_SCHEMA)
+        return pl.DataFrame({name: pl.Series(name, list(values), dtype=dtype)
+                             for (name, dtype), values in zip(SEGMENT_SCHEMA.items(), columns,
+                                                              strict=True)})
 
 
-def _ntop(addr: bytes) -> str:
+def _ntop(addr: int | bytes) -> str:
     # inet_ntop, as NFStream formats addresses, so the two tables join
-    return socket.inet_ntop(socket.AF_INET if len(addr) == 4 else socket.AF_INET6, addr)
+    if isinstance(addr, int):
+        return socket.inet_ntoa(addr.to_bytes(4, "big"))
+    return socket.inet_ntop(socket.AF_INET6, addr)
 
 
-#: Candidate packets between two sweeps of idle connections.
-_SWEEP_EVERY = 1 << 16
+#: New connections between two sweeps of idle ones.
+_SWEEP_EVERY = 1 << 14
+_ADDRS = struct.Struct("!II").unpack_from
+
+
+def _scan_ethernet_pcap(mm: mmap.mmap, magic: bytes, st: _State, name: str) -> CaptureInfo:
+    """The hot loop for the common case, a classic pcap of Ethernet frames: the walk of
+    ``captures.inspect_capture`` (its verdict on the framing and the times, returned) and the
+    few offsets that pick the packets that matter, fused, so that ``read_capture`` walks such
+    a file once. Packets that are no TCP or UDP to or from a registered port, and TCP packets
+    without payload, are dropped after a few byte reads. Other frames (QinQ, odd EtherTypes)
+    take ``_scan``'s full look."""
+    bo, div = PCAP_MAGIC[magic]
+    nano = div > 1e6
+    linktype = struct.unpack_from(bo + "I", mm, 20)[0] & 0x0FFFFFFF
+    hdr = struct.Struct(bo + _pcap_record_format(bo)).unpack_from
+    u16, ports_at, addrs = _U16, _PORTS_AT, _ADDRS
+    tcp, udp = st.tcp, st.udp
+    tcp_ports, udp_ports, announce_ports = st.tcp_ports, st.udp_ports, st.announce_ports
+    add_announcement, packet = st.announcer.add, st.packet
+    w = _Walk()
+    size = len(mm)
+    off, packets = 24, 0
+    clock, hi = 0, -1  # seconds up to ``hi`` need no judging (``captures._inspect_pcap``)
+    trim = Trim(mm)
+    trim_at = trim.at
+    while off < size:
+        if off >= trim_at:
+            trim_at = trim(off)
+        if off + 16 > size:
+            w.halt(off, "cut")
+            break
+        sec, frac, caplen, wire = hdr(mm, off)
+        d = off + 16
+        if d + caplen > size:
+            w.halt(off, "cut")
+            break
+        # the walk's bookkeeping, as captures._inspect_pcap keeps it
+        if caplen > MAX_CAPLEN:
+            w.note(_CUT, off)
+        if 0 <= sec <= hi:
+            if sec > clock:
+                clock, hi = sec, sec + JUMP_S
+        else:
+            if hi >= 0:
+                w.clock = clock
+            w.time(off, sec, frac // 1000 if nano else frac)
+            clock = w.clock or 0
+            hi = clock + JUMP_S if w.cand is None and w.clock is not None else -1
+        packets += 1
+        rec = off
+        off = d + caplen
+        if caplen < 42 or linktype != 1:  # Ethernet, IP and UDP headers
+            continue
+        e0, e1, ip = mm[d + 12], mm[d + 13], d + 14
+        if e0 == 0x81 and e1 == 0:  # one 802.1Q tag
+            e0, e1, ip = mm[d + 16], mm[d + 17], d + 18
+        try:
+            if e0 == 8 and e1 == 0:  # IPv4
+                b0 = mm[ip]
+                proto = mm[ip + 9]
+                l4 = ip + (b0 & 0x0F) * 4
+                if proto == 6:  # most packets: TCP, its own shortest way
+                    sport, dport = ports_at(mm, l4)
+                    if sport not in tcp_ports and dport not in tcp_ports:
+                        continue
+                    stop = ip + u16(mm, ip + 2)[0]  # Ethernet padding left out
+                    if stop > off or stop < l4:  # a length of 0 (offloaded) or past the end
+                        stop = off
+                    body = l4 + (mm[l4 + 12] >> 4) * 4
+                    if body >= stop or b0 >> 4 != 4 or u16(mm, ip + 6)[0] & 0x3FFF:
+                        continue  # no payload (most acknowledgements), not v4, a fragment
+                    src, dst = addrs(mm, ip + 12)
+                    packet(tcp, 6, src, sport, dst, dport,
+                           sec * 1000 + (frac // 1_000_000 if nano else frac // 1000),
+                           mm[body:stop])
+                    continue
+                if proto != 17:
+                    continue
+                ports = udp_ports
+                sport, dport = ports_at(mm, l4)
+                if sport not in ports and dport not in ports:
+                    continue
+                if b0 >> 4 != 4 or u16(mm, ip + 6)[0] & 0x3FFF:  # not v4, a fragment
+                    continue
+                stop = ip + u16(mm, ip + 2)[0]  # Ethernet padding left out
+                if stop > off or stop < l4:  # a length of 0 (offloaded) or past the end
+                    stop = off
+                src, dst = addrs(mm, ip + 12)
+                family, alen, a = socket.AF_INET, 4, ip + 12
+            elif e0 == 0x86 and e1 == 0xDD:  # IPv6: TCP or UDP right after the fixed header
+                proto = mm[ip + 6]
+                l4 = ip + 40
+                if proto == 6:
+                    ports = tcp_ports
+                elif proto == 17:
+                    ports = udp_ports
+                else:
+                    continue
+                sport, dport = ports_at(mm, l4)
+                if sport not in ports and dport not in ports:
+                    continue
+                stop = l4 + u16(mm, ip + 4)[0]
+                if stop > off or stop == l4:  # a length of 0 (jumbogram, offloaded)
+                    stop = off
+                src, dst = mm[ip + 8:ip + 24], mm[ip + 24:ip + 40]
+                family, alen, a = socket.AF_INET6, 16, ip + 8
+            elif e0 == 8 and e1 == 6:  # ARP
+                continue
+            else:  # QinQ, anything else: the full look
+                _scan(mm, iter([(rec, sec, frac // 1000 if nano else frac, caplen, wire, d, 1)]),
+                      st)
+                continue
+            if proto == 6:
+                if l4 + 20 > stop:
+                    continue
+                body = l4 + (mm[l4 + 12] >> 4) * 4
+                if body >= stop:  # no payload (most acknowledgements)
+                    continue
+                reg = tcp
+            else:
+                if l4 + 8 > off:
+                    continue
+                if sport in announce_ports or dport in announce_ports:
+                    add_announcement(family, mm[a:a + alen], sport, mm[a + alen:a + 2 * alen],
+                                     dport, mm[l4 + 8:min(off, l4 + u16(mm, l4 + 4)[0])])
+                body = l4 + 8
+                if body >= stop or (sport not in udp and dport not in udp):
+                    continue
+                reg = udp
+        except (IndexError, struct.error):  # a record cut inside its headers
+            continue
+        packet(reg, proto, src, sport, dst, dport,
+               sec * 1000 + (frac // 1_000_000 if nano else frac // 1000), mm[body:stop])
+    if hi >= 0:
+        w.clock = clock
+    return w.info(name, "pcap", (linktype,), packets, size)
 
 
 def _scan(mm: mmap.mmap, records: Iterator[tuple[int, ...]], st: _State) -> None:
-    """The hot loop: a few offsets per record, a dissector call only for the first packets
-    of a connection on a registered port."""
-    u16, ports_at = _U16, _PORTS_AT
+    """Records of any link type and format (``_Record`` of ``features.captures``): a few
+    offsets per record, then ``_State.packet`` for payload-carrying TCP and UDP packets."""
+    u16, ports_at, addrs = _U16, _PORTS_AT, _ADDRS
     tcp, udp, announce_ports = st.tcp, st.udp, st.announce_ports
-    add_announcement = st.announcer.add
-    open_ = st.open
-    idle_ms, active_ms = st.idle_ms, st.active_ms
-    countdown = _SWEEP_EVERY
+    add_announcement, packet = st.announcer.add, st.packet
     for rec in records:
         caplen, d, linktype = rec[3], rec[5], rec[6] & 0x0FFFFFFF
         end = d + caplen
@@ -345,18 +513,28 @@ def _scan(mm: mmap.mmap, records: Iterator[tuple[int, ...]], st: _State) -> None
             if ip >= end:
                 continue
             version = mm[ip] >> 4
+            src: int | bytes
+            dst: int | bytes
             if version == 4:
                 proto = mm[ip + 9]
                 if u16(mm, ip + 6)[0] & 0x3FFF:  # a fragment: not parsed
                     continue
                 l4 = ip + (mm[ip] & 0x0F) * 4
-                stop = min(end, ip + u16(mm, ip + 2)[0])  # Ethernet padding left out
-                alen, a = 4, ip + 12
+                stop = ip + u16(mm, ip + 2)[0]  # Ethernet padding left out
+                if stop > end or stop < l4:  # a length of 0 (offloaded) or past the end
+                    stop = end
+                family, alen, a = socket.AF_INET, 4, ip + 12
+                src, dst = addrs(mm, a)
             elif version == 6:
                 proto = mm[ip + 6]  # TCP or UDP right after the fixed header
                 l4 = ip + 40
-                stop = min(end, l4 + u16(mm, ip + 4)[0])
-                alen, a = 16, ip + 8
+                stop = l4 + u16(mm, ip + 4)[0]
+                if stop > end or stop == l4:  # a length of 0 (jumbogram, offloaded)
+                    stop = end
+                family, alen, a = socket.AF_INET6, 16, ip + 8
+                src, dst = mm[a:a + 16], mm[a + 16:a + 32]
+                if len(dst) != 16:
+                    continue
             else:
                 continue
             if proto == 6:
@@ -366,61 +544,22 @@ def _scan(mm: mmap.mmap, records: Iterator[tuple[int, ...]], st: _State) -> None
                 reg = tcp
                 body = l4 + (mm[l4 + 12] >> 4) * 4
             elif proto == 17:
-                if l4 + 8 > stop:
+                if l4 + 8 > end:
                     continue
                 sport, dport = ports_at(mm, l4)
                 if sport in announce_ports or dport in announce_ports:
-                    add_announcement(
-                        socket.AF_INET if alen == 4 else socket.AF_INET6,
-                        mm[a:a + alen], sport, mm[a + alen:a + 2 * alen], dport,
-                        mm[l4 + 8:min(end, l4 + u16(mm, l4 + 4)[0])])
+                    add_announcement(family, mm[a:a + alen], sport, mm[a + alen:a + 2 * alen],
+                                     dport, mm[l4 + 8:min(end, l4 + u16(mm, l4 + 4)[0])])
                 reg = udp
                 body = l4 + 8
             else:
                 continue
-            make = reg.get(dport)
-            other = reg.get(sport)
-            if make is not None and (other is None or dport <= sport):
-                to_server = True
-            elif other is not None:
-                make, to_server = other, False
-            else:
+            if body >= stop:
                 continue
-            src, dst = mm[a:a + alen], mm[a + alen:a + 2 * alen]
-            t = rec[1] * 1000 + rec[2] // 1000
         except (IndexError, struct.error):  # a record cut inside its headers
             continue
-        key = (proto, src, sport, dst, dport) if to_server else (proto, dst, dport, src, sport)
-        flow = open_.get(key)
-        if flow is None or t - flow.last >= idle_ms or t - flow.first >= active_ms:
-            if flow is not None:  # NFStream cuts it here: a new flow, a fresh dissector
-                st.close(key, flow)
-            try:
-                flow = _Flow(make(), t)
-            except Exception:  # noqa: BLE001 - a factory's bug: the flow goes unparsed
-                continue
-            open_[key] = flow
-            countdown -= 1
-            if countdown <= 0:
-                countdown = _SWEEP_EVERY
-                st.expire(t)
-        else:
-            flow.last = t
-        if flow.done or body >= stop:
-            continue
-        if to_server:
-            n = flow.n_c = flow.n_c + 1
-        else:
-            n = flow.n_s = flow.n_s + 1
-        cap = flow.cap
-        if cap >= 0 and n > cap:
-            if flow.n_c >= cap and flow.n_s >= cap:
-                flow.done = True
-            continue
-        try:
-            flow.dis.packet(t, mm[body:stop], to_server)
-        except Exception:  # noqa: BLE001 - the contract says never; a bug ends this flow only
-            flow.done = True
+        packet(reg, proto, src, sport, dst, dport, rec[1] * 1000 + rec[2] // 1000,
+               mm[body:stop])
 
 
 def clean_entry(entry: str) -> str | None:
@@ -470,10 +609,11 @@ def attach_payload(flows: pl.DataFrame, segments: pl.DataFrame) -> pl.DataFrame:
     ent = best.select(
         "_i",
         pl.when("_fwd").then(pl.col("client_entries")).otherwise(pl.col("server_entries"))
-        .list.eval(pl.lit(">") + pl.element()).alias("_a"),
+        .str.split("\n").list.eval(pl.lit(">") + pl.element()).alias("_a"),
         pl.when("_fwd").then(pl.col("server_entries")).otherwise(pl.col("client_entries"))
-        .list.eval(pl.lit("<") + pl.element()).alias("_b"),
-    ).select("_i", pl.concat_list("_a", "_b").alias("_e")).explode("_e").drop_nulls()
+        .str.split("\n").list.eval(pl.lit("<") + pl.element()).alias("_b"),
+    ).select("_i", pl.concat_list(pl.col("_a").fill_null([]), pl.col("_b").fill_null([]))
+             .alias("_e")).explode("_e").drop_nulls()
     per_flow = ent.group_by("_i").agg(pl.col("_e").unique().sort().str.join("\n")
                                       .alias("_payload"))
     ot = [c for c in OT_COLUMNS if c in flows.columns]
@@ -491,4 +631,4 @@ def attach_payload(flows: pl.DataFrame, segments: pl.DataFrame) -> pl.DataFrame:
 
 __all__ = ["ACTIVE_TIMEOUT_S", "DEFAULT_CAP", "IDLE_TIMEOUT_S", "KINDS", "LOGINS",
            "MAX_BUFFER", "MAX_VALUE", "SEGMENT_SCHEMA", "Dissector", "Scan", "attach_payload",
-           "clean_entry", "dissectors", "scan_capture"]
+           "clean_entry", "dissectors", "inspect_and_scan", "scan_capture"]

@@ -68,9 +68,23 @@ def _iso(t: dt.datetime) -> str:
     return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+#: Certificates already parsed (DER -> entry): servers send the same one on every flow.
+_SEEN: dict[bytes, str | None] = {}
+
+
 def certificate_entry(der: bytes) -> str | None:
     """``tls_cert=subject=..;issuer=..;not_before=ISO;not_after=ISO;self_signed=0|1`` of a
     DER certificate; None when it does not parse."""
+    entry = _SEEN.get(der, "")
+    if entry != "":
+        return entry
+    if len(_SEEN) >= 1024:
+        _SEEN.clear()
+    entry = _SEEN[der] = _certificate_entry(der)
+    return entry
+
+
+def _certificate_entry(der: bytes) -> str | None:
     from cryptography import x509
 
     try:

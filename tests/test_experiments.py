@@ -80,8 +80,10 @@ def test_fuzz_campaign_counts_and_logs(tmp_path):
     campaign is `--inputs 100000`; here a few inputs past the corpus)."""
     res = run_script("fuzz", "--inputs", "30", "--seed", "1", "--save", str(tmp_path / "f"),
                      tmp_path=tmp_path)
-    assert set(res["targets"]) == {"capture", "zeek", "rest_payload", "duration", "host_port",
-                                   "syslog_target"}
+    assert set(res["targets"]) >= {"capture", "zeek", "rest_payload", "duration", "host_port",
+                                   "syslog_target", "payload_http", "payload_banners",
+                                   "payload_tls", "payload_cert", "payload_snmp",
+                                   "payload_mqtt", "payload_mail", "payload_scan"}
     for t in res["targets"].values():
         assert t["inputs"] == 30 and t["corpus"] < 30
         assert t["crashes"] == 0 and t["losses"] == 0, t["failures"]

@@ -303,6 +303,22 @@ def test_snmp_and_mqtt_logins(tmp_path):
     no_secret_anywhere(flows, "public")
 
 
+def test_snmp_trap_from_port_161(tmp_path):
+    """An agent sending its trap from 161 to a manager's 162 is the flow's server by the
+    lower-port rule; its community still counts, as the agent's."""
+    pdu = bytes.fromhex("020101020100020100") + b"\x30\x00"  # ids, no variables
+    body = b"\x02\x01\x01\x04\x07private\xa7" + bytes([len(pdu)]) + pdu
+    trap = b"\x30" + bytes([len(body)]) + body
+    w = PcapWriter()
+    udp_packet(w, T0, SERVER, CLIENT, 161, 162, trap)
+    path = tmp_path / "trap.pcap"
+    w.write(path)
+    flows = payload_of(path)
+    assert flows["src_ip"].to_list() == [SERVER[1]]
+    assert flows["payload"].to_list() == [">cleartext_login=snmp_v2c"]
+    no_secret_anywhere(flows, "private")
+
+
 def test_reply_first_flow_keeps_the_senders_right(tmp_path):
     """A capture that starts with the server's packet: ``orient`` flips the flow, and the
     server's entry must still be marked as sent by the flow's dst."""
@@ -404,7 +420,7 @@ def test_registry_and_industrial_merge(monkeypatch, tmp_path):
     path = tmp_path / "mix.pcap"
     w.write(path)
     seg = scan_capture(path).segments
-    assert seg["server_entries"].to_list() == [["ssh_banner=SSH-2.0-x"]]
+    assert seg["server_entries"].to_list() == ["ssh_banner=SSH-2.0-x"]
 
 
 def test_attach_payload_columns_and_orientation():
@@ -418,12 +434,12 @@ def test_attach_payload_columns_and_orientation():
     })
     t = int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
     seg = pl.DataFrame([
-        (6, "10.0.0.1", 40000, "10.0.0.2", 80, t, t + 10, ["http_user_agent=a"],
-         ["http_server=b"]),
-        (6, "10.0.0.1", 40001, "10.0.0.2", 80, t, t + 10, [], ["http_server=c"]),
+        (6, "10.0.0.1", 40000, "10.0.0.2", 80, t, t + 10, "http_user_agent=a",
+         "http_server=b\nhttp_server=d"),
+        (6, "10.0.0.1", 40001, "10.0.0.2", 80, t, t + 10, None, "http_server=c"),
     ], schema=SEGMENT_SCHEMA, orient="row")
     out = attach_payload(flows, seg)
-    assert out["payload"].to_list() == ["<http_server=b\n>http_user_agent=a",
+    assert out["payload"].to_list() == ["<http_server=b\n<http_server=d\n>http_user_agent=a",
                                         ">http_server=c", None]
 
 
@@ -478,9 +494,166 @@ def test_golden_shared_captures(shared_data):
             {">cleartext_login=snmp_v2c"},
         "protocol-samples/snmp/zeek__snmp_snmpv1_trap.pcap": {">cleartext_login=snmp_v1"},
         "ics-protocols/snmp/emreekin__SNMP_SNMPv3.pcap": set(),
+        # the D-Link camera of IoT Sentinel: its cloud's certificate over TLS 1.0, and the
+        # setup app's SOAP client (the camera's own responses carry no Server header)
+        "iot-sentinel/D-LinkCam/Setup-A-1-STA.pcap": {
+            ">http_user_agent=ksoap2-android/2.6.0+",
+            "<tls_cert=subject=CN=*.auto.mydlink.com,O=D-Link Corporation,OU=IT D;"
+            "issuer=CN=GlobalSign Organization Validation CA - SHA256;"
+            "not_before=2015-05-07T06:52:23Z;not_after=2017-09-22T08:22:05Z;self_signed=0",
+            "<tls_version=TLS1.0"},
     }
     for rel, want in cases.items():
         path = shared_data / rel
         if not path.exists():
             pytest.skip(f"{rel} not in the shared data")
         assert entries(payload_of(path)) == want, rel
+
+
+def _verdicts_agree(path: Path) -> None:
+    from flockwatch.features.captures import inspect_capture
+    from flockwatch.features.errors import InputError
+    from flockwatch.features.payload import inspect_and_scan
+
+    try:
+        want = inspect_capture(path)
+    except InputError as exc:
+        with pytest.raises(InputError) as got:
+            inspect_and_scan(path)
+        assert got.value.problem == exc.problem
+        return
+    info, scan = inspect_and_scan(path)
+    assert info == want, path
+    assert scan.segments.equals(scan_capture(path).segments)
+
+
+def test_one_walk_gives_the_inspection_verdict(tmp_path):
+    """``read_capture`` takes the framing verdict of a classic pcap from the payload pass's
+    walk: it must be ``inspect_capture``'s, on the hostile captures of the fuzz corpus (cut,
+    huge, odd times, pcapng) too."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent / "fuzz"))
+    from hostile import CAPTURE_CORPUS
+
+    for i, build in enumerate(CAPTURE_CORPUS.values()):
+        case = build()
+        path = tmp_path / f"{i}{case.suffix}"
+        path.write_bytes(case.data)
+        _verdicts_agree(path)
+    w = PcapWriter()
+    telnet_login(w)
+    w.write(tmp_path / "telnet.pcap")
+    _verdicts_agree(tmp_path / "telnet.pcap")
+
+
+def test_one_walk_on_shared_captures(shared_data):
+    paths = sorted((shared_data / "ics-protocols").rglob("*.pcap"))[:40] + sorted(
+        (shared_data / "protocol-samples").rglob("*.pcap"))[:40]
+    if not paths:
+        pytest.skip("no shared pcaps")
+    for path in paths:
+        _verdicts_agree(path)
+
+
+def test_no_secret_anywhere_in_the_flow_table(tmp_path):
+    """Every kind of clear-text login in one capture: each is reported, and none of the
+    secrets (passwords, the community string, user names) is anywhere in the table."""
+    w = PcapWriter()
+    token = base64.b64encode(f"admin:{SECRET}".encode())
+    Conversation(w, 8080, cport=41000).client(
+        b"GET / HTTP/1.1\r\nAuthorization: Basic " + token + b"\r\n\r\n").close()
+    (Conversation(w, 21, cport=41001).server(b"220 ready\r\n").client(b"USER admin\r\n")
+     .client(f"PASS {SECRET}\r\n".encode()).close())
+    (Conversation(w, 110, cport=41002).client(b"USER admin\r\n")
+     .client(f"PASS {SECRET}\r\n".encode()).close())
+    Conversation(w, 143, cport=41003).client(f"a LOGIN admin {SECRET}\r\n".encode()).close()
+    user, pw = b"admin", SECRET.encode()
+    body = (b"\x00\x04MQTT\x04\xc2\x00\x3c\x00\x02id" + struct.pack("!H", len(user)) + user
+            + struct.pack("!H", len(pw)) + pw)
+    Conversation(w, 1883, cport=41004).client(b"\x10" + bytes([len(body)]) + body).close()
+    community = b"s3cret-community"
+    pdu = bytes.fromhex("a019020101020100020100300e300c06082b060102010101000500")
+    inner = b"\x02\x01\x01\x04" + bytes([len(community)]) + community + pdu
+    udp_packet(w, T0 + 5, CLIENT, SERVER, 41005, 161, b"\x30" + bytes([len(inner)]) + inner)
+    telnet_login(w)
+    path = tmp_path / "logins.pcap"
+    w.write(path)
+    flows, _ = read_capture(path)
+    assert {e for e in entries(flows.filter(pl.col("payload").is_not_null()))
+            if "cleartext_login" in e} == {
+        f">cleartext_login={how}" for how in
+        ("http_basic", "ftp", "pop3", "imap", "mqtt", "snmp_v2c", "telnet")}
+    no_secret_anywhere(flows, SECRET, token.decode(), "admin", "s3cret-community")
+
+
+def _sorted(df: pl.DataFrame) -> pl.DataFrame:
+    return df.sort(df.columns)
+
+
+def test_announcements_of_the_one_pass_equal_their_own_pass(shared_data, tmp_path):
+    """The payload pass gives the announcements ``read_announcements`` gives, on real
+    captures and on every framing of test_announce (QinQ, SLL, SLL2, raw IP, IPv6,
+    pcapng)."""
+    from flockwatch.features.announce import read_announcements
+
+    paths = sorted((shared_data / "iot-sentinel").rglob("Setup-A-1-STA.pcap"))[:12] + sorted(
+        (shared_data / "protocol-samples" / "discovery_ssdp_upnp_mdns").rglob("*.pcap*"))
+    import test_announce as ta
+
+    v4 = ipv4(ta.DEV[1], ta.MDNS[1], 17, udp(ta.DEV[1], ta.MDNS[1], 5353, 5353,
+                                             ta.mdns_answer()))
+    v6 = ta.ipv6_udp("fe80::217:88ff:fe24:76ff", "ff02::fb", 5353, 5353, ta.mdns_answer())
+    for name, (linktype, frame) in {
+        "qinq": (1, ta.udp_frame(ta.DEV, ta.SSDP, 1900, 1900, ta.NOTIFY, vlans=(100, 7))),
+        "vlan": (1, ta.udp_frame(ta.DEV, ta.SSDP, 1900, 1900, ta.NOTIFY, vlans=(100,))),
+        "sll": (113, struct.pack("!HHH8sH", 0, 1, 6, b"\0" * 8, 0x0800) + v4),
+        "sll2": (276, struct.pack("!HHIHBB8s", 0x86DD, 0, 2, 1, 0, 6, b"\0" * 8) + v6),
+        "raw": (101, v4),
+        "ipv6eth": (1, ethernet(ta.DEV[0], "33:33:00:00:00:fb", v6, ethertype=0x86DD)),
+    }.items():
+        w = PcapWriter(linktype=linktype)
+        w.add(T0, frame)
+        w.write(tmp_path / f"{name}.pcap")
+        paths.append(tmp_path / f"{name}.pcap")
+    for path in paths:
+        want = read_announcements(path)
+        got = scan_capture(path).announcements
+        assert _sorted(got).equals(_sorted(want)), path
+    assert scan_capture(tmp_path / "qinq.pcap").announcements.height > 0
+
+
+def ipv6_tcp(src: str, dst: str, sport: int, dport: int, payload: bytes) -> bytes:
+    import socket
+
+    seg = struct.pack("!HHIIBBHHH", sport, dport, 1, 1, 0x50, TCP_PSH | TCP_ACK, 1024, 0,
+                      0) + payload
+    return (struct.pack("!IHBB", 0x60000000, len(seg), 6, 64)
+            + socket.inet_pton(socket.AF_INET6, src) + socket.inet_pton(socket.AF_INET6, dst)
+            + seg)
+
+
+def test_payload_over_ipv6_vlans_and_cooked_captures(tmp_path):
+    request = b"GET / HTTP/1.1\r\nUser-Agent: six/1.0\r\n\r\n"
+    v6 = ipv6_tcp("fd00::10", "fd00::20", 40000, 80, request)
+    v4 = ipv4(CLIENT[1], SERVER[1], 6, tcp(CLIENT[1], SERVER[1], 40000, 80, 1, 1,
+                                          TCP_PSH | TCP_ACK, request))
+    tag = struct.pack("!HH", 100, 0x0800)
+    cases = {
+        "ipv6": (1, ethernet(CLIENT[0], SERVER[0], v6, ethertype=0x86DD)),
+        "vlan": (1, ethernet(CLIENT[0], SERVER[0], tag + v4, ethertype=0x8100)),
+        "qinq": (1, ethernet(CLIENT[0], SERVER[0], struct.pack("!HH", 7, 0x8100) + tag + v4,
+                             ethertype=0x88A8)),
+        "sll": (113, struct.pack("!HHH8sH", 0, 1, 6, b"\0" * 8, 0x0800) + v4),
+        "raw": (101, v4),
+        "padded": (1, ethernet(CLIENT[0], SERVER[0], v4 + b"\0" * 30)),
+    }
+    for name, (linktype, frame) in cases.items():
+        w = PcapWriter(linktype=linktype)
+        w.add(T0, frame)
+        w.write(tmp_path / f"{name}.pcap")
+        seg = scan_capture(tmp_path / f"{name}.pcap").segments
+        assert seg["client_entries"].to_list() == ["http_user_agent=six/1.0"], name
+    six = scan_capture(tmp_path / "ipv6.pcap").segments.row(0, named=True)
+    assert (six["client_ip"], six["server_ip"], six["server_port"]) == ("fd00::10", "fd00::20",
+                                                                        80)
