@@ -12,7 +12,7 @@ input is written there to reproduce it. Stopped (SIGTERM, SIGINT), it reports wh
 To add a parser, add a ``Target`` to ``TARGETS``: a strategy, a check that raises
 ``AssertionError`` for a broken promise, and a corpus of named inputs.
 
-Usage: .venv/bin/python experiments/fuzz.py [--targets capture,zeek,rest_payload,payload_http,ot_modbus,...]
+Usage: .venv/bin/python experiments/fuzz.py [--targets capture,zeek,payload_http,ot_modbus,...]
        [--inputs 100000]
        [--quick] [--seed 0] [--save DIR]
 """
