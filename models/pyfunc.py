@@ -59,7 +59,14 @@ def signature() -> Any:
             return "double"
         return "string"
 
-    inputs = Schema([ColSpec(kind(t), n, required=n in REQUIRED_FLOW_COLUMNS)
+    def spec(name: str, dtype: pl.DataType) -> Any:
+        # the industrial counts are null for every non-industrial flow: pandas carries such
+        # a column as float64 with NaN, which MLflow refuses to call long; predict casts back
+        if name.startswith("ot_") and dtype == pl.Int64:
+            return AnyType()  # type: ignore[no-untyped-call]  # MLflow leaves it unannotated
+        return kind(dtype)
+
+    inputs = Schema([ColSpec(spec(n, t), n, required=n in REQUIRED_FLOW_COLUMNS)
                      for n, t in FLOW_SCHEMA.items()])
     out_types = {"type_confidence": "double", "anomaly_score": "double", "threshold": "double",
                  "category_confidence": "double", "vendor_confidence": "double",

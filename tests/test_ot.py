@@ -187,8 +187,12 @@ def functions(seg: pl.DataFrame) -> dict[str, int]:
 
 
 def identities(seg: pl.DataFrame) -> set[str]:
-    return {e for col in ("client_entries", "server_entries")
-            for lst in seg[col].to_list() for e in lst}
+    """The entries of either end (a list, or one entry a line)."""
+    out: set[str] = set()
+    for col in ("client_entries", "server_entries"):
+        for value in seg[col].to_list():
+            out |= set(value.split("\n") if isinstance(value, str) else value or ())
+    return out
 
 
 GOLDEN = [

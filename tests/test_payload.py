@@ -433,10 +433,11 @@ def test_attach_payload_columns_and_orientation():
         "payload": pl.Series([None] * 3, dtype=pl.String),
     })
     t = int(dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp() * 1000)
+    no_ot = (None,) * (len(SEGMENT_SCHEMA) - 9)  # the industrial columns (features.ot)
     seg = pl.DataFrame([
         (6, "10.0.0.1", 40000, "10.0.0.2", 80, t, t + 10, "http_user_agent=a",
-         "http_server=b\nhttp_server=d"),
-        (6, "10.0.0.1", 40001, "10.0.0.2", 80, t, t + 10, None, "http_server=c"),
+         "http_server=b\nhttp_server=d", *no_ot),
+        (6, "10.0.0.1", 40001, "10.0.0.2", 80, t, t + 10, None, "http_server=c", *no_ot),
     ], schema=SEGMENT_SCHEMA, orient="row")
     out = attach_payload(flows, seg)
     assert out["payload"].to_list() == ["<http_server=b\n<http_server=d\n>http_user_agent=a",

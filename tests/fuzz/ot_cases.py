@@ -203,16 +203,17 @@ def check(target: str) -> Callable[[Any, Any], None]:
 
 
 def corpus(target: str) -> dict[str, Callable[[], Case]]:
-    """Named inputs: each seed alone, each seed cut at every length up to 12 bytes, all
-    seeds in one segment, and byte by byte."""
+    """Named inputs: each seed alone, each seed byte by byte, each seed cut at every length
+    up to 12 bytes (one packet each, in one case), all seeds in one segment, and huge length
+    fields."""
     seeds = SEEDS[target][1]
     out: dict[str, Callable[[], Case]] = {}
     for i, (data, to_server) in enumerate(seeds):
         out[f"seed{i}"] = lambda d=data, s=to_server: [(d, s)]
         out[f"seed{i}_bytewise"] = lambda d=data, s=to_server: [(d[j:j + 1], s)
                                                                  for j in range(len(d))]
-        for n in range(min(len(data), 12)):
-            out[f"seed{i}_cut{n}"] = lambda d=data, s=to_server, k=n: [(d[:k], s)]
+        out[f"seed{i}_cuts"] = lambda d=data, s=to_server: [(d[:k], s)
+                                                            for k in range(min(len(d), 12))]
     out["all_glued"] = lambda: [(b"".join(d for d, _ in seeds), True),
                                 (b"".join(d for d, _ in seeds), False)]
     out["huge_length_fields"] = lambda: [(b"\x00\x01\x00\x00\xff\xff" + b"\xff" * 64, True),
