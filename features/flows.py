@@ -32,13 +32,20 @@ from flockwatch.features.captures import (
 from flockwatch.features.errors import InputError, stat_input
 from flockwatch.features.errors import Problem as Problem  # re-exported: ExtractResult.problems
 from flockwatch.features.orient import orient
-from flockwatch.features.payload import Scan, attach_payload, inspect_and_scan, scan_capture
+from flockwatch.features.payload import (  # the flow cuts: defined there, re-exported here
+    ACTIVE_TIMEOUT_S as ACTIVE_TIMEOUT_S,
+)
+from flockwatch.features.payload import (
+    IDLE_TIMEOUT_S as IDLE_TIMEOUT_S,
+)
+from flockwatch.features.payload import (
+    Scan,
+    attach_payload,
+    inspect_and_scan,
+    scan_capture,
+)
 from flockwatch.features.schema import FLOW_SCHEMA, conform, empty_flows
 from flockwatch.features.zeek import looks_like_zeek, read_zeek_conn
-
-#: NFStream defaults used everywhere (files, live, training and serving agree on flow cuts).
-IDLE_TIMEOUT_S = 120
-ACTIVE_TIMEOUT_S = 1800
 
 # NFStream attribute -> FLOW_SCHEMA column.
 _NF_FIELDS: dict[str, str] = {

@@ -53,8 +53,8 @@ from flockwatch.features.captures import (
 from flockwatch.features.errors import InputError, stat_input
 from flockwatch.features.ot import OT_COLUMNS, OT_DISSECTORS
 
-#: Flow timeouts of ``features.flows`` (NFStream's), repeated here so that ``features.flows``
-#: can import this module; a test keeps the two equal.
+#: NFStream's flow cuts, used everywhere (``features.flows`` re-exports them): files, live,
+#: training and serving, and this pass's cuts of connections into flows, agree.
 IDLE_TIMEOUT_S = 120
 ACTIVE_TIMEOUT_S = 1800
 

@@ -388,9 +388,11 @@ def test_payload_off_and_zeek_leave_nulls(tmp_path):
     assert EXTRACTION_VERSION == 4
 
 
-def test_timeouts_equal_the_flow_readers():
-    assert payload_module.IDLE_TIMEOUT_S == flows_module.IDLE_TIMEOUT_S
-    assert payload_module.ACTIVE_TIMEOUT_S == flows_module.ACTIVE_TIMEOUT_S
+def test_timeouts_are_the_flow_readers():
+    """One definition of NFStream's flow cuts: the payload pass cuts connections where the
+    flow readers do."""
+    assert payload_module.IDLE_TIMEOUT_S is flows_module.IDLE_TIMEOUT_S == 120
+    assert payload_module.ACTIVE_TIMEOUT_S is flows_module.ACTIVE_TIMEOUT_S == 1800
 
 
 def test_registry_and_industrial_merge(monkeypatch, tmp_path):
