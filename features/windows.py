@@ -243,13 +243,14 @@ def window_features(att: pl.DataFrame, industrial: bool = True) -> pl.DataFrame:
     win = win.join(_periodicity(att, keys), on=keys, how="left")
     win = win.join(_name_tokens(att, keys), on=keys, how="left")
     win = win.join(_fingerprints(att, keys), on=keys, how="left")
-    win = win.with_columns(pl.lit(0.0).alias(c) for c in OT_FEATURES)
-    out = _finish(win)
-    return add_industrial(out, att) if industrial else out
+    if industrial:  # finished once, there
+        return add_industrial(win, att)
+    return _finish(win.with_columns(pl.lit(0.0).alias(c) for c in OT_FEATURES))
 
 
 def add_industrial(win: pl.DataFrame, att: pl.DataFrame) -> pl.DataFrame:
-    """``win`` (a window table) with its industrial features computed from ``att``
+    """``win`` (a window table, or its aggregates before ``_finish``) with its industrial
+    features computed from ``att``
     (attributed flows with window columns: those of ``win``, or more). Each second of
     industrial requests counts in the window it happened in, not in its flow's first window;
     a window in which a device started no flow but polled or was polled over a longer
