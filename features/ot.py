@@ -92,7 +92,9 @@ class OTDissector:
     #: stream protocols keep the bytes of a message split across segments
     stream = True
 
-    def __init__(self) -> None:
+    def __init__(self, stream: bool | None = None) -> None:
+        if stream is not None:  # a protocol carried over TCP and UDP: over UDP, False
+            self.stream = stream
         self._buf = {True: bytearray(), False: bytearray()}
         self.requests = 0
         self.classes = [0, 0, 0, 0, 0]
@@ -357,10 +359,6 @@ class DNP3Dissector(OTDissector):
 
     protocol = "dnp3"
 
-    def __init__(self, stream: bool = True) -> None:
-        super().__init__()
-        self.stream = stream
-
     def _parse(self, t_ms: int, data: bytes, to_server: bool) -> int:
         off, n = 0, len(data)
         while n - off >= 10:
@@ -541,10 +539,6 @@ class ENIPDissector(OTDissector):
     exceptions."""
 
     protocol = "enip"
-
-    def __init__(self, stream: bool = True) -> None:
-        super().__init__()
-        self.stream = stream
 
     def _parse(self, t_ms: int, data: bytes, to_server: bool) -> int:
         off, n = 0, len(data)
