@@ -111,7 +111,7 @@ class EvidenceModel:
         sims = np.zeros((n, K))
         has = np.zeros(n, dtype=bool)
         for i, sample in enumerate(tokens):
-            ts = set(sample)
+            ts = sorted(set(sample))  # one summation order on every run
             if not ts:
                 continue
             has[i] = True
@@ -129,7 +129,7 @@ class EvidenceModel:
         of the cosine, largest first (tokens the profile lacks contribute nothing)."""
         vocab = self._vocab()
         where = np.flatnonzero(self.classes_ == label)
-        ts = set(tokens)
+        ts = sorted(set(tokens))  # sorted: equal shares come out in one order on every run
         known = [t for t in ts if t in vocab]
         if not len(where) or not known:
             return []
@@ -137,7 +137,7 @@ class EvidenceModel:
         w = self.idf_[cols]
         norm = math.sqrt(float((w * w).sum()) + self.unseen_idf_ ** 2 * (len(ts) - len(known)))
         share = self.profiles_[int(where[0]), cols] * w / norm
-        order = np.argsort(-share)[:top]
+        order = np.argsort(-share, kind="stable")[:top]
         return [(known[i], round(float(share[i]), 3)) for i in order if share[i] > 0]
 
     def novelty(self, tokens: Sequence[Sequence[str]]) -> np.ndarray:
@@ -146,7 +146,7 @@ class EvidenceModel:
         vocab = self._vocab()
         out = np.zeros(len(tokens))
         for i, sample in enumerate(tokens):
-            ts = set(sample)
+            ts = sorted(set(sample))
             known = [vocab[t] for t in ts if t in vocab]
             unseen = self.unseen_idf_ ** 2 * (len(ts) - len(known))
             total = float((self.idf_[known] ** 2).sum()) + unseen
