@@ -35,7 +35,9 @@ Parsers never raise: a malformed or truncated message is skipped (the fuzz targe
 from __future__ import annotations
 
 import functools
+import math
 import re
+import statistics
 import struct
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -968,10 +970,38 @@ def _split_list(col: str) -> pl.Expr:
         pl.col(col).str.split(","))
 
 
-def ot_window_features(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+#: Seconds of industrial activity (timeline lines) up to which ``ot_window_features`` runs
+#: in plain Python: a REST request's few flows cost ~15 polars queries' start-up (~15 ms)
+#: in the frame path and well under 1 ms here; a capture's thousands take the frame path.
+SMALL_TIMELINE = 5000
+
+
+def ot_window_features(att: pl.DataFrame, keys: list[str], *, small: bool | None = None
+                       ) -> pl.DataFrame:
     """``keys`` + ``mac`` + ``ip`` + ``covered`` + ``OT_FEATURES``, one row per window with
     industrial requests (from ``ot_events``); windows without are absent (their features are
-    0). ``covered``: one of the flows was open for the whole window."""
+    0). ``covered``: one of the flows was open for the whole window.
+
+    Two paths give the same table (tests compare them on real captures): polars queries for
+    many seconds of activity, plain Python for a few (``small``: None chooses by
+    ``SMALL_TIMELINE``)."""
+    cols = ["ot_timeline", "ot_protocol", "first_seen", "last_seen", "peer_ip", "dst_port",
+            "mac", "ip"]
+    if att.height == 0 or any(c not in att.columns for c in cols):
+        return pl.DataFrame()
+    rows = att.filter(pl.col("ot_timeline").is_not_null())
+    if rows.height == 0:
+        return pl.DataFrame()
+    if small is None:
+        small = int(rows["ot_timeline"].str.count_matches("\n").sum()) + rows.height \
+            <= SMALL_TIMELINE
+    if small:
+        return _ot_window_rows(rows, keys)
+    return _ot_window_frame(att, keys)
+
+
+def _ot_window_frame(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """``ot_window_features`` in polars queries."""
     ev = ot_events(att, keys)
     if ev.height == 0:
         return pl.DataFrame()
@@ -998,8 +1028,10 @@ def ot_window_features(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     # Modbus function mix
     fns = ev.filter(proto == "modbus").select(*keys, _split_list("_fns").alias("f")) \
         .explode("f").drop_nulls("f").with_columns(
-            pl.col("f").str.split(":").list.get(0).cast(pl.Int64, strict=False).alias("code"),
-            pl.col("f").str.split(":").list.get(1).cast(pl.Int64, strict=False).alias("k"))
+            pl.col("f").str.split(":").list.get(0, null_on_oob=True)
+            .cast(pl.Int64, strict=False).alias("code"),
+            pl.col("f").str.split(":").list.get(1, null_on_oob=True)
+            .cast(pl.Int64, strict=False).alias("k"))
     total = pl.col("k").sum()
     mix = fns.group_by(keys).agg(
         *[_share(pl.col("k").filter(pl.col("code") == c).sum(), total)
@@ -1012,6 +1044,170 @@ def ot_window_features(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
         pl.col(OT_FEATURES).cast(pl.Float64).fill_null(0.0).fill_nan(0.0))
 
 
+_INT = re.compile(r"[+-]?[0-9]{1,19}")
+
+
+def _int(v: str | None) -> int | None:
+    """A timeline field as polars' non-strict cast to Int64 reads it (None when not one)."""
+    if v is None:
+        return None
+    if v.isascii() and v.isdigit() and len(v) < 19:
+        return int(v)
+    if not _INT.fullmatch(v):
+        return None
+    n = int(v)
+    return n if -2 ** 63 <= n < 2 ** 63 else None
+
+
+def _items(v: str | None) -> list[str]:
+    """A timeline list field (``_split_list``): ``-`` is empty, None has no items."""
+    return [] if v is None or v == "-" else v.split(",")
+
+
+class _TimelineSecond:
+    """A timeline line after its time (seconds of one polled item repeat it): its counts
+    (requests, reads, writes, program, diagnostic, exceptions), period (ms), the raw
+    functions, units and objects, and those parsed."""
+
+    __slots__ = ("sums", "period", "series", "units", "objs", "fns")
+
+    def __init__(self, nums: list[int], fns: str | None, units: str | None,
+                 objs: str | None) -> None:
+        self.sums, self.period = nums[:6], nums[6]
+        self.series = (fns, units, objs)
+        self.units, self.objs = _items(units), _items(objs)
+        self.fns: list[tuple[int | None, int]] = []  # (Modbus function code, requests)
+        for item in _items(fns):
+            code_k = item.split(":")
+            k = _int(code_k[1]) if len(code_k) > 1 else None
+            if k is not None:
+                self.fns.append((_int(code_k[0]), k))
+
+
+def _timeline_second(rest: str) -> _TimelineSecond | None:
+    f: list[str | None] = [*rest.split(" ")]
+    f += [None] * (10 - len(f))
+    nums = [_int(v) for v in f[:7]]
+    if None in nums:
+        return None
+    return _TimelineSecond(nums, f[7], f[8], f[9])  # type: ignore[arg-type]
+
+
+class _OTWindow:
+    """One window's industrial seconds while ``_ot_window_rows`` reads them: how many times
+    each (line after its time, peer, protocol) came."""
+
+    __slots__ = ("mac", "ip", "covered", "seen")
+
+    def __init__(self, mac: str | None) -> None:
+        self.mac, self.ip, self.covered = mac, None, False
+        self.seen: dict[tuple[_TimelineSecond, str | None, str | None], int] = {}
+
+
+def _ot_window_rows(rows: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """``ot_window_features`` in plain Python, for a few flows (``rows``: those with an
+    ``ot_timeline``): the same events as ``ot_events``, the same sums, distinct counts,
+    Modbus mix and polling gaps as the frame path."""
+    assert keys[2:] == ["start", "end"], keys
+    ms = [pl.col(c).dt.epoch("ms") for c in ("start", "end", "first_seen", "last_seen")]
+    src = rows.select(*keys[:2], *ms, "ot_timeline", "ot_protocol", "peer_ip", "dst_port",
+                      "mac", "ip")
+    wins: dict[tuple[Any, ...], _OTWindow] = {}
+    series: dict[tuple[Any, ...], list[tuple[int, int, list[float]]]] = {}
+    parsed: dict[str, _TimelineSecond | None] = {}
+    gaps: dict[tuple[Any, ...], list[float]] = {}
+    for fid, (a, b, start, end, first, last, tl, proto, peer, port, mac, ip) in enumerate(
+            src.iter_rows()):
+        length = end - start
+        for line in tl.split("\n"):
+            ts, _, rest = line.partition(" ")
+            if rest in parsed:
+                sec = parsed[rest]
+            else:
+                sec = parsed[rest] = _timeline_second(rest)
+            if sec is None:
+                continue
+            tn = _int(ts)
+            if tn is None:
+                continue
+            t = tn * 1000
+            t = t if first is None else max(t, first)
+            t = t if last is None else min(t, last)
+            ws = start + ((t - start) // length) * length
+            key = (a, b, ws, ws + length)
+            w = wins.get(key)
+            if w is None:
+                w = wins[key] = _OTWindow(mac)
+                gaps[key] = []
+            if ip is not None and (w.ip is None or ip < w.ip):
+                w.ip = ip
+            if not w.covered and last is not None and last >= ws + length:
+                w.covered = True
+            s = (sec, peer, proto)
+            w.seen[s] = w.seen.get(s, 0) + 1
+            series.setdefault((key, peer, port, sec.series), []).append((t, fid, gaps[key]))
+    for seconds in series.values():  # gaps across flows of one polled series
+        seconds.sort(key=lambda e: (e[0], e[1]))
+        for (t0, f0, _), (t1, f1, into) in zip(seconds, seconds[1:], strict=False):
+            if f1 != f0 and t1 > t0:
+                into.append((t1 - t0) / 1000)
+    out = []
+    for key, w in wins.items():
+        sums = [0] * 6  # requests, reads, writes, program, diagnostic, exceptions
+        by_proto: dict[str, list[int]] = {}  # protocol -> [writes, requests]
+        units: set[tuple[str | None, str]] = set()
+        objs: set[tuple[str | None, str]] = set()
+        fns: dict[int | None, int] = {}  # Modbus function code -> requests
+        g = gaps[key]
+        for (sec, peer, proto), times in w.seen.items():
+            for i, v in enumerate(sec.sums):
+                sums[i] += v * times
+            if proto is not None:
+                wn = by_proto.setdefault(proto, [0, 0])
+                wn[0] += sec.sums[2] * times
+                wn[1] += sec.sums[0] * times
+            units.update((peer, u) for u in sec.units)
+            objs.update((peer, o) for o in sec.objs)
+            if proto == "modbus":
+                for c, k in sec.fns:
+                    fns[c] = fns.get(c, 0) + k * times
+            if sec.period >= 0:
+                g.extend([sec.period / 1000] * times)
+        n, r, wr, p, d, x = sums
+        feats = {"log_ot_requests": math.log1p(max(n, 0))}
+        for cls, v in zip(CLASSES[:4], (r, wr, p, d), strict=True):
+            feats[f"ot_{cls}_share"] = v / n if n > 0 else 0.0
+        feats["ot_other_share"] = (n - r - wr - p - d) / n if n > 0 else 0.0
+        feats["log_ot_program"] = math.log1p(max(p, 0))
+        feats["ot_exception_share"] = min(x / n, 1.0) if n > 0 else 0.0
+        feats["log_ot_units"] = math.log1p(len(units))
+        feats["log_ot_objects"] = math.log1p(len(objs))
+        m = statistics.median(g) if g else 0.0
+        feats["log_ot_poll_period"] = math.log1p(max(m, 0.0))
+        feats["ot_poll_jitter"] = (sum(abs(v - m) for v in g) / len(g) / m
+                                   if g and m > 0 else 0.0)
+        total = sum(fns.values())
+        for c in MODBUS_FC_FEATURES:
+            feats[f"modbus_fc_{c}_share"] = fns.get(c, 0) / total if total > 0 else 0.0
+        other = sum(k for c, k in fns.items() if c is not None and c not in MODBUS_FC_FEATURES)
+        feats["modbus_fc_other_share"] = other / total if total > 0 else 0.0
+        for proto in PROTOCOLS:
+            wn = by_proto.get(proto, [0, 0])
+            feats[f"{proto}_write_share"] = wn[0] / wn[1] if wn[1] > 0 else 0.0
+        out.append((*key, w.mac, w.ip, w.covered, *(feats[c] for c in OT_FEATURES)))
+    if not out:
+        return pl.DataFrame()
+    schema = rows.select(*keys, "mac", "ip").schema
+    return pl.DataFrame(out, schema={**{k: schema[k] for k in keys[:2]},
+                                     "start": pl.Int64, "end": pl.Int64,
+                                     "mac": schema["mac"], "ip": schema["ip"],
+                                     "covered": pl.Boolean,
+                                     **{c: pl.Float64 for c in OT_FEATURES}},
+                        orient="row").with_columns(
+        pl.col("start", "end").cast(pl.Datetime("ms", "UTC"))).with_columns(
+        pl.col(OT_FEATURES).fill_nan(0.0))
+
+
 def _polling(ev: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """Polling period and jitter per window, from the gaps between two requests for the
     same item: within a flow, the dissector's per-second median gap (a long polling
@@ -1020,7 +1216,8 @@ def _polling(ev: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     units and objects) from different flows of the window. Only the window's own requests
     count, so that a window scores the same alone (the live sensor) as within a capture."""
     series = ["peer_ip", "dst_port", "_fns", "_units", "_objs"]
-    s = ev.select(*keys, *series, "_fid", "_t", "_per").sort(*keys, *series, "_t")
+    # the flow breaks ties in time: a sort without it left their order, and a gap, to chance
+    s = ev.select(*keys, *series, "_fid", "_t", "_per").sort(*keys, *series, "_t", "_fid")
     s = s.with_columns(pl.struct(*keys, *series).rle_id().alias("_sid"))
     cross = pl.when((pl.col("_sid") == pl.col("_sid").shift(1))
                     & (pl.col("_fid") != pl.col("_fid").shift(1))).then(pl.col("_t").diff())

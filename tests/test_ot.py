@@ -393,3 +393,86 @@ def test_every_dissector_is_registered():
     assert {type(f()) for f in OT_DISSECTORS.values()} == {
         ModbusDissector, DNP3Dissector, S7Dissector, ENIPDissector, IEC104Dissector,
         BACnetDissector}
+
+
+# --- the two paths of the industrial window features ------------------------------------------
+
+
+def same_industrial_features(att: pl.DataFrame) -> int:
+    """``ot_window_features`` in plain Python (a REST request's few flows) and in polars
+    queries (a capture) give the same table; returns its rows."""
+    import numpy as np
+
+    from flockwatch.features.ot import ot_window_features
+
+    small = ot_window_features(att, KEY_COLUMNS, small=True)
+    frame = ot_window_features(att, KEY_COLUMNS, small=False)
+    assert small.height == frame.height
+    if not small.height:
+        return 0
+    assert small.schema == frame.schema
+    small, frame = small.sort(KEY_COLUMNS), frame.sort(KEY_COLUMNS)
+    ident = [*KEY_COLUMNS, "mac", "ip", "covered"]
+    assert small.select(ident).equals(frame.select(ident))
+    np.testing.assert_allclose(small.select(OT_FEATURES).to_numpy(),
+                               frame.select(OT_FEATURES).to_numpy(), rtol=1e-12, atol=1e-15)
+    return small.height
+
+
+def test_industrial_feature_paths_agree_on_captures(polled, site, shared_data):
+    """The written polling capture, the synthetic site (Modbus and S7comm, with its write
+    attack) and the Modbus SCADA captures (many masters, exceptions, scans)."""
+    paths = [polled, site / "learning.pcap", site / "attacks.pcap",
+             *sorted((shared_data / "modbus-scada").glob("*.pcap"))[:4]]
+    for spec in (WindowSpec(10.0), WindowSpec(300)):
+        rows = 0
+        for path in paths:
+            flows, _ = read_capture(path)
+            rows += same_industrial_features(assign_windows(attribute(flows), spec))
+        assert rows > 10
+
+
+_FIELD = st.sampled_from(["0", "1", "2", "3", "7", "-1", "+2", "", "x", "2003", "1990"])
+_LIST = st.sampled_from(["-", "3:1", "3:2,16:1", "16:1", "43:1,8:2", "3", ":", "a:b", "3:1:5",
+                         "x:2", "1", "1,2", "", "1/h0", "1/h0,2/h40", "7/c3"])
+
+
+@st.composite
+def timeline_flows(draw: st.DrawFn) -> pl.DataFrame:
+    """Flows with any timeline, malformed lines and fields included, seconds that tie across
+    flows of one polled series, and seconds outside the flow (clamped to it)."""
+    rows = []
+    for _ in range(draw(st.integers(1, 6))):
+        first = int(T0 * 1000) + draw(st.integers(0, 40_000))
+        last = first + draw(st.integers(0, 40_000))
+        if draw(st.booleans()):  # ends exactly on a window's end
+            last = max(first, (last // 10_000 + 1) * 10_000)
+        lines = []
+        for _ in range(draw(st.integers(1, 8))):
+            t = str(int(T0) + draw(st.integers(-5, 90)))
+            fields = [t, *(draw(_FIELD) for _ in range(7)), draw(_LIST), draw(_LIST),
+                      draw(_LIST)]
+            lines.append(" ".join(fields[:draw(st.integers(1, 11))] if draw(st.booleans())
+                                  and draw(st.booleans()) else fields))
+        start = first // 10_000 * 10_000
+        rows.append({
+            "source": "s", "device_id": draw(st.sampled_from(["plc", "hmi"])),
+            "start": start, "end": start + 10_000, "first_seen": first, "last_seen": last,
+            "ot_timeline": "\n".join(lines),
+            "ot_protocol": draw(st.sampled_from(["modbus", "modbus", "s7comm", "dnp3", None])),
+            "peer_ip": draw(st.sampled_from(["10.0.0.1", "10.0.0.2", None])),
+            "dst_port": draw(st.sampled_from([502, 102])),
+            "mac": draw(st.sampled_from(["02:00:00:00:00:01", None])),
+            "ip": draw(st.sampled_from(["10.0.0.9", "10.0.0.10", None])),
+        })
+    ms = pl.Datetime("ms", "UTC")
+    return pl.DataFrame(rows, schema={
+        "source": pl.String, "device_id": pl.String, "start": ms, "end": ms,
+        "first_seen": ms, "last_seen": ms, "ot_timeline": pl.String, "ot_protocol": pl.String,
+        "peer_ip": pl.String, "dst_port": pl.Int32, "mac": pl.String, "ip": pl.String})
+
+
+@settings(max_examples=300, deadline=None)
+@given(timeline_flows())
+def test_industrial_feature_paths_agree_on_any_timeline(att):
+    same_industrial_features(att)
