@@ -322,15 +322,17 @@ def test_sensor_killed_loses_at_most_the_open_window(veth, tmp_path, live_model)
 
 
 @pytest.mark.slow
-def test_soak_script_runs_short(veth, tmp_path):
+def test_soak_script_runs_short(veth, tmp_path, shared_data):
     """experiments/soak_sensor.py in a 20 s run: rounds replayed, each alerted, memory
-    sampled, every counted alert written."""
+    sampled, every counted alert written. Its background traffic is built from the shared
+    captures: without them the test skips (it failed before)."""
     out = tmp_path / "soak.json"
     from conftest import REPO
 
     p = subprocess.run([sys.executable, str(REPO / "experiments" / "soak_sensor.py"),
                         "--duration", "20s", "--warm-up", "5s", "--sample-every", "2",
-                        "--packets", "20000", "--output", str(out)],
+                        "--packets", "20000", "--output", str(out),
+                        "--data", str(shared_data)],
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stderr[-2000:]
     res = json.loads(out.read_text())
