@@ -4,6 +4,7 @@ deviate most, observed against expected, as arrays and as the ``top_features`` J
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,6 +16,10 @@ from flockwatch.features.explain import (
     hashed_family,
     is_learnt,
 )
+
+#: Windows up to which ``Deviations.json`` writes each with ``json.dumps``: polars' column-wise
+#: build costs a fixed 2-3 ms, json.dumps about 20 us a window.
+SMALL_JSON = 100
 
 
 @dataclass(frozen=True)
@@ -45,6 +50,9 @@ class Deviations:
         n, k = self.index.shape
         if k == 0:
             return pl.Series(["[]"] * n, dtype=pl.String)
+        if n <= SMALL_JSON:  # a few windows (a REST request): one json.dumps each
+            return pl.Series([json.dumps(r) for r in self._finite(self.records())],
+                             dtype=pl.String)
         quoted = np.array([json.dumps(str(x)) for x in self.names.tolist()], dtype=object)
 
         def num(a: np.ndarray) -> pl.Expr:
@@ -62,6 +70,14 @@ class Deviations:
         parts.append("]")
         exprs = [pl.lit(p) if isinstance(p, str) else p for p in parts]
         return pl.select(pl.concat_str(exprs).alias("top_features")).to_series()
+
+
+    @staticmethod
+    def _finite(records: list[list[dict[str, float | str]]]
+                ) -> list[list[dict[str, float | str | None]]]:
+        """JSON has no NaN or infinity: those become null."""
+        return [[{k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+                  for k, v in d.items()} for d in r] for r in records]
 
 
 #: values of a hashed feature listed per top feature

@@ -307,6 +307,14 @@ def test_baseline_explanations_json_equals_records():
     dev.observed[0, 0] = np.inf
     assert json.loads(dev.json()[0])[0]["observed"] is None
     assert est.deviations(df.head(0)).json().len() == 0
+    # a few windows (a REST request) take json.dumps, the same after parsing
+    from flockwatch.models.deviations import SMALL_JSON
+
+    assert df.height > SMALL_JSON
+    few = est.deviations(df.head(30), top=5)
+    assert [json.loads(s) for s in few.json()] == records[:30]
+    few.observed[0, 0] = np.nan
+    assert json.loads(few.json()[0])[0]["observed"] is None
 
 
 def test_classifier_device_decision_is_per_device_aggregate():
