@@ -51,8 +51,8 @@ class Deviations:
         if k == 0:
             return pl.Series(["[]"] * n, dtype=pl.String)
         if n <= SMALL_JSON:  # a few windows (a REST request): one json.dumps each
-            return pl.Series([json.dumps(r) for r in self._finite(self.records())],
-                             dtype=pl.String)
+            return pl.Series("top_features", [json.dumps(r) for r in
+                                              self._finite(self.records())], dtype=pl.String)
         quoted = np.array([json.dumps(str(x)) for x in self.names.tolist()], dtype=object)
 
         def num(a: np.ndarray) -> pl.Expr:

@@ -312,6 +312,7 @@ def test_baseline_explanations_json_equals_records():
 
     assert df.height > SMALL_JSON
     few = est.deviations(df.head(30), top=5)
+    assert few.json().name == dev.json().name == "top_features"
     assert [json.loads(s) for s in few.json()] == records[:30]
     few.observed[0, 0] = np.nan
     assert json.loads(few.json()[0])[0]["observed"] is None
