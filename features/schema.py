@@ -97,13 +97,14 @@ def conform(df: pl.DataFrame) -> pl.DataFrame:
 
     Missing columns are added as nulls; extra columns are dropped.
     """
-    exprs = []
-    for name, dtype in FLOW_SCHEMA.items():
-        if name in df.columns:
-            exprs.append(pl.col(name).cast(dtype, strict=False))
-        else:
-            exprs.append(pl.lit(None, dtype=dtype).alias(name))
-    return df.select(exprs)
+    have = df.schema
+    # only the columns that need it: a select of every column costs a REST request ~1 ms
+    fix = [pl.col(name).cast(dtype, strict=False) if name in have
+           else pl.lit(None, dtype=dtype).alias(name)
+           for name, dtype in FLOW_SCHEMA.items() if have.get(name) != dtype]
+    if fix:
+        df = df.with_columns(fix)
+    return df[list(FLOW_SCHEMA)]
 
 
 def flow_schema_markdown() -> str:

@@ -126,3 +126,22 @@ def test_name_words_are_behaviour_not_identity():
     for word in ["dcs", "935l", "mydlink"]:
         expected[zlib.crc32(word.encode()) % N_NAME_BUCKETS] += 1 / 3
     assert unit1 == pytest.approx(expected, abs=1e-12)
+
+
+def test_hashed_shares_in_python_and_polars_agree(site, monkeypatch):
+    """A REST request's few token rows are counted in plain Python, a capture's in polars:
+    the same window table either way (name words, fingerprints, user agents)."""
+    import importlib
+
+    from flockwatch.features import read_capture
+
+    w = importlib.import_module("flockwatch.features.windows")
+    flows = pl.concat([read_capture(site / "learning.pcap")[0].head(3000),
+                       read_capture(site / "attacks.pcap")[0]])
+    monkeypatch.setattr(w, "SMALL_TOKENS", 10 ** 9)
+    small = windows(flows, WindowSpec(300))
+    monkeypatch.setattr(w, "SMALL_TOKENS", -1)
+    frame = windows(flows, WindowSpec(300))
+    hashed = [c for c in FEATURE_COLUMNS if c.startswith(("name_token_", "fingerprint_"))]
+    assert frame.select(hashed).sum().sum_horizontal().item() > 0
+    assert small.equals(frame)
