@@ -315,6 +315,55 @@ def test_a_device_whose_alerts_are_all_expected_has_no_severity(demo: dict[str, 
         srv.close()
 
 
+def test_device_page_lists_its_findings_and_vulnerabilities(demo: dict[str, Any],
+                                                           tmp_path: Path) -> None:
+    """A device's risk findings (most severe first) and its software's CVEs (exploited ones
+    first) are on its page and in the API's device record; values from traffic are text."""
+    from flockwatch.serving.console import ReportSource
+
+    doc = json.loads(Path(demo["report"]).read_text())
+    dev = doc["devices"][0]["device_id"]
+    evil = '<script>alert("banner")</script>'
+    doc["findings"] = [f for f in doc.get("findings") or [] if f["device_id"] != dev] + [
+        {"kind": "obsolete_tls", "severity": "medium", "device_id": dev, "mac": dev,
+         "ip": None, "first_seen": "2026-03-02T08:00:00Z", "last_seen": "2026-03-02T09:00:00Z",
+         "flows": ["10.0.0.5:40000 -> 10.0.0.9:443/tcp"], "message": "TLS 1.0 to " + evil},
+        {"kind": "cleartext_credentials", "severity": "high", "device_id": dev, "mac": dev,
+         "ip": None, "first_seen": "2026-03-02T08:10:00Z", "last_seen": "2026-03-02T08:10:00Z",
+         "flows": [f"10.0.0.5:{40001 + i} -> 10.0.0.9:23/tcp" for i in range(5)],
+         "message": "a Telnet login was sent in clear (the secret is not kept)"}]
+    doc["vulnerabilities"] = [
+        {"cve": "CVE-2016-6210", "cvss": 5.9, "cvss_version": "3.1", "severity": "medium",
+         "kev": False, "matched_on": "cpe:2.3:a:openbsd:openssh:*:*:*:*:*:*:*:* < 7.4",
+         "product": "OpenBSD OpenSSH 7.2p2 " + evil, "device_id": dev},
+        {"cve": "CVE-2018-15473", "cvss": 5.3, "cvss_version": "3.1", "severity": "medium",
+         "kev": True, "matched_on": "cpe:2.3:a:openbsd:openssh:*:*:*:*:*:*:*:* < 7.8",
+         "product": "OpenBSD OpenSSH 7.2p2", "device_id": dev}]
+    report = tmp_path / "score.json"
+    report.write_text(json.dumps(doc))
+    srv = Served(ReportSource(report))
+    try:
+        detail = srv.get(f"/api/devices/{urllib.parse.quote(dev)}")[1]
+        assert [f["kind"] for f in detail["findings"]] == ["cleartext_credentials",
+                                                           "obsolete_tls"]
+        assert [v["cve"] for v in detail["vulnerabilities"]] == ["CVE-2018-15473",
+                                                                 "CVE-2016-6210"]
+        status, html, _ = srv.get(f"/devices/{urllib.parse.quote(dev)}")
+        assert status == 200
+        risk = html[html.index('<section class="risk">'):html.index("Anomaly score over time")]
+        assert risk.index("cleartext credentials") < risk.index("obsolete tls")
+        assert risk.index("CVE-2018-15473") < risk.index("CVE-2016-6210")
+        assert "CISA KEV" in risk and "and 2 more" in risk
+        assert "<script>" not in risk and "&lt;script&gt;" in risk
+        other = doc["devices"][1]["device_id"]
+        html = srv.get(f"/devices/{urllib.parse.quote(other)}")[1]
+        if not any(f["device_id"] == other for f in doc["findings"]):
+            assert "No risk findings." in html
+        assert "None known for the software it showed" in html
+    finally:
+        srv.close()
+
+
 @pytest.mark.slow
 def test_sensor_files_are_followed_as_the_sensor_writes(demo: dict[str, Any],
                                                         tmp_path: Path) -> None:

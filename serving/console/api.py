@@ -16,6 +16,7 @@ from flockwatch.serving.console.data import (
     Decisions,
     Filters,
     Source,
+    device_risks,
     paginate,
     parse_time,
     peers_of,
@@ -87,11 +88,48 @@ class PeerOut(BaseModel):
     how: list[str]
 
 
+class FindingOut(BaseModel):
+    """A risk finding (``serving.contract.Finding``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    kind: str
+    severity: Severity
+    device_id: str
+    mac: str | None = None
+    ip: str | None = None
+    first_seen: str | None = None
+    last_seen: str | None = None
+    flows: list[str] = []
+    message: str
+    model_version: str | None = None
+
+
+class VulnerabilityOut(BaseModel):
+    """A known CVE of a device's software (``serving.contract.Vulnerability``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    cve: str
+    cvss: float | None = None
+    cvss_version: str | None = None
+    severity: str | None = None
+    kev: bool = False
+    matched_on: str
+    product: str
+    device_id: str
+    description: str | None = None
+
+
 class DeviceDetail(BaseModel):
     device: DeviceOut
     peers: list[PeerOut]
     windows: int
     alerts: int
+    #: its risk findings, most severe first, and its software's known vulnerabilities,
+    #: exploited ones (CISA KEV) first
+    findings: list[FindingOut] = []
+    vulnerabilities: list[VulnerabilityOut] = []
 
 
 class WindowOut(BaseModel):
@@ -233,9 +271,11 @@ def router(source: Source, decisions: Decisions, model_info: dict[str, Any]) -> 
     def device(device_id: str) -> Any:
         snap = source.snapshot()
         d = device_or_404(device_id)
+        found, vulns = device_risks(snap, device_id)
         return {"device": d, "peers": peers_of(snap, d),
                 "windows": len(snap.windows.get(device_id, [])),
-                "alerts": sum(a["device_id"] == device_id for a in snap.alerts)}
+                "alerts": sum(a["device_id"] == device_id for a in snap.alerts),
+                "findings": found, "vulnerabilities": vulns}
 
     @api.get("/devices/{device_id}/windows", response_model=PageOf[WindowOut])
     def windows(device_id: str, since: dt.datetime | None = None,

@@ -61,6 +61,11 @@ class Snapshot:
     model: str
     origin: str
     has_windows: bool
+    #: risk findings (``serving.contract.Finding``) and known vulnerabilities
+    #: (``Vulnerability``) of the devices: a report's lists; a sensor's findings from its
+    #: alerts file (it keeps no vulnerability rows, only each device's ``cves``)
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    vulnerabilities: list[dict[str, Any]] = field(default_factory=list)
     by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_ip: dict[str, str] = field(default_factory=dict)
 
@@ -141,7 +146,10 @@ def snapshot_of(doc: dict[str, Any], origin: str) -> Snapshot:
         ws.sort(key=lambda w: w["start"] or "")
     snap = Snapshot(devices=list(doc["devices"]), windows=windows, alerts=list(doc["alerts"]),
                     incidents=list(doc["incidents"]), model=str(doc.get("model") or ""),
-                    origin=origin, has_windows=True)
+                    origin=origin, has_windows=True,
+                    findings=[f for f in doc.get("findings") or [] if isinstance(f, dict)],
+                    vulnerabilities=[v for v in doc.get("vulnerabilities") or []
+                                     if isinstance(v, dict)])
     _annotate(snap)
     return snap
 
@@ -236,10 +244,26 @@ class SensorSource:
                 devices += _alerting_devices(alerts, {d["device_id"] for d in devices})
                 snap = Snapshot(devices=devices, windows={},
                                 alerts=alerts, incidents=sensor_incidents(alerts),
-                                model="", origin=self.description, has_windows=False)
+                                model="", origin=self.description, has_windows=False,
+                                findings=[dict(f) for f in self.findings])
                 _annotate(snap)
                 self._snap = snap
             return self._snap
+
+
+_SEVERITY_RANK = {"critical": 4, "high": 3, "medium": 2, "low": 1}
+
+
+def device_risks(snap: Snapshot, device_id: str
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A device's risk findings (most severe, then latest, first) and known vulnerabilities
+    (exploited ones first, then by CVSS score)."""
+    found = sorted((f for f in snap.findings if f.get("device_id") == device_id),
+                   key=lambda f: str(f.get("last_seen") or ""), reverse=True)
+    found.sort(key=lambda f: -_SEVERITY_RANK.get(str(f.get("severity")), 0))  # stable
+    vulns = sorted((v for v in snap.vulnerabilities if v.get("device_id") == device_id),
+                   key=lambda v: (not v.get("kev"), -(v.get("cvss") or 0.0), str(v.get("cve"))))
+    return found, vulns
 
 
 def _sensor_device(r: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from flockwatch.serving.console.data import (
     Filters,
     Snapshot,
     Source,
+    device_risks,
     paginate,
     parse_time,
     peers_of,
@@ -234,7 +235,8 @@ def router(source: Source, decisions: Decisions, model_info: dict[str, Any],
 def device_context(snap: Snapshot, marks: dict[str, dict[str, Any]], d: dict[str, Any]
                    ) -> dict[str, Any]:
     """What the device page shows of ``d``: its alerts, the chart's series (each scored
-    window, or a sensor's alerting windows), its peers and the last top deviating features."""
+    window, or a sensor's alerting windows), its peers, the last top deviating features, its
+    risk findings and its software's known vulnerabilities."""
     device_id = d["device_id"]
     alerts = visible_alerts(snap, marks, Filters(device=device_id), include_expected=True)
     wins = snap.windows.get(device_id, [])
@@ -255,9 +257,10 @@ def device_context(snap: Snapshot, marks: dict[str, dict[str, Any]], d: dict[str
                   "end": [_epoch(a["end"]) for a in scored], "from": "alerts"}
     top = next((w["top_features"] for w in reversed(wins) if w.get("anomalous")
                 and w.get("top_features")), None)
+    found, vulns = device_risks(snap, device_id)
     return {"d": d, "alerts": alerts, "series": series, "windows": len(wins),
             "anomalous": sum(series["alerting"]), "peers": peers_of(snap, d),
-            "top": top or []}
+            "top": top or [], "findings": found, "vulns": vulns}
 
 
 async def _form(request: Request) -> dict[str, str]:
