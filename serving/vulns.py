@@ -866,6 +866,11 @@ MATCH_COLUMNS = ("device_id", "cve", "cvss", "cvss_version", "severity", "kev", 
                  "product", "description")
 
 
+#: Devices' matches kept between calls (``match``): (database file, device, software set).
+_MATCHED: dict[tuple[Any, ...], list[tuple[Any, ...]]] = {}
+_MATCHED_MAX = 20_000
+
+
 def match(software: pl.DataFrame, db: str | os.PathLike[str] | None = None) -> pl.DataFrame:
     """The CVEs that apply to each device's software: one row per (device, CVE) with
     ``MATCH_COLUMNS``, the highest CVSS first.
@@ -886,11 +891,41 @@ def match(software: pl.DataFrame, db: str | os.PathLike[str] | None = None) -> p
               "matched_on": pl.String, "product": pl.String, "description": pl.String}
     if not rows:
         return pl.DataFrame(schema=schema)
-    con = connect(db if db is not None else default_db())
+    path = Path(db if db is not None else default_db())
     try:
-        found = _match_rows(con, rows)
-    finally:
-        con.close()
+        st = path.stat()
+        db_key = (str(path.resolve()), st.st_mtime_ns, st.st_size, st.st_ino)
+    except OSError:
+        db_key = None  # connect() names the problem
+    # A device's matches depend on its whole software set (AND configurations): cached per
+    # device and set, for as long as the database file is unchanged. The live sensor matches
+    # every window, and a device shows the same software window after window.
+    per: dict[str, list[_Soft]] = {}
+    for r in rows:
+        per.setdefault(r.device_id, []).append(r)
+    found: list[tuple[Any, ...]] = []
+    todo: list[_Soft] = []
+    keys = {d: (db_key, d, tuple(sorted(set(rs), key=repr))) for d, rs in per.items()}
+    for d, rs in per.items():
+        hit = _MATCHED.get(keys[d]) if db_key is not None else None
+        if hit is None:
+            todo += rs
+        else:
+            found += hit
+    if todo:
+        con = connect(path)
+        try:
+            fresh = _match_rows(con, todo)
+        finally:
+            con.close()
+        found += fresh
+        if db_key is not None:
+            by: dict[str, list[tuple[Any, ...]]] = {r.device_id: [] for r in todo}
+            for f in fresh:
+                by[f[0]].append(f)
+            if len(_MATCHED) + len(by) > _MATCHED_MAX:
+                _MATCHED.clear()
+            _MATCHED.update({keys[d]: v for d, v in by.items()})
     df = pl.DataFrame(found, schema=schema, orient="row")
     return (df.sort(["device_id", "cvss", "cve", "product", "matched_on"],
                     descending=[False, True, False, False, False], nulls_last=True)

@@ -231,6 +231,30 @@ def test_match_rules(db: Path) -> None:
     assert cam["severity"] == "medium"  # no rating given: from the score (6.1)
 
 
+def test_matches_are_kept_per_device_until_the_database_changes(
+        db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The live sensor matches every window: a device showing the same software again is
+    answered from memory (the database is not opened), one whose software changed is matched
+    afresh (with its platform: AND configurations depend on the whole set), and a database
+    rewritten by `vulns update` (a new file) is read again."""
+    old = _software(("agent", "Acme", "agent", "1.0", None), ("agent", "Acme", "RTOS", "2.2", None),
+                    ("ssh", "OpenBSD", "OpenSSH", "7.2p2", None))
+    first = vulns.match(old, db)
+    opened: list[object] = []
+    real = vulns.connect
+    monkeypatch.setattr(vulns, "connect", lambda p: opened.append(p) or real(p))
+    assert vulns.match(old, db).equals(first) and opened == []
+    new = old.with_columns(pl.when(pl.col("product") == "RTOS").then(pl.lit("3.1"))
+                           .otherwise(pl.col("version")).alias("version"))
+    got = vulns.match(new, db)
+    assert len(opened) == 1  # the agent's set changed: matched afresh, ssh from memory
+    assert set(zip(got["device_id"], got["cve"], strict=True)) == {("ssh", "CVE-2016-10009")}
+    update([_feed(tmp_path, "nvdcve-2.0-2025.json")], kev=None, db=db)  # rewritten
+    before = len(opened)
+    vulns.match(old, db)
+    assert len(opened) == before + 1
+
+
 def test_device_vulnerabilities_contract(db: Path, tmp_path: Path) -> None:
     sw = _software(("aa:01", "OpenBSD", "OpenSSH", "6.6.1p1", None),
                    ("aa:01", "Acme", "Web Server", "2.1", None))
