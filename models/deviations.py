@@ -71,7 +71,6 @@ class Deviations:
         exprs = [pl.lit(p) if isinstance(p, str) else p for p in parts]
         return pl.select(pl.concat_str(exprs).alias("top_features")).to_series()
 
-
     @staticmethod
     def _finite(records: list[list[dict[str, float | str]]]
                 ) -> list[list[dict[str, float | str | None]]]:
