@@ -18,6 +18,7 @@ from __future__ import annotations
 import functools
 import re
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -409,7 +410,9 @@ def _hashed_shares(tokens: pl.DataFrame, att: pl.DataFrame, keys: list[str], pre
     """Share of each window's tokens per CRC32 bucket (stable across runs and versions)."""
     cols = [f"{prefix}{b:02d}" for b in range(n)]
     if tokens.height <= SMALL_TOKENS:
-        return _hashed_shares_rows(tokens, att, keys, cols)
+        return _hashed_shares_rows(
+            ((tuple(key), tok) for *key, tok in tokens[[*keys, "tok"]].iter_rows()), att, keys,
+            cols)
     tokens = tokens.filter(pl.col("tok").is_not_null() & (pl.col("tok").str.len_chars() > 0))
     if tokens.height == 0:
         return att.select(keys).unique().with_columns(pl.lit(0.0).alias(c) for c in cols)
@@ -432,23 +435,24 @@ def _hashed_shares(tokens: pl.DataFrame, att: pl.DataFrame, keys: list[str], pre
 SMALL_TOKENS = 5000
 
 
-def _hashed_shares_rows(tokens: pl.DataFrame, att: pl.DataFrame, keys: list[str],
-                        cols: list[str]) -> pl.DataFrame:
-    """``_hashed_shares`` of a few token rows, counted in plain Python (the same table)."""
+def _hashed_shares_rows(pairs: Iterable[tuple[tuple[object, ...], str | None]],
+                        att: pl.DataFrame, keys: list[str], cols: list[str]) -> pl.DataFrame:
+    """``_hashed_shares`` of a few (window key, token) pairs, counted in plain Python (the
+    same table)."""
     n = len(cols)
     at: dict[tuple[object, ...], int] = {}
     rows: list[int] = []
     buckets: list[int] = []
-    for *key, tok in tokens[[*keys, "tok"]].iter_rows():
+    for key, tok in pairs:
         if tok:
-            rows.append(at.setdefault(tuple(key), len(at)))
+            rows.append(at.setdefault(key, len(at)))
             buckets.append(_bucket(tok, n))
     if not at:
         return att.select(keys).unique().with_columns(pl.lit(0.0).alias(c) for c in cols)
     shares = np.zeros((len(at), n))
     np.add.at(shares, (np.array(rows), np.array(buckets)), 1.0)
     shares /= shares.sum(axis=1, keepdims=True)
-    schema = tokens.schema
+    schema = att.schema
     return pl.DataFrame(list(at), schema={k: schema[k] for k in keys}, orient="row").hstack(
         pl.DataFrame(shares, schema=cols, orient="row"))
 
@@ -473,6 +477,21 @@ def name_token_rows(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     return names.join(words, on="server_name").select(*keys, "tok")
 
 
+_MAC_IN_NAME = re.compile(r"([0-9a-f]{2}[:-]){5}[0-9a-f]{2}")
+_NOT_ALNUM = re.compile(r"[^a-z0-9]+")
+_ADDRESS_WORD = re.compile(ADDRESS_LIKE)
+_GENERIC_WORDS = frozenset(GENERIC_NAME_LABELS)
+
+
+@functools.lru_cache(maxsize=65536)
+def name_words(name: str) -> tuple[str, ...]:
+    """The words of one name as ``name_token_rows`` splits it, in plain Python (a REST
+    request's few names; tests compare the two)."""
+    text = _NOT_ALNUM.sub(" ", _MAC_IN_NAME.sub(" ", name.lower())).strip(" ")
+    return tuple(w for w in text.split(" ") if not _ADDRESS_WORD.search(w)
+                 and sum(c.isdigit() for c in w) < 5 and w not in _GENERIC_WORDS)
+
+
 def fingerprint_rows(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """``keys`` + ``tok``: the client fingerprints and user agents that the
     ``fingerprint_NN`` features count (nulls included; ``_hashed_shares`` drops them)."""
@@ -488,10 +507,21 @@ def token_bucket(tok: str, n: int) -> int:
 
 
 def _name_tokens(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    if att.height <= SMALL_TOKENS:  # a few flows: words and shares in plain Python
+        cols = [f"name_token_{b:02d}" for b in range(N_NAME_BUCKETS)]
+        return _hashed_shares_rows(
+            ((tuple(key), w) for *key, name in att[[*keys, "server_name"]].iter_rows()
+             if name is not None for w in name_words(name)), att, keys, cols)
     return _hashed_shares(name_token_rows(att, keys), att, keys, "name_token_", N_NAME_BUCKETS)
 
 
 def _fingerprints(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    if att.height <= SMALL_TOKENS:
+        cols = [f"fingerprint_{b:02d}" for b in range(N_FINGERPRINT_BUCKETS)]
+        return _hashed_shares_rows(
+            ((tuple(key), tok) for *key, fp, ua in
+             att[[*keys, "client_fingerprint", "user_agent"]].iter_rows() for tok in (fp, ua)),
+            att, keys, cols)
     return _hashed_shares(fingerprint_rows(att, keys), att, keys, "fingerprint_",
                           N_FINGERPRINT_BUCKETS)
 

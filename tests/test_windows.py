@@ -145,3 +145,22 @@ def test_hashed_shares_in_python_and_polars_agree(site, monkeypatch):
     hashed = [c for c in FEATURE_COLUMNS if c.startswith(("name_token_", "fingerprint_"))]
     assert frame.select(hashed).sum().sum_horizontal().item() > 0
     assert small.equals(frame)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(
+    st.text(max_size=40),
+    st.sampled_from(["www.Example.COM", "b8-27-eb-12-34-56.local", "a1b2c3d4e5f6.cam.example",
+                     "dev12345.iot", "İstanbul.ΣΟΦΊΑ.example", "x..y--z", "", " ", "123.45.6.7",
+                     "in-addr.arpa", "AA:BB:CC:DD:EE:FF", "_hue._tcp.local"])), min_size=1,
+    max_size=8))
+def test_name_words_in_python_and_polars_agree(names):
+    """A request's names are split in plain Python (``name_words``), a capture's in polars
+    (``name_token_rows``): the same words, as many times each, for any text."""
+    from flockwatch.features.windows import name_token_rows, name_words
+
+    att = pl.DataFrame({"k": list(range(len(names))), "server_name": names})
+    rows = name_token_rows(att, ["k"])
+    want = {k: sorted(rows.filter(pl.col("k") == k)["tok"].to_list())
+            for k in range(len(names))}
+    assert {k: sorted(name_words(n)) for k, n in enumerate(names)} == want
