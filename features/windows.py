@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import re
+import statistics
 import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -387,6 +388,8 @@ def _derived() -> list[pl.Expr]:
 def _periodicity(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """Share of a window's flows in periodic series: flows to the same peer, port and protocol
     whose start-to-start gaps vary by less than 30 % (coefficient of variation)."""
+    if att.height <= SMALL_TOKENS:
+        return _periodicity_rows(att, keys)
     series_keys = [*keys, "peer_ip", "_svc_port", "protocol"]
     # One sort instead of a sort per group: a gap counts when the previous row is the same
     # series.
@@ -403,6 +406,31 @@ def _periodicity(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     return series.group_by(keys).agg(
         (pl.col("n").filter(periodic).sum() / pl.col("n").sum()).alias("periodic_flow_share")
     )
+
+
+def _periodicity_rows(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    """``_periodicity`` of a few flows in plain Python (the same table; tests compare)."""
+    series: dict[tuple[object, ...], list[int | None]] = {}
+    cols = att.select(*keys, "peer_ip", "_svc_port", "protocol",
+                      pl.col("first_seen").dt.epoch("ms"))
+    k = len(keys)
+    for *key, t in cols.iter_rows():
+        series.setdefault(tuple(key), []).append(t)
+    flows: dict[tuple[object, ...], list[int]] = {}  # window -> [flows, in periodic series]
+    for one, times in series.items():
+        n = len(times)
+        tot = flows.setdefault(one[:k], [0, 0])
+        tot[0] += n
+        ts = sorted(t for t in times if t is not None)
+        gaps = [b - a for a, b in zip(ts, ts[1:], strict=False)]
+        if n >= 3 and len(gaps) >= 2:
+            m = sum(gaps) / len(gaps)
+            if m > 0 and statistics.stdev(gaps) / m < 0.3:
+                tot[1] += n
+    schema = att.schema
+    return pl.DataFrame([(*w, p / f) for w, (f, p) in flows.items()],
+                        schema={**{c: schema[c] for c in keys},
+                                "periodic_flow_share": pl.Float64}, orient="row")
 
 
 def _hashed_shares(tokens: pl.DataFrame, att: pl.DataFrame, keys: list[str], prefix: str,
@@ -430,8 +458,9 @@ def _hashed_shares(tokens: pl.DataFrame, att: pl.DataFrame, keys: list[str], pre
     return g.select(keys).hstack(pl.DataFrame(shares, schema=cols, orient="row"))
 
 
-#: Token rows up to which ``_hashed_shares`` counts in plain Python (a REST request's:
-#: polars' nine queries cost ~2 ms whatever their size).
+#: Flows or token rows up to which the hashed shares and the periodicity are counted in
+#: plain Python (a REST request's: polars' queries cost ~1-2 ms each family whatever their
+#: size).
 SMALL_TOKENS = 5000
 
 

@@ -129,8 +129,9 @@ def test_name_words_are_behaviour_not_identity():
 
 
 def test_hashed_shares_in_python_and_polars_agree(site, monkeypatch):
-    """A REST request's few token rows are counted in plain Python, a capture's in polars:
-    the same window table either way (name words, fingerprints, user agents)."""
+    """A REST request's few flows and token rows are counted in plain Python, a capture's in
+    polars: the same window table either way (name words, fingerprints, user agents,
+    periodic series)."""
     import importlib
 
     from flockwatch.features import read_capture
