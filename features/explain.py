@@ -25,8 +25,10 @@ from flockwatch.features.windows import (
     CATEGORIES,
     N_FINGERPRINT_BUCKETS,
     N_NAME_BUCKETS,
+    SMALL_TOKENS,
     fingerprint_rows,
     name_token_rows,
+    name_words,
     token_bucket,
 )
 
@@ -161,9 +163,15 @@ def describe(feature: str, observed: float | None, expected: float | None) -> st
             f"(expected {present(feature, expected)})")
 
 
-def window_tokens(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+def window_tokens(att: pl.DataFrame, keys: list[str], *, small: bool | None = None
+                  ) -> pl.DataFrame:
     """``keys`` + ``feature`` + ``tok``: for each window, the distinct words and fingerprints
-    behind each hashed feature (``att`` carries the window columns in ``keys``)."""
+    behind each hashed feature (``att`` carries the window columns in ``keys``).
+
+    A few flows (a REST request's alerting windows) are read in plain Python, the same table
+    as the polars queries of many (``small``: None chooses by ``SMALL_TOKENS``)."""
+    if (att.height <= SMALL_TOKENS) if small is None else small:
+        return _window_tokens_rows(att, keys)
     parts = []
     for family, rows in (("name_token_", name_token_rows), ("fingerprint_", fingerprint_rows)):
         n = HASHED[family][1]
@@ -175,6 +183,23 @@ def window_tokens(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
             dtype=pl.String))
         parts.append(toks.join(vocab, on="tok").select(*keys, "feature", "tok"))
     return pl.concat(parts).sort([*keys, "feature", "tok"])
+
+
+def _window_tokens_rows(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
+    names_n, fps_n = HASHED["name_token_"][1], HASHED["fingerprint_"][1]
+    found: set[tuple[object, ...]] = set()
+    for *key, name, fp, ua in att[[*keys, "server_name", "client_fingerprint",
+                                   "user_agent"]].iter_rows():
+        for word in name_words(name) if name is not None else ():
+            if word:
+                found.add((*key, f"name_token_{token_bucket(word, names_n):02d}", word))
+        for tok in (fp, ua):
+            if tok:
+                found.add((*key, f"fingerprint_{token_bucket(tok, fps_n):02d}", tok))
+    schema = att.schema
+    return pl.DataFrame(sorted(found), schema={**{k: schema[k] for k in keys},
+                                               "feature": pl.String, "tok": pl.String},
+                        orient="row")
 
 
 def vocabulary(att: pl.DataFrame) -> dict[str, frozenset[str]]:

@@ -132,3 +132,21 @@ def test_report_alerts_read_as_text_scored_whole_or_in_parts(scored_site) -> Non
     for a in windows.values():
         assert all(t["text"] for t in a["top_features"])
         assert "expected" in a["message"] or "never seen" in a["message"]
+
+
+def test_window_tokens_in_python_and_polars_agree(site) -> None:
+    """A request's alerting windows are read in plain Python, a capture's in polars: the
+    same words and fingerprints under the same features, in the same order."""
+    from flockwatch.features import WindowSpec, read_capture
+    from flockwatch.features.attribution import attribute
+    from flockwatch.features.windows import assign_windows
+
+    flows = pl.concat([read_capture(site / "attacks.pcap")[0],
+                       read_capture(site / "learning.pcap")[0].head(2000)])
+    att = assign_windows(attribute(flows), WindowSpec(300))
+    keys = ["source", "device_id", "start", "end"]
+    small = window_tokens(att, keys, small=True)
+    assert small.height > 100 and small["feature"].str.starts_with("fingerprint_").any()
+    assert small.equals(window_tokens(att, keys, small=False))
+    assert window_tokens(att.head(0), keys, small=True).equals(
+        window_tokens(att.head(0), keys, small=False))
