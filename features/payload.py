@@ -192,6 +192,17 @@ def inspect_and_scan(path: str | os.PathLike[str], **kwargs: Any
     return info, scan
 
 
+def inspect_and_scan_portable(path: str, kwargs: dict[str, Any]
+                              ) -> tuple[CaptureInfo, Scan] | tuple[str, str]:
+    """``inspect_and_scan`` for another process (``read_capture`` runs large captures' pass
+    in one, off the reader's GIL): its result, or (source, problem) of the ``InputError``
+    it raised (an ``InputError`` does not survive pickling)."""
+    try:
+        return inspect_and_scan(path, **kwargs)
+    except InputError as exc:
+        return exc.source, exc.problem
+
+
 def _walk(path: str | os.PathLike[str], registry: dict[tuple[int, int], Factory] | None,
           announcements: bool = True, payload: bool = True, idle_timeout: int = IDLE_TIMEOUT_S,
           active_timeout: int = ACTIVE_TIMEOUT_S) -> tuple[CaptureInfo | None, Scan]:

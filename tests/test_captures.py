@@ -325,3 +325,57 @@ def test_capture_without_a_capture_name_is_read_as_one(tmp_path):
     odd.write_bytes(bytes(data))
     flows, problems = read_source_file(str(odd))
     assert problems == [] and flows["packets"].sum() == 3
+
+
+def test_pass_in_a_process_reads_as_the_thread_does(site, bad, monkeypatch):
+    """Large captures have their walk and payload pass run in a process of their own (off
+    the interpreter lock that NFStream's flow reading needs): the same flows, payload,
+    announcements and industrial columns, the same warnings, and a bad file's one-line
+    error, as from the thread."""
+    import polars as pl
+
+    from flockwatch.features import flows as fl
+
+    paths = [site / "learning.pcap", bad["truncated"], bad["text"], bad["empty"]]
+
+    def read_all():
+        out = []
+        for p in paths:
+            try:
+                flows, problems = read_capture(p)
+                out.append((flows.sort("first_seen", "src_ip", "src_port", "dst_port"),
+                            [str(x) for x in problems]))
+            except InputError as exc:
+                out.append(str(exc))
+        return out
+
+    threaded = read_all()
+    monkeypatch.setattr(fl, "PASS_PROCESS_BYTES", 0)
+    submitted = []
+    real = fl._pass_in_process
+    monkeypatch.setattr(fl, "_pass_in_process",
+                        lambda *a: submitted.append(real(*a)) or submitted[-1])
+    processed = read_all()
+    assert len(submitted) == 2 and all(f is not None for f in submitted)  # pcap, truncated
+    for a, b in zip(threaded, processed, strict=True):
+        if isinstance(a, str):
+            assert a == b
+        else:
+            assert a[1] == b[1]
+            assert a[0].equals(b[0])
+    assert threaded[0][0]["payload"].is_not_null().any()
+    assert threaded[0][0].filter(pl.col("ot_protocol").is_not_null()).height > 0
+    # a pass process that dies (killed, out of memory): the pass runs in the reader instead
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    def broken(*_a):
+        f: Future = Future()
+        f.set_exception(BrokenProcessPool("a worker died"))
+        return f
+
+    monkeypatch.setattr(fl, "_pass_in_process", broken)
+    again = read_all()
+    for a, b in zip(threaded[:2], again[:2], strict=True):
+        assert a[1] == b[1] and a[0].equals(b[0])
+    assert again[2:] == threaded[2:]
