@@ -8,6 +8,7 @@ Reading one capture is a pure step (path -> table), so a pool or a distributed e
 
 from __future__ import annotations
 
+import atexit
 import operator
 import os
 import stat
@@ -334,6 +335,9 @@ def _pass_in_process(path: str | os.PathLike[str], scan_args: dict[str, Any]) ->
                 _pass_pool = ProcessPoolExecutor(
                     max_workers=min(2, os.cpu_count() or 1),
                     mp_context=multiprocessing.get_context("spawn"))
+                # closed before the interpreter tears modules down (else the pool's own
+                # clean-up can print an ignored exception at exit)
+                atexit.register(_pass_pool.shutdown, wait=True)
             return _pass_pool.submit(inspect_and_scan_portable, str(path), dict(scan_args))
     except (OSError, RuntimeError, AssertionError, ValueError):
         return None
