@@ -932,13 +932,17 @@ _TIMELINE_FIELDS = ("_t", "_n", "_r", "_w", "_p", "_d", "_x", "_per", "_fns", "_
                     "_objs")
 
 
+#: The flow columns the industrial window features read.
+_EVENT_COLUMNS = ("ot_timeline", "ot_protocol", "first_seen", "last_seen", "peer_ip",
+                  "dst_port", "mac", "ip")
+
+
 def ot_events(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     """One row per flow, device and second with industrial requests (``ot_timeline``
     exploded), its window start moved to the window that second fell in. ``att`` carries
     ``KEY_COLUMNS``, whose ``start``/``end`` are the window of the flow's first packet; the
     windows are tumbling, so a later second's window is that one plus whole lengths."""
-    cols = ["ot_timeline", "ot_protocol", "first_seen", "last_seen", "peer_ip", "dst_port",
-            "mac", "ip"]
+    cols = _EVENT_COLUMNS
     if att.height == 0 or any(c not in att.columns for c in cols):
         return pl.DataFrame()
     ev = att.filter(pl.col("ot_timeline").is_not_null())
@@ -986,9 +990,7 @@ def ot_window_features(att: pl.DataFrame, keys: list[str], *, small: bool | None
     Two paths give the same table (tests compare them on real captures): polars queries for
     many seconds of activity, plain Python for a few (``small``: None chooses by
     ``SMALL_TIMELINE``)."""
-    cols = ["ot_timeline", "ot_protocol", "first_seen", "last_seen", "peer_ip", "dst_port",
-            "mac", "ip"]
-    if att.height == 0 or any(c not in att.columns for c in cols):
+    if att.height == 0 or any(c not in att.columns for c in _EVENT_COLUMNS):
         return pl.DataFrame()
     rows = att.filter(pl.col("ot_timeline").is_not_null())
     if rows.height == 0:
@@ -998,7 +1000,7 @@ def ot_window_features(att: pl.DataFrame, keys: list[str], *, small: bool | None
             <= SMALL_TIMELINE
     if small:
         return _ot_window_rows(rows, keys)
-    return _ot_window_frame(att, keys)
+    return _ot_window_frame(rows, keys)
 
 
 def _ot_window_frame(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:

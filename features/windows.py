@@ -436,11 +436,11 @@ def _periodicity_rows(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
 def _hashed_shares(tokens: pl.DataFrame, att: pl.DataFrame, keys: list[str], prefix: str,
                    n: int) -> pl.DataFrame:
     """Share of each window's tokens per CRC32 bucket (stable across runs and versions)."""
-    cols = [f"{prefix}{b:02d}" for b in range(n)]
     if tokens.height <= SMALL_TOKENS:
         return _hashed_shares_rows(
             ((tuple(key), tok) for *key, tok in tokens[[*keys, "tok"]].iter_rows()), att, keys,
-            cols)
+            prefix, n)
+    cols = [f"{prefix}{b:02d}" for b in range(n)]
     tokens = tokens.filter(pl.col("tok").is_not_null() & (pl.col("tok").str.len_chars() > 0))
     if tokens.height == 0:
         return att.select(keys).unique().with_columns(pl.lit(0.0).alias(c) for c in cols)
@@ -465,10 +465,11 @@ SMALL_TOKENS = 5000
 
 
 def _hashed_shares_rows(pairs: Iterable[tuple[tuple[object, ...], str | None]],
-                        att: pl.DataFrame, keys: list[str], cols: list[str]) -> pl.DataFrame:
+                        att: pl.DataFrame, keys: list[str], prefix: str, n: int
+                        ) -> pl.DataFrame:
     """``_hashed_shares`` of a few (window key, token) pairs, counted in plain Python (the
     same table)."""
-    n = len(cols)
+    cols = [f"{prefix}{b:02d}" for b in range(n)]
     at: dict[tuple[object, ...], int] = {}
     rows: list[int] = []
     buckets: list[int] = []
@@ -537,20 +538,19 @@ def token_bucket(tok: str, n: int) -> int:
 
 def _name_tokens(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     if att.height <= SMALL_TOKENS:  # a few flows: words and shares in plain Python
-        cols = [f"name_token_{b:02d}" for b in range(N_NAME_BUCKETS)]
         return _hashed_shares_rows(
             ((tuple(key), w) for *key, name in att[[*keys, "server_name"]].iter_rows()
-             if name is not None for w in name_words(name)), att, keys, cols)
+             if name is not None for w in name_words(name)), att, keys, "name_token_",
+            N_NAME_BUCKETS)
     return _hashed_shares(name_token_rows(att, keys), att, keys, "name_token_", N_NAME_BUCKETS)
 
 
 def _fingerprints(att: pl.DataFrame, keys: list[str]) -> pl.DataFrame:
     if att.height <= SMALL_TOKENS:
-        cols = [f"fingerprint_{b:02d}" for b in range(N_FINGERPRINT_BUCKETS)]
         return _hashed_shares_rows(
             ((tuple(key), tok) for *key, fp, ua in
              att[[*keys, "client_fingerprint", "user_agent"]].iter_rows() for tok in (fp, ua)),
-            att, keys, cols)
+            att, keys, "fingerprint_", N_FINGERPRINT_BUCKETS)
     return _hashed_shares(fingerprint_rows(att, keys), att, keys, "fingerprint_",
                           N_FINGERPRINT_BUCKETS)
 
